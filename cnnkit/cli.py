@@ -1,0 +1,303 @@
+"""The ``cnnkit`` command line. Imports nothing heavy at module level: torch loads on demand."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cnnkit import __version__
+from cnnkit.core import plugins
+from cnnkit.core.errors import CnnkitError
+
+app = typer.Typer(name="cnnkit", help="The classic CNN playbook: train, run and track every family.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+console = Console()
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cnnkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """cnnkit: one command line for the classic convolutional networks."""
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+@app.command("plugins")
+def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the loaded plugins: name, version, origin and the hooks each implements."""
+    infos = plugins.plugin_infos()
+    if as_json:
+        print_json([vars(i) for i in infos])
+        return
+    table = Table("plugin", "version", "origin", "hooks", "status")
+    for i in infos:
+        table.add_row(i.name, i.version, i.origin, ", ".join(h.removeprefix("register_") for h in i.hooks),
+                      f"[red]failed: {i.error}[/red]" if i.error else "[green]ok[/green]")
+    console.print(table)
+
+
+@app.command("models")
+def models_cmd(task: Optional[str] = typer.Option(None, "--task", help="Only this task (classify, detect, ...)."),
+               as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the registered models with their parameter counts (ours and the paper's)."""
+    from cnnkit.core.registry import models
+    from cnnkit.core.summary import count_params
+
+    rows = []
+    for name, spec in models.items():
+        if task and spec.task != task:
+            continue
+        rows.append({"name": name, "task": spec.task, "plugin": spec.plugin, "params": count_params(spec),
+                     "paper_params": spec.paper_params, "aliases": list(spec.aliases),
+                     "description": spec.description})
+    if task and not rows:
+        raise CnnkitError(f"no models for task '{task}' (tasks: {', '.join(sorted({s.task for _, s in models.items()}))})")
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("model", "task", "params", "paper", "plugin", "description")
+    for r in rows:
+        table.add_row(r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else ""), r["task"],
+                      _millions(r["params"]), _millions(r["paper_params"]), r["plugin"], r["description"])
+    console.print(table)
+
+
+def _millions(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f}M"
+
+
+def parse_extra(args: list[str]) -> dict[str, Any]:
+    """``--key value``, ``--key=value``, ``--flag`` and ``--no-flag`` into a dict (YAML scalars)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise CnnkitError(f"unexpected argument '{arg}'")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value, i = args[i + 1], i + 1
+            elif key.startswith("no-"):
+                key, value = key[3:], "false"
+            else:
+                value = "true"
+        try:
+            out[key.replace("-", "_")] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            out[key.replace("-", "_")] = value
+        i += 1
+    return out
+
+
+def _out_dir(requested: str | None, model: str) -> str:
+    if requested:
+        return requested
+    base = Path("runs") / model
+    path, n = base, 2
+    while path.exists():
+        path, n = Path(f"{base}-{n}"), n + 1
+    return str(path)
+
+
+@app.command("train", context_settings=EXTRA_ARGS)
+def train_cmd(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="A registered model name (see `cnnkit models`)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset path or synthetic:NAME[?k=v]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    img_size: Optional[int] = typer.Option(None, "--img-size", min=8),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, adam, adamw or rmsprop."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="cosine, step, plateau or none."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (bf16, or fp16 with a GradScaler)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    out: Optional[str] = typer.Option(None, "--out", help="Run folder (default runs/MODEL[-N])."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue from this checkpoint."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Start from these weights (a state dict file)."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
+    no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (flags win)."),
+) -> None:
+    """Train MODEL. Family options go after it too (e.g. --anchors, --style); see each family's docs."""
+    from cnnkit.core.config import read_config_file, resolve_config
+    from cnnkit.core.registry import models
+
+    spec = models.get(model)
+    file_values = read_config_file(config) if config else {}
+    resume_values: dict[str, Any] = {}
+    if resume:
+        from cnnkit.core.checkpoint import load_checkpoint
+
+        resume_values = dict(load_checkpoint(resume)["config"])
+        resume_values.pop("resume", None)
+    flags = dict(data=data, epochs=epochs, batch_size=batch_size, img_size=img_size, lr=lr, optimizer=optimizer,
+                 scheduler=scheduler, weight_decay=weight_decay, device=device, amp=amp,
+                 channels_last=channels_last, workers=workers, seed=seed, resume=resume, weights=weights,
+                 experiment=experiment, tracking_uri=tracking_uri, track=False if no_track else None)
+    extra = parse_extra(ctx.args)
+    if extra:
+        flags["options"] = extra
+    layers = {**spec.defaults, **resume_values}
+    flags["out"] = out or resume_values.get("out") or _out_dir(None, spec.name)
+    cfg = resolve_config(spec.name, layers, file_values, flags)
+
+    from cnnkit.core.engine import fit
+
+    result = fit(cfg)
+    summary = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float))
+    print(f"best: {result.best}\nlast: {result.last}" + (f"\nmetrics: {summary}" if summary else "")
+          + (f"\nmlflow run: {result.run_id}" if result.run_id else ""))
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `cnnkit train`."),
+    data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this data (default: the training data)."),
+    device: str = typer.Option("auto", "--device"),
+    batch_size: int = typer.Option(0, "--batch-size", min=0, help="0: the training batch size."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Evaluate a checkpoint on the validation split; everything else comes from the checkpoint."""
+    from cnnkit.core.engine import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(checkpoint, data or "", device, batch_size)
+    if as_json:
+        print_json(metrics)
+        return
+    table = Table("metric", "value")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    console.print(table)
+
+
+@app.command("detect")
+def detect_cmd(
+    checkpoint: Path = typer.Argument(..., help="A detector checkpoint."),
+    sources: list[str] = typer.Argument(..., help="Images or folders of images."),
+    conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Score threshold."),
+    iou: float = typer.Option(0.45, "--iou", min=0.0, max=1.0, help="NMS IoU threshold."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="Inference size (default: training size)."),
+    save_dir: Path = typer.Option(Path("runs/detect"), "--save-dir", help="Where annotated images go."),
+    no_save: bool = typer.Option(False, "--no-save", help="Do not write annotated images."),
+    device: str = typer.Option("auto", "--device"),
+    as_json: bool = typer.Option(False, "--json", help="Print detections as JSON."),
+) -> None:
+    """Detect objects in images with a trained detector; boxes are in original image pixels."""
+    from cnnkit.core.data.detection import image_paths
+    from cnnkit.core.data.images import read_image, write_image
+    from cnnkit.core.detect import draw_detections
+    from cnnkit.core.device import resolve_device
+    from cnnkit.core.engine import load_for_eval
+
+    paths = image_paths(sources)
+    if not paths:
+        raise CnnkitError("no images found in " + ", ".join(sources))
+    task, model, _ = load_for_eval(checkpoint)
+    dev = resolve_device(device)
+    model.to(dev)
+    results = []
+    for path in paths:
+        image = read_image(path)
+        dets = task.predict(model, [image], dev, conf=conf, iou=iou,
+                            img_size=img_size or task.config.img_size)[0]
+        results.append({"image": str(path), "detections": dets})
+        if not no_save:
+            write_image(save_dir / (path.stem + ".jpg"), draw_detections(image, dets))
+    if as_json:
+        print_json(results)
+        return
+    for r in results:
+        found = ", ".join(f"{d['class']} {d['score']:.2f}" for d in r["detections"]) or "nothing"
+        console.print(f"{r['image']}: {found}")
+    if not no_save:
+        console.print(f"annotated images in {save_dir}")
+
+
+@app.command("summary")
+def summary_cmd(
+    model: str = typer.Argument(..., help="A registered model name (or a definition file a plugin reads)."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size (default: the paper's)."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Outputs (default: the paper's)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """A layer table (output shape, parameters, multiply-adds) with totals and the paper's figures."""
+    from cnnkit.core.registry import models
+    from cnnkit.core.summary import render, summarize
+
+    report = summarize(models.get(model), img_size=img_size, num_classes=num_classes)
+    if as_json:
+        print_json(report)
+        return
+    render(report, console)
+
+
+@app.command("runs")
+def runs_cmd(
+    limit: int = typer.Option(20, "--limit", min=1),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recent MLflow runs with their key metric (browse them all with `mlflow ui`)."""
+    import datetime
+
+    from cnnkit.core.tracking import recent_runs
+
+    rows = recent_runs(tracking_uri or "", limit)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no runs yet (train something: `cnnkit train resnet18`)")
+        return
+    table = Table("run", "experiment", "model", "status", "started", "metric", "value")
+    for r in rows:
+        started = datetime.datetime.fromtimestamp(r["start_time"] / 1000).strftime("%Y-%m-%d %H:%M")
+        table.add_row(r["run_id"][:8], r["experiment"], r["model"], r["status"], started, r["metric"],
+                      "-" if r["value"] is None else f"{r['value']:.4f}")
+    console.print(table)
+
+
+_mounted: list[bool] = []
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point: clear one-line errors with exit code 2, never a traceback."""
+    try:
+        if not _mounted:
+            plugins.mount_commands(app)
+            _mounted.append(True)
+        app(args=args, prog_name="cnnkit")
+    except CnnkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

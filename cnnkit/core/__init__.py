@@ -1,0 +1,1 @@
+"""Everything the plugins share. Never imports ``cnnkit.plugins``."""

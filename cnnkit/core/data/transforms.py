@@ -1,0 +1,79 @@
+"""Albumentations pipelines (bbox-aware for detection), letterboxing and normalisation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_tensor(image: np.ndarray, normalize: bool = True) -> torch.Tensor:
+    """HWC uint8 RGB -> CHW float tensor (ImageNet-normalised unless ``normalize`` is False)."""
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    if normalize:
+        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        t = (t - mean) / std
+    return t
+
+
+def classification_pipeline(img_size: int, train: bool) -> A.Compose:
+    """Random-resized crop and flips for training; resize + centre crop for evaluation."""
+    if train:
+        return A.Compose([
+            A.RandomResizedCrop(size=(img_size, img_size), scale=(0.6, 1.0)),
+            A.HorizontalFlip(p=0.5),
+            A.ColorJitter(0.2, 0.2, 0.2, 0.02, p=0.5),
+        ])
+    return A.Compose([A.SmallestMaxSize(max_size=img_size), A.CenterCrop(img_size, img_size)])
+
+
+def detection_pipeline(img_size: int, train: bool) -> A.Compose:
+    """Letterbox to ``img_size`` square; in training also scale jitter, flips and HSV."""
+    steps: list[A.BasicTransform] = []
+    if train:
+        steps += [
+            A.Affine(scale=(0.75, 1.25), translate_percent=(-0.1, 0.1), p=0.5,
+                     border_mode=cv2.BORDER_CONSTANT, fill=114),
+            A.HorizontalFlip(p=0.5),
+            A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=40, val_shift_limit=30, p=0.5),
+        ]
+    steps += [
+        A.LongestMaxSize(max_size=img_size),
+        A.PadIfNeeded(img_size, img_size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=114),
+    ]
+    return A.Compose(steps, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"],
+                                                     min_visibility=0.3, min_area=4))
+
+
+@dataclass
+class Letterbox:
+    """How an image was fitted into a square: ``scale`` then padding ``(left, top)``."""
+
+    scale: float
+    pad: tuple[float, float]
+
+    def unmap(self, boxes: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """Boxes in letterboxed pixels -> boxes in the original image (clipped to it)."""
+        out = boxes.clone()
+        out[:, [0, 2]] = ((out[:, [0, 2]] - self.pad[0]) / self.scale).clamp(0, shape[1])
+        out[:, [1, 3]] = ((out[:, [1, 3]] - self.pad[1]) / self.scale).clamp(0, shape[0])
+        return out
+
+
+def letterbox(image: np.ndarray, size: int, fill: int = 114) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping the aspect ratio so the long side is ``size``; pad to a centred square."""
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    nh, nw = max(round(h * scale), 1), max(round(w * scale), 1)
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out = np.full((size, size, 3), fill, dtype=np.uint8)
+    out[top:top + nh, left:left + nw] = resized
+    return out, Letterbox(scale, (float(left), float(top)))

@@ -1,0 +1,121 @@
+"""What every detector family shares with the engine: bbox-aware data, collate, COCO-style
+evaluation, ``cnnkit detect`` predictions and MLflow artifacts (sample detections, PR curve).
+
+A family subclasses :class:`DetectionTask` and implements ``loss`` and ``predict_batch``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit.core.data.detection import DetectionSample
+from cnnkit.core.data.transforms import detection_pipeline, letterbox, to_tensor
+from cnnkit.core.detect import draw_detections, records
+from cnnkit.core.metrics import Detections, coco_map, pr_curve
+from cnnkit.core.task import MappedDataset, Task
+
+Prediction = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (N,4) xyxy, scores (N,), labels (N,)
+
+
+class DetectionTransform:
+    """Albumentations (bbox-aware) letterbox/augment -> ``(image tensor, {"boxes", "labels"})``."""
+
+    def __init__(self, img_size: int, train: bool, normalize: bool = False) -> None:
+        self.pipeline = detection_pipeline(img_size, train)
+        self.normalize = normalize
+
+    def __call__(self, sample: DetectionSample) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = self.pipeline(image=sample.image, bboxes=sample.boxes, labels=sample.labels)
+        boxes = torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4))
+        labels = torch.as_tensor(np.asarray(out["labels"], dtype=np.int64).reshape(-1))
+        return to_tensor(out["image"], self.normalize), {"boxes": boxes, "labels": labels}
+
+
+def collate_detections(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    images, targets = zip(*batch)
+    return torch.stack(images), list(targets)
+
+
+class DetectionTask(Task):
+    """Base for YOLO and the R-CNN family. Images reach the model as [0, 1] RGB tensors
+    (``normalize = True`` for ImageNet normalisation) letterboxed to ``img_size``."""
+
+    data_tasks = ("detect",)
+    default_data = "synthetic:shapes"
+    key_metric = "map50"
+    key_mode = "max"
+    normalize = False
+    eval_conf = 0.001
+    eval_iou = 0.6
+
+    def dataset(self, split: str) -> MappedDataset:
+        return MappedDataset(self.raw_dataset(split),
+                             DetectionTransform(self.config.img_size, split == "train", self.normalize))
+
+    def collate(self, batch: list[Any]) -> Any:
+        return collate_detections(batch)
+
+    @staticmethod
+    def batch_len(batch: Any) -> int:
+        return len(batch[0])
+
+    def predict_batch(self, model: nn.Module, images: torch.Tensor, conf: float, iou: float) -> list[Prediction]:
+        """Detections for a batch of letterboxed images, in their pixel coordinates."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def detections(self, model: nn.Module, loader: Any, device: torch.device) -> list[Detections]:
+        model.eval()
+        out = []
+        for images, targets in loader:
+            for (boxes, scores, labels), t in zip(
+                    self.predict_batch(model, images.to(device), self.eval_conf, self.eval_iou), targets):
+                out.append(Detections(boxes.float().cpu().numpy(), scores.float().cpu().numpy(),
+                                      labels.cpu().numpy(), t["boxes"].numpy(), t["labels"].numpy()))
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+        return coco_map(self.detections(model, loader, device), len(self.classes or []))
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, images: Any, device: torch.device, conf: float = 0.25,
+                iou: float = 0.45, img_size: int | None = None, **_: Any) -> list[list[dict[str, Any]]]:
+        size = img_size or self.config.img_size
+        model.eval()
+        results = []
+        for image in images:
+            boxed, lb = letterbox(image, size)
+            x = to_tensor(boxed, self.normalize)[None].to(device)
+            boxes, scores, labels = self.predict_batch(model, x, conf, iou)[0]
+            boxes = lb.unmap(boxes.float().cpu(), image.shape[:2])
+            results.append(records(boxes, scores.cpu(), labels.cpu(), list(self.classes or [])))
+        return results
+
+    def log_artifacts(self, model: nn.Module, val: Any, tracker: Any, device: torch.device) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        raw = val.base if isinstance(val, MappedDataset) else val
+        samples = [raw[i] for i in range(min(4, len(raw)))]
+        for i, (sample, dets) in enumerate(zip(samples, self.predict(model, [s.image for s in samples], device))):
+            tracker.log_image(draw_detections(sample.image, dets), f"samples/val_{i}.png")
+        loader = self.loader(val, train=False)
+        curves = pr_curve(self.detections(model, loader, device), len(self.classes or []))
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for name, (recall, precision) in zip(self.classes or [], curves):
+            ax.plot(recall, precision, label=name)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_title("PR curve at IoU 0.5")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.legend()
+        plt.close(fig)
+        tracker.log_figure(fig, "pr_curve.png")

@@ -1,0 +1,130 @@
+"""Registries of models, losses and datasets, filled by the plugins' hooks.
+
+Everything here is cheap to import: builders are referenced as ``"module:attr"`` strings (or
+callables) and imported only when a model, loss or dataset is actually built.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from cnnkit.core.errors import CnnkitError
+
+Ref = str | Callable[..., Any]
+
+
+def resolve(ref: Ref) -> Callable[..., Any]:
+    """Turn a ``"package.module:attr"`` reference into the object it names."""
+    if callable(ref):
+        return ref
+    module, _, attr = ref.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: how to build it and what the paper says about it.
+
+    ``build(num_classes=..., **kwargs)`` returns an ``nn.Module``; ``task_class`` names the
+    :class:`cnnkit.core.task.Task` subclass that trains and evaluates this family.
+    """
+
+    name: str
+    task: str  # "classify", "detect", "embed", "stylize", ...
+    build: Ref
+    task_class: Ref
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    paper: str = ""
+    paper_params: int | None = None
+    paper_macs: float | None = None  # multiply-adds of one forward pass at img_size
+    img_size: int = 224  # the paper's input size
+    min_img_size: int = 32
+    in_channels: int = 3
+    num_classes: int = 1000  # the paper's number of classes
+    default_data: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)  # training recipe overrides
+    build_kwargs: dict[str, Any] = field(default_factory=dict)
+    plugin: str = ""
+
+    def for_file(self, path: str) -> "ModelSpec":
+        """This spec built from a definition file (e.g. a Darknet .cfg): ``build(cfg=path)``."""
+        from dataclasses import replace
+
+        return replace(self, name=path, aliases=(), build_kwargs={**self.build_kwargs, "cfg": path})
+
+    def create(self, **kwargs: Any) -> Any:
+        """Build the network (``weights=None``: no download ever happens here)."""
+        return resolve(self.build)(**{**self.build_kwargs, **kwargs})
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset adapter (a layout on disk) or a synthetic set made on the fly.
+
+    ``build(source, split=..., **params)`` returns a dataset of samples; for layouts,
+    ``matches(path) -> bool`` recognises the layout without importing anything heavy.
+    """
+
+    name: str
+    task: str
+    build: Ref
+    matches: Callable[[Any], bool] | None = None  # None: a synthetic set, named in the spec
+    description: str = ""
+    plugin: str = ""
+
+
+class Registry:
+    """Name -> item with aliases and "did you mean" suggestions."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, Any] = {}
+        self._aliases: dict[str, str] = {}
+
+    def add(self, name: str, item: Any, aliases: tuple[str, ...] = ()) -> None:
+        if name in self._items or name in self._aliases:
+            raise CnnkitError(f"{self.kind} '{name}' is registered twice")
+        self._items[name] = item
+        for alias in aliases:
+            self._aliases[alias] = name
+
+    def get(self, name: str) -> Any:
+        key = self._aliases.get(name, name)
+        pattern = "*" + Path(name).suffix.lower()
+        if key not in self._items and pattern in self._aliases:  # a file a plugin can build from
+            if not Path(name).is_file():
+                raise CnnkitError(f"{name}: no such file")
+            return self._items[self._aliases[pattern]].for_file(name)
+        if key not in self._items:
+            close = difflib.get_close_matches(name, self.names(with_aliases=True), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise CnnkitError(f"unknown {self.kind} '{name}'{hint} (see `cnnkit models`)"
+                              if self.kind == "model" else f"unknown {self.kind} '{name}'{hint}")
+        return self._items[key]
+
+    def __contains__(self, name: str) -> bool:
+        return self._aliases.get(name, name) in self._items
+
+    def names(self, with_aliases: bool = False) -> list[str]:
+        names = list(self._items)
+        return names + list(self._aliases) if with_aliases else names
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self._items.items())
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._aliases.clear()
+
+
+models = Registry("model")
+losses = Registry("loss")
+datasets = Registry("dataset")

@@ -1,0 +1,132 @@
+"""The Task: how one model family plugs into the engine (data, loss, evaluation, prediction).
+
+A plugin subclasses :class:`Task` in its ``task.py`` and names it in its ``ModelSpec``
+(``task_class="cnnkit.plugins.<family>.task:MyTask"``). The engine owns everything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cnnkit.core.config import TrainConfig
+from cnnkit.core.data import open_dataset
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.registry import ModelSpec
+
+
+class MappedDataset(Dataset):
+    """``fn(sample)`` applied to each sample of ``base`` (keeps ``classes``)."""
+
+    def __init__(self, base: Any, fn: Any) -> None:
+        self.base, self.fn = base, fn
+        self.classes = getattr(base, "classes", None)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.fn(self.base[index])
+
+
+def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """Move tensors (nested in tuples, lists and dicts) to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        batch = batch.to(device, non_blocking=True)
+        if channels_last and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device, channels_last) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
+    return batch
+
+
+class Task:
+    """Base task. Subclasses set ``data_tasks`` and implement the methods marked below."""
+
+    data_tasks: tuple[str, ...] = ()  # which kinds of --data fit ("classify", "detect", "embed")
+    default_data: str = ""  # used when --data is not given
+    key_metric: str = "loss"  # what best.pt is chosen by
+    key_mode: str = "max"  # "max" or "min"
+    options: dict[str, Any] = {}  # family-specific training options and their defaults
+    check_classes: bool = True  # data must have the checkpoint's classes (not for unseen identities)
+
+    def __init__(self, spec: ModelSpec, config: TrainConfig, classes: list[str] | None = None,
+                 state: dict[str, Any] | None = None) -> None:
+        self.spec, self.config = spec, config
+        self.classes = classes
+        self.state: dict[str, Any] = dict(state or {})  # saved in checkpoints (anchors, threshold, ...)
+        unknown = set(config.options) - set(self.options)
+        if unknown:
+            known = ", ".join(f"--{k.replace('_', '-')}" for k in self.options) or "none"
+            raise CnnkitError(f"{spec.name}: unknown option(s) "
+                              f"{', '.join('--' + k.replace('_', '-') for k in sorted(unknown))} (this model takes: {known})")
+
+    def option(self, name: str) -> Any:
+        """A family option: the user's value or the default in ``options``."""
+        return self.config.options.get(name, self.options[name])
+
+    # ---------------------------------------------------------------- data
+    @property
+    def data_spec(self) -> str:
+        return self.config.data or self.spec.default_data or self.default_data
+
+    def raw_dataset(self, split: str) -> Any:
+        """The dataset split as the adapter yields it, classes checked against the checkpoint."""
+        ds = open_dataset(self.data_spec, split, self.data_tasks)
+        found = list(getattr(ds, "classes", []) or [])
+        if self.classes is None:
+            self.classes = found
+        elif self.check_classes and found and found != list(self.classes):
+            raise CnnkitError(f"--data {self.data_spec}: its classes {found[:5]} do not match the "
+                              f"checkpoint's {list(self.classes)[:5]}")
+        return ds
+
+    def dataset(self, split: str) -> Dataset:
+        """The split ready for the loader (transforms applied). Override for augmentation."""
+        raise NotImplementedError
+
+    def collate(self, batch: list[Any]) -> Any:
+        return torch.utils.data.default_collate(batch)
+
+    def batch_sampler(self, dataset: Dataset) -> Sampler | None:
+        """A training batch sampler (e.g. P identities x K images); None: shuffled batches."""
+        return None
+
+    def loader(self, dataset: Dataset, train: bool, **kwargs: Any) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=train, drop_last=False,
+                          num_workers=self.config.workers, collate_fn=self.collate, **kwargs)
+
+    @staticmethod
+    def batch_len(batch: Any) -> int:
+        first = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return len(first)
+
+    # ---------------------------------------------------------------- model
+    def build_model(self) -> nn.Module:
+        return self.spec.create(num_classes=len(self.classes or []) or self.spec.num_classes)
+
+    def loss(self, model: nn.Module, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        """Loss terms for one batch; ``"loss"`` is the total that is back-propagated."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+        """Validation metrics (must include ``key_metric``)."""
+        raise NotImplementedError
+
+    def finish(self, model: nn.Module, train: Dataset, val_loader: DataLoader, device: torch.device) -> bool:
+        """After the last epoch (R-CNN's SVMs, ...). Return True when ``state`` or the model changed."""
+        return False
+
+    def log_artifacts(self, model: nn.Module, val: Dataset, tracker: Any, device: torch.device) -> None:
+        """Family artifacts for MLflow (sample predictions, PR/ROC curves, ...)."""
+
+    def predict(self, model: nn.Module, images: Iterable[Any], device: torch.device, **kwargs: Any) -> list[Any]:
+        """Predictions for RGB uint8 images (detection: boxes in original pixel coordinates)."""
+        raise CnnkitError(f"{self.spec.name} does not predict images")

@@ -1,0 +1,1 @@
+"""Neural style transfer (hook implementations only)."""

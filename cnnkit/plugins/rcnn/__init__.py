@@ -1,0 +1,1 @@
+"""R-CNN, Fast R-CNN and Faster R-CNN (hook implementations only)."""

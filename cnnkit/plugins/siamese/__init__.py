@@ -1,0 +1,1 @@
+"""Siamese networks and face verification (hook implementations only)."""

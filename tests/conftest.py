@@ -1,0 +1,67 @@
+"""Shared fixtures: a temp working directory with its own MLflow sqlite store, an in-process CLI
+runner that goes through ``cnnkit.cli.main`` (exit codes and stderr as a user sees them), and
+the real images in ../shared/data (tests that need them skip when it is absent)."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _tmp_cwd(tmp_path, monkeypatch):
+    """Every test runs in its own folder with its own MLflow database."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("CNNKIT_PLUGINS", raising=False)
+    monkeypatch.delenv("CNNKIT_STRICT_PLUGINS", raising=False)
+    yield
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str) -> Result:
+    """Run ``cnnkit ARGS`` in this process; returns the exit code and captured output."""
+    from cnnkit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
