@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -136,6 +137,7 @@ def train_cmd(
     seed: Optional[int] = typer.Option(None, "--seed"),
     out: Optional[str] = typer.Option(None, "--out", help="Run folder (default runs/MODEL[-N])."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue from this checkpoint."),
+    save_period: Optional[int] = typer.Option(None, "--save-period", min=0, help="Also keep weights/epochN.pt every N epochs."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Start from these weights (a state dict file)."),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
@@ -156,7 +158,7 @@ def train_cmd(
         resume_values.pop("resume", None)
     flags = dict(data=data, epochs=epochs, batch_size=batch_size, img_size=img_size, lr=lr, optimizer=optimizer,
                  scheduler=scheduler, weight_decay=weight_decay, device=device, amp=amp,
-                 channels_last=channels_last, workers=workers, seed=seed, resume=resume, weights=weights,
+                 channels_last=channels_last, workers=workers, seed=seed, resume=resume, save_period=save_period, weights=weights,
                  experiment=experiment, tracking_uri=tracking_uri, track=False if no_track else None)
     extra = parse_extra(ctx.args)
     if extra:
@@ -168,6 +170,8 @@ def train_cmd(
     from cnnkit.core.engine import fit
 
     result = fit(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 alone reports
     summary = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float))
     print(f"best: {result.best}\nlast: {result.last}" + (f"\nmetrics: {summary}" if summary else "")
           + (f"\nmlflow run: {result.run_id}" if result.run_id else ""))
@@ -284,6 +288,14 @@ def runs_cmd(
 _mounted: list[bool] = []
 
 
+def _one_line(exc: CnnkitError) -> str:
+    """The error's own message (a DataLoader worker wraps it in a traceback: keep the last line)."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split("CnnkitError: ", 1)[-1]
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point: clear one-line errors with exit code 2, never a traceback."""
     try:
@@ -292,7 +304,7 @@ def main(args: list[str] | None = None) -> None:
             _mounted.append(True)
         app(args=args, prog_name="cnnkit")
     except CnnkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

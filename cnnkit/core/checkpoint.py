@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,18 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
+
+
+def copy_checkpoint(source: str | Path, target: str | Path) -> Path:
+    """Make ``target`` hold what ``source`` holds, atomically, without serialising again
+    (a hard link where the filesystem allows, else a copy)."""
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+    return Path(target)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -52,19 +66,27 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor], name: str,
-                      source: str | Path, strict: bool = True) -> None:
-    """Load ``state`` into ``model`` or explain, in one line, why it does not fit."""
+                      source: str | Path, strict: bool = True) -> int:
+    """Load ``state`` into ``model``; returns how many tensors were loaded.
+
+    ``strict``: every tensor must fit (resume, eval). Otherwise (fine-tuning from ``--weights``)
+    tensors whose name or shape differ, such as a classifier head for another number of classes,
+    are skipped, but at least half of the model must fit. Either way a misfit is one clear line.
+    """
     own = model.state_dict()
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if wrong:
-        k = wrong[0]
-        raise CnnkitError(f"{source}: weights do not fit {name}: {len(wrong)} tensor(s) differ in shape "
-                          f"(e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-    if strict and (missing or unexpected):
-        example = (missing or unexpected)[0]
-        raise CnnkitError(f"{source}: weights do not fit {name}: {len(missing)} missing and "
-                          f"{len(unexpected)} unexpected tensor(s) (e.g. {example})")
-    model.load_state_dict(state, strict=False)
+    if strict and len(fits) != len(own):
+        if wrong:
+            k = wrong[0]
+            raise CnnkitError(f"{source}: weights do not fit {name}: {len(wrong)} tensor(s) differ in shape "
+                              f"(e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        missing = [k for k in own if k not in state]
+        raise CnnkitError(f"{source}: weights do not fit {name}: {len(missing)} tensor(s) missing "
+                          f"(e.g. {missing[0]})")
+    if not strict and len(fits) < len(own) / 2:
+        raise CnnkitError(f"{source}: weights do not fit {name}: only {len(fits)} of its {len(own)} "
+                          "tensors match by name and shape")
+    model.load_state_dict(fits, strict=False)
+    return len(fits)

@@ -37,6 +37,7 @@ class TrainConfig:
     workers: int = 0
     seed: int = 0
     out: str = "runs/train"
+    save_period: int = 0  # also keep weights/epochN.pt every N epochs (0: only last/best)
     resume: str = ""
     weights: str = ""
     experiment: str = "cnnkit"
@@ -83,5 +84,5 @@ def resolve_config(model: str, recipe: dict[str, Any], file_values: dict[str, An
         layer = dict(layer)
         options.update(layer.pop("options", None) or {})
         merged.update(layer)
-    merged["options"] = options
+    merged["model"], merged["options"] = model, options
     return TrainConfig.from_dict(merged)

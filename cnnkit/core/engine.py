@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from cnnkit import __version__
 from cnnkit.core import device as devices
-from cnnkit.core.checkpoint import load_checkpoint, load_state_dict, load_weights_into, save_checkpoint
+from cnnkit.core.checkpoint import copy_checkpoint, load_checkpoint, load_state_dict, load_weights_into, save_checkpoint
 from cnnkit.core.config import TrainConfig
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.registry import ModelSpec, models, resolve
@@ -149,7 +149,8 @@ class Trainer:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if cfg.weights and self.resume_ckpt is None:
-            load_weights_into(model, load_state_dict(cfg.weights), self.spec.name, cfg.weights, strict=False)
+            loaded = load_weights_into(model, load_state_dict(cfg.weights), self.spec.name, cfg.weights, strict=False)
+            console.print(f"weights: {loaded}/{len(model.state_dict())} tensors from {cfg.weights}")
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg, task.key_mode)
         precision = devices.Precision(dev, cfg.amp)
@@ -188,7 +189,7 @@ class Trainer:
         if self.dist.is_main:
             tracker.start(f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", cfg.to_dict(),
                           {"cnnkit.plugin": self.spec.plugin, "cnnkit.model": self.spec.name,
-                           "cnnkit.task": self.spec.task, "cnnkit.key_metric": task.key_metric,
+                           "cnnkit.task": self.spec.task, "cnnkit.key_metric": f"val_{task.key_metric}",
                            "cnnkit.data": task.data_spec})
         weights = self.out / "weights"
         last_path, best_path = weights / "last.pt", weights / "best.pt"
@@ -198,6 +199,8 @@ class Trainer:
             with _progress() as progress:
                 for epoch in range(start_epoch, cfg.epochs):
                     generator.manual_seed(cfg.seed * 1000 + epoch)
+                    if hasattr(train_ds, "epoch"):
+                        train_ds.seed, train_ds.epoch = cfg.seed, epoch
                     if sampler is not None:
                         sampler.set_epoch(epoch)
                     train_stats = self._train_epoch(train_model, train_loader, optimizer, precision, progress, epoch)
@@ -223,9 +226,11 @@ class Trainer:
                         payload["history"] = history
                         save_checkpoint(last_path, payload)
                         if improved or not best_path.exists():
-                            save_checkpoint(best_path, payload)
+                            copy_checkpoint(last_path, best_path)
+                        if cfg.save_period and (epoch + 1) % cfg.save_period == 0:
+                            copy_checkpoint(last_path, weights / f"epoch{epoch + 1}.pt")
                         console.print(f"epoch {epoch + 1}/{cfg.epochs} " + "  ".join(
-                            f"{k} {v:.4g}" for k, v in row.items()))
+                            f"{k} {v:.4g}" for k, v in row.items()), soft_wrap=True)
             if self.dist.is_main and task.finish(model, train_ds, val_loader, dev):
                 model.eval()
                 metrics = {f"val_{k}": v for k, v in task.evaluate(model, val_loader, dev).items()}
@@ -234,7 +239,7 @@ class Trainer:
                                        metrics.get(f"val_{task.key_metric}"), metrics)
                 payload["history"] = history
                 save_checkpoint(last_path, payload)
-                save_checkpoint(best_path, payload)
+                copy_checkpoint(last_path, best_path)
             if self.dist.is_main:
                 self._log_artifacts(tracker, model, val_ds, history, last_path, best_path)
             status = "FINISHED"

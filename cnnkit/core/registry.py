@@ -111,7 +111,9 @@ class Registry:
         return self._items[key]
 
     def __contains__(self, name: str) -> bool:
-        return self._aliases.get(name, name) in self._items
+        if self._aliases.get(name, name) in self._items:
+            return True
+        return "*" + Path(name).suffix.lower() in self._aliases and Path(name).is_file()  # a file a plugin builds
 
     def names(self, with_aliases: bool = False) -> list[str]:
         names = list(self._items)

@@ -1,12 +1,41 @@
-"""Model size: parameter counts (built on the meta device, so no memory or time is spent)."""
+"""Model size: parameter counts and a paper-style layer table (output sizes, parameters, multiply-adds).
+
+Everything is built and run on the meta device, so no memory or time is spent on weights.
+
+Counting conventions (those of the papers' tables):
+
+- parameters: those the network uses at inference; auxiliary classifiers (child modules named
+  ``aux*``, which exist only for the training loss) are reported apart as ``aux_params``;
+- multiply-adds (MACs): torch's own ``FlopCounterMode`` FLOPs / 2, i.e. the multiply-adds of
+  convolutions and fully connected layers (matrix products); batch norm, activations, pooling,
+  LRN, bias additions and residual additions are not counted, as in He et al.'s 1.8-11.3 G;
+- output sizes: each convolution and pooling layer's size comes from
+  :func:`cnnkit.core.conv.output_size`, floor((n + 2p - f) / s) + 1, and is checked against the
+  tensor the layer actually produced.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from cnnkit.core.conv import output_size
+from cnnkit.core.errors import CnnkitError
 from cnnkit.core.registry import ModelSpec
 
 
+def _is_aux(name: str) -> bool:
+    return name.lower().startswith("aux")
+
+
+def _param_split(model: Any) -> tuple[int, int]:
+    """(inference parameters, auxiliary-classifier parameters)."""
+    aux = sum(p.numel() for name, child in model.named_children() if _is_aux(name) and child is not None
+              for p in child.parameters())
+    return sum(p.numel() for p in model.parameters()) - aux, aux
+
+
 def count_params(spec: ModelSpec, num_classes: int | None = None) -> int | None:
-    """Trainable + frozen parameters of ``spec`` with ``num_classes`` outputs (None if it fails)."""
+    """Parameters ``spec`` uses at inference with ``num_classes`` outputs (None if it fails)."""
     import torch
 
     try:
@@ -14,4 +43,152 @@ def count_params(spec: ModelSpec, num_classes: int | None = None) -> int | None:
             model = spec.create(num_classes=num_classes or spec.num_classes)
     except Exception:
         return None
-    return sum(p.numel() for p in model.parameters())
+    return _param_split(model)[0]
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def formula_shape(module: Any, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Output (C, H, W) of a conv or pooling layer from its input (C, H, W) by the output-size
+    formula; None for other layers (their size is the tensor's)."""
+    from torch import nn
+
+    if len(shape) != 3:
+        return None
+    c, h, w = shape
+    if isinstance(module, nn.Conv2d):
+        if isinstance(module.padding, str):
+            pad = (0, 0) if module.padding == "valid" else tuple(d * (k - 1) // 2 for d, k in
+                                                                 zip(module.dilation, module.kernel_size))
+        else:
+            pad = module.padding
+        sizes = [output_size(n, k, stride=s, padding=p, dilation=d) for n, k, s, p, d in
+                 zip((h, w), module.kernel_size, module.stride, pad, module.dilation)]
+        return (module.out_channels, *sizes)
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        k, s = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
+        p, d = _pair(module.padding), _pair(getattr(module, "dilation", 1))
+        return (c, *[output_size(n, k[i], stride=s[i], padding=p[i], dilation=d[i], ceil_mode=module.ceil_mode)
+                     for i, n in enumerate((h, w))])
+    return None
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    """Papers' notation: HxWxC for maps, C for vectors."""
+    return f"{shape[1]}x{shape[2]}x{shape[0]}" if len(shape) == 3 else "x".join(map(str, shape))
+
+
+def summarize(spec: ModelSpec, *, img_size: int | None = None, num_classes: int | None = None) -> dict[str, Any]:
+    """A layer table for one forward pass of ``spec`` at ``img_size`` (default: the paper's).
+
+    Rows are the layers a paper's table lists (convolutions, fully connected and pooling layers);
+    the batch norms, activations, LRN and dropout that follow a row are folded into it. Returns
+    ``{"model", "img_size", "num_classes", "params", "aux_params", "macs", "paper", "layers"}``;
+    ``paper`` holds the paper's ``params``/``macs`` (and our difference in %) where it gives them.
+    """
+    import torch
+    from torch import nn
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = img_size or spec.img_size
+    classes = num_classes or spec.num_classes
+    if size < spec.min_img_size:
+        raise CnnkitError(f"{spec.name} needs --img-size >= {spec.min_img_size} "
+                          f"(its architecture shrinks smaller inputs to nothing)")
+    with torch.device("meta"):
+        model = spec.create(num_classes=classes)
+    model.eval()
+    names = {id(m): n for n, m in model.named_modules()}
+    row_types = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+    rows: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    counter = FlopCounterMode(display=False)
+    before: dict[int, int] = {}
+
+    def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        before[id(module)] = counter.get_total_flops()
+
+    def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        macs = (counter.get_total_flops() - before.pop(id(module))) // 2
+        params = 0 if id(module) in seen else sum(p.numel() for p in module.parameters())
+        seen.add(id(module))
+        shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else ()
+        in_shape = tuple(args[0].shape[1:]) if args and isinstance(args[0], torch.Tensor) else ()
+        expected = formula_shape(module, in_shape)
+        if expected is not None:
+            if min(expected) < 1:
+                raise CnnkitError(f"{spec.name}: --img-size {size} shrinks layer '{names[id(module)]}' to nothing "
+                                  f"(needs --img-size >= {spec.min_img_size})")
+            if expected != shape:
+                raise RuntimeError(f"{names[id(module)]}: output-size formula gives {expected}, layer gave {shape}")
+            shape = expected
+        new_row = isinstance(module, row_types) and not (
+            isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and shape == in_shape)
+        if new_row or not rows:
+            rows.append({"name": names.get(id(module), type(module).__name__), "type": type(module).__name__,
+                         "output": list(shape), "params": 0, "macs": 0})
+        rows[-1]["params"] += params
+        rows[-1]["macs"] += macs
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [h for m in leaves for h in (m.register_forward_pre_hook(pre_hook), m.register_forward_hook(hook))]
+    try:
+        with counter:
+            model(torch.empty(1, spec.in_channels, size, size, device="meta"))
+    except CnnkitError:
+        raise
+    except Exception as exc:  # e.g. a size the layers cannot take, or a model that wants other inputs
+        raise CnnkitError(f"{spec.name} cannot run at --img-size {size}: {str(exc).splitlines()[0]}") from None
+    finally:
+        for h in handles:
+            h.remove()
+    for row in rows:
+        row["output_text"] = _shape_text(tuple(row["output"]))
+    params, aux = _param_split(model)
+    macs = counter.get_total_flops() // 2
+    paper: dict[str, Any] = {}
+    if spec.paper:
+        paper["source"] = spec.paper
+    if spec.paper_params and classes == spec.num_classes:
+        paper["params"] = spec.paper_params
+        paper["params_diff_pct"] = round(100 * (params - spec.paper_params) / spec.paper_params, 2)
+    if spec.paper_macs and classes == spec.num_classes and size == spec.img_size:
+        paper["macs"] = spec.paper_macs
+        paper["macs_diff_pct"] = round(100 * (macs - spec.paper_macs) / spec.paper_macs, 2)
+    return {"model": spec.name, "img_size": size, "num_classes": classes, "params": params, "aux_params": aux,
+            "macs": macs, "paper": paper, "layers": rows}
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def render(report: dict[str, Any], console: Any) -> None:
+    """Print a report from :func:`summarize` as a rich table with totals and the paper's figures."""
+    from rich.table import Column, Table
+
+    size = report["img_size"]
+    table = Table(Column("layer", overflow="fold"), "type", "output", Column("params", justify="right"),
+                  Column("MACs", justify="right"),
+                  title=f"{report['model']} at {size}x{size}, {report['num_classes']} classes")
+    for row in report["layers"]:
+        table.add_row(row["name"], row["type"], row["output_text"], f"{row['params']:,}", _si(row["macs"]))
+    console.print(table)
+    lines = [f"parameters: {report['params']:,} ({_si(report['params'])})",
+             f"multiply-adds: {report['macs']:,} ({_si(report['macs'])})"]
+    if report["aux_params"]:
+        lines.append(f"auxiliary classifiers (training only): {report['aux_params']:,} parameters")
+    paper = report["paper"]
+    if "params" in paper:
+        lines.append(f"paper parameters: {_si(paper['params'])} (ours {paper['params_diff_pct']:+.2f}%)")
+    if "macs" in paper:
+        lines.append(f"paper multiply-adds: {_si(paper['macs'])} (ours {paper['macs_diff_pct']:+.2f}%)")
+    if "source" in paper:
+        lines.append(f"paper: {paper['source']}")
+    for line in lines:
+        console.print(line)

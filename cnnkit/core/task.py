@@ -19,16 +19,25 @@ from cnnkit.core.registry import ModelSpec
 
 
 class MappedDataset(Dataset):
-    """``fn(sample)`` applied to each sample of ``base`` (keeps ``classes``)."""
+    """``fn(sample)`` applied to each sample of ``base`` (keeps ``classes``).
 
-    def __init__(self, base: Any, fn: Any) -> None:
+    When ``fn`` has an albumentations ``pipeline``, it is reseeded from (seed, epoch, index)
+    before each sample, so augmentation is a pure function of those: runs are reproducible
+    and ``--resume`` continues exactly, whatever the number of workers or processes.
+    """
+
+    def __init__(self, base: Any, fn: Any, seed: int = 0) -> None:
         self.base, self.fn = base, fn
         self.classes = getattr(base, "classes", None)
+        self.seed, self.epoch = seed, 0
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, index: int) -> Any:
+        pipeline = getattr(self.fn, "pipeline", None)
+        if pipeline is not None:
+            pipeline.set_random_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2**32)
         return self.fn(self.base[index])
 
 
@@ -99,8 +108,10 @@ class Task:
         return None
 
     def loader(self, dataset: Dataset, train: bool, **kwargs: Any) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=train, drop_last=False,
-                          num_workers=self.config.workers, collate_fn=self.collate, **kwargs)
+        """A loader over ``dataset``: shuffled batches when training, or ``batch_sampler=`` if given."""
+        if kwargs.get("batch_sampler") is None:
+            kwargs = {"batch_size": self.config.batch_size, "shuffle": train, **kwargs}
+        return DataLoader(dataset, num_workers=self.config.workers, collate_fn=self.collate, **kwargs)
 
     @staticmethod
     def batch_len(batch: Any) -> int:

@@ -297,7 +297,7 @@ def write_voc(splits: dict[str, DetectionDataset], out: str | Path) -> Path:
                 ET.SubElement(obj, "difficult").text = "0"
                 bb = ET.SubElement(obj, "bndbox")
                 for key, value in zip(("xmin", "ymin", "xmax", "ymax"), (b[0] + 1, b[1] + 1, b[2], b[3])):
-                    ET.SubElement(bb, key).text = f"{value:.2f}"
+                    ET.SubElement(bb, key).text = f"{value:.4f}"
             ET.ElementTree(ann).write(out / "Annotations" / f"{image_id}.xml")
         (out / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     return out

@@ -2,6 +2,7 @@
 
 Training and validation use disjoint identities (verification is measured on people the model
 has never seen): a stable hash of each name sends about a fifth of them to ``val``.
+LFW-style ``pairs.txt`` files next to such a folder give fixed evaluation pairs.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+import numpy as np
+
 from cnnkit.core.data.classification import FolderDataset
-from cnnkit.core.data.images import list_images
+from cnnkit.core.data.images import list_images, read_image
 from cnnkit.core.errors import CnnkitError
 
 SPLITS = ("train", "val")
@@ -28,11 +31,12 @@ def identity_split(name: str, val_fraction: float = 0.2) -> str:
 
 
 def _val_people(people: list[str]) -> list[str]:
-    """About a fifth of the people, chosen by name hash; tiny sets still keep one aside."""
+    """About a fifth of the people, chosen by name hash. Small sets still keep two aside (from
+    four people on; verification needs impostor pairs), or one when there are two or three."""
     val = [p for p in people if identity_split(p) == "val"]
-    if not val and len(people) > 1:
-        val = people[-max(1, len(people) // 5):]
-    return val
+    wanted = 2 if len(people) >= 4 else min(len(people) - 1, 1)
+    extra = [p for p in reversed(people) if p not in val][:max(wanted - len(val), 0)]
+    return sorted(val + extra)
 
 
 class IdentityDataset(FolderDataset):
@@ -52,3 +56,104 @@ class IdentityDataset(FolderDataset):
 
 def identity_dataset(source: str | Path, split: str = "train") -> IdentityDataset:
     return IdentityDataset(source, split)
+
+
+# --------------------------------------------------------------------------- LFW pairs
+def _pairs_header(line: str) -> bool:
+    """LFW's first line: ``10\t300`` (folds and pairs a fold) or ``500`` (pairsDevTest)."""
+    parts = line.split()
+    return 1 <= len(parts) <= 2 and all(p.isdigit() for p in parts)
+
+
+def _image_root(pairs_file: Path, first_name: str) -> Path | None:
+    """The identity folder beside ``pairs_file`` that holds ``first_name`` (``lfw/`` in LFW)."""
+    candidates = [pairs_file.parent] + sorted(p for p in pairs_file.parent.iterdir() if p.is_dir())
+    return next((c for c in candidates if (c / first_name).is_dir()), None)
+
+
+def is_pairs_file(path: Path) -> bool:
+    """A ``.txt`` whose lines are LFW pairs, next to an identity folder (reads two lines)."""
+    if not (path.is_file() and path.suffix == ".txt"):
+        return False
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = [fh.readline(), fh.readline()]
+    except (OSError, UnicodeDecodeError):
+        return False
+    first = lines[1] if _pairs_header(lines[0]) else lines[0]
+    parts = first.split()
+    return len(parts) in (3, 4) and parts[1].isdigit() and _image_root(path, parts[0]) is not None
+
+
+def _lfw_image(root: Path, name: str, number: int) -> Path | None:
+    folder = root / name
+    path = folder / f"{name}_{number:04d}.jpg"
+    if path.exists():
+        return path
+    return next(iter(sorted(folder.glob(f"{name}_{number:04d}.*"))), None)
+
+
+class PairsDataset:
+    """The images named by an LFW-style pairs file, each once, as ``(image, identity)`` samples,
+    with ``pairs``: (M, 3) rows ``i, j, same`` indexing them.
+
+    Lines are ``name n m`` (two images of one person) or ``name1 n name2 m`` (two people); image
+    ``n`` of ``name`` is ``<root>/<name>/<name>_<n:04d>.jpg``."""
+
+    def __init__(self, pairs_file: str | Path) -> None:
+        pairs_file = Path(pairs_file)
+        lines = pairs_file.read_text(encoding="utf-8").splitlines()
+        start = 1 if lines and _pairs_header(lines[0]) else 0
+        rows: list[tuple[str, int, str, int, int]] = []
+        for n, line in enumerate(lines[start:], start + 1):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                if len(parts) == 3:
+                    rows.append((parts[0], int(parts[1]), parts[0], int(parts[2]), 1))
+                elif len(parts) == 4:
+                    rows.append((parts[0], int(parts[1]), parts[2], int(parts[3]), 0))
+                else:
+                    raise ValueError
+            except ValueError:
+                raise CnnkitError(f"{pairs_file}:{n}: expected 'name n m' or 'name1 n name2 m', got {line!r}") from None
+        if not rows:
+            raise CnnkitError(f"{pairs_file}: no pairs")
+        root = _image_root(pairs_file, rows[0][0])
+        if root is None:
+            raise CnnkitError(f"{pairs_file}: no folder '{rows[0][0]}' next to it (expected e.g. lfw/<name>/)")
+        self.classes: list[str] = []
+        self.items: list[tuple[Path, int]] = []
+        index: dict[tuple[str, int], int] = {}
+        pairs = []
+        for n, (a, i, b, j, same) in enumerate(rows, start + 1):
+            ends = []
+            for name, number in ((a, i), (b, j)):
+                if (name, number) not in index:
+                    path = _lfw_image(root, name, number)
+                    if path is None:
+                        raise CnnkitError(f"{pairs_file}:{n}: image {number} of {name} not found in {root / name}")
+                    if name not in self.classes:
+                        self.classes.append(name)
+                    index[(name, number)] = len(self.items)
+                    self.items.append((path, self.classes.index(name)))
+                ends.append(index[(name, number)])
+            pairs.append((*ends, same))
+        self.pairs = np.asarray(pairs, dtype=np.int64)
+        self.targets = [label for _, label in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        path, label = self.items[index]
+        return read_image(path), label
+
+
+def pairs_dataset(source: str | Path, split: str = "val") -> PairsDataset:
+    """An LFW-style pairs file: evaluation pairs only (train on an identity root)."""
+    if split == "train":
+        raise CnnkitError(f"{source}: a pairs file is for evaluation (`cnnkit eval CKPT --data pairs.txt`); "
+                          "train on an identity root (one folder a person)")
+    return PairsDataset(source)

@@ -1,10 +1,17 @@
-"""Classification networks: torchvision builders where they build exactly the paper's network."""
+"""Classification networks: torchvision/timm builders where they build exactly the paper's network,
+small adjustments where they do not (ResNet v1 strides, shortcut options), and AlexNet/VGG
+variants written from the papers. GoogLeNet and Inception-ResNet-v1 live in their own modules."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections import OrderedDict
+from functools import partial
+from typing import Any, Sequence
 
+import torch
 from torch import nn
+
+from cnnkit.core.errors import CnnkitError
 
 
 def torchvision_model(*, arch: str, num_classes: int = 1000, weights: Any = None, **kwargs: Any) -> nn.Module:
@@ -13,3 +20,187 @@ def torchvision_model(*, arch: str, num_classes: int = 1000, weights: Any = None
     import torchvision
 
     return torchvision.models.get_model(arch, weights=weights, num_classes=num_classes, **kwargs)
+
+
+def timm_model(*, arch: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(arch, pretrained=False)``: never downloads weights."""
+    import timm
+
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------- AlexNet
+def paper_lrn() -> nn.LocalResponseNorm:
+    """Krizhevsky et al.'s response normalisation: b = a / (k + alpha * sum_{n neighbours} a^2)^beta
+    with k=2, n=5, alpha=1e-4, beta=0.75. PyTorch divides alpha by n, so it gets alpha*n."""
+    return nn.LocalResponseNorm(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)
+
+
+def alexnet_lrn(*, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
+    """AlexNet as in the 2012 paper (one tower, i.e. ungrouped): 227x227 input, ReLU, LRN after conv1
+    and conv2, overlapping 3x3/2 max-pooling, dropout 0.5 on fc6/fc7. 62,378,344 parameters.
+    Inputs other than 227 are average-pooled to pool5's 6x6 (a no-op at 227)."""
+
+    def stage(i: int, conv: nn.Conv2d, lrn: bool = False, pool: bool = False) -> list[tuple[str, nn.Module]]:
+        return ([(f"conv{i}", conv), (f"relu{i}", nn.ReLU(inplace=True))] + ([(f"norm{i}", paper_lrn())] if lrn else [])
+                + ([(f"pool{i}", nn.MaxPool2d(3, 2))] if pool else []))
+
+    features = nn.Sequential(OrderedDict(
+        stage(1, nn.Conv2d(3, 96, 11, stride=4), lrn=True, pool=True)
+        + stage(2, nn.Conv2d(96, 256, 5, padding=2), lrn=True, pool=True)
+        + stage(3, nn.Conv2d(256, 384, 3, padding=1)) + stage(4, nn.Conv2d(384, 384, 3, padding=1))
+        + stage(5, nn.Conv2d(384, 256, 3, padding=1), pool=True)))
+    classifier = nn.Sequential(OrderedDict([
+        ("fc6", nn.Linear(256 * 6 * 6, 4096)), ("relu6", nn.ReLU(inplace=True)), ("drop6", nn.Dropout(dropout)),
+        ("fc7", nn.Linear(4096, 4096)), ("relu7", nn.ReLU(inplace=True)), ("drop7", nn.Dropout(dropout)),
+        ("fc8", nn.Linear(4096, num_classes)),
+    ]))
+    return nn.Sequential(OrderedDict([("features", features), ("avgpool", nn.AdaptiveAvgPool2d(6)),
+                                      ("flatten", nn.Flatten()), ("classifier", classifier)]))
+
+
+# -------------------------------------------------------------------------------------------- VGG
+# Table 1 of Simonyan & Zisserman (2015): channels of each 3x3 conv, "1x1:C" a 1x1 conv, "M" max-pool,
+# "LRN" local response normalisation.
+VGG_CONFIGS: dict[str, Sequence[int | str]] = {
+    "A": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "A-LRN": (64, "LRN", "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "B": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "C": (64, 64, "M", 128, 128, "M", 256, 256, "1x1:256", "M", 512, 512, "1x1:512", "M",
+          512, 512, "1x1:512", "M"),
+    "D": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    "E": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+          512, 512, 512, 512, "M"),
+}
+
+
+def vgg(*, config: str, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
+    """VGG configuration A, A-LRN, B, C, D or E (Table 1), on torchvision's ``VGG`` classifier
+    (fc 4096-4096-classes with dropout 0.5). The LRN of A-LRN is AlexNet's (k=2, n=5, ...)."""
+    from torchvision.models.vgg import VGG
+
+    layers: list[nn.Module] = []
+    channels = 3
+    for item in VGG_CONFIGS[config]:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        elif item == "LRN":
+            layers.append(paper_lrn())
+        else:
+            size, out = (1, int(item[4:])) if isinstance(item, str) else (3, item)
+            layers += [nn.Conv2d(channels, out, size, padding=size // 2), nn.ReLU(inplace=True)]
+            channels = out
+    return VGG(nn.Sequential(*layers), num_classes=num_classes, init_weights=True, dropout=dropout)
+
+
+# ----------------------------------------------------------------------------------------- ResNet
+class PadShortcut(nn.Module):
+    """Option A shortcut: identity, subsampled by ``stride`` and zero-padded to ``out_channels``."""
+
+    def __init__(self, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.out_channels, self.stride = out_channels, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, 0, self.out_channels - x.shape[1]))
+
+
+def _projection(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                         nn.BatchNorm2d(out_channels))
+
+
+def resnet(*, arch: str, num_classes: int = 1000, shortcut: str = "B", stride_in_1x1: bool = True) -> nn.Module:
+    """torchvision's ResNet/ResNeXt with the paper's choices:
+
+    - ``shortcut`` (He et al. 2016, sec. 4.1): "A" zero-padding identity shortcuts (parameter-free),
+      "B" projections only where dimensions grow (torchvision's), "C" projections everywhere.
+    - ``stride_in_1x1``: the original ResNet downsamples in the bottleneck's first 1x1 conv (giving
+      the paper's 3.8/7.6/11.3 G multiply-adds); torchvision ("v1.5", as in ResNeXt) uses the 3x3.
+    """
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    shortcut = str(shortcut).upper()
+    if shortcut not in ("A", "B", "C"):
+        raise CnnkitError(f"--shortcut must be A, B or C (He et al. 2016, sec. 4.1), not '{shortcut}'")
+    model = torchvision_model(arch=arch, num_classes=num_classes)
+    for block in model.modules():
+        if not isinstance(block, (BasicBlock, Bottleneck)):
+            continue
+        last = block.bn3 if isinstance(block, Bottleneck) else block.bn2
+        stride = block.stride
+        if isinstance(block, Bottleneck) and stride_in_1x1 and stride > 1:
+            block.conv1.stride, block.conv2.stride = (stride, stride), (1, 1)
+        if shortcut == "A" and block.downsample is not None:
+            block.downsample = PadShortcut(last.num_features, stride)
+        elif shortcut == "C" and block.downsample is None:
+            block.downsample = _projection(block.conv1.in_channels, last.num_features, stride)
+    return model
+
+
+# --------------------------------------------------------------------------------------- DenseNet
+def densenet(*, blocks: tuple[int, ...], num_classes: int = 1000, growth_rate: int = 32) -> nn.Module:
+    """DenseNet-BC (Huang et al. 2017, Table 1): growth rate k=32, BN-ReLU-Conv, 1x1 bottlenecks of
+    4k channels, transitions with compression 0.5, 2k initial channels; ``blocks`` layers per block
+    (121: 6,12,24,16; 169: 6,12,32,32; 201: 6,12,48,32; 264: 6,12,64,48)."""
+    from torchvision.models import DenseNet
+
+    return DenseNet(growth_rate=growth_rate, block_config=blocks, num_init_features=2 * growth_rate,
+                    bn_size=4, num_classes=num_classes)
+
+
+# -------------------------------------------------------------------------------------- Inception
+class PlainConv(nn.Module):
+    """Conv + bias + ReLU without batch norm (Inception-v2's auxiliary head before "BN-auxiliary")."""
+
+    def __init__(self, in_channels: int, out_channels: int, **kwargs: Any) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+def inception_v3(*, num_classes: int = 1000, aux_logits: bool = True) -> nn.Module:
+    """Inception-v3 (Szegedy et al. 2016, Table 1): factorised 3x3 stem, 35/17/8 grids with 5x5 ->
+    two 3x3, 1x7/7x1 and expanded 1x3/3x1 modules, efficient grid reductions, and the
+    batch-normalised auxiliary classifier on the 17x17 grid (torchvision's Inception3)."""
+    import torchvision
+
+    return torchvision.models.inception_v3(weights=None, num_classes=num_classes, aux_logits=aux_logits,
+                                           init_weights=True)
+
+
+def inception_v2(*, num_classes: int = 1000, aux_logits: bool = True) -> nn.Module:
+    """Inception-v2 of Szegedy et al. 2016 (Table 3, first row): the Table 1 network before the
+    v3 additions, i.e. the stem still starts with an unfactorised 7x7/2 convolution and the
+    auxiliary classifier is not batch-normalised. (RMSProp and label smoothing are the recipe.)"""
+    from torchvision.models.inception import (BasicConv2d, Inception3, InceptionA, InceptionAux, InceptionB,
+                                              InceptionC, InceptionD, InceptionE)
+
+    blocks = [BasicConv2d, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE,
+              partial(InceptionAux, conv_block=PlainConv)]
+    model = Inception3(num_classes=num_classes, aux_logits=aux_logits, inception_blocks=blocks, init_weights=True)
+    model.Conv2d_1a_3x3 = BasicConv2d(3, 64, kernel_size=7, stride=2)  # 299 -> 147x147x64, as v3's three 3x3s
+    model.Conv2d_2a_3x3 = nn.Identity()
+    model.Conv2d_2b_3x3 = nn.Identity()
+    return model
+
+
+def inception_resnet_v2(*, num_classes: int = 1000, residual_scale: float | None = None) -> nn.Module:
+    """Inception-ResNet-v2 (Szegedy et al. 2017) as timm builds it; ``residual_scale`` (paper:
+    0.1-0.3) replaces timm's per-block scales 0.17 (35x35), 0.10 (17x17), 0.20 (8x8)."""
+    model = timm_model(arch="inception_resnet_v2", num_classes=num_classes, drop_rate=0.2)
+    if residual_scale is not None:
+        set_residual_scale(model, residual_scale)
+    return model
+
+
+def set_residual_scale(model: nn.Module, scale: float) -> None:
+    """Scale every Inception-ResNet residual branch by ``scale`` before it is added."""
+    if not 0.0 < float(scale) <= 1.0:
+        raise CnnkitError(f"--residual-scale must be in (0, 1] (the paper uses 0.1-0.3), not {scale}")
+    for module in model.modules():
+        if hasattr(module, "scale") and isinstance(module.scale, float):
+            module.scale = float(scale)

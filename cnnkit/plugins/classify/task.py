@@ -31,15 +31,22 @@ class ClassifySample:
 
 
 class ClassifyTask(Task):
+    """Cross-entropy training (auxiliary heads weighted by ``--aux-weight``), top-1/top-5 evaluation."""
+
     data_tasks = ("classify",)
     default_data = "synthetic:textures"
     key_metric = "top1"
     key_mode = "max"
-    options = {"aux_weight": 0.3}
+    options: dict[str, Any] = {"aux_weight": 0.3}
+    arch_options: tuple[str, ...] = ()  # options passed to the model builder (when given)
 
     def dataset(self, split: str) -> MappedDataset:
         raw = self.raw_dataset(split)
         return MappedDataset(raw, ClassifySample(self.config.img_size, split == "train", len(self.classes or [])))
+
+    def build_model(self) -> nn.Module:
+        chosen = {k: self.option(k) for k in self.arch_options if self.option(k) is not None}
+        return self.spec.create(num_classes=len(self.classes or []) or self.spec.num_classes, **chosen)
 
     @property
     def criterion(self) -> ClassificationLoss:
@@ -61,3 +68,17 @@ class ClassifyTask(Task):
                 hits[k] += v
             n += len(targets)
         return {"top1": hits[1] / max(n, 1), "top5": hits[5] / max(n, 1), "loss": loss / max(n, 1)}
+
+
+class ResNetTask(ClassifyTask):
+    """ResNets: ``--shortcut A|B|C`` picks the paper's shortcut option (default B)."""
+
+    options = {**ClassifyTask.options, "shortcut": "B"}
+    arch_options = ("shortcut",)
+
+
+class InceptionResNetTask(ClassifyTask):
+    """Inception-ResNets: ``--residual-scale S`` scales every residual branch (paper: 0.1-0.3)."""
+
+    options = {**ClassifyTask.options, "residual_scale": None}
+    arch_options = ("residual_scale",)

@@ -1,0 +1,207 @@
+"""``cnnkit stylize``: Gatys optimisation (CONTENT STYLE...) or a trained fast stylizer (--model)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from cnnkit.core.errors import CnnkitError
+
+STYLE_LAYERS = "conv1_1,conv2_1,conv3_1,conv4_1,conv5_1"
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _numbers(value: Optional[str], flag: str, cast: Any = float) -> tuple[Any, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(cast(v) for v in _names(value))
+    except ValueError:
+        raise CnnkitError(f"{flag} takes comma-separated numbers, not '{value}'") from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("stylize")
+    def stylize_cmd(
+        content: Path = typer.Argument(..., help="The photo to stylize."),
+        styles: Optional[list[Path]] = typer.Argument(None, help="Style image(s); several are blended."),
+        out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output image (default <content>_stylized.png)."),
+        model: Optional[Path] = typer.Option(None, "--model", help="A `cnnkit train fast-style` checkpoint: "
+                                             "one forward pass instead of optimising."),
+        size: Optional[int] = typer.Option(None, "--size", min=16, help="Long side of the result (default 512; "
+                                           "with --model the content's own size)."),
+        steps: int = typer.Option(300, "--steps", min=1, help="Optimiser steps (L-BFGS iterations) per scale."),
+        optimizer: str = typer.Option("lbfgs", "--optimizer", help="lbfgs or adam."),
+        lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default 1 for lbfgs, 0.02 for adam)."),
+        content_weight: float = typer.Option(1.0, "--content-weight", help="alpha."),
+        style_weight: float = typer.Option(1e6, "--style-weight", help="beta."),
+        tv_weight: float = typer.Option(0.0, "--tv-weight", help="Total-variation weight."),
+        content_layers: str = typer.Option("conv4_2", "--content-layers", help="Comma-separated VGG-19 layers."),
+        style_layers: str = typer.Option(STYLE_LAYERS, "--style-layers", help="Comma-separated VGG-19 layers."),
+        style_layer_weights: Optional[str] = typer.Option(None, "--style-layer-weights",
+                                                          help="lambda_l per style layer (default equal)."),
+        style_blend: Optional[str] = typer.Option(None, "--style-blend", help="Weights of the style images, e.g. 0.7,0.3."),
+        init: str = typer.Option("content", "--init", help="content, noise or style."),
+        preserve_colors: bool = typer.Option(False, "--preserve-colors", help="Transfer luminance only; keep "
+                                             "the content's colours."),
+        style_scale: float = typer.Option(1.0, "--style-scale", help="Style images' size relative to the result's."),
+        scales: Optional[str] = typer.Option(None, "--scales", help="Coarse-to-fine long sides, e.g. 256,512."),
+        save_every: int = typer.Option(0, "--save-every", min=0, help="Save an intermediate image every N steps."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="VGG-19 state dict, or 'random' "
+                                              "(default: torchvision's cached ImageNet file)."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+        amp: bool = typer.Option(False, "--amp", help="Mixed-precision VGG forward/backward."),
+        seed: int = typer.Option(0, "--seed"),
+        experiment: str = typer.Option("cnnkit", "--experiment", help="MLflow experiment name."),
+        tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
+        no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
+        as_json: bool = typer.Option(False, "--json", help="Print the final losses and output path as JSON."),
+    ) -> None:
+        """Stylize CONTENT like STYLE (Gatys et al.), or with a trained fast stylizer (--model)."""
+        out = out or Path(f"{content.stem}_stylized.png")
+        if model is not None:
+            if styles:
+                raise CnnkitError("--model stylizes with the style it was trained on: give no STYLE images")
+            result = _fast(content, model, out, size, device)
+        elif not styles:
+            raise CnnkitError("give one or more STYLE images (or --model fast.pt)")
+        else:
+            from cnnkit.plugins.nst.stylize import StyleConfig
+
+            config = StyleConfig(
+                size=size or 512, steps=steps, optimizer=optimizer.lower(), lr=lr or 0.0,
+                content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+                content_layers=_names(content_layers), style_layers=_names(style_layers),
+                style_layer_weights=_numbers(style_layer_weights, "--style-layer-weights"),
+                style_blend=_numbers(style_blend, "--style-blend"), init=init, preserve_colors=preserve_colors,
+                style_scale=style_scale, scales=_numbers(scales, "--scales", int), save_every=save_every,
+                amp=amp, seed=seed)
+            result = _gatys(content, list(styles), out, config, weights or "", device,
+                            experiment, tracking_uri or "", not no_track, as_json)
+        if as_json:
+            print(json.dumps(result, indent=2))
+        else:
+            print(f"stylized image: {result['output']}")
+
+
+def _fast(content: Path, checkpoint: Path, out: Path, size: Optional[int], device: str) -> dict[str, Any]:
+    """One forward pass of a trained transformation network."""
+    from cnnkit.core.checkpoint import load_checkpoint
+    from cnnkit.core.data.images import read_image, write_image
+    from cnnkit.core.device import resolve_device
+    from cnnkit.core.engine import load_for_eval
+
+    image = read_image(content)
+    kind = load_checkpoint(checkpoint)["task"]
+    if kind != "stylize":
+        raise CnnkitError(f"{checkpoint}: a '{kind}' checkpoint, not a fast-style one")
+    task, net, _ = load_for_eval(checkpoint)
+    dev = resolve_device(device)
+    if size:
+        import cv2
+
+        scale = size / max(image.shape[:2])
+        image = cv2.resize(image, (max(round(image.shape[1] * scale), 1), max(round(image.shape[0] * scale), 1)),
+                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    start = time.perf_counter()
+    stylized = task.predict(net.to(dev), [image], dev)[0]
+    ms = (time.perf_counter() - start) * 1000
+    write_image(out, stylized)
+    return {"output": str(out), "model": str(checkpoint), "style": task.state.get("style", ""),
+            "size": list(stylized.shape[:2]), "ms": ms}
+
+
+def _gatys(content: Path, styles: list[Path], out: Path, config: Any, weights: str, device: str,
+           experiment: str, tracking_uri: str, track: bool, quiet: bool) -> dict[str, Any]:
+    """Optimise the image with progress, intermediate images and an MLflow run."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cnnkit.core.data.images import read_image, write_image
+    from cnnkit.core.device import resolve_device
+    from cnnkit.core.tracking import Tracker
+    from cnnkit.plugins.nst.stylize import style_transfer
+    from cnnkit.plugins.nst.vgg import VGGFeatures
+
+    content_image = read_image(content)
+    style_images = [read_image(s) for s in styles]
+    config.check(len(styles))
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
+        raise CnnkitError(f"{out}: the output must be an image file (.png, .jpg, ...)")
+    dev = resolve_device(device)
+    vgg = VGGFeatures(list(config.content_layers) + list(config.style_layers), weights, seed=config.seed)
+    steps_dir = out.with_name(f"{out.stem}_steps")
+    tracker = Tracker(track, tracking_uri, experiment)
+    tracker.start(f"stylize-{content.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
+                  {**dataclasses.asdict(config), "content": str(content), "styles": [str(s) for s in styles],
+                   "weights": weights or "imagenet", "device": str(dev), "output": str(out)},
+                  {"cnnkit.plugin": "nst", "cnnkit.model": "gatys", "cnnkit.task": "stylize",
+                   "cnnkit.key_metric": "loss"})
+    total = len(config.stage_sizes) * config.steps
+    progress = Progress(TextColumn("[bold]stylize"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
+                        console=Console(stderr=True), disable=quiet)
+
+    bar = progress.add_task("stylize", total=total, stats="")
+
+    def report(step: int, losses: dict[str, float]) -> None:
+        if not progress.live.is_started:  # shown from the first step: setup errors stay one line
+            progress.start()
+        progress.update(bar, completed=min(step - step // (config.steps + 1), total),
+                        stats="  ".join(f"{k} {v:.4g}" for k, v in losses.items()))
+        tracker.log_metrics({f"{k}_loss" if k != "loss" else k: v for k, v in losses.items()}, step)
+
+    def snapshot(step: int, image: Any) -> None:
+        path = write_image(steps_dir / f"step_{step:05d}.png", image)
+        tracker.log_artifact(path, "intermediate")
+
+    status, start = "FAILED", time.perf_counter()
+    try:
+        try:
+            result = style_transfer(content_image, style_images, config, vgg, dev, report, snapshot)
+        finally:
+            progress.stop()
+        write_image(out, result.image)
+        tracker.log_artifact(out)
+        if result.history:
+            tracker.log_figure(_curves(result.history), "loss_curves.png")
+        tracker.log_metrics({f"final_{k}": v for k, v in result.losses.items()}, total)
+        status = "FINISHED"
+    finally:
+        run_id = tracker.run_id
+        tracker.end(status)
+    first = result.history[0] if result.history else {}
+    return {"output": str(out), "losses": result.losses,
+            "initial_losses": {k: v for k, v in first.items() if k != "step"},
+            "style_image_content_loss": result.style_image_content_loss,
+            "steps": len(result.history), "seconds": time.perf_counter() - start,
+            "size": list(result.image.shape[:2]), "mlflow_run": run_id or None}
+
+
+def _curves(history: list[dict[str, float]]) -> Any:
+    """Content, style and total-variation losses per step (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = [h["step"] for h in history]
+    for key in ("content", "style", "tv", "loss"):
+        values = [h[key] for h in history]
+        if any(v > 0 for v in values):
+            ax.plot(steps, values, label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    plt.close(fig)
+    return fig

@@ -1,0 +1,120 @@
+"""Siamese losses on a batch of L2-normalised embeddings with identity labels.
+
+- :class:`TripletLoss` (FaceNet): ``max(||f(A)-f(P)||^2 - ||f(A)-f(N)||^2 + alpha, 0)`` summed over
+  the batch's triplets, mined online from a P identities x K images batch: ``batch-hard``
+  (hardest positive and negative per anchor), ``semi-hard`` (every anchor-positive pair with
+  the closest negative farther than the positive) or ``all`` (every valid triplet).
+- :class:`ContrastiveLoss` (Hadsell et al.): ``d^2`` for genuine pairs, ``max(m - d, 0)^2`` for impostors.
+- :class:`SimilarityLoss`: the learned ``sigmoid(sum_k w_k |f_i - f_j|_k + b)`` trained with
+  binary cross-entropy on every pair of the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cnnkit.core.errors import CnnkitError
+
+MINING = ("batch-hard", "semi-hard", "all")
+
+
+def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                 alpha: float = 0.2) -> torch.Tensor:
+    """The lecture's formula for explicit triplets (rows), summed over them."""
+    d_ap = (anchor - positive).pow(2).sum(1)
+    d_an = (anchor - negative).pow(2).sum(1)
+    return F.relu(d_ap - d_an + alpha).sum()
+
+
+def squared_distances(x: torch.Tensor) -> torch.Tensor:
+    """(B, B) squared Euclidean distances between the rows of ``x`` (exact zeros on the diagonal)."""
+    sq = x.pow(2).sum(1)
+    d = (sq[:, None] + sq[None, :] - 2 * x @ x.t()).clamp_min(0)
+    return d * (1 - torch.eye(len(x), device=x.device, dtype=d.dtype))
+
+
+def _masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return same & ~eye, ~same
+
+
+class TripletLoss(nn.Module):
+    """Triplet loss with online mining; ``alpha`` is the margin (0.2 in FaceNet)."""
+
+    def __init__(self, margin: float | None = None, mining: str = "batch-hard") -> None:
+        super().__init__()
+        if mining not in MINING:
+            raise CnnkitError(f"unknown --mining '{mining}' ({', '.join(MINING)})")
+        self.alpha = 0.2 if margin is None else float(margin)
+        self.mining = mining
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        d = squared_distances(embeddings.float())
+        pos, neg = _masks(labels)
+        if self.mining == "batch-hard":
+            hardest_pos = (d * pos).amax(1)
+            hardest_neg = d.masked_fill(~neg, float("inf")).amin(1)
+            valid = pos.any(1) & neg.any(1)
+            terms = F.relu(hardest_pos - hardest_neg + self.alpha)[valid]
+        else:
+            triplets = d[:, :, None] - d[:, None, :] + self.alpha  # [a, p, n]
+            valid = self._semi_hard(d, pos, neg) if self.mining == "semi-hard" else \
+                pos[:, :, None] & neg[:, None, :]
+            terms = F.relu(triplets[valid])
+        if terms.numel() == 0:
+            zero = embeddings.sum() * 0
+            return {"loss": zero, "active": zero.detach()}
+        return {"loss": terms.sum(), "active": (terms > 0).float().mean().detach()}
+
+    @staticmethod
+    def _semi_hard(d: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """For each anchor-positive pair, the closest negative with ``d_an > d_ap`` (FaceNet's
+        semi-hard negative); when there is none, the farthest negative (as TensorFlow Addons does)."""
+        d_ap = d[:, :, None]
+        d_an = d[:, None, :].expand(-1, d.shape[1], -1)
+        negs = neg[:, None, :].expand_as(d_an)
+        farther = negs & (d_an > d_ap)
+        semi = d_an.masked_fill(~farther, float("inf")).argmin(2)
+        easiest = d_an.masked_fill(~negs, float("-inf")).argmax(2)
+        chosen = torch.where(farther.any(2), semi, easiest)
+        valid = torch.zeros_like(negs)
+        valid.scatter_(2, chosen[:, :, None], True)
+        return valid & pos[:, :, None] & negs
+
+
+class ContrastiveLoss(nn.Module):
+    """``d^2`` for genuine pairs and ``max(margin - d, 0)^2`` for impostor pairs (Euclidean ``d``),
+    each kind averaged so the many impostor pairs of a PK batch do not drown the genuine ones."""
+
+    def __init__(self, margin: float | None = None) -> None:
+        super().__init__()
+        self.margin = 1.0 if margin is None else float(margin)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        d2 = squared_distances(embeddings.float())
+        pos, neg = _masks(labels)
+        genuine = d2[pos].mean() if pos.any() else d2.sum() * 0
+        d = (d2[neg] + 1e-12).sqrt()
+        impostor = F.relu(self.margin - d).pow(2).mean() if neg.any() else d2.sum() * 0
+        return {"loss": genuine + impostor, "genuine": genuine.detach(), "impostor": impostor.detach()}
+
+
+class SimilarityLoss(nn.Module):
+    """Binary cross-entropy of the learned similarity on every pair (i < j) of the batch;
+    genuine pairs are weighted so both kinds count equally."""
+
+    def __init__(self, head: nn.Module, margin: float | None = None) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        i, j = torch.triu_indices(len(labels), len(labels), 1, device=labels.device)
+        logits = self.head(embeddings[i].float(), embeddings[j].float())
+        same = (labels[i] == labels[j]).float()
+        n_pos = same.sum().clamp_min(1)
+        weight = (len(same) - n_pos) / n_pos
+        loss = F.binary_cross_entropy_with_logits(logits, same, pos_weight=weight)
+        return {"loss": loss}

@@ -1,0 +1,88 @@
+"""Embedding networks: one network f applied to both inputs (shared weights), 128-d, L2-normalised.
+
+Every embedder also carries the learned similarity function of the lecture,
+``y = sigmoid(sum_k w_k |f(x_i)_k - f(x_j)_k| + b)`` (``similarity``), trained only when the
+``similarity`` loss is chosen; otherwise two faces are compared by Euclidean distance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cnnkit.core.errors import CnnkitError
+
+
+class SimilarityHead(nn.Module):
+    """``sum_k w_k |a_k - b_k| + b`` as a logit (sigmoid of it: the probability of "same")."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, 1)
+        nn.init.constant_(self.linear.weight, -1.0)  # far apart -> "different" from the start
+        nn.init.constant_(self.linear.bias, 1.0)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.linear((a - b).abs()).squeeze(-1)
+
+
+class Embedder(nn.Module):
+    """``features`` (any network returning (B, C) or (B, C, H, W)) -> linear -> L2 normalisation."""
+
+    def __init__(self, features: nn.Module, feature_dim: int, embedding_dim: int = 128) -> None:
+        super().__init__()
+        self.features = features
+        self.head = nn.Linear(feature_dim, embedding_dim) if feature_dim else nn.Identity()
+        self.similarity = SimilarityHead(embedding_dim)
+        self.embedding_dim = embedding_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)
+        if isinstance(h, (tuple, list)):  # Inception-style (logits, aux) in training mode
+            h = h[0]
+        if h.dim() == 4:
+            h = F.adaptive_avg_pool2d(h, 1)
+        return F.normalize(self.head(h.flatten(1)).float(), dim=1)
+
+
+def _block(cin: int, cout: int, convs: int) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False),
+                   nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return layers
+
+
+def siamese_small(*, embedding_dim: int = 128, widths: tuple[int, ...] = (32, 64, 128, 256),
+                  num_classes: int = 0, **_: Any) -> Embedder:
+    """A small CNN for CPUs: conv-BN-ReLU stages (two convs in the deeper ones), max-pooling
+    between stages, global average pooling and a linear embedding layer.
+
+    ``num_classes`` is ignored (an embedder has no classes; the engine passes the identity count).
+    """
+    layers: list[nn.Module] = []
+    cin = 3
+    for i, width in enumerate(widths):
+        layers += _block(cin, width, 1 if i == 0 else 2)
+        if i < len(widths) - 1:
+            layers.append(nn.MaxPool2d(2))
+        cin = width
+    return Embedder(nn.Sequential(*layers), cin, embedding_dim)
+
+
+def siamese_backbone(*, backbone: str, embedding_dim: int = 128, num_classes: int = 0, **kwargs: Any) -> Embedder:
+    """A registered classifier (e.g. ``resnet18``) whose last layer outputs ``embedding_dim``
+    features, then L2 normalisation. Looked up at build time, so a backbone registered by
+    another plugin (``inception-resnet-v1``) is used when that plugin is loaded."""
+    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.registry import models
+
+    load_plugins()
+    if backbone not in models:
+        raise CnnkitError(f"the backbone '{backbone}' is not registered (it comes from the classify plugin; "
+                          "see `cnnkit models --task classify`)")
+    net = models.get(backbone).create(num_classes=embedding_dim, **kwargs)
+    return Embedder(net, 0, embedding_dim)

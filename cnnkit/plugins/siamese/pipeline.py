@@ -1,0 +1,92 @@
+"""Image -> face crop -> embedding -> gallery decision: what `enroll` and `verify` run."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnkit.core.data.images import read_image
+from cnnkit.core.device import resolve_device
+from cnnkit.core.engine import load_for_eval
+from cnnkit.core.errors import CnnkitError
+from cnnkit.plugins.siamese.faces import Face, face_crops
+from cnnkit.plugins.siamese.gallery import ModelInfo
+from cnnkit.plugins.siamese.scoring import Scorer
+
+
+def fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, shapes, dtypes and bytes of a state dict (sorted by name)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class Decision:
+    """The outcome of one verification (what ``--json`` prints)."""
+
+    match: bool
+    name: str | None
+    distance: float | None
+    threshold: float
+    closest: str | None = None
+    image: str = ""
+    face: list[int] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"match": self.match, "name": self.name, "distance": self.distance, "threshold": self.threshold,
+                "closest": self.closest, "image": self.image, "face": self.face}
+
+
+class Embedder:
+    """A trained embedder loaded from its checkpoint, with its fingerprint and threshold."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
+        self.checkpoint = Path(checkpoint).resolve()
+        self.task, self.model, ck = load_for_eval(checkpoint)
+        if ck["task"] != "embed":
+            raise CnnkitError(f"{checkpoint}: a {ck['task']} checkpoint ({ck['model']}), not an embedder "
+                              "(train one: `cnnkit train siamese-small`)")
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        state = self.task.state
+        self.threshold: float | None = float(state["threshold"]) if "threshold" in state else None
+        self.scorer = Scorer.from_state(state.get("metric", "l2"), {k: v.numpy() for k, v in ck["model_state"].items()
+                                                                    if k.startswith("similarity.")})
+        self.info = ModelInfo(fingerprint(ck["model_state"]), ck["model"], str(self.checkpoint),
+                              self.scorer.metric, int(self.model.embedding_dim))
+
+    def crops(self, path: str | Path, detect: bool = True, all_faces: bool = False) -> list[tuple[np.ndarray, Face | None]]:
+        """The face crop(s) of an image file (the whole image with ``detect=False``)."""
+        image = read_image(path)
+        if not detect:
+            return [(image, None)]
+        return [(c, f) for c, f in face_crops(image, all_faces=all_faces, source=str(path))]
+
+    def embed(self, images: list[np.ndarray]) -> np.ndarray:
+        """(N, D) float32 embeddings of RGB face crops."""
+        vectors = self.task.predict(self.model, images, self.device)
+        return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, self.info.dim), np.float32)
+
+
+def decide(scorer: Scorer, query: np.ndarray, names: list[str], matrix: np.ndarray, threshold: float,
+           claim: str | None = None) -> Decision:
+    """1:1 against ``claim`` (its closest enrolled image) or 1:N: the closest person overall,
+    accepted when the distance is at most ``threshold``."""
+    if len(names) == 0:
+        raise CnnkitError("the gallery is empty (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
+    distances = scorer.search(query, matrix)
+    best = int(np.argmin(distances))
+    closest, distance = names[best], float(distances[best])
+    match = distance <= threshold
+    if claim is not None:
+        return Decision(match, claim, distance, threshold, closest=claim)
+    return Decision(match, closest if match else None, distance, threshold, closest=closest)

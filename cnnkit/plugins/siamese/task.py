@@ -1,0 +1,180 @@
+"""How the engine trains and evaluates embedders: PK batches, mined losses, verification ROC.
+
+Validation uses identities never seen in training: every genuine pair of the val split and as
+many impostor pairs drawn at random (fixed seed), or the pairs of an LFW-style ``pairs.txt``.
+The threshold with the best accuracy there is kept in ``state`` and so in the checkpoint.
+Images of an identity root are embedded whole, so they should be face crops (as in LFW).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cnnkit.core.data.transforms import to_tensor
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.metrics import Verification, verification_metrics
+from cnnkit.core.registry import losses, resolve
+from cnnkit.core.task import MappedDataset, Task
+from cnnkit.plugins.siamese.losses import MINING
+from cnnkit.plugins.siamese.sampler import PKSampler
+from cnnkit.plugins.siamese.scoring import Scorer
+
+LOSSES = ("triplet", "contrastive", "similarity")
+MAX_GENUINE_PAIRS = 20_000
+
+
+def embed_pipeline(img_size: int, train: bool, flip: bool = False) -> A.Compose:
+    """Resize to a square; in training also a small affine jitter, colour jitter and optional flips."""
+    steps: list[A.BasicTransform] = []
+    if train:
+        steps += [A.Affine(scale=(0.9, 1.1), rotate=(-8, 8), translate_percent=(-0.05, 0.05), p=0.5,
+                           border_mode=cv2.BORDER_REFLECT_101),
+                  A.ColorJitter(0.2, 0.2, 0.2, 0.02, p=0.5)]
+        if flip:
+            steps.append(A.HorizontalFlip(p=0.5))
+    steps.append(A.Resize(img_size, img_size))
+    return A.Compose(steps)
+
+
+def verification_pairs(targets: list[int], seed: int = 0) -> np.ndarray:
+    """(M, 3) rows ``i, j, same``: every genuine pair (at most ``MAX_GENUINE_PAIRS``) and as many
+    impostor pairs drawn at random, so that accuracy is measured on a balanced set as in LFW."""
+    y = np.asarray(targets)
+    i, j = np.triu_indices(len(y), 1)
+    same = y[i] == y[j]
+    rng = np.random.default_rng(seed)
+    genuine = np.flatnonzero(same)
+    impostor = np.flatnonzero(~same)
+    if len(genuine) > MAX_GENUINE_PAIRS:
+        genuine = rng.choice(genuine, MAX_GENUINE_PAIRS, replace=False)
+    if len(genuine) == 0 or len(impostor) == 0:
+        raise CnnkitError("verification needs identities with 2+ images and at least 2 identities in the val split")
+    impostor = rng.choice(impostor, min(len(genuine), len(impostor)), replace=False)
+    keep = np.sort(np.r_[genuine, impostor])
+    return np.stack([i[keep], j[keep], same[keep]], 1).astype(np.int64)
+
+
+class EmbedSample:
+    """Augmentation (an albumentations ``pipeline``) and tensor conversion of one ``(image, identity)``."""
+
+    def __init__(self, img_size: int, train: bool, flip: bool = False) -> None:
+        self.pipeline = embed_pipeline(img_size, train, flip)
+
+    def __call__(self, sample: tuple[np.ndarray, int]) -> tuple[torch.Tensor, int]:
+        image, identity = sample
+        return to_tensor(self.pipeline(image=image)["image"]), int(identity)
+
+
+class EmbedSet(MappedDataset):
+    """``(image tensor, identity)`` samples with the identities (``targets``) and the
+    verification ``pairs`` of the raw dataset."""
+
+    def __init__(self, base: Any, sample: EmbedSample, seed: int = 0) -> None:
+        super().__init__(base, sample, seed)
+        self.targets = [int(t) for t in base.targets]
+        self._pairs: np.ndarray | None = getattr(base, "pairs", None)
+
+    @property
+    def pairs(self) -> np.ndarray:
+        if self._pairs is None:
+            self._pairs = verification_pairs(self.targets)
+        return np.asarray(self._pairs, dtype=np.int64)
+
+
+class SiameseTask(Task):
+    data_tasks = ("embed",)
+    default_data = "synthetic:glyphs"
+    key_metric = "auc"
+    key_mode = "max"
+    check_classes = False  # validation identities differ from training ones by design
+    options = {"loss": "triplet", "mining": "semi-hard", "margin": None, "k": 4,
+               "embedding_dim": 128, "flip": False}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.option("loss") not in LOSSES:
+            raise CnnkitError(f"unknown --loss '{self.option('loss')}' ({', '.join(LOSSES)})")
+        if self.option("mining") not in MINING:
+            raise CnnkitError(f"unknown --mining '{self.option('mining')}' ({', '.join(MINING)})")
+        self.state.setdefault("metric", "similarity" if self.option("loss") == "similarity" else "l2")
+        self.last: tuple[np.ndarray, np.ndarray, Verification] | None = None
+
+    # ---------------------------------------------------------------- data
+    def dataset(self, split: str) -> EmbedSet:
+        sample = EmbedSample(self.config.img_size, split == "train", bool(self.option("flip")))
+        return EmbedSet(self.raw_dataset(split), sample, self.config.seed)
+
+    def batch_sampler(self, dataset: Dataset) -> PKSampler:
+        k = int(self.option("k"))
+        return PKSampler(dataset.targets, p=self.config.batch_size // k, k=k, seed=self.config.seed, clock=dataset)
+
+    # ---------------------------------------------------------------- model
+    def build_model(self) -> nn.Module:
+        return self.spec.create(embedding_dim=int(self.option("embedding_dim")))
+
+    def criterion(self, model: nn.Module) -> nn.Module:
+        name = self.option("loss")
+        factory = resolve(losses.get(name))
+        margin = self.option("margin")
+        if name == "triplet":
+            return factory(margin=margin, mining=self.option("mining"))
+        if name == "similarity":
+            return factory(getattr(model, "module", model).similarity)
+        return factory(margin=margin)
+
+    def loss(self, model: nn.Module, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        images, identities = batch
+        return self.criterion(model)(model(images), identities)
+
+    # ---------------------------------------------------------------- evaluation
+    def scorer(self, model: nn.Module) -> Scorer:
+        return Scorer.from_state(self.state["metric"], {k: v.detach().cpu().numpy()
+                                                        for k, v in model.state_dict().items()
+                                                        if k.startswith("similarity.")})
+
+    @torch.no_grad()
+    def embeddings(self, model: nn.Module, loader: DataLoader, device: torch.device) -> np.ndarray:
+        model.eval()
+        return np.concatenate([model(images.to(device)).float().cpu().numpy() for images, _ in loader])
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+        emb = self.embeddings(model, loader, device)
+        pairs = loader.dataset.pairs
+        distances = self.scorer(model).pairs(emb[pairs[:, 0]], emb[pairs[:, 1]])
+        same = pairs[:, 2].astype(bool)
+        v = verification_metrics(distances, same)
+        self.state["threshold"] = v.threshold
+        self.last = (distances, same, v)
+        return {**v.as_dict(), "genuine_distance": float(distances[same].mean()),
+                "impostor_distance": float(distances[~same].mean())}
+
+    def log_artifacts(self, model: nn.Module, val: Dataset, tracker: Any, device: torch.device) -> None:
+        """ROC curve, genuine/impostor distance histograms and the threshold of the final model."""
+        self.evaluate(model, self.loader(val, train=False), device)
+        distances, same, v = self.last
+        from cnnkit.plugins.siamese.plots import distance_histograms, roc_figure
+
+        tracker.log_figure(roc_figure(v), "roc_curve.png")
+        tracker.log_figure(distance_histograms(distances, same, v.threshold), "distance_histograms.png")
+        tracker.log_metrics({"threshold": v.threshold}, step=self.config.epochs)
+        tracker.set_tag("cnnkit.threshold", f"{v.threshold:.6f}")
+
+    # ---------------------------------------------------------------- inference
+    @torch.no_grad()
+    def predict(self, model: nn.Module, images: Iterable[np.ndarray], device: torch.device,
+                **kwargs: Any) -> list[np.ndarray]:
+        """One embedding (float32, L2-normalised) per RGB uint8 image (a face crop)."""
+        pipeline = embed_pipeline(self.config.img_size, train=False)
+        batch = [to_tensor(pipeline(image=image)["image"]) for image in images]
+        if not batch:
+            return []
+        model.eval()
+        return list(model(torch.stack(batch).to(device)).float().cpu().numpy())

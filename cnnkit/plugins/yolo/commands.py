@@ -1,0 +1,83 @@
+"""YOLO commands: ``cnnkit anchors`` (dimension clusters) and ``cnnkit darknet import|export``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def anchors_cmd(
+    data: str = typer.Option("synthetic:shapes", "--data", help="Dataset path or synthetic:NAME[?k=v]."),
+    k: int = typer.Option(9, "-k", "--k", min=1, help="Number of anchors (9 for yolov3, 6 tiny, 5 yolov2)."),
+    img_size: int = typer.Option(416, "--img-size", min=8, help="Anchors in pixels of images letterboxed to this."),
+    split: str = typer.Option("train", "--split", help="Which split's boxes to cluster."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """K-means on the data's box sizes with distance 1 - IoU: anchors sorted by area, and their mean IoU."""
+    from rich.console import Console
+
+    from cnnkit.core.data import open_dataset
+    from cnnkit.core.errors import CnnkitError
+    from cnnkit.plugins.yolo.anchors import dataset_box_sizes, kmeans_anchors
+
+    wh = dataset_box_sizes(open_dataset(data, split, ("detect",)), img_size)
+    if not len(wh):
+        raise CnnkitError(f"--data {data}: the {split} split has no boxes")
+    anchors, mean_iou = kmeans_anchors(wh, k)
+    pairs = [[round(float(w), 1), round(float(h), 1)] for w, h in anchors]
+    flag = " ".join(f"{w:g},{h:g}" for w, h in pairs)
+    if as_json:
+        print(json.dumps({"anchors": pairs, "mean_iou": round(mean_iou, 4), "img_size": img_size,
+                          "boxes": len(wh)}, indent=2))
+        return
+    console = Console()
+    for i, (w, h) in enumerate(pairs):
+        console.print(f"{i:>2}  {w:>7.1f} x {h:<7.1f}")
+    console.print(f"mean IoU {mean_iou:.4f} over {len(wh)} boxes at --img-size {img_size}")
+    console.print(f"train with: --anchors \"{flag}\" --img-size {img_size}")
+
+
+darknet_app = typer.Typer(help="Darknet interop: .weights files to and from cnnkit.", no_args_is_help=True)
+
+
+@darknet_app.command("import")
+def import_cmd(
+    weights: Path = typer.Argument(..., help="A Darknet .weights file."),
+    model: str = typer.Option(..., "--model", help="A registered model (yolov3, darknet53, ...) or a .cfg path."),
+    num_classes: int = typer.Option(0, "--num-classes", min=0, help="0: the model's default (80, or the .cfg's)."),
+    out: Path = typer.Option(..., "--out", help="Where the state dict goes (use it with --weights)."),
+) -> None:
+    """Read Darknet .weights into MODEL and save its state dict for `cnnkit train MODEL --weights OUT`."""
+    import torch
+
+    from cnnkit.core.atomic import atomic_path
+    from cnnkit.core.registry import models
+    from cnnkit.plugins.yolo.darknet import load_darknet_weights
+
+    spec = models.get(model)
+    net = spec.create(num_classes=num_classes or spec.num_classes)
+    layers, seen = load_darknet_weights(net, weights)
+    with atomic_path(out) as tmp:
+        torch.save(net.state_dict(), tmp)
+    print(f"{weights}: {layers} layers ({seen} images seen) -> {out}")
+
+
+@darknet_app.command("export")
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `cnnkit train`."),
+    out: Path = typer.Option(..., "--out", help="The Darknet .weights file to write."),
+) -> None:
+    """Write a trained checkpoint's network as a Darknet .weights file."""
+    from cnnkit.core.engine import load_for_eval
+    from cnnkit.plugins.yolo.darknet import save_darknet_weights
+
+    _, net, _ = load_for_eval(checkpoint)
+    save_darknet_weights(net, out)
+    print(f"{checkpoint} -> {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("anchors")(anchors_cmd)
+    app.add_typer(darknet_app, name="darknet")

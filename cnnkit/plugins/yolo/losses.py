@@ -1,0 +1,214 @@
+"""The three YOLO losses, summed over the batch's cells and divided by the batch size (as Darknet).
+
+Each loss is called as ``loss(outputs, targets, img_size)`` with the model's raw outputs and
+targets ``[{"boxes": (N, 4) xyxy pixels, "labels": (N,)}]``; it returns ``{"loss", "box", "obj",
+"cls"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cnnkit.core.boxes import box_convert, wh_iou
+
+Targets = Sequence[dict[str, torch.Tensor]]
+
+
+def flatten_targets(targets: Targets, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Image index (M,), boxes as cxcywh pixels (M, 4) and labels (M,) of every ground truth."""
+    index = torch.cat([torch.full((len(t["labels"]),), i, dtype=torch.long) for i, t in enumerate(targets)])
+    boxes = torch.cat([t["boxes"].float().reshape(-1, 4) for t in targets]).to(device)
+    labels = torch.cat([t["labels"].long().reshape(-1) for t in targets]).to(device)
+    return index.to(device), box_convert(boxes, "xyxy", "cxcywh"), labels
+
+
+def grid_view(p: torch.Tensor, num_anchors: int) -> torch.Tensor:
+    """A head map ``(B, A*(5+C), H, W)`` as ``(B, A, H, W, 5+C)`` (Darknet's channel layout)."""
+    b, _, h, w = p.shape
+    return p.view(b, num_anchors, -1, h, w).permute(0, 1, 3, 4, 2)
+
+
+def decode_anchor_boxes(p: torch.Tensor, anchors: torch.Tensor, img_size: int) -> torch.Tensor:
+    """Direct location prediction: ``b_xy = (sigmoid(t_xy) + c) * stride``, ``b_wh = p_wh * e^t_wh``.
+    ``p`` is a ``(B, A, H, W, 5+C)`` view, ``anchors`` ``(A, 2)`` fractions of the input; returns
+    cxcywh pixel boxes ``(B, A, H, W, 4)``."""
+    _, _, h, w, _ = p.shape
+    gy, gx = torch.meshgrid(torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij")
+    stride = torch.tensor([img_size / w, img_size / h], device=p.device)
+    xy = (p[..., :2].sigmoid() + torch.stack([gx, gy], -1)) * stride
+    wh = p[..., 2:4].clamp(max=10).exp() * (anchors.to(p.device) * img_size)[None, :, None, None]
+    return torch.cat([xy, wh], -1)
+
+
+def decode_v1_boxes(p: torch.Tensor, boxes: int, img_size: int) -> torch.Tensor:
+    """YOLOv1 boxes ``(B, S, S, boxes, 4)`` cxcywh pixels from a ``(B, S, S, boxes*5+C)`` output:
+    x, y relative to the cell, w, h as square roots of the image fraction."""
+    s = p.shape[1]
+    gy, gx = torch.meshgrid(torch.arange(s, device=p.device), torch.arange(s, device=p.device), indexing="ij")
+    raw = p[..., : boxes * 5].reshape(*p.shape[:3], boxes, 5)
+    xy = (raw[..., :2] + torch.stack([gx, gy], -1)[:, :, None]) * (img_size / s)
+    wh = raw[..., 2:4].square() * img_size
+    return torch.cat([xy, wh], -1)
+
+
+def _cxcywh_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Element-wise IoU of matching rows of two cxcywh box sets."""
+    a, b = box_convert(a, "cxcywh", "xyxy"), box_convert(b, "cxcywh", "xyxy")
+    lt, rb = torch.max(a[:, :2], b[:, :2]), torch.min(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(1)
+    area = (a[:, 2:] - a[:, :2]).prod(1) + (b[:, 2:] - b[:, :2]).prod(1) - inter
+    return inter / area.clamp(min=1e-9)
+
+
+def _best_iou_with_gt(pred: torch.Tensor, index: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """For ``pred`` ``(B, ..., 4)`` cxcywh, the best IoU of each box with its image's ground truths."""
+    n = len(pred)
+    counts = torch.bincount(index, minlength=n)
+    if not len(gt):
+        return pred.new_zeros(pred.shape[:-1])
+    slot = torch.arange(len(gt), device=gt.device) - (counts.cumsum(0) - counts)[index]
+    padded = gt.new_zeros(n, int(counts.max()), 4)  # zero-size boxes overlap nothing
+    padded[index, slot] = gt
+    a = box_convert(pred.reshape(n, -1, 4), "cxcywh", "xyxy")[:, :, None]
+    b = box_convert(padded, "cxcywh", "xyxy")[:, None]
+    inter = (torch.min(a[..., 2:], b[..., 2:]) - torch.max(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
+    union = (a[..., 2:] - a[..., :2]).prod(-1) + (b[..., 2:] - b[..., :2]).prod(-1) - inter
+    return (inter / union.clamp(min=1e-9)).max(2).values.view(pred.shape[:-1])
+
+
+class YOLOv3Loss(nn.Module):
+    """YOLOv3: each ground truth is given to the one anchor (of all scales) whose shape fits it
+    best; coordinates by squared error on ``sigmoid(t_xy)`` and ``t_wh`` weighted ``2 - w*h``;
+    objectness and classes by binary cross-entropy; a prediction whose best IoU with a ground
+    truth exceeds ``ignore_thresh`` gets no objectness loss."""
+
+    def __init__(self, num_classes: int, anchors: Sequence[torch.Tensor], ignore_thresh: float = 0.5) -> None:
+        super().__init__()
+        self.num_classes, self.ignore_thresh = num_classes, ignore_thresh
+        self.anchors = [a.float() for a in anchors]
+
+    def forward(self, outputs: Sequence[torch.Tensor], targets: Targets, img_size: int) -> dict[str, torch.Tensor]:
+        device = outputs[0].device
+        index, gt, labels = flatten_targets(targets, device)
+        all_anchors = torch.cat(self.anchors).to(device) * img_size
+        scale_of = torch.cat([torch.full((len(a),), i, device=device) for i, a in enumerate(self.anchors)])
+        local_of = torch.cat([torch.arange(len(a), device=device) for a in self.anchors])
+        best = wh_iou(gt[:, 2:], all_anchors).argmax(1) if len(gt) else torch.zeros(0, dtype=torch.long, device=device)
+        zero = outputs[0].new_zeros(()).float()
+        box, obj, cls = zero, zero, zero
+        for s, (raw, anchors) in enumerate(zip(outputs, self.anchors)):
+            p = grid_view(raw.float(), len(anchors))
+            _, _, h, w, _ = p.shape
+            sel = scale_of[best] == s
+            b, a, g, c = index[sel], local_of[best[sel]], gt[sel], labels[sel]
+            gi = (g[:, 0] * w / img_size).long().clamp(0, w - 1)
+            gj = (g[:, 1] * h / img_size).long().clamp(0, h - 1)
+            with torch.no_grad():
+                pred = decode_anchor_boxes(p.detach(), anchors, img_size)
+                target_obj = torch.zeros(p.shape[:4], device=device)
+                weight = (_best_iou_with_gt(pred, index, gt) <= self.ignore_thresh).float()
+                target_obj[b, a, gj, gi] = 1.0
+                weight[b, a, gj, gi] = 1.0
+            obj = obj + (F.binary_cross_entropy_with_logits(p[..., 4], target_obj, reduction="none") * weight).sum()
+            if len(b):
+                pp = p[b, a, gj, gi]
+                txy = torch.stack([g[:, 0] * w / img_size - gi, g[:, 1] * h / img_size - gj], 1)
+                twh = torch.log(g[:, 2:] / (anchors.to(device)[a] * img_size)).clamp(min=-10)
+                scale = 2.0 - g[:, 2] * g[:, 3] / img_size ** 2
+                box = box + (scale[:, None] * ((pp[:, :2].sigmoid() - txy) ** 2 + (pp[:, 2:4] - twh) ** 2)).sum()
+                onehot = F.one_hot(c, self.num_classes).float()
+                cls = cls + F.binary_cross_entropy_with_logits(pp[:, 5:], onehot, reduction="sum")
+        n = len(outputs[0])
+        box, obj, cls = box / n, obj / n, cls / n
+        return {"loss": box + obj + cls, "box": box, "obj": obj, "cls": cls}
+
+
+class YOLOv2Loss(nn.Module):
+    """YOLOv2 (Darknet's region layer): each ground truth goes to the anchor of its cell with the
+    best-fitting shape; squared error on coordinates (weight ``2 - w*h``) and on objectness, whose
+    target is the IoU of the predicted box with its ground truth (weight ``object_scale``); other
+    predictions are pushed to 0 unless their best IoU exceeds ``ignore_thresh``; softmax classes."""
+
+    def __init__(self, num_classes: int, anchors: Sequence[torch.Tensor], ignore_thresh: float = 0.6,
+                 object_scale: float = 5.0, noobject_scale: float = 1.0) -> None:
+        super().__init__()
+        self.num_classes, self.ignore_thresh = num_classes, ignore_thresh
+        self.object_scale, self.noobject_scale = object_scale, noobject_scale
+        self.anchors = torch.cat([a.float() for a in anchors])
+
+    def forward(self, outputs: Sequence[torch.Tensor], targets: Targets, img_size: int) -> dict[str, torch.Tensor]:
+        device = outputs[0].device
+        anchors = self.anchors.to(device)
+        index, gt, labels = flatten_targets(targets, device)
+        p = grid_view(outputs[0].float(), len(anchors))
+        _, _, h, w, _ = p.shape
+        pred = decode_anchor_boxes(p, anchors, img_size)
+        conf = p[..., 4].sigmoid()
+        with torch.no_grad():
+            noobj = (_best_iou_with_gt(pred.detach(), index, gt) <= self.ignore_thresh).float()
+        zero = p.new_zeros(())
+        box, cls = zero, zero
+        if len(gt):
+            a = wh_iou(gt[:, 2:], anchors * img_size).argmax(1)
+            gi = (gt[:, 0] * w / img_size).long().clamp(0, w - 1)
+            gj = (gt[:, 1] * h / img_size).long().clamp(0, h - 1)
+            noobj[index, a, gj, gi] = 0.0
+            pp = p[index, a, gj, gi]
+            txy = torch.stack([gt[:, 0] * w / img_size - gi, gt[:, 1] * h / img_size - gj], 1)
+            twh = torch.log(gt[:, 2:] / (anchors[a] * img_size)).clamp(min=-10)
+            scale = 2.0 - gt[:, 2] * gt[:, 3] / img_size ** 2
+            box = (scale[:, None] * ((pp[:, :2].sigmoid() - txy) ** 2 + (pp[:, 2:4] - twh) ** 2)).sum()
+            iou = _cxcywh_iou(pred[index, a, gj, gi].detach(), gt)
+            pos = self.object_scale * ((conf[index, a, gj, gi] - iou) ** 2).sum()
+            cls = F.cross_entropy(pp[:, 5:], labels, reduction="sum")
+        else:
+            pos = zero
+        obj = pos + self.noobject_scale * (noobj * conf ** 2).sum()
+        n = len(p)
+        box, obj, cls = box / n, obj / n, cls / n
+        return {"loss": box + obj + cls, "box": box, "obj": obj, "cls": cls}
+
+
+class YOLOv1Loss(nn.Module):
+    """YOLOv1's sum-squared error: ``lambda_coord`` on x, y and on the square roots of w, h of the
+    responsible predictor (the one of the object's cell with the highest IoU), confidence towards
+    that IoU, ``lambda_noobj`` on the other predictors' confidence, class error in object cells."""
+
+    def __init__(self, num_classes: int, boxes: int = 2, lambda_coord: float = 5.0, lambda_noobj: float = 0.5) -> None:
+        super().__init__()
+        self.num_classes, self.boxes = num_classes, boxes
+        self.lambda_coord, self.lambda_noobj = lambda_coord, lambda_noobj
+
+    def forward(self, output: torch.Tensor, targets: Targets, img_size: int) -> dict[str, torch.Tensor]:
+        p = output.float()
+        device, s, nb = p.device, p.shape[1], self.boxes
+        index, gt, labels = flatten_targets(targets, device)
+        raw = p[..., : nb * 5].reshape(*p.shape[:3], nb, 5)
+        conf = raw[..., 4]
+        responsible = torch.zeros(conf.shape, dtype=torch.bool, device=device)
+        zero = p.new_zeros(())
+        box, pos, cls = zero, zero, zero
+        if len(gt):
+            cell = img_size / s
+            gi = (gt[:, 0] / cell).long().clamp(0, s - 1)
+            gj = (gt[:, 1] / cell).long().clamp(0, s - 1)
+            pred = decode_v1_boxes(p, nb, img_size)[index, gj, gi]  # (M, boxes, 4)
+            with torch.no_grad():
+                ious = torch.stack([_cxcywh_iou(pred[:, j], gt) for j in range(nb)], 1)
+            j = ious.argmax(1)
+            responsible[index, gj, gi, j] = True
+            r = raw[index, gj, gi, j]
+            txy = torch.stack([gt[:, 0] / cell - gi, gt[:, 1] / cell - gj], 1)
+            twh = (gt[:, 2:] / img_size).sqrt()
+            box = self.lambda_coord * (((r[:, :2] - txy) ** 2).sum() + ((r[:, 2:4] - twh) ** 2).sum())
+            pos = ((r[:, 4] - ious.gather(1, j[:, None])[:, 0]) ** 2).sum()
+            onehot = F.one_hot(labels, self.num_classes).float()
+            cls = ((p[index, gj, gi, nb * 5:] - onehot) ** 2).sum()
+        obj = pos + self.lambda_noobj * (conf[~responsible] ** 2).sum()
+        n = len(p)
+        box, obj, cls = box / n, obj / n, cls / n
+        return {"loss": box + obj + cls, "box": box, "obj": obj, "cls": cls}

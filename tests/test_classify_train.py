@@ -1,0 +1,76 @@
+"""One small model of each classic family trains for an epoch through `cnnkit train` (tiny synthetic
+textures at the smallest size each architecture allows), and the family options and size limits
+are enforced with clear errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+# family: (model, --img-size, extra flags). VGG/AlexNet keep their 4096-wide FC layers at any size.
+FAMILIES = {
+    "alexnet": ("alexnet-lrn", 67, []),
+    "vgg": ("vgg-a", 32, []),
+    "inception": ("googlenet", 79, []),
+    "resnet": ("resnet18", 32, ["--shortcut", "A"]),
+    "resnext": ("resnext50-32x4d", 32, []),
+    "densenet": ("densenet121", 32, []),
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on this shared 2-core machine two threads spin-wait and run ~5x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train(cli, model, size, *extra):
+    return cli("train", model, "--data", f"synthetic:textures?n=16&size={size}", "--epochs", "1",
+               "--img-size", size, "--batch-size", 16, "--no-track", "--out", "run", *extra)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_one_epoch_per_family(cli, family):
+    model, size, extra = FAMILIES[family]
+    r = train(cli, model, size, *extra)
+    assert r.code == 0, r.stderr
+    assert Path("run/weights/best.pt").is_file() and "metrics:" in r.stdout
+    top1 = float(r.stdout.split("top1 ")[1].split()[0])
+    assert 0.0 <= top1 <= 1.0
+    if family == "resnet":  # the shortcut option travels in the checkpoint: eval rebuilds option A
+        r = cli("eval", "run/weights/best.pt", "--json")
+        assert r.code == 0, r.stderr
+        assert json.loads(r.stdout)["top1"] == pytest.approx(top1)
+
+
+def test_train_refuses_sizes_below_the_architecture_minimum(cli):
+    r = train(cli, "googlenet", 64)
+    assert r.code == 2 and "googlenet needs --img-size >= 79" in r.stderr
+    r = train(cli, "inception-v3", 128)
+    assert r.code == 2 and "needs --img-size >= 299" in r.stderr
+
+
+def test_family_options_are_checked(cli):
+    r = train(cli, "resnet18", 32, "--shortcut", "D")
+    assert r.code == 2 and "--shortcut must be A, B or C" in r.stderr and "Traceback" not in r.stderr
+    r = train(cli, "inception-resnet-v1", 75, "--residual-scale", 3)
+    assert r.code == 2 and "--residual-scale must be in (0, 1]" in r.stderr
+    r = train(cli, "vgg-a", 32, "--shortcut", "A")
+    assert r.code == 2 and "unknown option" in r.stderr
+
+
+def test_inception_v3_recipe_is_the_papers():
+    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.registry import models
+    from cnnkit.plugins.classify import CLASSIFY_RECIPE
+
+    load_plugins()
+    v3 = models.get("inception-v3").defaults
+    assert (v3["optimizer"], v3["lr"], v3["label_smoothing"], v3["grad_clip"], v3["img_size"]) == \
+        ("rmsprop", 0.045, 0.1, 2.0, 299)
+    assert models.get("resnet18").defaults == CLASSIFY_RECIPE

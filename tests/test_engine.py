@@ -1,0 +1,103 @@
+"""The training engine end to end on a tiny classifier: checkpoints, eval, resume, MLflow."""
+
+import json
+import os
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from cnnkit.core.checkpoint import load_checkpoint
+
+TINY = ["--data", "synthetic:textures?n=48&size=32", "--img-size", "32", "--batch-size", "16"]
+
+
+def _train(cli, *args):
+    r = cli("train", "resnet18", *TINY, *args)
+    assert r.code == 0, r.stderr
+    return r
+
+
+def test_train_writes_checkpoints_tracks_and_eval_reproduces(cli, tmp_path):
+    r = _train(cli, "--epochs", "2", "--out", "run", "--experiment", "tiny")
+    assert "run/weights/best.pt" in r.stdout and "run/weights/last.pt" in r.stdout
+    best = load_checkpoint("run/weights/best.pt")
+    assert best["model"] == "resnet18" and best["task"] == "classify"
+    assert best["classes"][0] == "stripes-horizontal" and best["config"]["epochs"] == 2
+    assert set(best["metrics"]) == {"val_top1", "val_top5", "val_loss"}
+
+    r = cli("eval", "run/weights/best.pt", "--json")
+    assert r.code == 0, r.stderr
+    metrics = json.loads(r.stdout)
+    assert set(metrics) >= {"top1", "top5"}
+    assert metrics["top1"] == pytest.approx(best["metrics"]["val_top1"], abs=1e-6)
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("tiny")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model"] == "resnet18" and run.data.params["epochs"] == "2"
+    assert run.data.tags["cnnkit.plugin"] == "classify" and run.data.tags["cnnkit.version"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")] == [0, 1]
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"weights", "loss_curve.png"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "weights")} == {"weights/best.pt", "weights/last.pt"}
+
+    r = cli("runs", "--json")
+    rows = json.loads(r.stdout)
+    assert rows[0]["model"] == "resnet18" and rows[0]["metric"] == "val_top1"
+    assert rows[0]["value"] == pytest.approx(client.get_run(run.info.run_id).data.metrics["val_top1"])
+
+
+def test_resume_continues_exactly(cli):
+    """Resuming from the epoch-1 checkpoint of a 2-epoch run ends with the same weights."""
+    _train(cli, "--epochs", "2", "--out", "straight", "--no-track", "--seed", "7", "--save-period", "1")
+    r = cli("train", "resnet18", "--resume", "straight/weights/epoch1.pt", "--out", "resumed")
+    assert r.code == 0, r.stderr
+    a = load_checkpoint("straight/weights/last.pt")
+    b = load_checkpoint("resumed/weights/last.pt")
+    assert b["epoch"] == 1 and b["config"]["track"] is False
+    for key, tensor in a["model_state"].items():
+        torch.testing.assert_close(b["model_state"][key], tensor, msg=key)
+    assert a["optimizer_state"]["state"][0]["momentum_buffer"].equal(b["optimizer_state"]["state"][0]["momentum_buffer"])
+    assert a["scheduler_state"] == b["scheduler_state"]
+
+
+def test_config_file_is_overridden_by_flags(cli, tmp_path):
+    (tmp_path / "cfg.yaml").write_text("epochs: 3\nlr: 0.05\noptimizer: adam\nscheduler: step\n")
+    _train(cli, "--config", "cfg.yaml", "--epochs", "1", "--out", "c", "--no-track")
+    cfg = load_checkpoint("c/weights/last.pt")["config"]
+    assert cfg["epochs"] == 1 and cfg["lr"] == 0.05 and cfg["optimizer"] == "adam" and cfg["scheduler"] == "step"
+
+
+@pytest.mark.parametrize("optimizer,scheduler", [("sgd", "plateau"), ("rmsprop", "cosine")])
+def test_optimizers_and_schedules(cli, optimizer, scheduler):
+    _train(cli, "--epochs", "1", "--optimizer", optimizer, "--scheduler", scheduler, "--no-track", "--out", "o")
+    assert load_checkpoint("o/weights/last.pt")["config"]["optimizer"] == optimizer
+
+
+def test_amp_and_channels_last_train_on_cpu(cli):
+    _train(cli, "--epochs", "1", "--amp", "--channels-last", "--no-track", "--out", "amp")
+    assert load_checkpoint("amp/weights/last.pt")["config"]["amp"] is True
+
+
+def test_weights_from_another_head_fine_tune(cli, tmp_path):
+    """--weights skips tensors that do not fit (a classifier head for other classes)."""
+    import numpy as np
+
+    from cnnkit.core.data.images import write_image
+
+    _train(cli, "--epochs", "1", "--out", "base", "--no-track")
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            for i in range(4):
+                write_image(tmp_path / "two" / split / cls / f"{i}.png", rng.integers(0, 255, (32, 32, 3), np.uint8))
+    r = cli("train", "resnet18", "--data", "two", "--weights", "base/weights/best.pt", "--img-size", "32",
+            "--epochs", "1", "--no-track", "--out", "ft")
+    assert r.code == 0, r.stderr
+    assert "weights: 120/122 tensors from base/weights/best.pt" in r.stderr
+    base, ft = load_checkpoint("base/weights/best.pt"), load_checkpoint("ft/weights/best.pt")
+    assert ft["classes"] == ["a", "b"] and ft["model_state"]["fc.weight"].shape == (2, 512)
+    assert base["model_state"]["fc.weight"].shape == (8, 512)

@@ -1,0 +1,80 @@
+"""Style-transfer costs and the VGG-19 feature extractor (no images needed)."""
+
+import pytest
+import torch
+
+from cnnkit.core.errors import CnnkitError
+from cnnkit.plugins.nst.losses import StyleTransferLoss, content_cost, gram, style_cost, tv_cost
+from cnnkit.plugins.nst.vgg import LAYERS, VGGFeatures
+
+
+def test_costs_are_the_lecture_formulas():
+    torch.manual_seed(0)
+    a_s, a_g = torch.rand(1, 8, 5, 6), torch.rand(1, 8, 5, 6)
+    n_c, n_h, n_w = 8, 5, 6
+    raw = lambda a: a[0].reshape(n_c, -1) @ a[0].reshape(n_c, -1).T  # G_kk' = sum_ij a_ijk a_ijk'
+    expected = ((raw(a_s) - raw(a_g)) ** 2).sum() / (2 * n_h * n_w * n_c) ** 2
+    assert torch.allclose(style_cost(gram(a_g), gram(a_s)), expected.reshape(1), rtol=1e-5)
+    assert torch.allclose(content_cost(a_g, a_s), 0.5 * ((a_s - a_g) ** 2).sum().reshape(1))
+    image = torch.tensor([[[[0.0, 1.0], [1.0, 1.0]]]])
+    assert tv_cost(image).item() == pytest.approx(2.0)
+
+
+def test_style_cost_compares_textures_of_different_sizes():
+    torch.manual_seed(0)
+    tile = torch.rand(1, 4, 6, 6)
+    assert torch.allclose(gram(tile.repeat(1, 1, 2, 3)), gram(tile), atol=1e-6)
+    assert style_cost(gram(tile.repeat(1, 1, 2, 3)), gram(tile)).item() < 1e-10
+
+
+def test_weighted_total():
+    torch.manual_seed(0)
+    target, feats = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
+    image = torch.rand(2, 3, 8, 8)
+    loss = StyleTransferLoss(content={"a": target}, grams={"a": gram(target[:1])}, layer_weights={"a": 0.5},
+                             content_weight=2.0, style_weight=10.0, tv_weight=0.1)
+    parts = loss({"a": feats}, image)
+    total = 2 * parts["content"] + 10 * parts["style"] + 0.1 * parts["tv"]
+    assert torch.allclose(parts["loss"], total)
+    assert torch.allclose(parts["style"], 0.5 * style_cost(gram(feats), gram(target[:1])).mean())
+
+
+def test_vgg_layers_and_truncation():
+    assert (LAYERS["conv1_1"], LAYERS["conv4_2"], LAYERS["conv5_1"], LAYERS["conv5_4"]) == (1, 22, 29, 35)
+    vgg = VGGFeatures(["conv1_1", "conv2_1"], "random")
+    assert len(vgg.body) == LAYERS["conv2_1"] + 1  # nothing deeper is kept
+    out = vgg(torch.rand(1, 3, 32, 32))
+    assert out["conv1_1"].shape == (1, 64, 32, 32) and out["conv2_1"].shape == (1, 128, 16, 16)
+    assert (out["conv2_1"] >= 0).all()  # ReLU outputs
+    assert not any(p.requires_grad for p in vgg.parameters())
+    with pytest.raises(CnnkitError, match="conv9_9"):
+        VGGFeatures(["conv9_9"], "random")
+
+
+def test_weights_file_round_trip_and_bad_files(tmp_path):
+    source = VGGFeatures(["conv2_1"], "random", seed=3)
+    state = {f"features.{k}": v for k, v in source.body.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(2, 2)  # a full VGG-19 file has more: ignored
+    torch.save(state, tmp_path / "vgg.pth")
+    loaded = VGGFeatures(["conv1_1", "conv2_1"], str(tmp_path / "vgg.pth"))
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.equal(loaded(x)["conv2_1"], source(x)["conv2_1"])
+    assert not torch.equal(VGGFeatures(["conv2_1"], "random", seed=4)(x)["conv2_1"], source(x)["conv2_1"])
+    with pytest.raises(CnnkitError, match="do not fit"):
+        VGGFeatures(["conv3_1"], str(tmp_path / "vgg.pth"))  # too shallow for conv3_1
+    (tmp_path / "junk.pth").write_text("not a tensor file")
+    with pytest.raises(CnnkitError, match="junk.pth"):
+        VGGFeatures(["conv1_1"], str(tmp_path / "junk.pth"))
+
+
+def test_missing_imagenet_weights_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(CnnkitError) as err:
+        VGGFeatures(["conv1_1"], "")
+    assert "--weights" in str(err.value) and "vgg19-dcbb9e9d.pth" in str(err.value)
+    cached = tmp_path / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
+    cached.parent.mkdir(parents=True)
+    source = VGGFeatures(["conv1_1"], "random", seed=1)
+    torch.save({f"features.{k}": v for k, v in source.body.state_dict().items()}, cached)
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.equal(VGGFeatures(["conv1_1"], "")(x)["conv1_1"], source(x)["conv1_1"])

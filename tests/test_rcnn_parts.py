@@ -1,0 +1,174 @@
+"""R-CNN family pieces: anchors and their labelling, RoI sampling, the losses, SVM/ridge fitting,
+the networks' shapes, options and torchvision's production models."""
+
+import math
+
+import pytest
+import torch
+
+from cnnkit.core.boxes import encode_deltas
+from cnnkit.plugins.rcnn.losses import BOX_WEIGHTS, fast_rcnn_loss, rpn_loss
+from cnnkit.plugins.rcnn.models import FasterRCNN, FastRCNN, RCNN, load_cached_weights, torchvision_faster_rcnn
+from cnnkit.plugins.rcnn.rpn import anchor_shapes, grid_anchors, label_anchors, proposals, sample_labels
+from cnnkit.plugins.rcnn.sampling import label_rois, sample_rois
+from cnnkit.plugins.rcnn.task import postprocess, ridge, train_svm
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread (and do not fight the other tests for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_anchor_shapes_are_3_scales_by_3_ratios():
+    shapes = anchor_shapes((16, 32, 64), (0.5, 1.0, 2.0))
+    assert shapes.shape == (9, 4)
+    w, h = shapes[:, 2] - shapes[:, 0], shapes[:, 3] - shapes[:, 1]
+    assert torch.allclose(w * h, torch.tensor([16.0, 16, 16, 32, 32, 32, 64, 64, 64]) ** 2)
+    assert torch.allclose(h / w, torch.tensor([0.5, 1, 2] * 3))
+    anchors = grid_anchors(shapes, 2, 3, 8)
+    assert anchors.shape == (2 * 3 * 9, 4)
+    centre = (anchors[:9, :2] + anchors[:9, 2:]) / 2
+    assert torch.allclose(centre, torch.tensor([4.0, 4.0]).expand(9, 2))
+
+
+def test_label_anchors_paper_rules():
+    anchors = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 9], [50, 50, 60, 60], [0, 0, 14, 14], [30, 30, 34, 34]],
+                           dtype=torch.float32)
+    gt = torch.tensor([[0, 0, 10, 10], [29, 29, 39, 39]], dtype=torch.float32)
+    labels, match = label_anchors(anchors, gt)
+    assert labels[0] == 1 and labels[1] == 1  # IoU 1.0 and 0.9 > 0.7
+    assert labels[2] == 0  # no overlap: negative
+    assert labels[3] == -1  # IoU 0.51: between 0.3 and 0.7, ignored
+    assert labels[4] == 1 and match[4] == 1  # IoU 0.16 but the best anchor of box 1
+
+
+def test_sample_labels_256_at_most_half_positive():
+    labels = torch.cat([torch.ones(300, dtype=torch.long), torch.zeros(1000, dtype=torch.long),
+                        -torch.ones(50, dtype=torch.long)])
+    s = sample_labels(labels, 256, 0.5)
+    assert int((s == 1).sum()) == 128 and int((s == 0).sum()) == 128
+    few = sample_labels(torch.cat([torch.ones(10, dtype=torch.long), torch.zeros(1000, dtype=torch.long)]), 256, 0.5)
+    assert int((few == 1).sum()) == 10 and int((few == 0).sum()) == 246  # negatives fill up
+
+
+def test_rpn_proposals_are_clipped_and_suppressed():
+    anchors = torch.tensor([[0, 0, 20, 20], [1, 1, 21, 21], [40, 40, 80, 80], [-10, -10, 5, 5]], dtype=torch.float32)
+    logits = torch.tensor([[[0.0, 3.0], [0.0, 2.0], [0.0, 1.0], [0.0, 0.5]]])
+    out = proposals(anchors, logits, torch.zeros(1, 4, 4), 64, pre_nms=10, post_nms=10, nms_iou=0.7)[0]
+    assert out.tolist() == [[0, 0, 20, 20], [40, 40, 64, 64], [0, 0, 5, 5]]  # 2nd suppressed, clipped to 64
+
+
+def test_roi_labelling_and_25_percent_sampling():
+    gt, gl = torch.tensor([[10.0, 10, 30, 30]]), torch.tensor([2])
+    rois = torch.tensor([[10.0, 10, 30, 30], [12, 12, 30, 30], [20, 20, 40, 40], [100, 100, 120, 120]])
+    labels, matched, iou = label_rois(rois, gt, gl, 0.5, (0.1, 0.5))
+    assert labels.tolist() == [3, 3, 0, -1]  # class 2 -> 3 (0 is background); IoU < 0.1 left out
+    assert torch.equal(matched[0], gt[0])
+    many = torch.cat([torch.full((100,), 1), torch.zeros(300, dtype=torch.long)])
+    keep = sample_rois(many, 64, 0.25)
+    assert len(keep) == 64 and int((many[keep] > 0).sum()) == 16
+
+
+def test_fast_rcnn_loss_is_multitask_with_normalised_targets():
+    rois = torch.tensor([[10.0, 10, 30, 30], [0, 0, 8, 8]])
+    gt = torch.tensor([[12.0, 10, 32, 30], [0, 0, 1, 1]])
+    labels = torch.tensor([2, 0])
+    target = encode_deltas(rois[:1], gt[:1], BOX_WEIGHTS)
+    deltas = torch.zeros(2, 4 * 3)
+    deltas[0, 4:8] = target[0]  # class 2's slot (index 1) holds the exact target
+    logits = torch.tensor([[-9.0, -9, 9, -9], [9.0, -9, -9, -9]])
+    parts = fast_rcnn_loss(logits, deltas, labels, rois, gt)
+    assert parts["cls"] < 1e-3 and parts["box"] < 1e-6
+    assert abs(target[0, 0].item() - 10 * 2 / 20) < 1e-6  # t_x = (G_x - P_x) / P_w, normalised by 0.1
+    wrong = fast_rcnn_loss(logits, torch.zeros(2, 12), labels, rois, gt)
+    assert wrong["box"] > 0.1  # background RoIs never add box loss: only row 0 counts
+    assert torch.allclose(wrong["box"], torch.nn.functional.smooth_l1_loss(
+        torch.zeros(4), target[0], reduction="sum") / 2)
+
+
+def test_rpn_loss_ignores_unsampled_anchors():
+    anchors = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]])
+    logits = torch.tensor([[0.0, 5.0], [5.0, 0.0], [5.0, 0.0]])  # third is confidently wrong but ignored
+    labels = torch.tensor([1, 0, -1])
+    parts = rpn_loss(logits, torch.zeros(3, 4), labels, anchors, anchors.clone())
+    assert parts["rpn_obj"] < 0.01 and parts["rpn_box"] == 0
+
+
+def test_svm_with_hard_negatives_and_ridge():
+    g = torch.Generator().manual_seed(0)
+    pos = torch.randn(50, 8, generator=g) + 2.0
+    neg = torch.randn(3000, 8, generator=g) - 1.0
+    w, b = train_svm(pos, neg, 1e-3)
+    assert ((pos @ w + b) > 0).float().mean() > 0.95
+    assert ((neg @ w + b) < 0).float().mean() > 0.95
+    x = torch.randn(200, 5, generator=g)
+    true = torch.randn(6, 4, generator=g)
+    t = torch.nn.functional.pad(x, (0, 1), value=1.0) @ true
+    assert torch.allclose(ridge(x, t, 1e-6), true, atol=1e-3)
+
+
+def test_postprocess_keeps_per_class_boxes_after_nms():
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 10, 10]], [[1.0, 1, 11, 11], [30, 30, 40, 40]]])
+    scores = torch.tensor([[0.9, 0.8], [0.7, 0.05]])
+    b, s, l = postprocess(boxes, scores, 64, conf=0.1, iou=0.3)
+    assert l.tolist() == [0, 1] and torch.allclose(s, torch.tensor([0.9, 0.8]))
+
+
+@pytest.mark.parametrize("size", [64, 96])
+def test_network_shapes(size):
+    images = torch.rand(2, 3, size, size)
+    rois = torch.tensor([[0, 4.0, 4, 40, 40], [1, 10.0, 8, 30, 50], [1, 0.0, 0, size, size]])
+    logits, deltas = FastRCNN(3)(images, rois)
+    assert logits.shape == (3, 4) and deltas.shape == (3, 12)
+    rcnn = RCNN(3)
+    crops = rcnn.warp(images, rois)
+    assert crops.shape == (3, 3, 32, 32)
+    pooled, fc = rcnn.features(crops)
+    assert rcnn.reg_weight.shape == (3, pooled.shape[1] + 1, 4) and rcnn.svm_weight.shape == (3, fc.shape[1])
+    assert {"svm_weight", "svm_bias", "reg_weight", "svm_ready"} <= set(rcnn.state_dict())
+    features, obj, box = FasterRCNN(3)(images)
+    k = 9 * (size // 4) ** 2
+    assert obj.shape == (2, k, 2) and box.shape == (2, k, 4) and features.shape[-1] == size // 4
+
+
+def test_context_padding_is_16_of_227():
+    images = torch.arange(64.0).repeat(64, 1)[None, None].expand(1, 3, 64, 64).contiguous()
+    rcnn = RCNN(1, crop=227)
+    crop = rcnn.warp(images, torch.tensor([[0, 16.0, 16, 48, 48]]))
+    # the box's left edge (x = 16, where pixel values read 15.5) lands 16 pixels into the 227-pixel warp
+    col = crop[0, 0, 100]
+    assert abs(int(torch.argmin((col - 15.5).abs())) - 16) <= 1
+    assert abs(int(torch.argmin((col - 47.5).abs())) - (227 - 16)) <= 1
+
+
+def test_torchvision_model_trains_one_step_and_never_downloads(tmp_path, monkeypatch):
+    model = torchvision_faster_rcnn(arch="fasterrcnn_mobilenet_v3_large_fpn", num_classes=3, img_size=64)
+    model.train()
+    images = [torch.rand(3, 64, 64), torch.rand(3, 64, 64)]
+    targets = [{"boxes": torch.tensor([[5.0, 5, 30, 30]]), "labels": torch.tensor([1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    losses = model(images, targets)
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert all(math.isfinite(float(v.detach())) for v in losses.values())
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    from cnnkit.core.errors import CnnkitError
+
+    with pytest.raises(CnnkitError, match="not in the local torch cache"):
+        load_cached_weights(model, "fasterrcnn_mobilenet_v3_large_fpn")
+
+
+def test_bad_options_are_clear_errors(cli):
+    r = cli("train", "faster-rcnn", "--schedule", "3step", "--no-track", "--data", "synthetic:shapes?n=4&size=64")
+    assert r.code == 2 and "--schedule" in r.stderr and "Traceback" not in r.stderr
+    r = cli("train", "faster-rcnn", "--schedule", "4step", "--epochs", "2", "--no-track")
+    assert r.code == 2 and "4step" in r.stderr
+    r = cli("train", "fast-rcnn", "--ss-mode", "exhaustive", "--no-track")
+    assert r.code == 2 and "--ss-mode" in r.stderr
+    r = cli("train", "rcnn", "--backbone", "vgg99", "--no-track", "--data", "synthetic:shapes?n=4&size=64")
+    assert r.code == 2 and "--backbone" in r.stderr
+    r = cli("train", "rcnn", "--anchors", "3", "--no-track")
+    assert r.code == 2 and "unknown option" in r.stderr

@@ -1,0 +1,97 @@
+"""Training embedders end to end: PK batches, losses that fall, verification metrics on unseen
+identities, the threshold in the checkpoint, MLflow artifacts, and `cnnkit eval` on LFW pairs."""
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from cnnkit.core.checkpoint import load_checkpoint
+from cnnkit.core.data.identities import is_pairs_file
+from cnnkit.core.data.images import write_image
+from cnnkit.core.data.synthetic import Glyphs
+
+TINY = "synthetic:glyphs?ids=12&per_id=4"
+METRICS = {"auc", "accuracy", "eer", "threshold", "tar_at_far"}
+
+
+def _write_identities(root: Path, ids: int = 12, per_id: int = 4) -> Path:
+    """Glyph identities as an identity root (LFW naming: <name>/<name>_0001.png)."""
+    glyphs = Glyphs("train", ids=ids, per_id=per_id, size=32, seed=3)
+    for index in range(len(glyphs)):
+        image, identity = glyphs[index]
+        name = f"person_{identity:02d}"
+        write_image(root / name / f"{name}_{index % per_id + 1:04d}.png", image)
+    return root
+
+
+@pytest.mark.slow
+def test_train_then_eval_reports_verification_metrics(cli, tmp_path):
+    r = cli("train", "siamese-small", "--data", TINY, "--epochs", "2", "--batch-size", "16",
+            "--img-size", "32", "--out", "run", "--mining", "semi-hard")
+    assert r.code == 0, r.stderr
+    ck = load_checkpoint("run/weights/best.pt")
+    assert ck["task"] == "embed" and ck["key_metric"] == "auc"
+    assert 0.0 < ck["task_state"]["threshold"] < 2.0 and ck["task_state"]["metric"] == "l2"
+    history = load_checkpoint("run/weights/last.pt")["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert METRICS <= {k.removeprefix("val_") for k in ck["metrics"]}
+    assert ck["metrics"]["val_auc"] > 0.6  # better than chance on identities never seen in training
+
+    run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"roc_curve.png", "distance_histograms.png", "loss_curve.png"} <= artifacts
+    assert "threshold" in run.data.metrics and "val_auc" in run.data.metrics
+
+    r = cli("eval", "run/weights/best.pt", "--json")
+    assert r.code == 0, r.stderr
+    metrics = json.loads(r.stdout)
+    assert METRICS <= set(metrics) and metrics["auc"] == pytest.approx(ck["metrics"]["val_auc"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_identity_root_training_and_lfw_pairs_eval(cli, tmp_path):
+    root = _write_identities(tmp_path / "lfw")
+    r = cli("train", "siamese-small", "--data", root, "--epochs", "1", "--batch-size", "8", "--img-size", "32",
+            "--out", "run", "--no-track", "--loss", "contrastive", "--k", "2")
+    assert r.code == 0, r.stderr
+    lines = ["2\t3",
+             "person_00\t1\t2", "person_01\t1\t3", "person_02\t2\t4",
+             "person_00\t1\tperson_05\t2", "person_03\t1\tperson_04\t1", "person_06\t3\tperson_07\t4"]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("\n".join(lines) + "\n")
+    assert is_pairs_file(pairs)
+    r = cli("eval", "run/weights/best.pt", "--data", pairs, "--json")
+    assert r.code == 0, r.stderr
+    metrics = json.loads(r.stdout)
+    assert METRICS <= set(metrics) and 0.0 <= metrics["auc"] <= 1.0
+
+    pairs.write_text("person_00\t1\t2\nperson_00\tone\tperson_01\t2\n")
+    r = cli("eval", "run/weights/best.pt", "--data", pairs)
+    assert r.code == 2 and "pairs.txt:2" in r.stderr and "Traceback" not in r.stderr
+    pairs.write_text("person_00\t1\t9\n")
+    r = cli("eval", "run/weights/best.pt", "--data", pairs)
+    assert r.code == 2 and "image 9 of person_00 not found" in r.stderr
+    r = cli("train", "siamese-small", "--data", pairs, "--no-track")
+    assert r.code == 2 and "for evaluation" in r.stderr
+
+
+@pytest.mark.slow
+def test_learned_similarity_training_stores_its_metric(cli):
+    r = cli("train", "siamese-small", "--data", TINY, "--epochs", "1", "--batch-size", "16", "--img-size", "32",
+            "--out", "run", "--no-track", "--loss", "similarity")
+    assert r.code == 0, r.stderr
+    ck = load_checkpoint("run/weights/best.pt")
+    assert ck["task_state"]["metric"] == "similarity" and 0 <= ck["task_state"]["threshold"] <= 1
+    assert np.isfinite(ck["history"][0]["train_loss"])
+
+
+def test_bad_options_are_clear_errors(cli):
+    r = cli("train", "siamese-small", "--data", TINY, "--no-track", "--loss", "arcface")
+    assert r.code == 2 and "--loss" in r.stderr and "triplet" in r.stderr
+    r = cli("train", "siamese-small", "--data", TINY, "--no-track", "--mining", "hardest", "--epochs", "1")
+    assert r.code == 2 and "--mining" in r.stderr
+    r = cli("train", "siamese-small", "--data", "synthetic:shapes?n=8", "--no-track")
+    assert r.code == 2 and "embed" in r.stderr

@@ -1,0 +1,85 @@
+"""The YOLO losses on hand-built outputs whose correct loss values are known."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cnnkit.core import plugins
+from cnnkit.core.registry import losses, resolve
+from cnnkit.plugins.yolo.losses import YOLOv1Loss, YOLOv2Loss, YOLOv3Loss, grid_view
+
+GT = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([1])}]  # centre (24, 24), 32 x 32
+
+
+def test_losses_are_registered_by_name():
+    plugins.load_plugins()
+    assert resolve(losses.get("yolov1")) is YOLOv1Loss
+    assert resolve(losses.get("yolov2")) is YOLOv2Loss
+    assert resolve(losses.get("yolov3")) is YOLOv3Loss
+
+
+def _v3_output(obj_logit_other: float = 3.0) -> torch.Tensor:
+    """One 4x4 head (stride 16 at 64 px), anchors 32x32 and 16x16, 2 classes. Anchor 1 in the
+    object's cell predicts the ground-truth box exactly but is not responsible."""
+    out = torch.zeros(1, 2 * 7, 4, 4)
+    p = grid_view(out, 2)
+    p[..., :2] = 0.3  # centres off by 1.2 px everywhere: only the responsible one is corrected
+    p[0, 1, 1, 1, 2:4] = math.log(2.0)  # 16 px anchor * e^log2 = 32 px
+    p[0, 1, 1, 1, 4] = obj_logit_other
+    return out.requires_grad_()
+
+
+def test_v3_one_anchor_per_ground_truth_and_ignore_thresh():
+    anchors = [torch.tensor([[0.5, 0.5], [0.25, 0.25]])]
+    out = _v3_output()
+    ignoring = YOLOv3Loss(2, anchors, ignore_thresh=0.5)([out], GT, 64)
+    not_ignoring = YOLOv3Loss(2, anchors, ignore_thresh=1.0)([out], GT, 64)
+    # the exact-fit prediction of the non-responsible anchor loses its objectness loss: softplus(3)
+    assert float((not_ignoring["obj"] - ignoring["obj"]).detach()) == pytest.approx(math.log1p(math.exp(3.0)), rel=1e-5)
+    # the responsible anchor (0, shape fits best) at cell (1, 1): BCE of two zero class logits
+    assert float(ignoring["cls"]) == pytest.approx(2 * math.log(2), rel=1e-5)
+    ignoring["box"].backward()
+    grad = grid_view(out.grad, 2)[..., :4].abs().sum(-1)
+    assert grad.nonzero().tolist() == [[0, 0, 1, 1]]
+
+
+def test_v3_images_without_objects_only_have_objectness_loss():
+    out = torch.randn(2, 3 * 8, 2, 2)
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}] * 2
+    parts = YOLOv3Loss(3, [torch.tensor([[0.2, 0.2], [0.4, 0.4], [0.8, 0.8]])])([out], empty, 64)
+    assert float(parts["box"]) == 0 and float(parts["cls"]) == 0
+    expected = torch.nn.functional.softplus(grid_view(out, 3)[..., 4]).sum() / 2
+    assert float(parts["obj"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_v2_objectness_target_is_the_iou():
+    anchors = [torch.tensor([[0.5, 0.5], [0.25, 0.25]])]
+    out = torch.zeros(1, 2 * 7, 4, 4)
+    p = grid_view(out, 2)
+    p[..., 4] = -30.0  # no other prediction claims an object
+    p[0, 0, 1, 1, 4] = 0.0  # responsible anchor: confidence 0.5, box exactly the ground truth
+    exact = YOLOv2Loss(2, anchors)([out], GT, 64)
+    assert float(exact["obj"]) == pytest.approx(5.0 * (0.5 - 1.0) ** 2, rel=1e-4)
+    assert float(exact["box"]) == pytest.approx(0.0, abs=1e-8)
+    p[0, 0, 1, 1, 2:4] = math.log(0.5)  # a 16x16 box inside the 32x32 ground truth: IoU 0.25
+    half = YOLOv2Loss(2, anchors)([out], GT, 64)
+    assert float(half["obj"]) == pytest.approx(5.0 * (0.5 - 0.25) ** 2, rel=1e-4)
+    assert float(half["cls"]) == pytest.approx(math.log(2), rel=1e-5)  # softmax over 2 equal logits
+
+
+def test_v1_highest_iou_predictor_is_responsible():
+    # S=2 at 64 px (32 px cells); ground truth centre (16, 16), 16 x 16 -> cell (0, 0)
+    gt = [{"boxes": torch.tensor([[8.0, 8.0, 24.0, 24.0]]), "labels": torch.tensor([0])}]
+    out = torch.zeros(1, 2, 2, 2 * 5 + 3)
+    out[0, 0, 0, 0:5] = torch.tensor([0.5, 0.5, 0.3, 0.3, 0.4])  # predictor 0: too small
+    out[0, 0, 0, 5:10] = torch.tensor([0.5, 0.5, 0.5, 0.5, 1.0])  # predictor 1: exact (sqrt(16/64) = 0.5)
+    out[0, 0, 0, 10] = 1.0  # class 0
+    parts = YOLOv1Loss(3, boxes=2)(out, gt, 64)
+    assert float(parts["box"]) == pytest.approx(0.0, abs=1e-10)
+    assert float(parts["cls"]) == pytest.approx(0.0, abs=1e-10)
+    assert float(parts["obj"]) == pytest.approx(0.5 * 0.4 ** 2, rel=1e-5)  # lambda_noobj on predictor 0
+    out[0, 0, 0, 5:7] = torch.tensor([0.7, 0.5])  # shift predictor 1 by 0.2 cell: lambda_coord * 0.04
+    assert float(YOLOv1Loss(3)(out, gt, 64)["box"]) == pytest.approx(5.0 * 0.04, rel=1e-5)

@@ -1,0 +1,161 @@
+"""YOLO end to end: train (losses fall), eval, detect, anchors, multi-scale and option errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cnnkit.core import plugins
+from cnnkit.core.checkpoint import load_checkpoint
+from cnnkit.core.config import TrainConfig
+from cnnkit.core.data.images import write_image
+from cnnkit.core.data.synthetic import Shapes
+from cnnkit.core.registry import models
+from cnnkit.plugins.yolo.anchors import kmeans_anchors
+from cnnkit.plugins.yolo.task import YoloTask, scale_choices
+
+TINY = ["--data", "synthetic:shapes?n=16&size=64", "--img-size", "64", "--batch-size", "8", "--no-track"]
+
+
+@pytest.fixture(autouse=True)
+def _plugins():
+    plugins.load_plugins()
+
+
+def _losses(path: str) -> list[float]:
+    return [h["train_loss"] for h in load_checkpoint(path)["history"]]
+
+
+@pytest.mark.slow
+def test_tiny_yolov3_train_eval_detect_with_custom_anchors(cli, tmp_path):
+    anchors = "8,8 12,12 16,16 20,20 26,26 32,32"
+    r = cli("train", "yolov3-tiny", *TINY, "--epochs", "3", "--out", "run", "--anchors", anchors,
+            "--ignore-thresh", "0.7")
+    assert r.code == 0, r.stderr
+    ck = load_checkpoint("run/weights/best.pt")
+    stored = ck["task_state"]["anchors"] * 64
+    assert torch.allclose(stored, torch.tensor([[float(v) for v in p.split(",")] for p in anchors.split()]))
+    assert ck["config"]["options"] == {"anchors": anchors, "ignore_thresh": 0.7}
+    assert _losses("run/weights/last.pt")[-1] < _losses("run/weights/last.pt")[0]
+
+    r = cli("eval", "run/weights/best.pt", "--json")
+    assert r.code == 0, r.stderr
+    metrics = json.loads(r.stdout)
+    assert 0.0 <= metrics["map"] <= metrics["map50"] <= 1.0
+
+    image = Shapes("val", n=8, size=96)[0].image[:80]  # not square: boxes map back through the letterbox
+    write_image(tmp_path / "img.png", image)
+    r = cli("detect", "run/weights/best.pt", tmp_path / "img.png", "--conf", "0.01", "--json",
+            "--save-dir", tmp_path / "out")
+    assert r.code == 0, r.stderr
+    (result,) = json.loads(r.stdout)
+    assert result["image"].endswith("img.png") and (tmp_path / "out" / "img.jpg").is_file()
+    for det in result["detections"]:
+        x1, y1, x2, y2 = det["box"]
+        assert 0 <= x1 <= x2 <= 96 and 0 <= y1 <= y2 <= 80
+        assert det["class"] in ("circle", "square", "triangle") and 0.01 <= det["score"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["yolov3", "yolov2", "yolov1"])
+def test_full_size_detectors_train_and_their_loss_falls(name):
+    """The big networks (62M, 51M, 272M parameters) through their task: data, loader, multi-scale
+    loss, gradient steps, then decoding. No checkpoints, to keep the suite's disk and time small."""
+    torch.manual_seed(0)
+    config = TrainConfig(model=name, data="synthetic:shapes?n=2&size=64", img_size=64, batch_size=2)
+    task = YoloTask(models.get(name), config)
+    batch = next(iter(task.loader(task.dataset("train"), train=False)))
+    model = task.build_model()
+    for m in model.modules():  # a smooth, deterministic function of the weights for a descent check:
+        if isinstance(m, torch.nn.Dropout):  # no dropout (YOLOv1),
+            m.p = 0.0
+        if isinstance(m, torch.nn.BatchNorm2d):  # and no batch statistics of two 1x1 maps
+            m.eval()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)
+    losses = []
+    for step in range(3):
+        parts = task.loss(model, batch, step)
+        optimizer.zero_grad()
+        parts["loss"].backward()
+        optimizer.step()
+        losses.append(float(parts["loss"].detach()))
+    assert set(parts) == {"loss", "box", "obj", "cls"}
+    assert losses[2] < losses[1] < losses[0]
+    model.eval()
+    (boxes, scores, labels), _ = task.predict_batch(model, batch[0], conf=0.0, iou=0.5)
+    assert boxes.shape[1] == 4 and len(boxes) == len(scores) == len(labels) <= 100
+    assert ((boxes >= 0) & (boxes <= 64)).all()
+
+
+def test_multi_scale_sizes_change_every_ten_batches():
+    assert scale_choices(416) == list(range(320, 608 + 1, 32))
+    assert scale_choices(128) == [96, 128, 160, 192]
+    task = YoloTask(models.get("yolov3-tiny"), TrainConfig(model="yolov3-tiny", img_size=416))
+    sizes = [task.train_size(step) for step in range(200)]
+    assert all(len(set(sizes[i:i + 10])) == 1 for i in range(0, 200, 10))
+    assert len(set(sizes)) > 3 and set(sizes) <= set(scale_choices(416))
+    assert sizes == [task.train_size(step) for step in range(200)]  # fixed by the step: resume gives the same
+
+
+def test_loss_resizes_images_and_boxes_for_multi_scale():
+    config = TrainConfig(model="yolov3-tiny", img_size=64)
+    task = YoloTask(models.get("yolov3-tiny"), config, classes=["a", "b", "c"])
+    model = task.build_model()
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[-1]))
+    images = torch.rand(2, 3, 64, 64)
+    targets = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([1])}] * 2
+    step = next(s for s in range(0, 1000, 10) if task.train_size(s) != 64)
+    parts = task.loss(model, (images, targets), step)
+    assert seen == [task.train_size(step)] and torch.isfinite(parts["loss"])
+    task.config.options = {"multi_scale": False}
+    task.loss(model, (images, targets), step)
+    assert seen[-1] == 64
+
+
+def test_kmeans_recovers_clusters_sorted_by_area():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[10.0, 30.0], [40.0, 40.0], [120.0, 60.0]])
+    wh = torch.cat([c * (1 + 0.05 * torch.randn(50, 2, generator=gen)) for c in centres])
+    anchors, mean_iou = kmeans_anchors(wh, 3)
+    assert torch.allclose(anchors, centres, rtol=0.05)
+    assert mean_iou > 0.85
+
+
+def test_anchors_command(cli):
+    r = cli("anchors", "--data", "synthetic:shapes?n=32&size=64", "-k", "4", "--img-size", "128", "--json")
+    assert r.code == 0, r.stderr
+    out = json.loads(r.stdout)
+    areas = [w * h for w, h in out["anchors"]]
+    assert len(areas) == 4 and areas == sorted(areas)
+    assert 0.5 < out["mean_iou"] <= 1 and out["img_size"] == 128
+    assert all(20 < w < 70 and 20 < h < 70 for w, h in out["anchors"])  # shapes are 18-45% of the image
+    r = cli("anchors", "--data", "synthetic:shapes?n=4", "-k", "50")
+    assert r.code == 2 and "too few" in r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["yolov3-tiny", "--anchors", "1,2,3"], "--anchors"),
+    (["yolov3-tiny", "--anchors", "10,10 20,20 30,30"], "multiple of 2"),
+    (["yolov1", "--anchors", "10,10"], "no anchors"),
+    (["yolov3", "--ignore-treshold", "0.7"], "unknown option"),
+])
+def test_bad_yolo_options_are_one_line_errors(cli, args, message):
+    r = cli("train", *args, "--data", "synthetic:shapes?n=4&size=64", "--img-size", "64", "--no-track")
+    assert r.code == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_auto_anchors_come_from_the_training_boxes():
+    config = TrainConfig(model="yolov3-tiny", data="synthetic:shapes?n=32&size=64", img_size=64,
+                         options={"anchors": "auto"})
+    task = YoloTask(models.get("yolov3-tiny"), config)
+    task.raw_dataset("train")
+    model = task.build_model()
+    anchors = torch.cat(model.anchors) * 64
+    assert len(anchors) == 6 and anchors.min() > 8 and anchors.max() < 40
+    areas = task.state["anchors"].prod(1).numpy()
+    assert np.allclose(np.sort(areas), areas)
