@@ -38,58 +38,72 @@ class _Stop(Exception):
     pass
 
 
-def _timed_steps(content, style, config: StyleConfig, vgg: VGGFeatures, warmup: int = 2) -> float:
-    """Seconds per reported step: the fastest step after ``warmup`` (the CPU is shared, so the
-    minimum is the least noisy estimate of the work itself)."""
+def _lbfgs_iteration(content, style, size: int, steps: int, vgg: VGGFeatures) -> float:
+    """Mean seconds per L-BFGS iteration (line-search evaluations included)."""
     marks: list[float] = []
-    style_transfer(content, [style], config, vgg, report=lambda step, losses: marks.append(time.perf_counter()))
-    if config.optimizer == "lbfgs":  # steps end in bursts (line searches): use the mean
-        return (marks[-1] - marks[warmup]) / (len(marks) - 1 - warmup)
-    return min(b - a for a, b in zip(marks[warmup:], marks[warmup + 1:]))
+    style_transfer(content, [style], StyleConfig(size=size, steps=steps + 1, style_weight=QUALITY_STYLE_WEIGHT), vgg,
+                   report=lambda step, losses: marks.append(time.perf_counter()))
+    return (marks[-1] - marks[1]) / (len(marks) - 2)
 
 
-def _bare_vgg(vgg: VGGFeatures, shape: tuple[int, int], steps: int) -> float:
-    """The fastest plain forward+backward of the same VGG-19 stack on an input of the same shape."""
-    x = torch.rand(1, 3, *shape, requires_grad=True)
-    times = []
-    for _ in range(steps + 2):
+def _step_vs_bare(content, style, size: int, steps: int, vgg: VGGFeatures) -> tuple[float, float, float]:
+    """Adam steps of cnnkit's stylizer, each followed by a bare VGG-19 forward+backward of the same
+    stack on an input of the same shape, timed alternately so that both see the same (shared)
+    CPU. Returns the fastest step, the fastest bare pass and the median of the per-step ratios."""
+    steps_s: list[float] = []
+    bare_s: list[float] = []
+    last = [0.0]
+
+    def report(step: int, losses: dict[str, float]) -> None:
+        now = time.perf_counter()
+        if step >= 2:  # the first steps warm up
+            steps_s.append(now - last[0])
+        x = torch.rand(1, 3, *shape, requires_grad=True)
         start = time.perf_counter()
-        x.grad = None
         vgg.body((x - vgg.mean) / vgg.std).sum().backward()
-        times.append(time.perf_counter() - start)
-    return min(times[2:])
+        if step >= 2:
+            bare_s.append(time.perf_counter() - start)
+        last[0] = time.perf_counter()
+
+    h, w = content.shape[:2]
+    shape = (round(h * size / max(h, w)), round(w * size / max(h, w)))
+    style_transfer(content, [style], StyleConfig(size=size, steps=steps + 3, optimizer="adam",
+                                                 style_weight=QUALITY_STYLE_WEIGHT), vgg, report=report)
+    ratios = sorted(a / b for a, b in zip(steps_s, bare_s))
+    return min(steps_s), min(bare_s), ratios[len(ratios) // 2]
 
 
 def speed(content, style, vgg: VGGFeatures, steps: int) -> None:
     print("== seconds per step (CPU) ==")
     for size in (256, 512):
-        cfg = StyleConfig(size=size, steps=steps + 3, optimizer="adam", style_weight=QUALITY_STYLE_WEIGHT)
-        per_step = _timed_steps(content, style, cfg, vgg)
-        h, w = content.shape[:2]
-        shape = (round(h * size / max(h, w)), round(w * size / max(h, w)))
-        bare = _bare_vgg(vgg, shape, steps)
-        lbfgs = _timed_steps(content, style, StyleConfig(size=size, steps=steps + 3, style_weight=QUALITY_STYLE_WEIGHT),
-                             vgg)
-        print(f"{size:4d} px ({shape[1]}x{shape[0]}): stylize step {per_step:.3f} s  bare VGG-19 fwd+bwd {bare:.3f} s  "
-              f"ratio {per_step / bare:.3f}  |  L-BFGS iteration {lbfgs:.3f} s")
+        step, bare, ratio = _step_vs_bare(content, style, size, steps, vgg)
+        lbfgs = _lbfgs_iteration(content, style, size, steps, vgg)
+        print(f"{size:4d} px: stylize step {step:.3f} s  bare VGG-19 fwd+bwd {bare:.3f} s  ratio {ratio:.3f} "
+              f"(median of {steps} interleaved pairs)  |  L-BFGS iteration {lbfgs:.3f} s")
+
+
+def _race(content, style, vgg: VGGFeatures, size: int, seconds: float, optimizer: str) -> dict[str, float]:
+    """The last reported losses of an ``optimizer`` run stopped after ``seconds``."""
+    last: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def report(step: int, losses: dict[str, float]) -> None:
+        last.update(losses, step=step)
+        if time.perf_counter() - start > seconds:
+            raise _Stop
+
+    try:
+        style_transfer(content, [style], StyleConfig(size=size, steps=100_000, optimizer=optimizer,
+                                                     style_weight=QUALITY_STYLE_WEIGHT), vgg, report=report)
+    except _Stop:
+        pass
+    return last
 
 
 def equal_time(content, style, vgg: VGGFeatures, size: int, seconds: float) -> None:
     print(f"== L-BFGS vs Adam after {seconds:.0f} s at {size} px (style weight {QUALITY_STYLE_WEIGHT:g}) ==")
     for name in ("lbfgs", "adam"):
-        last: dict[str, float] = {}
-        start = time.perf_counter()
-
-        def report(step: int, losses: dict[str, float]) -> None:
-            last.update(losses, step=step)
-            if time.perf_counter() - start > seconds:
-                raise _Stop
-
-        try:
-            style_transfer(content, [style], StyleConfig(size=size, steps=100_000, optimizer=name,
-                                                         style_weight=QUALITY_STYLE_WEIGHT), vgg, report=report)
-        except _Stop:
-            pass
+        last = _race(content, style, vgg, size, seconds, name)
         print(f"{name:6s}: {int(last['step'])} steps  loss {last['loss']:.4g}  content {last['content']:.4g}  "
               f"style {last['style']:.4g}")
 

@@ -277,7 +277,9 @@ def runs_cmd(
     if not rows:
         console.print("no runs yet (train something: `cnnkit train resnet18`)")
         return
-    table = Table("run", "experiment", "model", "status", "started", "metric", "value")
+    table = Table()
+    for column in ("run", "experiment", "model", "status", "started", "metric", "best"):
+        table.add_column(column, no_wrap=True)
     for r in rows:
         started = datetime.datetime.fromtimestamp(r["start_time"] / 1000).strftime("%Y-%m-%d %H:%M")
         table.add_row(r["run_id"][:8], r["experiment"], r["model"], r["status"], started, r["metric"],

@@ -5,8 +5,6 @@ the real images in ../shared/data (tests that need them skip when it is absent).
 from __future__ import annotations
 
 import io
-import os
-import sys
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,18 @@ def _tmp_cwd(tmp_path, monkeypatch):
     monkeypatch.delenv("CNNKIT_PLUGINS", raising=False)
     monkeypatch.delenv("CNNKIT_STRICT_PLUGINS", raising=False)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: the suite's models are tiny, and two threads spin-wait and run several
+    times slower whenever the 2-core machine has anything else to do."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @dataclass
@@ -58,10 +68,3 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
-
-
-def pytest_configure(config):
-    import torch
-
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))

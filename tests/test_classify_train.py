@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 # family: (model, --img-size, extra flags). VGG/AlexNet keep their 4096-wide FC layers at any size.
 FAMILIES = {
@@ -19,13 +18,6 @@ FAMILIES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on this shared 2-core machine two threads spin-wait and run ~5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def train(cli, model, size, *extra):

@@ -4,14 +4,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from cnnkit.core.checkpoint import load_checkpoint
 from cnnkit.core.config import TrainConfig
 from cnnkit.core.data import find_dataset
 from cnnkit.core.data.images import read_image, write_image
-from cnnkit.core.errors import CnnkitError
 from cnnkit.core.plugins import load_plugins
 from cnnkit.core.registry import models
 from cnnkit.plugins.nst.data import is_photo_folder

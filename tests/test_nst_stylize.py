@@ -45,7 +45,7 @@ def test_adam_style_loss_falls(images, vgg):
     content, style = images
     r = style_transfer(content, [style], StyleConfig(size=48, steps=20, style_weight=1e7, optimizer="adam"), vgg)
     assert len(r.history) == 20
-    assert _fold(r) >= 3, _fold(r)
+    assert _fold(r) >= 5, _fold(r)
 
 
 def test_init_style_starts_at_the_style_images_content_loss(images, vgg):
@@ -135,7 +135,7 @@ def test_stylize_command_options_and_output(cli, shared_data, tmp_path):
             "--weights", "random", "--style-blend", "2,1", "--optimizer", "adam", "--init", "noise",
             "--preserve-colors", "--tv-weight", "1", "--style-layers", "conv1_1,conv2_1",
             "--style-layer-weights", "0.3,0.7", "--content-layers", "conv2_2", "--scales", "16,24",
-            "--no-track", "--json")
+            "--amp", "--no-track", "--json")
     assert r.code == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["output"] == "out/mix.jpg" and info["mlflow_run"] is None and info["losses"]["tv"] > 0

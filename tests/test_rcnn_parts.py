@@ -8,19 +8,24 @@ import torch
 
 from cnnkit.core.boxes import encode_deltas
 from cnnkit.plugins.rcnn.losses import BOX_WEIGHTS, fast_rcnn_loss, rpn_loss
-from cnnkit.plugins.rcnn.models import FasterRCNN, FastRCNN, RCNN, load_cached_weights, torchvision_faster_rcnn
-from cnnkit.plugins.rcnn.rpn import anchor_shapes, grid_anchors, label_anchors, proposals, sample_labels
+from cnnkit.plugins.rcnn.models import (
+    RCNN,
+    FasterRCNN,
+    FastRCNN,
+    load_cached_weights,
+    torchvision_faster_rcnn,
+)
+from cnnkit.plugins.rcnn.rpn import (
+    anchor_shapes,
+    grid_anchors,
+    label_anchors,
+    proposals,
+    sample_labels,
+)
 from cnnkit.plugins.rcnn.sampling import label_rois, sample_rois
 from cnnkit.plugins.rcnn.task import postprocess, ridge, train_svm
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread (and do not fight the other tests for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_anchor_shapes_are_3_scales_by_3_ratios():
@@ -65,7 +70,7 @@ def test_rpn_proposals_are_clipped_and_suppressed():
 def test_roi_labelling_and_25_percent_sampling():
     gt, gl = torch.tensor([[10.0, 10, 30, 30]]), torch.tensor([2])
     rois = torch.tensor([[10.0, 10, 30, 30], [12, 12, 30, 30], [20, 20, 40, 40], [100, 100, 120, 120]])
-    labels, matched, iou = label_rois(rois, gt, gl, 0.5, (0.1, 0.5))
+    labels, matched, _ = label_rois(rois, gt, gl, 0.5, (0.1, 0.5))
     assert labels.tolist() == [3, 3, 0, -1]  # class 2 -> 3 (0 is background); IoU < 0.1 left out
     assert torch.equal(matched[0], gt[0])
     many = torch.cat([torch.full((100,), 1), torch.zeros(300, dtype=torch.long)])
@@ -114,7 +119,7 @@ def test_svm_with_hard_negatives_and_ridge():
 def test_postprocess_keeps_per_class_boxes_after_nms():
     boxes = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 10, 10]], [[1.0, 1, 11, 11], [30, 30, 40, 40]]])
     scores = torch.tensor([[0.9, 0.8], [0.7, 0.05]])
-    b, s, l = postprocess(boxes, scores, 64, conf=0.1, iou=0.3)
+    _, s, l = postprocess(boxes, scores, 64, conf=0.1, iou=0.3)
     assert l.tolist() == [0, 1] and torch.allclose(s, torch.tensor([0.9, 0.8]))
 
 

@@ -5,7 +5,6 @@ import json
 
 import mlflow
 import pytest
-import torch
 
 from cnnkit.core.checkpoint import load_checkpoint
 from cnnkit.core.data.images import write_image
@@ -14,13 +13,6 @@ from cnnkit.core.data.synthetic import Shapes
 DATA = "synthetic:shapes?n=64&size=64"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread (and do not fight the other tests for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _train(cli, model, *args):

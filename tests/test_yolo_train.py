@@ -17,7 +17,7 @@ from cnnkit.core.registry import models
 from cnnkit.plugins.yolo.anchors import kmeans_anchors
 from cnnkit.plugins.yolo.task import YoloTask, scale_choices
 
-TINY = ["--data", "synthetic:shapes?n=16&size=64", "--img-size", "64", "--batch-size", "8", "--no-track"]
+TINY = ["--data", "synthetic:shapes?n=32&size=64", "--img-size", "64", "--batch-size", "8", "--no-track"]
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +32,7 @@ def _losses(path: str) -> list[float]:
 @pytest.mark.slow
 def test_tiny_yolov3_train_eval_detect_with_custom_anchors(cli, tmp_path):
     anchors = "8,8 12,12 16,16 20,20 26,26 32,32"
-    r = cli("train", "yolov3-tiny", *TINY, "--epochs", "3", "--out", "run", "--anchors", anchors,
+    r = cli("train", "yolov3-tiny", *TINY, "--epochs", "3", "--lr", "3e-4", "--out", "run", "--anchors", anchors,
             "--ignore-thresh", "0.7")
     assert r.code == 0, r.stderr
     ck = load_checkpoint("run/weights/best.pt")

@@ -241,6 +241,8 @@ class Trainer:
                 save_checkpoint(last_path, payload)
                 copy_checkpoint(last_path, best_path)
             if self.dist.is_main:
+                if best is not None:
+                    tracker.log_metrics({f"best_val_{task.key_metric}": best}, step=cfg.epochs)
                 self._log_artifacts(tracker, model, val_ds, history, last_path, best_path)
             status = "FINISHED"
         finally:

@@ -126,7 +126,7 @@ class Tracker:
 
 
 def recent_runs(uri: str = "", limit: int = 20) -> list[dict[str, Any]]:
-    """The latest runs across experiments, newest first, with their key metric."""
+    """The latest runs across experiments, newest first, with their key metric (its best value)."""
     c = client(tracking_uri(uri))
     experiments = c.search_experiments()
     if not experiments:
@@ -145,6 +145,6 @@ def recent_runs(uri: str = "", limit: int = 20) -> list[dict[str, Any]]:
             "status": run.info.status,
             "start_time": run.info.start_time,
             "metric": key,
-            "value": run.data.metrics.get(key),
+            "value": run.data.metrics.get(f"best_{key}", run.data.metrics.get(key)),
         })
     return rows

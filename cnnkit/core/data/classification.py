@@ -14,7 +14,20 @@ def is_image_folder(path: Path) -> bool:
     return path.is_dir() and (path / "train").is_dir() and any(p.is_dir() for p in (path / "train").iterdir())
 
 
-class FolderDataset:
+class LabelledImages:
+    """``(image, label)`` samples from ``items``: a list of (path, label), images read lazily."""
+
+    items: list[tuple[Path, int]]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        path, label = self.items[index]
+        return read_image(path), label
+
+
+class FolderDataset(LabelledImages):
     """``(image, label)`` samples from one folder per class; ``classes`` sorted by name."""
 
     def __init__(self, root: str | Path, classes: list[str] | None = None) -> None:
@@ -29,13 +42,6 @@ class FolderDataset:
         if not self.items:
             raise CnnkitError(f"{root}: no images found")
         self.targets = [label for _, label in self.items]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        path, label = self.items[index]
-        return read_image(path), label
 
 
 def image_folder_dataset(source: str | Path, split: str = "train") -> FolderDataset:

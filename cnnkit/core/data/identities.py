@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.core.data.classification import FolderDataset
-from cnnkit.core.data.images import list_images, read_image
+from cnnkit.core.data.classification import FolderDataset, LabelledImages
+from cnnkit.core.data.images import list_images
 from cnnkit.core.errors import CnnkitError
 
 SPLITS = ("train", "val")
@@ -93,7 +93,7 @@ def _lfw_image(root: Path, name: str, number: int) -> Path | None:
     return next(iter(sorted(folder.glob(f"{name}_{number:04d}.*"))), None)
 
 
-class PairsDataset:
+class PairsDataset(LabelledImages):
     """The images named by an LFW-style pairs file, each once, as ``(image, identity)`` samples,
     with ``pairs``: (M, 3) rows ``i, j, same`` indexing them.
 
@@ -142,13 +142,6 @@ class PairsDataset:
             pairs.append((*ends, same))
         self.pairs = np.asarray(pairs, dtype=np.int64)
         self.targets = [label for _, label in self.items]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        path, label = self.items[index]
-        return read_image(path), label
 
 
 def pairs_dataset(source: str | Path, split: str = "val") -> PairsDataset:

@@ -14,8 +14,8 @@ INCEPTION_RESNET_TASK = f"{PKG}.task:InceptionResNetTask"
 
 # The training recipe every classifier starts from (flags and --config override it).
 CLASSIFY_RECIPE: dict[str, Any] = {
-    "epochs": 10, "img_size": 64, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
-    "weight_decay": 5e-4, "scheduler": "cosine",
+    "epochs": 15, "img_size": 64, "batch_size": 32, "optimizer": "adam", "lr": 1e-3,
+    "weight_decay": 1e-4, "scheduler": "cosine",
 }
 # Inception-v3 (Szegedy et al. 2016, sec. 8): RMSProp (decay 0.9, eps 1.0), lr 0.045 decayed by 0.94
 # every two epochs, gradient clipping at 2.0, label smoothing 0.1. Inception-v4 keeps the optimiser.

@@ -179,7 +179,8 @@ class _Stage:
         return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
     def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        image = self.image(x)
+        """The costs of the image that will be written: pixels are clamped to [0, 1] first."""
+        image = self.image(x.clamp(0, 1))
         with self.autocast():
             features = self.vgg(image)
         return self.loss(features, image)
@@ -215,7 +216,7 @@ def _optimize(stage: _Stage, x: torch.Tensor, config: StyleConfig, offset: int,
     # strong-Wolfe line search; its history carries over between chunks. A step is reported
     # when its line search is over, with the losses of its last evaluation (step 0: the start).
     chunk = every or config.steps
-    opt = torch.optim.LBFGS([x], lr=config.learning_rate, max_iter=chunk, history_size=50,
+    opt = torch.optim.LBFGS([x], lr=config.learning_rate, max_iter=chunk,
                             line_search_fn="strong_wolfe")
     pending: dict[str, float] = {}
     reported = [-1]
@@ -287,5 +288,5 @@ def style_transfer(content: np.ndarray, styles: list[np.ndarray], config: StyleC
     assert stage is not None and x is not None
     result = stage.output(x)
     with torch.no_grad():  # the final losses of the image actually written (clamped to [0, 1])
-        final = _floats(stage.losses(x.clamp(0, 1)))
+        final = _floats(stage.losses(x))
     return StyleResult(to_image(result), final, history, stage.style_content_loss)

@@ -27,6 +27,6 @@ def sample_rois(labels: torch.Tensor, count: int, fg_fraction: float) -> torch.T
     """Indices of at most ``count`` RoIs: up to ``fg_fraction`` foreground, the rest background."""
     fg = torch.nonzero(labels > 0).flatten()
     bg = torch.nonzero(labels == 0).flatten()
-    fg = fg[torch.randperm(len(fg), device=fg.device)[: int(round(count * fg_fraction))]]
+    fg = fg[torch.randperm(len(fg), device=fg.device)[: round(count * fg_fraction)]]
     bg = bg[torch.randperm(len(bg), device=bg.device)[: count - len(fg)]]
     return torch.cat([fg, bg])

@@ -54,7 +54,7 @@ def _convert(image: np.ndarray, colour_space: str) -> np.ndarray:
 
 def _histograms(labels: np.ndarray, values: np.ndarray, n: int, bins: int) -> np.ndarray:
     """L1-normalised per-region histograms of ``values`` (H, W, C) in [0, 1]: (n, C * bins)."""
-    h, w, c = values.shape
+    c = values.shape[2]
     idx = np.minimum((values * bins).astype(np.int64), bins - 1)  # (H, W, C)
     flat = (labels[..., None] * (c * bins) + np.arange(c) * bins + idx).ravel()
     hist = np.bincount(flat, minlength=n * c * bins).reshape(n, c * bins).astype(np.float32)
