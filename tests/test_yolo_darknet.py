@@ -137,3 +137,21 @@ def test_train_a_cfg_then_export_and_import_weights(cli, tmp_path):
         (v for k, v in imported.items() if "num_batches" not in k)))
     r = cli("darknet", "import", "tiny.weights", "--model", "yolov3", "--out", "x.pt")
     assert r.code == 2 and "wrong .cfg" in r.stderr
+
+
+def test_train_starts_from_darknet_weights_of_the_80_class_network(cli, tmp_path):
+    """`--weights yolov3-tiny.weights` (COCO's 80 classes) fine-tunes on 3 classes: the backbone
+    and neck are copied, the two 80-class output convolutions are skipped."""
+    coco = models.get("yolov3-tiny").create(num_classes=80)
+    save_darknet_weights(coco, tmp_path / "yolov3-tiny.weights")
+    r = cli("train", "yolov3-tiny", "--weights", tmp_path / "yolov3-tiny.weights", "--data",
+            "synthetic:shapes?n=8&size=64", "--img-size", "64", "--epochs", "1", "--batch-size", "4",
+            "--no-track", "--out", "ft")
+    assert r.code == 0, r.stderr
+    total = len(coco.state_dict())
+    assert f"weights: {total - 4}/{total} tensors from" in r.stderr  # 2 heads x (weight, bias)
+    from cnnkit.core.checkpoint import load_checkpoint
+
+    state = load_checkpoint("ft/weights/last.pt")["model_state"]
+    first = next(k for k in state if k.endswith("weight") and state[k].dim() == 4)
+    assert state[first].shape == coco.state_dict()[first].shape

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from cnnkit import __version__
 from cnnkit.core import device as devices
-from cnnkit.core.checkpoint import copy_checkpoint, load_checkpoint, load_state_dict, load_weights_into, save_checkpoint
+from cnnkit.core.checkpoint import copy_checkpoint, load_checkpoint, load_weights_into, save_checkpoint
 from cnnkit.core.config import TrainConfig
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.registry import ModelSpec, models, resolve
@@ -149,7 +149,7 @@ class Trainer:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if cfg.weights and self.resume_ckpt is None:
-            loaded = load_weights_into(model, load_state_dict(cfg.weights), self.spec.name, cfg.weights, strict=False)
+            loaded = task.load_weights(model, cfg.weights)
             console.print(f"weights: {loaded}/{len(model.state_dict())} tensors from {cfg.weights}")
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg, task.key_mode)

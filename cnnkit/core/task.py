@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cnnkit.core.checkpoint import load_state_dict, load_weights_into
 from cnnkit.core.config import TrainConfig
 from cnnkit.core.data import open_dataset
 from cnnkit.core.errors import CnnkitError
@@ -121,6 +122,11 @@ class Task:
     # ---------------------------------------------------------------- model
     def build_model(self) -> nn.Module:
         return self.spec.create(num_classes=len(self.classes or []) or self.spec.num_classes)
+
+    def load_weights(self, model: nn.Module, path: str) -> int:
+        """``--weights PATH``: copy the tensors that fit (a state dict or a cnnkit checkpoint);
+        returns how many. Families with other weight formats override this."""
+        return load_weights_into(model, load_state_dict(path), self.spec.name, path, strict=False)
 
     def loss(self, model: nn.Module, batch: Any, step: int) -> dict[str, torch.Tensor]:
         """Loss terms for one batch; ``"loss"`` is the total that is back-propagated."""

@@ -71,6 +71,21 @@ class YoloTask(DetectionTask):
             self.state["anchors"] = table[table.prod(1).argsort(stable=True)]
         return model
 
+    def load_weights(self, model: nn.Module, path: str) -> int:
+        """``--weights`` also takes a Darknet .weights file (for this network with its reference
+        number of classes): read into that twin, then every tensor that fits is copied, so a
+        COCO-trained head is skipped when fine-tuning on other classes."""
+        if not str(path).endswith(".weights"):
+            return super().load_weights(model, path)
+        from cnnkit.core.checkpoint import load_weights_into
+        from cnnkit.plugins.yolo.darknet import load_darknet_weights
+
+        anchors = self.state.get("anchors")
+        twin = self.spec.create(num_classes=self.spec.num_classes,
+                                **({} if anchors is None else {"anchors": anchors.tolist()}))
+        load_darknet_weights(twin, path)
+        return load_weights_into(model, twin.state_dict(), self.spec.name, path, strict=False)
+
     def _requested_anchors(self, num_classes: int) -> torch.Tensor:
         with torch.device("meta"):
             probe = self.spec.create(num_classes=num_classes)
