@@ -279,9 +279,9 @@ def runs_cmd(
         return
     table = Table()
     for column in ("run", "experiment", "model", "status", "started", "metric", "best"):
-        table.add_column(column, no_wrap=True)
+        table.add_column(column, no_wrap=column in ("run", "metric", "best"))
     for r in rows:
-        started = datetime.datetime.fromtimestamp(r["start_time"] / 1000).strftime("%Y-%m-%d %H:%M")
+        started = datetime.datetime.fromtimestamp(r["start_time"] / 1000).strftime("%m-%d %H:%M")
         table.add_row(r["run_id"][:8], r["experiment"], r["model"], r["status"], started, r["metric"],
                       "-" if r["value"] is None else f"{r['value']:.4f}")
     console.print(table)
