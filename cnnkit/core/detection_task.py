@@ -97,10 +97,7 @@ class DetectionTask(Task):
         return results
 
     def log_artifacts(self, model: nn.Module, val: Any, tracker: Any, device: torch.device) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from cnnkit.core.plots import new_figure
 
         raw = val.base if isinstance(val, MappedDataset) else val
         samples = [raw[i] for i in range(min(4, len(raw)))]
@@ -108,7 +105,7 @@ class DetectionTask(Task):
             tracker.log_image(draw_detections(sample.image, dets), f"samples/val_{i}.png")
         loader = self.loader(val, train=False)
         curves = pr_curve(self.detections(model, loader, device), len(self.classes or []))
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig, ax = new_figure((5, 5))
         for name, (recall, precision) in zip(self.classes or [], curves):
             ax.plot(recall, precision, label=name)
         ax.set_xlabel("recall")
@@ -117,5 +114,4 @@ class DetectionTask(Task):
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.legend()
-        plt.close(fig)
         tracker.log_figure(fig, "pr_curve.png")

@@ -21,6 +21,7 @@ from cnnkit.core import device as devices
 from cnnkit.core.checkpoint import copy_checkpoint, load_checkpoint, load_weights_into, save_checkpoint
 from cnnkit.core.config import TrainConfig
 from cnnkit.core.errors import CnnkitError
+from cnnkit.core.plots import line_plot
 from cnnkit.core.registry import ModelSpec, models, resolve
 from cnnkit.core.task import Task, to_device
 from cnnkit.core.tracking import Tracker
@@ -294,22 +295,10 @@ class Trainer:
 
 
 def loss_curve(history: list[dict[str, float]]) -> Any:
-    """A matplotlib figure of the training losses (and validation metrics) per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    epochs = [h["epoch"] + 1 for h in history]
-    for key in sorted({k for h in history for k in h if k.startswith("train_") and k != "train_img_per_s"}):
-        ax.plot(epochs, [h.get(key, float("nan")) for h in history], marker="o", label=key)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    plt.close(fig)
-    return fig
+    """A matplotlib figure of the training losses per epoch."""
+    keys = sorted({k for h in history for k in h if k.startswith("train_") and k != "train_img_per_s"})
+    series = {k: [h.get(k, float("nan")) for h in history] for k in keys}
+    return line_plot([h["epoch"] + 1 for h in history], series, "epoch", "loss", marker="o")
 
 
 def fit(config: TrainConfig) -> FitResult:

@@ -188,20 +188,8 @@ def _gatys(content: Path, styles: list[Path], out: Path, config: Any, weights: s
 
 def _curves(history: list[dict[str, float]]) -> Any:
     """Content, style and total-variation losses per step (log scale)."""
-    import matplotlib
+    from cnnkit.core.plots import line_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    steps = [h["step"] for h in history]
-    for key in ("content", "style", "tv", "loss"):
-        values = [h[key] for h in history]
-        if any(v > 0 for v in values):
-            ax.plot(steps, values, label=key)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    plt.close(fig)
-    return fig
+    series = {key: [h[key] for h in history] for key in ("content", "style", "tv", "loss")}
+    return line_plot([h["step"] for h in history], {k: v for k, v in series.items() if any(x > 0 for x in v)},
+                     "step", log=True)

@@ -7,21 +7,12 @@ from typing import Any
 import numpy as np
 
 from cnnkit.core.metrics import Verification
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from cnnkit.core.plots import new_figure
 
 
 def roc_figure(v: Verification) -> Any:
     """True-accept rate against false-accept rate, with AUC, EER and the chosen operating point."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = new_figure((5, 5))
     ax.plot(v.fpr, v.tpr, label=f"ROC (AUC {v.auc:.4f}, EER {v.eer:.3f})")
     i = int(np.argmin(np.abs(v.thresholds - v.threshold)))
     ax.plot([v.fpr[i]], [v.tpr[i]], "o", label=f"threshold {v.threshold:.3f} (accuracy {v.accuracy:.3f})")
@@ -30,14 +21,12 @@ def roc_figure(v: Verification) -> Any:
     ax.set_ylabel("true accept rate")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
-    plt.close(fig)
     return fig
 
 
 def distance_histograms(distances: np.ndarray, same: np.ndarray, threshold: float) -> Any:
     """Distances of genuine pairs and of impostor pairs, with the threshold between them."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure()
     bins = np.linspace(float(distances.min()), float(distances.max()), 50)
     ax.hist(distances[same], bins=bins, alpha=0.6, label=f"genuine ({int(same.sum())})")
     ax.hist(distances[~same], bins=bins, alpha=0.6, label=f"impostor ({int((~same).sum())})")
@@ -45,5 +34,4 @@ def distance_histograms(distances: np.ndarray, same: np.ndarray, threshold: floa
     ax.set_xlabel("distance")
     ax.set_ylabel("pairs")
     ax.legend()
-    plt.close(fig)
     return fig
