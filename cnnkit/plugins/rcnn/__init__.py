@@ -10,24 +10,23 @@ SHAPES = "synthetic:shapes?n=256&size=64"
 
 @hookimpl
 def register_models(register):
-    register(ModelSpec(
-        name="rcnn", task="detect", build=_M + "rcnn", task_class=_T + "RCNNTask",
-        description="R-CNN (Girshick et al. 2014): selective search, warped regions, SVMs, box regression",
-        paper="arXiv:1311.2524", img_size=64, min_img_size=32, num_classes=20, default_data=SHAPES,
-        defaults={"epochs": 10, "batch_size": 8, "img_size": 64, "lr": 0.01, "optimizer": "sgd",
-                  "weight_decay": 5e-4, "scheduler": "cosine"}))
-    register(ModelSpec(
-        name="fast-rcnn", task="detect", build=_M + "fast_rcnn", task_class=_T + "FastRCNNTask",
-        description="Fast R-CNN (Girshick 2015): RoI max pooling, sibling heads, multi-task loss",
-        paper="arXiv:1504.08083", img_size=64, min_img_size=32, num_classes=20, default_data=SHAPES,
-        defaults={"epochs": 12, "batch_size": 2, "img_size": 64, "lr": 0.01, "optimizer": "sgd",
-                  "weight_decay": 5e-4, "scheduler": "cosine", "grad_clip": 10.0}))
-    register(ModelSpec(
-        name="faster-rcnn", task="detect", build=_M + "faster_rcnn", task_class=_T + "FasterRCNNTask",
-        description="Faster R-CNN (Ren et al. 2015): RPN (3 scales x 3 ratios) + Fast R-CNN head",
-        paper="arXiv:1506.01497", img_size=64, min_img_size=32, num_classes=20, default_data=SHAPES,
-        defaults={"epochs": 12, "batch_size": 4, "img_size": 64, "lr": 0.01, "optimizer": "sgd",
-                  "weight_decay": 5e-4, "scheduler": "cosine", "grad_clip": 10.0}))
+    # the three generations share their data, sizes and the SGD recipe; they differ in batch
+    # size, epochs and gradient clipping
+    recipe = {"img_size": 64, "lr": 0.01, "optimizer": "sgd", "weight_decay": 5e-4, "scheduler": "cosine"}
+    for name, task, description, paper, defaults in (
+            ("rcnn", "RCNNTask",
+             "R-CNN (Girshick et al. 2014): selective search, warped regions, SVMs, box regression",
+             "arXiv:1311.2524", {"epochs": 10, "batch_size": 8}),
+            ("fast-rcnn", "FastRCNNTask",
+             "Fast R-CNN (Girshick 2015): RoI max pooling, sibling heads, multi-task loss",
+             "arXiv:1504.08083", {"epochs": 12, "batch_size": 2, "grad_clip": 10.0}),
+            ("faster-rcnn", "FasterRCNNTask",
+             "Faster R-CNN (Ren et al. 2015): RPN (3 scales x 3 ratios) + Fast R-CNN head",
+             "arXiv:1506.01497", {"epochs": 12, "batch_size": 4, "grad_clip": 10.0})):
+        register(ModelSpec(
+            name=name, task="detect", build=_M + name.replace("-", "_"), task_class=_T + task,
+            description=description, paper=paper, img_size=64, min_img_size=32, num_classes=20,
+            default_data=SHAPES, defaults={**recipe, **defaults}))
     for name, arch, params, description in (
             ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn", 41_755_286,
              "torchvision Faster R-CNN, ResNet-50 FPN (production)"),
