@@ -58,6 +58,33 @@ def run_cli(*args: str) -> Result:
     return Result(code, out.getvalue(), err.getvalue())
 
 
+def write_image_folder(root: Path, classes: tuple[str, ...], per_class: int, size: int,
+                       splits: tuple[str, ...] = ("train", "val")) -> Path:
+    """Random-pixel PNGs laid out as ``root/<split>/<class>/<i>.png`` (an ImageFolder root)."""
+    import numpy as np
+
+    from cnnkit.core.data.images import write_image
+
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for cls in classes:
+            for i in range(per_class):
+                write_image(root / split / cls / f"{i}.png", rng.integers(0, 255, (size, size, 3), np.uint8))
+    return root
+
+
+def optimise(task, model, batch, optimizer, steps: int) -> tuple[list[float], dict]:
+    """``steps`` optimizer steps on one batch through ``task.loss``: the losses and the last parts."""
+    losses = []
+    for step in range(steps):
+        parts = task.loss(model, batch, step)
+        optimizer.zero_grad()
+        parts["loss"].backward()
+        optimizer.step()
+        losses.append(float(parts["loss"].detach()))
+    return losses, parts
+
+
 @pytest.fixture
 def cli():
     return run_cli

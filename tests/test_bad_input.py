@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cnnkit.core.data.images import write_image
+from tests.conftest import write_image_folder
 
 TINY = ["--img-size", "32", "--batch-size", "8", "--epochs", "1", "--no-track"]
 
@@ -20,12 +21,7 @@ def _one_clear_line(r, *needles):
 
 @pytest.fixture
 def image_folder(tmp_path):
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for cls in ("a", "b"):
-            for i in range(3):
-                write_image(tmp_path / "ds" / split / cls / f"{i}.png", rng.integers(0, 255, (16, 16, 3), np.uint8))
-    return tmp_path / "ds"
+    return write_image_folder(tmp_path / "ds", ("a", "b"), per_class=3, size=16)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from cnnkit.core.data.detection import write_coco, write_voc, write_yolo
 from cnnkit.core.data.images import read_image, write_image
 from cnnkit.core.data.synthetic import Glyphs, Shapes, Textures
 from cnnkit.core.errors import CnnkitError
+from tests.conftest import write_image_folder
 
 
 @pytest.fixture(autouse=True)
@@ -84,13 +85,10 @@ def test_synthetic_parameters_are_parsed():
 
 
 def test_image_folder_and_identity_roots(tmp_path):
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for cls in ("cat", "dog"):
-            for i in range(2):
-                write_image(tmp_path / "folder" / split / cls / f"{i}.png", rng.integers(0, 255, (8, 8, 3), np.uint8))
+    write_image_folder(tmp_path / "folder", ("cat", "dog"), per_class=2, size=8)
     ds = open_dataset(str(tmp_path / "folder"), "val", ("classify",))
     assert ds.classes == ["cat", "dog"] and len(ds) == 4 and ds[3][1] == 1
+    rng = np.random.default_rng(0)
     for person in ("ann", "bob", "cy", "dee", "eve", "fay"):
         for i in range(2):
             write_image(tmp_path / "people" / person / f"{i}.jpg", rng.integers(0, 255, (8, 8, 3), np.uint8))

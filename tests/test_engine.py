@@ -8,6 +8,7 @@ import torch
 from mlflow import MlflowClient
 
 from cnnkit.core.checkpoint import load_checkpoint
+from tests.conftest import write_image_folder
 
 TINY = ["--data", "synthetic:textures?n=48&size=32", "--img-size", "32", "--batch-size", "16"]
 
@@ -87,16 +88,8 @@ def test_amp_and_channels_last_train_on_cpu(cli):
 
 def test_weights_from_another_head_fine_tune(cli, tmp_path):
     """--weights skips tensors that do not fit (a classifier head for other classes)."""
-    import numpy as np
-
-    from cnnkit.core.data.images import write_image
-
     _train(cli, "--epochs", "1", "--out", "base", "--no-track")
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for cls in ("a", "b"):
-            for i in range(4):
-                write_image(tmp_path / "two" / split / cls / f"{i}.png", rng.integers(0, 255, (32, 32, 3), np.uint8))
+    write_image_folder(tmp_path / "two", ("a", "b"), per_class=4, size=32)
     r = cli("train", "resnet18", "--data", "two", "--weights", "base/weights/best.pt", "--img-size", "32",
             "--epochs", "1", "--no-track", "--out", "ft")
     assert r.code == 0, r.stderr

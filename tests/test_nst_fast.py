@@ -14,6 +14,7 @@ from cnnkit.core.plugins import load_plugins
 from cnnkit.core.registry import models
 from cnnkit.plugins.nst.data import is_photo_folder
 from cnnkit.plugins.nst.models import TransformerNet
+from tests.conftest import optimise
 
 
 def test_transformer_net_shapes_and_instance_norm():
@@ -62,13 +63,7 @@ def test_perceptual_loss_falls_while_training(shared_data):
     model = task.build_model()
     batch = torch.stack([task.dataset("train")[i] for i in range(2)])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for step in range(20):
-        parts = task.loss(model, batch, step)
-        opt.zero_grad()
-        parts["loss"].backward()
-        opt.step()
-        losses.append(float(parts["loss"].detach()))
+    losses, _ = optimise(task, model, batch, opt, steps=20)
     assert losses[-1] < losses[0] / 2.5, losses
 
 

@@ -16,6 +16,7 @@ from cnnkit.core.data.synthetic import Shapes
 from cnnkit.core.registry import models
 from cnnkit.plugins.yolo.anchors import kmeans_anchors
 from cnnkit.plugins.yolo.task import YoloTask, scale_choices
+from tests.conftest import optimise
 
 TINY = ["--data", "synthetic:shapes?n=32&size=64", "--img-size", "64", "--batch-size", "8", "--no-track"]
 
@@ -75,13 +76,7 @@ def test_full_size_detectors_train_and_their_loss_falls(name):
         if isinstance(m, torch.nn.BatchNorm2d):  # and no batch statistics of two 1x1 maps
             m.eval()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)
-    losses = []
-    for step in range(3):
-        parts = task.loss(model, batch, step)
-        optimizer.zero_grad()
-        parts["loss"].backward()
-        optimizer.step()
-        losses.append(float(parts["loss"].detach()))
+    losses, parts = optimise(task, model, batch, optimizer, steps=3)
     assert set(parts) == {"loss", "box", "obj", "cls"}
     assert losses[2] < losses[1] < losses[0]
     model.eval()
