@@ -12,7 +12,8 @@ import torch
 from cnnkit.core import plugins
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.registry import models
-from cnnkit.plugins.yolo.darknet import load_darknet_weights, model_from_cfg, save_darknet_weights, weight_layers
+from cnnkit.plugins.yolo.darknet import model_from_cfg
+from cnnkit.plugins.yolo.weights import load_darknet_weights, save_darknet_weights, weight_layers
 
 CFG_DIR = Path(__file__).resolve().parents[1] / "cnnkit" / "plugins" / "yolo" / "cfg"
 

@@ -51,10 +51,9 @@ def test_yolov1_output_is_s_by_s_by_b5_plus_c(name):
 
 
 def test_yolov2_passthrough_turns_26x26x512_into_13x13x2048():
-    x = torch.arange(512 * 26 * 26, dtype=torch.float32).view(1, 512, 26, 26)
-    y = yolo_models.Reorg()(x)
+    """Shapes only; the element order is Darknet's reorg_cpu (tests/test_yolo_cfgs.py)."""
+    y = yolo_models.Reorg(2)(torch.zeros(1, 512, 26, 26))
     assert y.shape == (1, 2048, 13, 13)
-    assert torch.equal(y[0, :4, 0, 0], x[0, 0, :2, :2].flatten())  # a 2x2 neighbourhood becomes channels
 
 
 def test_darknet_classifiers_give_logits():

@@ -54,7 +54,7 @@ def import_cmd(
 
     from cnnkit.core.atomic import atomic_path
     from cnnkit.core.registry import models
-    from cnnkit.plugins.yolo.darknet import load_darknet_weights
+    from cnnkit.plugins.yolo.weights import load_darknet_weights
 
     spec = models.get(model)
     net = spec.create(num_classes=num_classes or spec.num_classes)
@@ -71,7 +71,7 @@ def export_cmd(
 ) -> None:
     """Write a trained checkpoint's network as a Darknet .weights file."""
     from cnnkit.core.engine import load_for_eval
-    from cnnkit.plugins.yolo.darknet import save_darknet_weights
+    from cnnkit.plugins.yolo.weights import save_darknet_weights
 
     _, net, _ = load_for_eval(checkpoint)
     save_darknet_weights(net, out)

@@ -7,7 +7,7 @@ targets ``[{"boxes": (N, 4) xyxy pixels, "labels": (N,)}]``; it returns ``{"loss
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -131,14 +131,26 @@ class YOLOv2Loss(nn.Module):
     """YOLOv2 (Darknet's region layer): each ground truth goes to the anchor of its cell with the
     best-fitting shape; squared error on coordinates (weight ``2 - w*h``) and on objectness, whose
     target is the IoU of the predicted box with its ground truth (weight ``object_scale``); other
-    predictions are pushed to 0 unless their best IoU exceeds ``ignore_thresh``; softmax classes."""
+    predictions are pushed to 0 unless their best IoU exceeds ``ignore_thresh``; softmax classes.
+
+    With a WordTree (YOLO9000) the class loss is the cross-entropy in every sibling group from the
+    label up to the root, so a label at an inner node teaches nothing below it. A target with an
+    ``image_label`` (a classification image, no boxes) adds only the class loss at the prediction
+    that gives that class the highest probability, and pushes that prediction's objectness up to
+    0.3 (the paper's "overlaps the label by at least .3 IOU" assumption)."""
 
     def __init__(self, num_classes: int, anchors: Sequence[torch.Tensor], ignore_thresh: float = 0.6,
-                 object_scale: float = 5.0, noobject_scale: float = 1.0) -> None:
+                 object_scale: float = 5.0, noobject_scale: float = 1.0, tree: Any = None) -> None:
         super().__init__()
         self.num_classes, self.ignore_thresh = num_classes, ignore_thresh
         self.object_scale, self.noobject_scale = object_scale, noobject_scale
         self.anchors = torch.cat([a.float() for a in anchors])
+        self.tree = tree
+
+    def _class_nll(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.tree is not None:
+            return self.tree.path_nll(logits, labels).sum()
+        return F.cross_entropy(logits, labels, reduction="sum")
 
     def forward(self, outputs: Sequence[torch.Tensor], targets: Targets, img_size: int) -> dict[str, torch.Tensor]:
         device = outputs[0].device
@@ -148,10 +160,12 @@ class YOLOv2Loss(nn.Module):
         _, _, h, w, _ = p.shape
         pred = decode_anchor_boxes(p, anchors, img_size)
         conf = p[..., 4].sigmoid()
+        classify = [i for i, t in enumerate(targets) if "image_label" in t]
         with torch.no_grad():
             noobj = (_best_iou_with_gt(pred.detach(), index, gt) <= self.ignore_thresh).float()
+            noobj[classify] = 0.0  # classification images: no objectness loss but the one below
         zero = p.new_zeros(())
-        box, cls = zero, zero
+        box, cls, pos = zero, zero, zero
         if len(gt):
             a = wh_iou(gt[:, 2:], anchors * img_size).argmax(1)
             gi = (gt[:, 0] * w / img_size).long().clamp(0, w - 1)
@@ -164,9 +178,18 @@ class YOLOv2Loss(nn.Module):
             box = (scale[:, None] * ((pp[:, :2].sigmoid() - txy) ** 2 + (pp[:, 2:4] - twh) ** 2)).sum()
             iou = _cxcywh_iou(pred[index, a, gj, gi].detach(), gt)
             pos = self.object_scale * ((conf[index, a, gj, gi] - iou) ** 2).sum()
-            cls = F.cross_entropy(pp[:, 5:], labels, reduction="sum")
-        else:
-            pos = zero
+            cls = self._class_nll(pp[:, 5:], labels)
+        for i in classify:
+            label = targets[i]["image_label"].to(device).long().reshape(1)
+            logits = p[i, ..., 5:].reshape(-1, p.shape[-1] - 5)
+            with torch.no_grad():  # the prediction that gives the label the highest probability
+                if self.tree is not None:
+                    log_class = self.tree.path_nll(logits, label.expand(len(logits))).neg()
+                else:
+                    log_class = logits.log_softmax(-1)[:, label[0]]
+                best = (F.logsigmoid(p[i, ..., 4].reshape(-1)) + log_class).argmax()
+            cls = cls + self._class_nll(logits[best][None], label)
+            pos = pos + self.object_scale * F.relu(0.3 - conf[i].reshape(-1)[best]) ** 2
         obj = pos + self.noobject_scale * (noobj * conf ** 2).sum()
         n = len(p)
         box, obj, cls = box / n, obj / n, cls / n

@@ -8,11 +8,13 @@ Detectors return raw head maps: YOLOv1 a ``(B, S, S, B*5+C)`` tensor, YOLOv2/v3 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from cnnkit.plugins.yolo.layers import DetectionOutput, Reorg
 
 # Darknet's anchors, as fractions of the input size.
 YOLOV2_ANCHORS = [(0.57273, 0.677385), (1.87446, 2.06253), (3.33843, 5.47434), (7.88282, 3.52778),
@@ -24,6 +26,13 @@ V3_TINY_ANCHORS = [(w / 416, h / 416) for w, h in [(10, 14), (23, 27), (37, 58),
                                                    (344, 319)]]
 
 Anchors = Sequence[Sequence[float]]
+
+
+class ConvLeaky(nn.Sequential):
+    """A ``[convolutional]`` without batch norm (YOLOv1 as published): conv with bias, leaky ReLU 0.1."""
+
+    def __init__(self, c_in: int, c_out: int, k: int = 3, stride: int = 1) -> None:
+        super().__init__(nn.Conv2d(c_in, c_out, k, stride, (k - 1) // 2), nn.LeakyReLU(0.1, inplace=True))
 
 
 class ConvBN(nn.Sequential):
@@ -50,13 +59,6 @@ class MaxPoolSame(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), 2, 1)
-
-
-class Reorg(nn.Module):
-    """YOLOv2's passthrough: ``(C, 2H, 2W) -> (4C, H, W)`` by stacking 2x2 neighbourhoods."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pixel_unshuffle(x, 2)
 
 
 def _anchor_tensors(anchors: Anchors, masks: Sequence[Sequence[int]]) -> list[torch.Tensor]:
@@ -136,8 +138,9 @@ def darknet53(*, num_classes: int = 1000) -> nn.Module:
 
 # --------------------------------------------------------------------------- YOLOv1
 class YOLOv1(nn.Module):
-    """YOLOv1: conv features, two fully connected layers, an ``S x S x (B*5 + C)`` output.
-    Inputs other than 448 are pooled to ``S x S`` before the first fully connected layer."""
+    """YOLOv1: conv features, fully connected layers, Darknet's ``[detection]`` output (read as an
+    ``S x S x (B*5 + C)`` map). Inputs other than 448 are pooled to ``S x S`` before the first
+    fully connected layer."""
 
     family = "yolov1"
 
@@ -155,22 +158,24 @@ class YOLOv1(nn.Module):
         else:
             layers += [nn.Linear(channels * grid * grid, out)]
         self.head = nn.Sequential(*layers)
+        self.detect = DetectionOutput(grid, boxes, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.head(self.pool(self.features(x)))
-        return out.view(len(x), self.grid, self.grid, self.boxes * 5 + self.num_classes)
+        return self.detect(self.head(self.pool(self.features(x))))
 
 
-def yolov1(*, num_classes: int = 20, grid: int = 7, boxes: int = 2) -> nn.Module:
-    """YOLOv1 (Redmon et al. 2016, Figure 3): 24 conv layers, FC 4096, FC S*S*(B*5+C)."""
-    pool = nn.MaxPool2d(2, 2)
+def yolov1(*, num_classes: int = 20, grid: int = 7, boxes: int = 2, batch_norm: bool = False) -> nn.Module:
+    """YOLOv1 as published (Redmon et al. 2016, Figure 3): 24 conv layers without batch norm
+    (it came with YOLOv2), FC 4096 with dropout 0.5, FC S*S*(B*5+C). ``batch_norm=True`` puts
+    batch norm after every convolution (as Darknet's later yolov1.cfg does)."""
+    pool, conv = nn.MaxPool2d(2, 2), ConvBN if batch_norm else ConvLeaky
     features = nn.Sequential(
-        ConvBN(3, 64, 7, 2), pool, ConvBN(64, 192), pool,
-        ConvBN(192, 128, 1), ConvBN(128, 256), ConvBN(256, 256, 1), ConvBN(256, 512), pool,
-        *[m for _ in range(4) for m in (ConvBN(512, 256, 1), ConvBN(256, 512))],
-        ConvBN(512, 512, 1), ConvBN(512, 1024), pool,
-        *[m for _ in range(2) for m in (ConvBN(1024, 512, 1), ConvBN(512, 1024))],
-        ConvBN(1024, 1024), ConvBN(1024, 1024, 3, 2), ConvBN(1024, 1024), ConvBN(1024, 1024),
+        conv(3, 64, 7, 2), pool, conv(64, 192), pool,
+        conv(192, 128, 1), conv(128, 256), conv(256, 256, 1), conv(256, 512), pool,
+        *[m for _ in range(4) for m in (conv(512, 256, 1), conv(256, 512))],
+        conv(512, 512, 1), conv(512, 1024), pool,
+        *[m for _ in range(2) for m in (conv(1024, 512, 1), conv(512, 1024))],
+        conv(1024, 1024), conv(1024, 1024, 3, 2), conv(1024, 1024), conv(1024, 1024),
     )
     return YOLOv1(features, 1024, 4096, num_classes, grid, boxes)
 
@@ -188,17 +193,19 @@ def yolov1_fast(*, num_classes: int = 20, grid: int = 7, boxes: int = 2) -> nn.M
 
 # --------------------------------------------------------------------------- YOLOv2
 class YOLOv2(nn.Module):
-    """YOLOv2 (YOLO9000 paper): Darknet-19 features, two 3x3x1024 convs, the passthrough layer
-    (26x26x512 -> 64 channels -> reorg to 13x13x256) concatenated, a 3x3 conv, 1x1 predictions."""
+    """YOLOv2 (YOLO9000 paper; yolov2.cfg): Darknet-19 features, two 3x3x1024 convs, the
+    passthrough layer (26x26x512 -> 64 channels -> Darknet's reorg to 13x13x256) concatenated,
+    a 3x3 conv, 1x1 predictions."""
 
     family = "yolov2"
 
-    def __init__(self, num_classes: int = 80, anchors: Anchors = V2_ANCHORS) -> None:
+    def __init__(self, num_classes: int = 80, anchors: Anchors = V2_ANCHORS, tree: Any = None) -> None:
         super().__init__()
+        self.tree = tree  # a WordTree: hierarchical softmax over its groups (YOLO9000)
         feats = darknet19_features()
         self.stage1, self.stage2 = feats[:17], feats[17:]  # up to the 26x26x512 conv; the rest
         self.head1 = nn.Sequential(ConvBN(1024, 1024), ConvBN(1024, 1024))
-        self.passthrough = nn.Sequential(ConvBN(512, 64, 1), Reorg())
+        self.passthrough = nn.Sequential(ConvBN(512, 64, 1), Reorg(2))  # Darknet's reorg, not pixel_unshuffle
         self.head2 = ConvBN(1024 + 256, 1024)
         self.anchors = _anchor_tensors(anchors, [range(len(anchors))])
         self.num_classes = num_classes
@@ -215,8 +222,9 @@ class YOLOv2Tiny(nn.Module):
 
     family = "yolov2"
 
-    def __init__(self, num_classes: int = 80, anchors: Anchors = V2_ANCHORS) -> None:
+    def __init__(self, num_classes: int = 80, anchors: Anchors = V2_ANCHORS, tree: Any = None) -> None:
         super().__init__()
+        self.tree = tree
         layers: list[nn.Module] = []
         widths = [16, 32, 64, 128, 256, 512]
         for i, (c_in, c_out) in enumerate(zip([3] + widths[:-1], widths)):
@@ -231,12 +239,12 @@ class YOLOv2Tiny(nn.Module):
         return [self.pred(self.features(x))]
 
 
-def yolov2(*, num_classes: int = 80, anchors: Anchors | None = None) -> nn.Module:
-    return YOLOv2(num_classes, anchors or V2_ANCHORS)
+def yolov2(*, num_classes: int = 80, anchors: Anchors | None = None, tree: Any = None) -> nn.Module:
+    return YOLOv2(num_classes, anchors or V2_ANCHORS, tree)
 
 
-def yolov2_tiny(*, num_classes: int = 80, anchors: Anchors | None = None) -> nn.Module:
-    return YOLOv2Tiny(num_classes, anchors or V2_ANCHORS)
+def yolov2_tiny(*, num_classes: int = 80, anchors: Anchors | None = None, tree: Any = None) -> nn.Module:
+    return YOLOv2Tiny(num_classes, anchors or V2_ANCHORS, tree)
 
 
 # --------------------------------------------------------------------------- YOLOv3

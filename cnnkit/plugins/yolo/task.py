@@ -1,5 +1,10 @@
 """How the engine trains YOLO: anchors (from the model, ``--anchors`` or k-means), multi-scale
-training, the family's loss, and decoding + class-wise NMS for evaluation and ``cnnkit detect``."""
+training, the family's loss, and decoding + class-wise NMS for evaluation and ``cnnkit detect``.
+
+YOLO9000 (``--tree TREE``, any YOLOv2-family model): the classes are the WordTree's nodes, the
+data's class names are matched to them by name, the class loss is hierarchical, and predictions
+name the deepest node whose probability stays above ``--tree-thresh``. ``--cls-data CLS`` mixes a
+classification set into the training batches (joint training, :mod:`cnnkit.plugins.yolo.joint`)."""
 
 from __future__ import annotations
 
@@ -52,20 +57,71 @@ class YoloTask(DetectionTask):
         "anchors": "",  # "w,h w,h ..." in pixels at --img-size, or "auto" (k-means on the training boxes)
         "ignore_thresh": 0.5,  # YOLOv3: no objectness loss for predictions overlapping a ground truth this much
         "multi_scale": True,  # YOLOv2/v3: a new input size every `scale_every` batches
+        "tree": "",  # YOLO9000: a WordTree file (Darknet's `name parent_index` lines); the classes are its nodes
+        "cls_data": "",  # YOLO9000 joint training: a classification set mixed into the batches (needs --tree)
+        "tree_thresh": 0.5,  # predictions descend the tree while the probability stays above this
     }
     scale_every = 10  # batches between multi-scale size changes
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._criterion: nn.Module | None = None
+        self._tree: Any = None
+        if self.option("cls_data") and not (self.option("tree") or self.state.get("tree")):
+            raise CnnkitError("--cls-data needs --tree: classification labels are matched to the tree's nodes")
+
+    # ---------------------------------------------------------------- WordTree
+    @property
+    def tree(self) -> Any:
+        """The WordTree this run uses (from the checkpoint, ``--tree``, or a .cfg's ``tree=``), or None."""
+        if self._tree is None and (self.state.get("tree") or self.option("tree")):
+            from cnnkit.plugins.yolo.wordtree import WordTree
+
+            stored = self.state.get("tree")
+            self._tree = WordTree(**stored) if stored else WordTree.read(self.option("tree"))
+            self._keep_tree(self._tree)
+        return self._tree
+
+    def _keep_tree(self, tree: Any) -> None:
+        self._tree = tree
+        self.state["tree"] = {"names": list(tree.names), "parents": list(tree.parents), "labels": list(tree.labels)}
+        self.classes = list(tree.labels)
+
+    def raw_dataset(self, split: str) -> Any:
+        if self.tree is None:
+            return super().raw_dataset(split)
+        from cnnkit.core.data import open_dataset
+        from cnnkit.plugins.yolo.joint import on_tree
+
+        return on_tree(open_dataset(self.data_spec, split, self.data_tasks), self.tree, f"--data {self.data_spec}")
+
+    def dataset(self, split: str) -> Any:
+        detections = super().dataset(split)
+        if split != "train" or not self.option("cls_data"):
+            return detections
+        from cnnkit.plugins.yolo.joint import joint_dataset
+
+        return joint_dataset(detections, str(self.option("cls_data")), self.tree, self.config.img_size)
 
     # ---------------------------------------------------------------- model
     def build_model(self) -> nn.Module:
-        num_classes = len(self.classes or []) or self.spec.num_classes
+        tree = self.tree
+        num_classes = len(tree) if tree is not None else len(self.classes or []) or self.spec.num_classes
         anchors = self.state.get("anchors")
         if anchors is None and self.option("anchors"):
             anchors = self._requested_anchors(num_classes)
-        model = self.spec.create(num_classes=num_classes, **({} if anchors is None else {"anchors": anchors.tolist()}))
+        kwargs: dict[str, Any] = {} if anchors is None else {"anchors": anchors.tolist()}
+        try:
+            model = self.spec.create(num_classes=num_classes, **kwargs, **({} if tree is None else {"tree": tree}))
+        except TypeError:
+            raise CnnkitError(f"{self.spec.name}: --tree needs a YOLOv2-family model (one softmax head: "
+                              "yolov2, yolov2-tiny, yolo9000, a .cfg with [region])") from None
+        if tree is not None and getattr(model, "family", "") != "yolov2":
+            raise CnnkitError(f"{self.spec.name}: --tree needs a YOLOv2-family model ([region] head)")
+        if getattr(model, "tree_file", "") and getattr(model, "tree", None) is None:
+            raise CnnkitError(f"{self.spec.name}: its [region] tree={model.tree_file} was not found; pass --tree PATH")
+        if tree is None and getattr(model, "tree", None) is not None:  # a .cfg's own tree= (yolo9000.cfg)
+            self._keep_tree(model.tree)
         if getattr(model, "anchors", None) is not None:  # kept sorted by area, as builders take them
             table = torch.cat(model.anchors).float()
             self.state["anchors"] = table[table.prod(1).argsort(stable=True)]
@@ -78,7 +134,7 @@ class YoloTask(DetectionTask):
         if not str(path).endswith(".weights"):
             return super().load_weights(model, path)
         from cnnkit.core.checkpoint import load_weights_into
-        from cnnkit.plugins.yolo.darknet import load_darknet_weights
+        from cnnkit.plugins.yolo.weights import load_darknet_weights
 
         anchors = self.state.get("anchors")
         twin = self.spec.create(num_classes=self.spec.num_classes,
@@ -113,7 +169,7 @@ class YoloTask(DetectionTask):
         if core.family == "yolov3":
             return factory(num_classes=num_classes, anchors=core.anchors,
                            ignore_thresh=float(self.option("ignore_thresh")))
-        return factory(num_classes=num_classes, anchors=core.anchors)
+        return factory(num_classes=num_classes, anchors=core.anchors, tree=getattr(core, "tree", None))
 
     # ---------------------------------------------------------------- training
     def train_size(self, step: int) -> int:
@@ -128,7 +184,7 @@ class YoloTask(DetectionTask):
             new = self.train_size(step)
             if new != size:
                 images = F.interpolate(images, size=(new, new), mode="bilinear", align_corners=False)
-                targets = [{"boxes": t["boxes"] * (new / size), "labels": t["labels"]} for t in targets]
+                targets = [{**t, "boxes": t["boxes"] * (new / size)} for t in targets]
                 size = new
         if self._criterion is None:
             self._criterion = self.criterion(model)
@@ -139,7 +195,7 @@ class YoloTask(DetectionTask):
     def predict_batch(self, model: nn.Module, images: torch.Tensor, conf: float, iou: float) -> list[Prediction]:
         core = unwrap(model)
         size = images.shape[-1]
-        boxes, scores = decode(core, model(images), size)
+        boxes, scores = decode(core, model(images), size, float(self.option("tree_thresh")))
         out = []
         for b, s in zip(boxes, scores):
             flat = s.flatten()
@@ -152,9 +208,10 @@ class YoloTask(DetectionTask):
         return out
 
 
-def decode(model: nn.Module, outputs: Any, img_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def decode(model: nn.Module, outputs: Any, img_size: int, tree_thresh: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Every prediction of a batch as cxcywh pixel boxes ``(B, N, 4)`` and class scores ``(B, N, C)``
-    (objectness x class probability: softmax for v2, logistic for v3, linear for v1)."""
+    (objectness x class probability: softmax for v2, logistic for v3, linear for v1; with a
+    WordTree only the deepest node above ``tree_thresh`` scores, by its probability)."""
     if model.family == "yolov1":
         p = outputs.float()
         n, nb = len(p), model.boxes
@@ -165,7 +222,15 @@ def decode(model: nn.Module, outputs: Any, img_size: int) -> tuple[torch.Tensor,
     all_boxes, all_scores = [], []
     for raw, anchors in zip(outputs, model.anchors):
         p = grid_view(raw.float(), len(anchors))
-        cls = p[..., 5:].softmax(-1) if model.family == "yolov2" else p[..., 5:].sigmoid()
+        tree = getattr(model, "tree", None)
+        if tree is not None:
+            logits = p[..., 5:].reshape(-1, p.shape[-1] - 5)
+            node, prob = tree.descend(logits, tree_thresh)
+            cls = torch.zeros_like(logits).scatter_(1, node[:, None], prob[:, None]).view(*p.shape[:-1], -1)
+        elif model.family == "yolov2":
+            cls = p[..., 5:].softmax(-1)
+        else:
+            cls = p[..., 5:].sigmoid()
         all_boxes.append(decode_anchor_boxes(p, anchors, img_size).reshape(len(p), -1, 4))
         all_scores.append((p[..., 4:5].sigmoid() * cls).reshape(len(p), -1, cls.shape[-1]))
     return torch.cat(all_boxes, 1), torch.cat(all_scores, 1)

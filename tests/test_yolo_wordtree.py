@@ -1,0 +1,148 @@
+"""YOLO9000's WordTree on a hand-made tree (probabilities, descent, inner-node labels), its loss,
+and joint detection/classification training through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cnnkit.core import plugins
+from cnnkit.core.checkpoint import load_checkpoint
+from cnnkit.core.data.images import write_image
+from cnnkit.core.errors import CnnkitError
+from cnnkit.plugins.yolo.losses import YOLOv2Loss
+from cnnkit.plugins.yolo.synthetic import TREE, Figures
+from cnnkit.plugins.yolo.wordtree import WordTree
+
+#        0 animal   1 vehicle        (roots: group 0)
+#   2 dog  3 cat    4 car  5 bus     (groups 1 and 2)
+# 6 terrier 7 poodle                 (group 3)
+HAND = "animal -1\nvehicle -1\ndog 0\ncat 0\ncar 1\nbus 1\nterrier 2\npoodle 2\n"
+
+
+@pytest.fixture(autouse=True)
+def _plugins():
+    plugins.load_plugins()
+
+
+@pytest.fixture
+def tree(tmp_path) -> WordTree:
+    (tmp_path / "hand.tree").write_text(HAND)
+    (tmp_path / "hand.names").write_text("\n".join(n.title() for n in HAND.split()[::2]) + "\n")
+    return WordTree.read(tmp_path / "hand.tree")
+
+
+def _logits(**conditional: float) -> torch.Tensor:
+    """Logits whose group softmaxes give the named conditionals (the rest of a pair gets 1 - p)."""
+    pairs = {"animal": "vehicle", "dog": "cat", "car": "bus", "terrier": "poodle"}
+    names = HAND.split()[::2]
+    x = torch.zeros(len(names))
+    for first, second in pairs.items():
+        p = conditional.get(first, 0.5)
+        x[names.index(first)], x[names.index(second)] = torch.logit(torch.tensor(p)), 0.0
+    return x
+
+
+def test_darknet_tree_format_groups_and_names(tree):
+    assert tree.names[6] == "terrier" and tree.labels[6] == "Terrier" and tree.parents == [-1, -1, 0, 0, 1, 1, 2, 2]
+    assert tree.group.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]  # runs of one parent, as Darknet's read_tree
+    assert tree.child_group == [1, 2, 3, -1, -1, -1, -1, -1]
+    assert tree.index("poodle") == tree.index("Poodle") == 7
+    with pytest.raises(CnnkitError, match="'wolf' is not a node"):
+        tree.index("wolf")
+
+
+@pytest.mark.parametrize("text,message", [("a -1\nb 5\n", "parent 5"), ("a -1\nb\n", "expected 'name parent_index'")])
+def test_bad_tree_files_are_one_line_errors(tmp_path, text, message):
+    (tmp_path / "bad.tree").write_text(text)
+    with pytest.raises(CnnkitError, match=message):
+        WordTree.read(tmp_path / "bad.tree")
+
+
+def test_conditionals_are_softmaxes_per_sibling_group_and_absolutes_multiply_down(tree):
+    x = torch.randn(5, len(tree))
+    cond = tree.log_conditionals(x).exp()
+    for members in ([0, 1], [2, 3], [4, 5], [6, 7]):
+        assert torch.allclose(cond[:, members], x[:, members].softmax(-1), atol=1e-6)
+    absolute = tree.log_absolute(x).exp()
+    assert torch.allclose(absolute[:, 6], cond[:, 0] * cond[:, 2] * cond[:, 6], atol=1e-6)
+    assert torch.allclose(absolute[:, [0, 1]].sum(1), torch.ones(5))  # the roots share all the mass
+    assert torch.allclose(absolute[:, [6, 7]].sum(1), absolute[:, 2], atol=1e-6)  # children split their parent
+
+
+@pytest.mark.parametrize("threshold,expected", [(0.4, "terrier"), (0.5, "dog"), (0.8, "animal"), (0.95, "animal")])
+def test_descent_takes_the_best_child_while_the_product_stays_above_the_threshold(tree, threshold, expected):
+    x = _logits(animal=0.9, dog=0.8, terrier=0.6)  # products along the path: 0.9, 0.72, 0.432
+    node, prob = tree.descend(x[None], threshold)
+    assert tree.names[node.item()] == expected
+    assert prob.item() == pytest.approx({"terrier": 0.432, "dog": 0.72, "animal": 0.9}[expected], abs=1e-5)
+    vehicle = _logits(animal=0.2, car=0.3)  # vehicle 0.8 -> bus 0.56
+    assert tree.names[tree.descend(vehicle[None], 0.5)[0].item()] == "bus"
+
+
+def test_a_label_at_an_inner_node_teaches_nothing_below_it(tree):
+    x = torch.randn(2, len(tree), requires_grad=True)
+    tree.path_nll(x, torch.tensor([tree.index("dog"), tree.index("terrier")])).sum().backward()
+    dog, terrier = x.grad
+    assert torch.all(dog[[6, 7]] == 0) and torch.all(dog[[0, 1, 2, 3]] != 0)
+    assert torch.all(terrier[[0, 1, 2, 3, 6, 7]] != 0)
+    assert torch.all(x.grad[:, [4, 5]] == 0)  # the vehicle group is never on these paths
+    nll = tree.path_nll(x.detach(), torch.tensor([6]))
+    assert torch.allclose(nll, -tree.log_absolute(x.detach())[:1, 6])
+
+
+def test_yolov2_loss_on_a_classification_image_trains_only_the_best_box(tree):
+    """One image, no boxes, image label 'cat': class loss only at the prediction with the highest
+    objectness x P(cat), whose objectness is pushed up to 0.3; nothing else is touched."""
+    anchors = [torch.tensor([[0.2, 0.2], [0.5, 0.5]])]
+    raw = torch.zeros(1, 2 * (5 + len(tree)), 2, 2)
+    view = raw.view(1, 2, 5 + len(tree), 2, 2)
+    view[0, :, 4] = -3.0  # low objectness everywhere...
+    view[0, 1, 4, 1, 0] = 1.0  # ...but anchor 1 at row 1, col 0
+    view[0, 1, 5 + 3, 1, 0] = 2.0  # which also favours cat
+    raw.requires_grad_(True)
+    loss = YOLOv2Loss(len(tree), anchors, tree=tree)
+    target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+              "image_label": torch.tensor(tree.index("cat"))}
+    parts = loss([raw], [target], 64)
+    parts["loss"].backward()
+    grad = raw.grad.view(1, 2, 5 + len(tree), 2, 2)
+    touched = grad.abs().sum(2).nonzero().tolist()
+    assert touched == [[0, 1, 1, 0]]
+    assert parts["box"].item() == 0 and parts["obj"].item() == 0  # objectness sigmoid(1) = 0.73 > 0.3
+
+
+def test_joint_training_runs_and_names_tree_nodes(cli, tmp_path):
+    (tmp_path / "fig.tree").write_text(TREE)
+    r = cli("train", "yolov2-tiny", "--data", "synthetic:figures?n=8&size=64&labels=coarse",
+            "--cls-data", "synthetic:figure-crops?n=8&size=64", "--tree", tmp_path / "fig.tree",
+            "--img-size", "64", "--epochs", "1", "--batch-size", "8", "--no-track", "--out", "joint")
+    assert r.code == 0, r.stderr
+    ck = load_checkpoint("joint/weights/last.pt")
+    assert ck["classes"] == ["shape", "ring", "cross", "bar"]
+    assert ck["task_state"]["tree"]["parents"] == [-1, 0, 0, 0]
+    r = cli("eval", "joint/weights/last.pt", "--data", "synthetic:figures?n=8&size=64&labels=fine", "--json")
+    assert r.code == 0, r.stderr
+    assert 0 <= json.loads(r.stdout)["map50"] <= 1
+    write_image(tmp_path / "img.png", Figures("val", n=8, size=64)[0].image)
+    r = cli("detect", "joint/weights/last.pt", tmp_path / "img.png", "--conf", "0.0", "--json")
+    assert r.code == 0, r.stderr
+    assert {d["class"] for d in json.loads(r.stdout)[0]["detections"]} <= {"shape", "ring", "cross", "bar"}
+    r = cli("eval", "joint/weights/last.pt", "--data", "synthetic:shapes?n=8&size=64")
+    assert r.code == 2 and "class 'circle' is not a node of the tree" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["yolov3-tiny", "--tree", "T"], "needs a YOLOv2-family model"),
+    (["yolov2-tiny", "--cls-data", "synthetic:figure-crops"], "--cls-data needs --tree"),
+    (["yolov2-tiny", "--tree", "T", "--cls-data", "synthetic:textures?n=4"], "--cls-data synthetic:textures"),
+])
+def test_joint_training_errors_are_one_line(cli, tmp_path, args, message):
+    (tmp_path / "T").write_text(TREE)
+    r = cli("train", *args, "--data", "synthetic:figures?n=4&size=64&labels=coarse", "--img-size", "64",
+            "--epochs", "1", "--no-track")
+    assert r.code == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
