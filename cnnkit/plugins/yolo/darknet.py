@@ -25,7 +25,7 @@ Section = dict[str, str]
 CFG_DIR = Path(__file__).resolve().parent / "cfg"
 ACTIVATIONS = {"leaky": lambda: nn.LeakyReLU(0.1, inplace=True), "relu": lambda: nn.ReLU(inplace=True),
                "linear": None, "logistic": nn.Sigmoid}
-HEADS = {"yolo": "yolov3", "region": "yolov2", "detection": "yolov1"}  # head section -> loss family
+HEADS = {"yolo": "yolov3", "region": "yolov2", "detection": "yolov1"}  # head section -> family (its loss)
 
 
 def packaged_cfg(name: str) -> Path:
@@ -267,6 +267,14 @@ class DarknetModel(nn.Module):
         if self.family == "yolov1":
             return heads[0]
         return heads if self.heads else x.flatten(1)
+
+
+def head_loss(cfg: str | Path) -> str:
+    """The registered loss that trains the detector a .cfg describes, chosen by its head section."""
+    heads = [HEADS[s["type"]] for s in parse_cfg(cfg) if s["type"] in HEADS]
+    if not heads:
+        raise CnnkitError(f"{cfg}: no detection head ([yolo], [region] or [detection]) to train")
+    return heads[0]
 
 
 def model_from_cfg(*, cfg: str | Path | None = None, num_classes: int | None = None, anchors: Any = None,

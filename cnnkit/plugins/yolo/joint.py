@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cnnkit.core.data.detection import DetectionSample
-from cnnkit.core.detection_task import DetectionTransform
+from cnnkit.core.tasks.detect import DetectionTransform
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.task import MappedDataset
 

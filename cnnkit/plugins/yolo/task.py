@@ -17,9 +17,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnkit.core.boxes import batched_nms, box_convert, clip_boxes
-from cnnkit.core.detection_task import DetectionTask, Prediction
 from cnnkit.core.errors import CnnkitError
-from cnnkit.core.registry import losses, resolve
+from cnnkit.core.tasks.detect import DetectionTask, Prediction
 from cnnkit.plugins.yolo.losses import decode_anchor_boxes, decode_v1_boxes, grid_view
 
 MAX_DETECTIONS = 100
@@ -55,7 +54,6 @@ class YoloTask(DetectionTask):
 
     options = {
         "anchors": "",  # "w,h w,h ..." in pixels at --img-size, or "auto" (k-means on the training boxes)
-        "ignore_thresh": 0.5,  # YOLOv3: no objectness loss for predictions overlapping a ground truth this much
         "multi_scale": True,  # YOLOv2/v3: a new input size every `scale_every` batches
         "tree": "",  # YOLO9000: a WordTree file (Darknet's `name parent_index` lines); the classes are its nodes
         "cls_data": "",  # YOLO9000 joint training: a classification set mixed into the batches (needs --tree)
@@ -65,7 +63,6 @@ class YoloTask(DetectionTask):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._criterion: nn.Module | None = None
         self._tree: Any = None
         if self.option("cls_data") and not (self.option("tree") or self.state.get("tree")):
             raise CnnkitError("--cls-data needs --tree: classification labels are matched to the tree's nodes")
@@ -102,6 +99,14 @@ class YoloTask(DetectionTask):
         from cnnkit.plugins.yolo.joint import joint_dataset
 
         return joint_dataset(detections, str(self.option("cls_data")), self.tree, self.config.img_size)
+
+    def default_loss(self) -> str:
+        """The model's loss; a detector read from a .cfg trains with the loss of its head."""
+        if self.spec.loss:
+            return self.spec.loss
+        from cnnkit.plugins.yolo.darknet import head_loss
+
+        return head_loss(self.spec.build_kwargs["cfg"]) if "cfg" in self.spec.build_kwargs else "yolov3"
 
     # ---------------------------------------------------------------- model
     def build_model(self) -> nn.Module:
@@ -160,17 +165,6 @@ class YoloTask(DetectionTask):
                               f"of {heads} anchors (got {len(anchors)})")
         return anchors[(anchors[:, 0] * anchors[:, 1]).argsort()]
 
-    def criterion(self, model: nn.Module) -> nn.Module:
-        core = unwrap(model)
-        factory = resolve(losses.get(core.family))
-        num_classes = core.num_classes
-        if core.family == "yolov1":
-            return factory(num_classes=num_classes, boxes=core.boxes)
-        if core.family == "yolov3":
-            return factory(num_classes=num_classes, anchors=core.anchors,
-                           ignore_thresh=float(self.option("ignore_thresh")))
-        return factory(num_classes=num_classes, anchors=core.anchors, tree=getattr(core, "tree", None))
-
     # ---------------------------------------------------------------- training
     def train_size(self, step: int) -> int:
         """The input size for batch ``step``: a new one every ``scale_every`` batches, fixed by ``step``."""
@@ -186,9 +180,7 @@ class YoloTask(DetectionTask):
                 images = F.interpolate(images, size=(new, new), mode="bilinear", align_corners=False)
                 targets = [{**t, "boxes": t["boxes"] * (new / size)} for t in targets]
                 size = new
-        if self._criterion is None:
-            self._criterion = self.criterion(model)
-        return self._criterion(model(images), targets, size)
+        return self.criterion(model)(model(images), targets, size)
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
