@@ -22,6 +22,9 @@ CONFIGS = ["yolov1", "yolov1-tiny", "yolov2", "yolov2-tiny", "yolov2-voc", "yolo
            "yolov3-tiny", "yolov3-voc", "yolov3-spp", "yolov3-openimages", "yolo9000", "darknet19", "darknet53"]
 # Parameter counts published for these networks (Darknet's figures as the YOLO papers' readers quote them).
 PUBLISHED = {"yolov3": 61_949_149, "yolov3-tiny": 8_852_366, "darknet53": 41_609_928, "darknet19": 20_842_376}
+# Sizes of the .weights files Darknet's site serves (bytes, header bytes: 16 before version 0.2).
+PUBLISHED_WEIGHTS = {"yolov3": (248_007_048, 20), "yolov3-tiny": (35_434_956, 20), "yolov2": (203_934_260, 16),
+                     "yolov2-tiny": (44_948_600, 20)}
 # The registered model for each packaged config (the hand-written networks are Darknet's too).
 REGISTERED = {"yolov1": "yolov1-darknet", "yolov1-tiny": "yolov1-tiny", "yolov2": "yolov2", "yolov2-tiny": "yolov2-tiny",
               "yolov2-voc": "yolov2-voc", "yolov2-tiny-voc": "yolov2-tiny-voc", "yolov3": "yolov3",
@@ -203,6 +206,24 @@ def test_config_builds_with_darknets_parameter_count_and_runs(name):
         assert [tuple(out.shape[1:])] == want["heads"]
     else:
         assert [tuple(o.shape[1:]) for o in out] == want["heads"]
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_WEIGHTS))
+def test_published_weights_files_have_the_size_of_the_cfg_network(name):
+    size, header = PUBLISHED_WEIGHTS[name]
+    assert header + 4 * darknet_arithmetic(CFG_DIR / f"{name}.cfg")["values"] == size
+
+
+def test_version_0_1_files_with_an_int32_seen_load(tmp_path):
+    """yolov2.weights is a version 0.1 file: its header ends with a 32-bit ``seen``."""
+    model = model_from_cfg(cfg=CFG_DIR / "yolov2-tiny.cfg").eval()
+    new = save_darknet_weights(model, tmp_path / "new.weights", seen=12).read_bytes()
+    old = np.array([0, 1, 0, 12], dtype=np.int32).tobytes() + new[20:]
+    (tmp_path / "old.weights").write_bytes(old)
+    assert len(old) == PUBLISHED_WEIGHTS["yolov2-tiny"][0] - 4
+    fresh = model_from_cfg(cfg=CFG_DIR / "yolov2-tiny.cfg").eval()
+    assert load_darknet_weights(fresh, tmp_path / "old.weights") == (9, 12)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in CONFIGS])
