@@ -97,6 +97,8 @@ def darknet_arithmetic(path: Path) -> dict[str, object]:
             params += c * h * w * out + out
             values += c * h * w * out + out
             c, h, w = out, 1, 1
+        elif kind == "crop":
+            h, w = int(s["crop_height"]), int(s["crop_width"])
         elif kind == "region":
             heads.append((int(s["num"]) * (int(s["classes"]) + 5), h, w))
         elif kind == "yolo":
@@ -186,6 +188,24 @@ def test_detection_output_reads_darknets_layout():
     assert out[0, 1, 1, num * 5:].tolist() == [i * classes + q for q in range(classes)]
     assert out[0, 1, 1, j * 5 + 4].item() == cells * classes + i * num + j
     assert out[0, 1, 1, j * 5:j * 5 + 4].tolist() == [cells * (classes + num) + (i * num + j) * 4 + q for q in range(4)]
+
+
+def test_every_section_in_one_small_cfg(tmp_path):
+    """[crop], reverse and forward [reorg], [local], [connected], [dropout], [softmax], [cost]."""
+    path = tmp_path / "all.cfg"
+    path.write_text("[net]\nwidth=16\nheight=16\nchannels=3\n[crop]\ncrop_width=12\ncrop_height=12\n"
+                    "[convolutional]\nfilters=16\nsize=3\npad=1\nactivation=leaky\n[reorg]\nstride=2\nreverse=1\n"
+                    "[reorg]\nstride=2\n[local]\nfilters=4\nsize=3\npad=1\nactivation=leaky\n"
+                    "[connected]\noutput=10\nactivation=leaky\n[dropout]\nprobability=.5\n"
+                    "[connected]\noutput=5\nactivation=linear\n[softmax]\n[cost]\n")
+    model = model_from_cfg(cfg=path).eval()
+    assert sum(p.numel() for p in model.parameters()) == darknet_arithmetic(path)["params"]
+    x = torch.rand(2, 3, 16, 16)
+    assert model(x).shape == (2, 5)
+    crop = model.layers[0](x)
+    assert torch.equal(crop, x[:, :, 2:14, 2:14] * 2 - 1)  # Darknet's test-time crop maps [0, 1] to [-1, 1]
+    unfolded = model.layers[2](model.layers[1](crop))
+    assert unfolded.shape == (2, 4, 24, 24) and model.layers[3](unfolded).shape == (2, 16, 12, 12)
 
 
 # --------------------------------------------------------------------------- every config

@@ -126,7 +126,7 @@ class PoolTo(nn.Module):
         self.hw = tuple(hw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if tuple(x.shape[-2:]) == self.hw else F.adaptive_avg_pool2d(x, self.hw)
+        return x if x.dim() != 4 or tuple(x.shape[-2:]) == self.hw else F.adaptive_avg_pool2d(x, self.hw)
 
 
 class YoloOutput(nn.Identity):
