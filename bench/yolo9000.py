@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -41,7 +42,10 @@ def _child_cpu() -> float:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cnnkit", *map(str, args)], capture_output=True, text=True)
+    """``cnnkit ARGS`` with one intra-op thread (``OMP_NUM_THREADS``, unless set): on a shared CPU two
+    threads spin-wait for each other and train several times slower."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.run([sys.executable, "-m", "cnnkit", *map(str, args)], capture_output=True, text=True, env=env)
 
 
 def run(out: Path, name: str, size: int, epochs: int, joint: bool, n_det: int, n_cls: int) -> dict:
