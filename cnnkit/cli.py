@@ -131,9 +131,11 @@ def train_cmd(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="cosine, step, plateau or none."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (bf16, or fp16 with a GradScaler)."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (bf16, or fp16 with a GradScaler; default: bf16 on CUDA that has it)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                 help="Channels-last memory format (default: on for CUDA)."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Run the model under torch.compile."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader processes (default: from the CPU count)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     out: Optional[str] = typer.Option(None, "--out", help="Run folder (default runs/MODEL[-N])."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue from this checkpoint."),
@@ -158,7 +160,7 @@ def train_cmd(
         resume_values.pop("resume", None)
     flags = dict(data=data, epochs=epochs, batch_size=batch_size, img_size=img_size, lr=lr, optimizer=optimizer,
                  scheduler=scheduler, weight_decay=weight_decay, device=device, amp=amp,
-                 channels_last=channels_last, workers=workers, seed=seed, resume=resume, save_period=save_period, weights=weights,
+                 channels_last=channels_last, compile=compile_model, workers=workers, seed=seed, resume=resume, save_period=save_period, weights=weights,
                  experiment=experiment, tracking_uri=tracking_uri, track=False if no_track else None)
     extra = parse_extra(ctx.args)
     if extra:

@@ -31,9 +31,10 @@ class TrainConfig:
     grad_clip: float = 0.0
     label_smoothing: float = 0.0
     device: str = "auto"
-    amp: bool = False
-    channels_last: bool = False
-    workers: int = 0
+    amp: bool | None = None  # None: bf16 autocast on CUDA devices that support bf16, off elsewhere
+    channels_last: bool | None = None  # None: on for CUDA, off elsewhere
+    compile: bool = False  # run the model under torch.compile
+    workers: int = -1  # data loader processes; -1: from the CPU count (see task.default_workers)
     seed: int = 0
     out: str = "runs/train"
     save_period: int = 0  # also keep weights/epochN.pt every N epochs (0: only last/best)

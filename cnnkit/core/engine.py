@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler, RandomSampler
 
 from cnnkit import __version__
 from cnnkit.core import device as devices
@@ -103,8 +103,46 @@ def _better(value: float, best: float | None, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
+def _device_defaults(config: TrainConfig, device: torch.device) -> None:
+    """``--amp`` and ``--channels-last`` when not given: on for CUDA (amp where bf16 is supported)."""
+    cuda = device.type == "cuda"
+    if config.amp is None:
+        config.amp = cuda and torch.cuda.is_bf16_supported()
+    if config.channels_last is None:
+        config.channels_last = cuda
+
+
+class _DeviceSums:
+    """Batch-weighted sums of the loss terms and the first step whose loss was not finite,
+    kept on the device, so a training step never waits for it; ``read`` copies them back once."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.bad = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def add(self, losses: dict[str, torch.Tensor], n: int, step: int) -> None:
+        for k, v in losses.items():
+            term = v.detach().float() * n
+            self.sums[k] = self.sums[k] + term if k in self.sums else term
+        finite = torch.isfinite(losses["loss"].detach())
+        self.bad = torch.where((self.bad < 0) & ~finite, step, self.bad)
+
+    def read(self, seen: int, epoch: int) -> dict[str, float]:
+        """The mean of each term over ``seen`` samples; stops training on a non-finite loss."""
+        keys = list(self.sums)
+        values = torch.stack([self.sums[k] for k in keys] + [self.bad.float()]).tolist()
+        means = {k: v / seen for k, v in zip(keys, values)}
+        if values[-1] >= 0:
+            raise CnnkitError(f"the loss became {means['loss']} at epoch {epoch + 1} step {int(values[-1]) + 1}; "
+                              "try a lower --lr")
+        return means
+
+
 class Trainer:
     """Runs ``fit`` for one resolved config; each step of the loop is a method."""
+
+    sync_every = 20  # training steps between read-backs of the loss (progress, non-finite check)
 
     def __init__(self, config: TrainConfig, callbacks: list[Callback] | None = None) -> None:
         self.config = config
@@ -120,6 +158,7 @@ class Trainer:
             raise CnnkitError(f"{self.spec.name} needs --img-size >= {self.spec.min_img_size} "
                               f"(its architecture shrinks smaller inputs to nothing)")
         self.device = devices.resolve_device(config.device)
+        _device_defaults(config, self.device)
         self.dist = devices.setup_distributed(self.device)
         self.out = Path(config.out)
         self.last_path, self.best_path = self.out / "weights" / "last.pt", self.out / "weights" / "best.pt"
@@ -170,16 +209,22 @@ class Trainer:
         if self.dist.enabled:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+        if self.device.type == "cuda":  # autotune once per shape: worth it only when the shape stays
+            torch.backends.cudnn.benchmark = task.fixed_input_size
         batch_sampler = task.batch_sampler(self.train_ds)
         self.sampler = DistributedSampler(self.train_ds, seed=cfg.seed) if self.dist.enabled else None
         self.generator = torch.Generator()
         if batch_sampler is not None:
             self.train_loader = task.loader(self.train_ds, train=True, batch_sampler=batch_sampler)
         elif self.sampler is not None:
-            self.train_loader = DataLoader(self.train_ds, batch_size=cfg.batch_size, sampler=self.sampler,
-                                           num_workers=cfg.workers, collate_fn=task.collate)
+            self.train_loader = task.loader(self.train_ds, train=True, sampler=self.sampler, shuffle=False)
         else:
-            self.train_loader = task.loader(self.train_ds, train=True, generator=self.generator)
+            # the shuffle has its own generator, reseeded each epoch: the loader's draws for its
+            # workers' seed (once, as they persist) must not shift it, or --resume would differ
+            self.train_loader = task.loader(self.train_ds, train=True, shuffle=False,
+                                            sampler=RandomSampler(self.train_ds, generator=self.generator))
         self.val_loader = task.loader(self.val_ds, train=False)
         if len(self.train_loader) == 0:
             raise CnnkitError(f"--data {task.data_spec}: the training split is empty")
@@ -227,7 +272,10 @@ class Trainer:
         return run
 
     def train_epoch(self, run: Run, epoch: int) -> dict[str, float]:
-        """One pass over the training loader; the mean of each loss term and the throughput."""
+        """One pass over the training loader; the mean of each loss term and the throughput.
+
+        The loop never waits for the device: loss terms are summed on it and read back (with
+        the first non-finite step, the progress display) every ``sync_every`` steps and at the end."""
         cfg, task, loader = self.config, self.task, self.train_loader
         self.generator.manual_seed(cfg.seed * 1000 + epoch)
         if hasattr(self.train_ds, "epoch"):
@@ -236,19 +284,15 @@ class Trainer:
             self.sampler.set_epoch(epoch)
         model, optimizer, precision = self.train_model, self.optimizer, self.precision
         model.train()
-        totals: dict[str, float] = {}
-        seen, start = 0, time.perf_counter()
+        sums = _DeviceSums(self.device)
+        seen, start, last = 0, time.perf_counter(), len(loader) - 1
         run.emit("on_epoch_start", f"epoch {epoch + 1}/{cfg.epochs}", len(loader))
         for step, batch in enumerate(loader):
             batch = to_device(batch, self.device, cfg.channels_last)
             with precision.autocast():
                 losses = task.loss(model, batch, epoch * len(loader) + step)
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise CnnkitError(f"the loss became {loss.item()} at epoch {epoch + 1} step {step + 1}; "
-                                  "try a lower --lr")
             optimizer.zero_grad(set_to_none=True)
-            precision.scaler.scale(loss).backward()
+            precision.scaler.scale(losses["loss"]).backward()
             if cfg.grad_clip > 0:
                 precision.scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -256,11 +300,13 @@ class Trainer:
             precision.scaler.update()
             n = task.batch_len(batch)
             seen += n
-            for k, v in losses.items():
-                totals[k] = totals.get(k, 0.0) + float(v.detach()) * n
-            run.emit("on_step", {"loss": totals["loss"] / seen,
-                                 "img/s": seen / max(time.perf_counter() - start, 1e-9)})
-        return {f"train_{k}": v / max(seen, 1) for k, v in totals.items()} | \
+            sums.add(losses, n, step)
+            if step % self.sync_every == self.sync_every - 1 or step == last:
+                means = sums.read(seen, epoch)
+                run.emit("on_step", {"loss": means["loss"],
+                                     "img/s": seen / max(time.perf_counter() - start, 1e-9)}, step + 1)
+        means = sums.read(seen, epoch) if seen else {}
+        return {f"train_{k}": v for k, v in means.items()} | \
             {"train_img_per_s": seen / max(time.perf_counter() - start, 1e-9)}
 
     def validate(self) -> dict[str, float]:
@@ -374,6 +420,6 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "a
         task.config.batch_size = batch_size
     dev = devices.resolve_device(device)
     model.to(dev)
-    task.config.workers = 0
+    task.config.device = str(dev)
     ds = task.dataset("val")
     return task.evaluate(model, task.loader(ds, train=False), dev)

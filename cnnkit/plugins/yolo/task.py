@@ -107,6 +107,12 @@ class YoloTask(DetectionTask):
         return anchors[(anchors[:, 0] * anchors[:, 1]).argsort()]
 
     # ---------------------------------------------------------------- training
+    @property
+    def fixed_input_size(self) -> bool:
+        """Multi-scale training changes the shape every ``scale_every`` batches: cuDNN's per-shape
+        autotuning would then run ~10 times per size, so the engine leaves it off."""
+        return not self.option("multi_scale")
+
     def train_size(self, step: int) -> int:
         """The input size for batch ``step``: a new one every ``scale_every`` batches, fixed by ``step``."""
         return random.Random(step // self.scale_every).choice(scale_choices(self.config.img_size))
