@@ -210,11 +210,12 @@ def detect_cmd(
     save_dir: Path = typer.Option(Path("runs/detect"), "--save-dir", help="Where annotated images go."),
     no_save: bool = typer.Option(False, "--no-save", help="Do not write annotated images."),
     device: str = typer.Option("auto", "--device"),
+    batch_size: int = typer.Option(0, "--batch-size", min=0, help="Images a batch (0: the training batch size, at most 64)."),
     as_json: bool = typer.Option(False, "--json", help="Print detections as JSON."),
 ) -> None:
     """Detect objects in images with a trained detector; boxes are in original image pixels."""
     from cnnkit.core.data.detection import image_paths
-    from cnnkit.core.data.images import read_image, write_image
+    from cnnkit.core.data.images import ImageFiles, write_image
     from cnnkit.core.detect import draw_detections
     from cnnkit.core.device import resolve_device
     from cnnkit.core.engine import load_for_eval
@@ -225,14 +226,19 @@ def detect_cmd(
     task, model, _ = load_for_eval(checkpoint)
     dev = resolve_device(device)
     model.to(dev)
+    task.config.device = str(dev)
+    batch = max(1, min(batch_size or task.config.batch_size, 64))
     results = []
-    for path in paths:
-        image = read_image(path)
-        dets = task.predict(model, [image], dev, conf=conf, iou=iou,
-                            img_size=img_size or task.config.img_size)[0]
-        results.append({"image": str(path), "detections": dets})
-        if not no_save:
-            write_image(save_dir / (path.stem + ".jpg"), draw_detections(image, dets))
+    for images in task.loader(ImageFiles(paths), train=False, batch_size=batch, collate_fn=list):
+        bad = next((x for x in images if isinstance(x, str)), None)
+        if bad is not None:
+            raise CnnkitError(bad)
+        found = task.predict(model, images, dev, conf=conf, iou=iou, batch_size=batch,
+                             img_size=img_size or task.config.img_size)
+        for path, image, dets in zip(paths[len(results):], images, found):
+            results.append({"image": str(path), "detections": dets})
+            if not no_save:
+                write_image(save_dir / (path.stem + ".jpg"), draw_detections(image, dets))
     if as_json:
         print_json(results)
         return

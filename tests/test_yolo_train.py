@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cnnkit.core import plugins
-from cnnkit.core.checkpoint import load_checkpoint
+from cnnkit.core.checkpoint import load_checkpoint, save_checkpoint
 from cnnkit.core.config import TrainConfig
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.synthetic import Shapes
@@ -154,3 +154,26 @@ def test_auto_anchors_come_from_the_training_boxes():
     assert len(anchors) == 6 and anchors.min() > 8 and anchors.max() < 40
     areas = task.state["anchors"].prod(1).numpy()
     assert np.allclose(np.sort(areas), areas)
+
+
+@pytest.mark.slow
+def test_eval_with_workers_and_batched_detect_match_the_serial_figures(cli, tmp_path):
+    """`cnnkit eval` uses the checkpoint's --workers: the figures are the same as with none; and
+    `cnnkit detect` in batches of 3 finds what it finds one image at a time."""
+    r = cli("train", "yolov3-tiny", *TINY, "--epochs", "1", "--lr", "3e-4", "--out", "run", "--workers", "0")
+    assert r.code == 0, r.stderr
+    ck = load_checkpoint("run/weights/last.pt")
+    ck["config"]["workers"] = 2
+    save_checkpoint("run/weights/workers.pt", ck)
+    serial, parallel = (json.loads(cli("eval", f"run/weights/{name}.pt", "--json").stdout) for name in ("last", "workers"))
+    assert serial == parallel and "map50" in serial
+
+    for i in range(4):
+        write_image(tmp_path / "imgs" / f"{i}.png", Shapes("val", n=8, size=96)[i].image[: 70 + 8 * i])
+    one, three = (json.loads(cli("detect", "run/weights/last.pt", tmp_path / "imgs", "--conf", "0.01", "--json",
+                                 "--no-save", "--batch-size", str(b)).stdout) for b in (1, 3))
+    assert [r["image"] for r in one] == [r["image"] for r in three] and len(one) == 4
+    for a, b in zip(one, three):
+        assert [d["class"] for d in a["detections"]] == [d["class"] for d in b["detections"]]
+        for da, db in zip(a["detections"], b["detections"]):
+            assert da["box"] == pytest.approx(db["box"], abs=1e-3) and da["score"] == pytest.approx(db["score"], abs=1e-4)

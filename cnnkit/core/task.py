@@ -183,7 +183,8 @@ class Task:
         if workers:
             kwargs = {"persistent_workers": True, "prefetch_factor": 4, **kwargs}
         cuda = torch.cuda.is_available() and not str(self.config.device).startswith(("cpu", "mps"))
-        return DataLoader(dataset, num_workers=workers, collate_fn=self.collate, pin_memory=cuda, **kwargs)
+        kwargs.setdefault("collate_fn", self.collate)
+        return DataLoader(dataset, num_workers=workers, pin_memory=cuda, **kwargs)
 
     @property
     def fixed_input_size(self) -> bool:
