@@ -69,6 +69,8 @@ def main() -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--multi-scale", action="store_true", help="Keep YOLO's multi-scale training on.")
+    p.add_argument("--cudnn-benchmark", choices=("auto", "on", "off"), default="auto",
+                   help="auto: the engine's choice (on unless the input size changes).")
     p.add_argument("--workers", type=int, default=None, help="Default: the engine's default.")
     p.add_argument("--epochs", type=int, default=3, help="Epochs in all; the first is warm-up.")
     p.add_argument("--repeats", type=int, default=1, help="Timings of each; the best counts.")
@@ -92,6 +94,8 @@ def main() -> None:
         trainer.build_datasets()
         trainer.setup_model()
         trainer.build_loaders()
+        if args.cudnn_benchmark != "auto":
+            torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
         run = Run("bench", {}, {}, [])
         device, task, model = trainer.device, trainer.task, trainer.train_model
         steps, per_epoch = len(trainer.train_loader), len(trainer.train_ds)
@@ -132,7 +136,8 @@ def main() -> None:
     row = {"model": args.model, "img_size": args.img_size, "batch_size": args.batch_size, "data": args.data,
            "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "amp": cfg.amp, "channels_last": cfg.channels_last, "compile": getattr(cfg, "compile", False),
-           "workers": cfg.workers, "multi_scale": bool(args.multi_scale), "torch_threads": torch.get_num_threads(),
+           "workers": cfg.workers, "multi_scale": bool(args.multi_scale),
+           "cudnn_benchmark": torch.backends.cudnn.benchmark, "torch_threads": torch.get_num_threads(),
            "steps_per_epoch": steps, "timed_epochs": timed, "bare_img_s": round(bare_img_s, 2),
            "train_img_s": round(train_img_s, 2), "ratio": round(train_img_s / bare_img_s, 3)}
     print(json.dumps(row), file=sys.stdout)
