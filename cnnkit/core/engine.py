@@ -284,7 +284,7 @@ class Trainer:
             self.sampler.set_epoch(epoch)
         model, optimizer, precision = self.train_model, self.optimizer, self.precision
         model.train()
-        sums = _DeviceSums(self.device)
+        sums, means = _DeviceSums(self.device), {}
         seen, start, last = 0, time.perf_counter(), len(loader) - 1
         run.emit("on_epoch_start", f"epoch {epoch + 1}/{cfg.epochs}", len(loader))
         for step, batch in enumerate(loader):
@@ -305,7 +305,6 @@ class Trainer:
                 means = sums.read(seen, epoch)
                 run.emit("on_step", {"loss": means["loss"],
                                      "img/s": seen / max(time.perf_counter() - start, 1e-9)}, step + 1)
-        means = sums.read(seen, epoch) if seen else {}
         return {f"train_{k}": v for k, v in means.items()} | \
             {"train_img_per_s": seen / max(time.perf_counter() - start, 1e-9)}
 
