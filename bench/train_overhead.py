@@ -74,6 +74,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=None, help="Default: the engine's default.")
     p.add_argument("--epochs", type=int, default=3, help="Epochs in all; the first is warm-up.")
     p.add_argument("--repeats", type=int, default=1, help="Timings of each; the best counts.")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default).")
     p.add_argument("--json", action="store_true", help="Only the JSON line.")
     p.add_argument("--write-data", default="", help="Write a JPEG YOLO folder here and exit.")
     p.add_argument("--n", type=int, default=64)
@@ -83,6 +84,8 @@ def main() -> None:
         print(write_data(args.write_data, args.n, args.size))
         return
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from cnnkit.core import device as devices
     from cnnkit.core.callbacks import Run
     from cnnkit.core.task import to_device
@@ -136,7 +139,7 @@ def main() -> None:
     row = {"model": args.model, "img_size": args.img_size, "batch_size": args.batch_size, "data": args.data,
            "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "amp": cfg.amp, "channels_last": cfg.channels_last, "compile": getattr(cfg, "compile", False),
-           "workers": cfg.workers, "multi_scale": bool(args.multi_scale),
+           "workers": getattr(trainer.task, "workers", cfg.workers), "multi_scale": bool(args.multi_scale),
            "cudnn_benchmark": torch.backends.cudnn.benchmark, "torch_threads": torch.get_num_threads(),
            "steps_per_epoch": steps, "timed_epochs": timed, "bare_img_s": round(bare_img_s, 2),
            "train_img_s": round(train_img_s, 2), "ratio": round(train_img_s / bare_img_s, 3)}
