@@ -109,8 +109,9 @@ class YoloTask(DetectionTask):
     # ---------------------------------------------------------------- training
     @property
     def fixed_input_size(self) -> bool:
-        """Multi-scale training changes the shape every ``scale_every`` batches: cuDNN's per-shape
-        autotuning would then run ~10 times per size, so the engine leaves it off."""
+        """Multi-scale training changes the shape every ``scale_every`` batches, so cuDNN would
+        autotune each of its ~10 sizes (and batch lengths) on first sight; the engine leaves
+        autotuning off then (``bench/gpu_check.sh`` measures both)."""
         return not self.option("multi_scale")
 
     def train_size(self, step: int) -> int:
