@@ -43,10 +43,15 @@ def resolve_weights(weights: str) -> str:
     """``PATH``, ``random``, or "" (the ImageNet VGG-19: from torch's cache, downloaded on first use)."""
     if weights:
         return weights
+    from cnnkit.core.plugins import load_plugins
     from cnnkit.core.registry import weights as published
     from cnnkit.core.weights import fetch
 
-    return str(fetch(published.get(IMAGENET)))
+    load_plugins()
+    try:
+        return str(fetch(published.get(IMAGENET)))
+    except CnnkitError as exc:
+        raise CnnkitError(f"{exc}; or pass --weights PATH (a VGG-19 state dict) or --weights random") from None
 
 
 class VGGFeatures(nn.Module):
