@@ -178,7 +178,7 @@ def test_pretrained_builds_the_variant_the_weights_were_trained_for(cli):
     assert options == {"shortcut": "B", "stride_in_1x1": False}  # torchvision's v1.5
     options = {"batch_norm": True}
     assert pretrained_entry(models.get("vgg16"), options).name == "vgg16-bn"
-    with pytest.raises(CnnkitError, match="stride-in-1x1 False"):
+    with pytest.raises(CnnkitError, match="stride-in-1x1 false"):
         pretrained_entry(models.get("resnet50"), {"stride_in_1x1": True})
     line = _error(cli("train", "resnet101", "--pretrained", "--shortcut", "A", "--no-track"))
     assert "v1.5" in line and "--shortcut B" in line

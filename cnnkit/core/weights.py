@@ -75,8 +75,6 @@ def fetch(entry: WeightsSpec) -> Path:
             problem = check(entry, digest, size)
             if problem:
                 raise CnnkitError(f"{entry.file}: {problem}; the download from {url} was discarded")
-    except CnnkitError:
-        raise
     except urllib.error.HTTPError as exc:
         raise CnnkitError(f"cannot download {url} (HTTP {exc.code} {exc.reason}); {by_hand}") from None
     except urllib.error.URLError as exc:
@@ -128,8 +126,7 @@ def pretrained_entry(spec: ModelSpec, options: dict[str, Any]) -> WeightsSpec:
     backbone = options.get("backbone") or spec.build_kwargs.get("backbone")
     if not found and isinstance(backbone, str) and backbone in models:
         inner = models.get(backbone)
-        entry = pretrained_entry(inner, dict(inner.options))  # the backbone is built with its defaults
-        return entry
+        return pretrained_entry(inner, dict(inner.options))  # the backbone is built with its defaults
     if not found:
         raise CnnkitError(f"{spec.name} has no published weights in the registry (see `cnnkit weights list`); "
                           "use --weights PATH")
@@ -149,13 +146,15 @@ def use_variant(entry: WeightsSpec, spec: ModelSpec, options: dict[str, Any]) ->
     if entry.model not in (spec.name, *spec.aliases):
         return entry  # a backbone's weights, or a file the family reads itself
     if entry.mismatch:
-        raise CnnkitError(f"{entry.name} cannot load into {spec.name}: {entry.mismatch}")
+        raise CnnkitError(f"the published {entry.name} weights ({entry.variant}) do not fit cnnkit's {spec.name}: "
+                          f"{entry.mismatch}")
     unknown = set(entry.options) - set(spec.options)
     if unknown:
         raise CnnkitError(f"{entry.name}: {spec.name} has no option(s) {', '.join(sorted(unknown))}")
     clash = {k: v for k, v in entry.options.items() if k in options and options[k] != v}
     if clash:
-        wanted = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in clash.items())
+        wanted = ", ".join(f"--{k.replace('_', '-')} {str(v).lower() if isinstance(v, bool) else v}"
+                           for k, v in clash.items())
         raise CnnkitError(f"{entry.name} weights were trained for {entry.variant}: they need {wanted}; "
                           "drop the conflicting option or do without them")
     options.update(entry.options)
@@ -181,11 +180,16 @@ def load_entry(task: Any, model: Any, entry: WeightsSpec) -> tuple[int, Path]:
     from cnnkit.core.backbone import Trunk
     from cnnkit.core.checkpoint import load_weights_into
 
+    target = model
+    if entry.model not in (task.spec.name, *task.spec.aliases):  # a backbone's weights
+        trunks = [m.body for m in model.modules() if isinstance(m, Trunk)]
+        if len(trunks) != 1:
+            raise CnnkitError(f"{task.spec.name} does not build its backbone through cnnkit's backbone contract, "
+                              f"so {entry.name} has nowhere to go; use --weights PATH")
+        target = trunks[0]
     path = fetch(entry)
     if entry.format == "darknet":  # the family reads its own format
         return task.load_weights(model, str(path)), path
-    trunks = [m.body for m in model.modules() if isinstance(m, Trunk)]
-    target = trunks[0] if entry.model not in (task.spec.name, *task.spec.aliases) and len(trunks) == 1 else model
     return load_weights_into(target, read_state(entry, path), entry.model or task.spec.name, path, strict=False), path
 
 
