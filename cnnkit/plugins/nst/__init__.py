@@ -4,9 +4,10 @@
 from cnnkit.api import DatasetSpec, LossSpec, ModelSpec, hookimpl
 from cnnkit.plugins.nst.data import is_photo_folder
 
+# Johnson et al. 2016: VGG-16, content at relu2_2, style at relu1_2, relu2_2, relu3_3, relu4_3.
 PERCEPTUAL_OPTIONS = {"style": "", "style_size": 0, "content_weight": 1.0, "style_weight": 1e6, "tv_weight": 0.0,
                       "content_layers": "conv2_2", "style_layers": "conv1_2,conv2_2,conv3_3,conv4_3",
-                      "vgg_weights": ""}
+                      "vgg": "vgg16", "vgg_weights": ""}
 
 
 @hookimpl
@@ -23,7 +24,7 @@ def register_models(register):
 @hookimpl
 def register_losses(register):
     register(LossSpec("perceptual", "cnnkit.plugins.nst.perceptual:perceptual", ("stylize",), PERCEPTUAL_OPTIONS,
-                      "Johnson et al.: VGG content + Gram style (+ TV) against --style S.jpg"))
+                      "Johnson et al.: VGG-16 content + Gram style (+ TV) against --style S.jpg (--vgg vgg19)"))
 
 
 @hookimpl
