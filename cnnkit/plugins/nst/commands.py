@@ -83,7 +83,8 @@ def register(app: typer.Typer) -> None:
                 content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
                 content_layers=_names(content_layers), style_layers=_names(style_layers),
                 style_layer_weights=_numbers(style_layer_weights, "--style-layer-weights"),
-                style_blend=_numbers(style_blend, "--style-blend"), init=init, pooling=pooling, preserve_colors=preserve_colors,
+                style_blend=_numbers(style_blend, "--style-blend"), init=init, pooling=pooling,
+                preserve_colors=preserve_colors,
                 style_scale=style_scale, scales=_numbers(scales, "--scales", int), save_every=save_every,
                 amp=amp, seed=seed)
             result = _gatys(content, list(styles), out, config, weights or "", device,
