@@ -19,7 +19,6 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -172,16 +171,5 @@ def face_resnet(*, embedding_dim: int = 128, pretrained: bool = True, num_classe
     if net is not None:
         trunk.load_dlib(net)
         model.head.weight.data.copy_(torch.from_numpy(net.layers[-1]["weight"]))
+        model.distance_threshold = float(net.loss["distance_threshold"])  # "same person" below 0.6
     return model
-
-
-def pretrained_threshold() -> float:
-    """The distance under which dlib's model says "same person" (0.6, stored in its file)."""
-    return float(read_packaged(RESNET_FILE).loss["distance_threshold"])
-
-
-def preprocess(chips: list[np.ndarray]) -> torch.Tensor:
-    """150x150 RGB uint8 chips -> the ImageNet-normalised batch the model takes."""
-    from cnnkit.core.data.transforms import to_tensor
-
-    return torch.stack([to_tensor(c) for c in chips])

@@ -117,7 +117,10 @@ class SiameseTask(Task):
 
     # ---------------------------------------------------------------- model
     def build_model(self) -> nn.Module:
-        return self.spec.create(embedding_dim=int(self.option("embedding_dim")))
+        model = self.spec.create(embedding_dim=int(self.option("embedding_dim")))
+        if hasattr(model, "distance_threshold"):  # pretrained weights come with their own threshold
+            self.state.setdefault("threshold", model.distance_threshold)
+        return model
 
     def criterion(self, model: nn.Module) -> nn.Module:
         name = self.option("loss")
