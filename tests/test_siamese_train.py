@@ -57,7 +57,7 @@ def test_identity_root_training_and_lfw_pairs_eval(cli, tmp_path):
     r = cli("train", "siamese-small", "--data", root, "--epochs", "1", "--batch-size", "8", "--img-size", "32",
             "--out", "run", "--no-track", "--loss", "contrastive", "--k", "2")
     assert r.code == 0, r.stderr
-    lines = ["2\t3",
+    lines = ["1\t3",  # one fold of 3 genuine and 3 impostor pairs
              "person_00\t1\t2", "person_01\t1\t3", "person_02\t2\t4",
              "person_00\t1\tperson_05\t2", "person_03\t1\tperson_04\t1", "person_06\t3\tperson_07\t4"]
     pairs = tmp_path / "pairs.txt"
