@@ -28,7 +28,6 @@ class TrainConfig:
     scheduler: str = "cosine"  # cosine | step | plateau | none
     step_size: int = 0  # step schedule: epochs between decays (0: a third of the run)
     gamma: float = 0.1
-    warmup_epochs: int = 0
     grad_clip: float = 0.0
     label_smoothing: float = 0.0
     device: str = "auto"
@@ -39,11 +38,11 @@ class TrainConfig:
     out: str = "runs/train"
     save_period: int = 0  # also keep weights/epochN.pt every N epochs (0: only last/best)
     resume: str = ""
-    weights: str = ""
+    weights: str = ""  # a state dict file or a registered weights name (`cnnkit weights list`)
+    pretrained: bool = False  # start from the model's (or its backbone's) published weights
     experiment: str = "cnnkit"
     tracking_uri: str = ""
     track: bool = True
-    num_classes: int = 0  # 0: taken from the data
     options: dict[str, Any] = field(default_factory=dict)  # family-specific (see Task.options)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """R-CNN, Fast R-CNN and Faster R-CNN (hook implementations only)."""
 
-from cnnkit.core.hookspecs import hookimpl
-from cnnkit.core.registry import ModelSpec
+from cnnkit.api import ModelSpec, WeightsSpec, hookimpl
 
 _M = "cnnkit.plugins.rcnn.models:"
 _T = "cnnkit.plugins.rcnn.task:"
@@ -41,9 +40,15 @@ def register_models(register):
 
 
 @hookimpl
-def register_losses(register):
-    register("fast_rcnn", "cnnkit.plugins.rcnn.losses:fast_rcnn_loss")
-    register("rpn", "cnnkit.plugins.rcnn.losses:rpn_loss")
+def register_weights(register):
+    # torchvision's COCO files (91 outputs, background included); a head for other classes is re-initialised
+    for model, file, mb in (("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", 159.743),
+                            ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth",
+                             74.239)):
+        register(WeightsSpec(name=model, model=model, file=file, url="https://download.pytorch.org/models/" + file,
+                             hash_prefix=file.rsplit("-", 1)[1][:-4], size=round(mb * 1000) * 1000,
+                             license="BSD-3-Clause (torchvision); COCO terms apply",
+                             variant=f"torchvision {model}, COCO train2017 (its frozen BN is trainable BN here)"))
 
 
 @hookimpl
