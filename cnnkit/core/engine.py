@@ -412,7 +412,12 @@ def fit(config: TrainConfig) -> FitResult:
 
 
 def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Module, dict[str, Any]]:
-    """Rebuild the task and model from a checkpoint alone (``data`` overrides its --data)."""
+    """Rebuild the task and model from a checkpoint alone (``data`` overrides its --data).
+
+    A registered model's name (where no such file exists) gives the model as its builder makes
+    it: the published weights of a model that ships them (e.g. ``face-resnet``)."""
+    if not Path(checkpoint).exists() and str(checkpoint) in models:
+        return _built_for_eval(models.get(str(checkpoint)), data)
     ck = load_checkpoint(checkpoint)
     if ck["model"] not in models:
         raise CnnkitError(f"{checkpoint}: made by model '{ck['model']}', which no loaded plugin provides")
@@ -424,6 +429,15 @@ def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Modu
     model = task.build_model()
     load_weights_into(model, ck["model_state"], spec.name, checkpoint)
     model.eval()
+    return task, model, ck
+
+
+def _built_for_eval(spec: ModelSpec, data: str) -> tuple[Task, nn.Module, dict[str, Any]]:
+    config = TrainConfig(model=spec.name, data=data or spec.default_data, img_size=spec.img_size,
+                         **{k: v for k, v in spec.defaults.items() if k == "batch_size"})
+    task = make_task(spec, config)
+    model = task.build_model().eval()
+    ck = {"model": spec.name, "task": spec.task, "model_state": model.state_dict(), "config": config.to_dict()}
     return task, model, ck
 
 

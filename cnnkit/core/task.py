@@ -120,9 +120,11 @@ class Task:
     def _loss_spec(self, name: str) -> LossSpec | None:
         if not name:
             return None
+        fits = sorted(n for n, s in losses.items() if self.spec.task in s.tasks)
+        if name not in losses:
+            raise CnnkitError(f"--loss {name}: no such loss ({self.spec.name} takes: {', '.join(fits) or 'none'})")
         found = losses.get(name)
         if self.spec.task not in found.tasks:
-            fits = sorted(n for n, s in losses.items() if self.spec.task in s.tasks)
             raise CnnkitError(f"--loss {name} is made for {'/'.join(found.tasks)} models and {self.spec.name} "
                               f"is a {self.spec.task} model (its losses: {', '.join(fits) or 'none'})")
         return found
