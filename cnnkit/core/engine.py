@@ -201,6 +201,9 @@ class Trainer:
         if cfg.weights:
             entry = weights.registered(cfg.weights)
             return None if entry is None else weights.use_variant(entry, self.spec, cfg.options)
+        if cfg.pretrained and "pretrained" in self.spec.options:  # weights shipped in a package: the builder loads them
+            cfg.options["pretrained"] = True
+            return None
         return weights.pretrained_entry(self.spec, cfg.options) if cfg.pretrained else None
 
     def resume(self) -> None:

