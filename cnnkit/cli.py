@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cnnkit import __version__
 from cnnkit.core import plugins
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError, Interrupted
 
 app = typer.Typer(name="cnnkit", help="The classic CNN playbook: train, run and track every family.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -163,9 +163,8 @@ def train_cmd(
     extra = parse_extra(ctx.args)
     if extra:
         flags["options"] = extra
-    layers = {**spec.defaults, **resume_values}
     flags["out"] = out or resume_values.get("out") or _out_dir(None, spec.name)
-    cfg = resolve_config(spec.name, layers, file_values, flags)
+    cfg = resolve_config(spec.name, spec.defaults, file_values, flags, resume_values, str(config or ""))
 
     from cnnkit.core.engine import fit
 
@@ -306,8 +305,8 @@ def main(args: list[str] | None = None) -> None:
             _mounted.append(True)
         app(args=args, prog_name="cnnkit")
     except CnnkitError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
+        print(f"{'stopped' if isinstance(exc, Interrupted) else 'error'}: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
