@@ -58,6 +58,17 @@ def run_cli(*args: str) -> Result:
     return Result(code, out.getvalue(), err.getvalue())
 
 
+def one_clear_line(r: Result, *needles: str, code: int = 2, prefix: str = "error: ") -> str:
+    """Exit ``code``; the error is one line (the last on stderr, after any progress output), no traceback."""
+    assert r.code == code, (r.code, r.stdout, r.stderr)
+    errors = [line for line in r.stderr.splitlines() if line.startswith(prefix)]
+    assert len(errors) == 1 and r.stderr.strip().splitlines()[-1] == errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
 def write_image_folder(root: Path, classes: tuple[str, ...], per_class: int, size: int,
                        splits: tuple[str, ...] = ("train", "val")) -> Path:
     """Random-pixel PNGs laid out as ``root/<split>/<class>/<i>.png`` (an ImageFolder root)."""

@@ -98,12 +98,13 @@ class Run:
         self.name, self.params, self.tags = name, params, tags
         self.callbacks = callbacks
         self.resume_id = resume_id
+        self.ended_id = ""  # the run id once the run has ended
         self.status = "RUNNING"
 
     @property
     def run_id(self) -> str:
         """The MLflow run id ("" when not tracked)."""
-        return next((cb.tracker.run_id for cb in self.callbacks if isinstance(cb, MLflowCallback)), "")
+        return next((cb.tracker.run_id for cb in self.callbacks if isinstance(cb, MLflowCallback)), "") or self.ended_id
 
     def emit(self, event: str, *args: Any) -> None:
         for cb in self.callbacks:
@@ -120,7 +121,9 @@ class Run:
             self.status = "KILLED"
         else:
             self.status = "FAILED"
+        run_id = self.run_id
         self.emit("on_run_end", self.status)
+        self.ended_id = run_id
 
     # the tracker's interface, as events
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:

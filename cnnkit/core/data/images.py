@@ -5,7 +5,6 @@ claiming 100000x100000 pixels is one clear error instead of a decompression bomb
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,23 +29,19 @@ def max_image_pixels() -> int:
 
 
 def _open(path: Path) -> Image.Image:
-    """``Image.open`` under our pixel limit; the caller closes it."""
+    """``Image.open`` (which reads the header only) refusing images over the pixel limit before any
+    decoding; the caller closes it. PIL's own check stays armed at the limit for everything else."""
     limit = max_image_pixels()
-    Image.MAX_IMAGE_PIXELS = limit  # PIL refuses 2x the limit itself (DecompressionBombError)
+    Image.MAX_IMAGE_PIXELS = None  # we check the header's size ourselves, to name it
     try:
-        with warnings.catch_warnings():  # between the limit and twice it PIL only warns: we refuse below
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
-    except Image.DecompressionBombError as exc:  # "Image size (N pixels) exceeds limit ..."
-        pixels = "".join(c for c in str(exc).split(" pixels")[0].split("(")[-1] if c.isdigit())
-        size = f"{int(pixels)} pixels" if pixels else "too many pixels"
-    else:
-        if img.width * img.height <= limit:
-            return img
-        size = f"{img.width}x{img.height} pixels"
+        img = Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    if img.width * img.height > limit:
         img.close()
-    raise CnnkitError(f"{path}: image is {size}, above the limit of {limit} "
-                      f"(raise it with --max-image-pixels N or {PIXELS_ENV}=N)")
+        raise CnnkitError(f"{path}: image is {img.width}x{img.height} pixels, above the limit of {limit} "
+                          f"(raise it with --max-image-pixels N or {PIXELS_ENV}=N)")
+    return img
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

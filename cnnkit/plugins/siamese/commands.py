@@ -87,7 +87,7 @@ def verify_cmd(
     from cnnkit.plugins.siamese.gallery import Gallery
     from cnnkit.plugins.siamese.pipeline import Embedder, decide
 
-    with Gallery(gallery_path, create=False) as gallery:
+    with Gallery(gallery_path, create=False, readonly=True) as gallery:
         embedder = Embedder(_weights(weights, gallery), device)
         gallery.check(embedder.info)
         names, matrix = gallery.embeddings(claim)
