@@ -98,13 +98,8 @@ class Run:
         self.name, self.params, self.tags = name, params, tags
         self.callbacks = callbacks
         self.resume_id = resume_id
-        self.ended_id = ""  # the run id once the run has ended
         self.status = "RUNNING"
-
-    @property
-    def run_id(self) -> str:
-        """The MLflow run id ("" when not tracked)."""
-        return next((cb.tracker.run_id for cb in self.callbacks if isinstance(cb, MLflowCallback)), "") or self.ended_id
+        self.run_id = ""  # the MLflow run id, once started ("" when not tracked)
 
     def emit(self, event: str, *args: Any) -> None:
         for cb in self.callbacks:
@@ -112,6 +107,7 @@ class Run:
 
     def __enter__(self) -> "Run":
         self.emit("on_run_start")
+        self.run_id = next((cb.tracker.run_id for cb in self.callbacks if isinstance(cb, MLflowCallback)), "")
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -121,9 +117,7 @@ class Run:
             self.status = "KILLED"
         else:
             self.status = "FAILED"
-        run_id = self.run_id
         self.emit("on_run_end", self.status)
-        self.ended_id = run_id
 
     # the tracker's interface, as events
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:

@@ -22,9 +22,12 @@ def resolve(ref: Ref) -> Callable[..., Any]:
     if callable(ref):
         return ref
     module, _, attr = ref.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:  # a plugin's reference that does not resolve
+        raise CnnkitError(f"cannot load '{ref}' ({type(exc).__name__}: {exc})") from None
     return obj
 
 
