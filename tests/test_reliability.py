@@ -290,8 +290,7 @@ def test_checkpoint_errors_never_suggest_weights_only_false(cli, tmp_path):
         assert "weights_only" not in r.stderr and "should-never-run" not in r.stdout + r.stderr, line
 
 
-def test_models_lists_at_once_and_counts_on_request(cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def test_models_lists_at_once_and_counts_on_request(cli, monkeypatch):
     from cnnkit.core import summary
 
     built = []
