@@ -73,7 +73,7 @@ def test_missing_imagenet_weights_say_how_to_get_them(tmp_path, monkeypatch):
         VGGFeatures(["conv1_1"], "")
     assert "--weights" in str(err.value) and "vgg19-dcbb9e9d.pth" in str(err.value)
     cached = tmp_path / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
-    cached.parent.mkdir(parents=True)
+    cached.parent.mkdir(parents=True, exist_ok=True)  # the failed download made it
     source = VGGFeatures(["conv1_1"], "random", seed=1)
     torch.save({f"features.{k}": v for k, v in source.body.state_dict().items()}, cached)
     x = torch.rand(1, 3, 8, 8)

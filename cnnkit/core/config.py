@@ -39,7 +39,8 @@ class TrainConfig:
     out: str = "runs/train"
     save_period: int = 0  # also keep weights/epochN.pt every N epochs (0: only last/best)
     resume: str = ""
-    weights: str = ""
+    weights: str = ""  # a state dict file or a registered weights name (`cnnkit weights list`)
+    pretrained: bool = False  # start from the model's (or its backbone's) published weights
     experiment: str = "cnnkit"
     tracking_uri: str = ""
     track: bool = True

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from cnnkit import __version__
 from cnnkit.core import device as devices
+from cnnkit.core import weights
 from cnnkit.core.callbacks import Callback, Run, console, tracked_run
 from cnnkit.core.checkpoint import copy_checkpoint, load_checkpoint, load_weights_into, save_checkpoint
 from cnnkit.core.config import TrainConfig, validate_config
@@ -145,10 +146,14 @@ class Trainer:
     def setup_model(self) -> None:
         """Build the model (with ``--weights``), its loss, the optimizer, schedule and precision."""
         cfg, task = self.config, self.task
+        entry = self.published_weights()
         self.model = task.build_model().to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if cfg.weights and self.resume_ckpt is None:
+        if entry is not None:
+            loaded, source = weights.load_entry(task, self.model, entry)
+            console.print(f"weights: {loaded}/{len(self.model.state_dict())} tensors from {entry.name} ({source})")
+        elif cfg.weights and self.resume_ckpt is None:
             loaded = task.load_weights(self.model, cfg.weights)
             console.print(f"weights: {loaded}/{len(self.model.state_dict())} tensors from {cfg.weights}")
         if task.loss_spec is not None:  # a bad loss setting fails now, not after the data is built
@@ -158,6 +163,17 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, task.key_mode)
         self.precision = devices.Precision(self.device, cfg.amp)
+
+    def published_weights(self) -> Any:
+        """The registry's weights for ``--pretrained`` or ``--weights NAME`` (None: a file or
+        nothing); the architecture variant they need goes into the config's options first."""
+        cfg = self.config
+        if self.resume_ckpt is not None:
+            return None
+        if cfg.weights:
+            entry = weights.registered(cfg.weights)
+            return None if entry is None else weights.use_variant(entry, self.spec, cfg.options)
+        return weights.pretrained_entry(self.spec, cfg.options) if cfg.pretrained else None
 
     def resume(self) -> None:
         """Restore model, optimizer, schedule, scaler, epoch, best metric, history and RNG."""

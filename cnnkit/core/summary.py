@@ -53,8 +53,8 @@ def count_params(spec: ModelSpec, num_classes: int | None = None) -> int | None:
 def _cache_file() -> Path:
     from cnnkit import __version__
 
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "cnnkit" / f"param_counts-{__version__}.json"
+    root = os.environ.get("CNNKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnkit"
+    return Path(root) / f"param_counts-{__version__}.json"
 
 
 def param_counts(specs: list[ModelSpec], count: bool = False) -> dict[str, int | None]:

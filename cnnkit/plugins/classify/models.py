@@ -151,9 +151,10 @@ VGG_CONFIGS: dict[str, Sequence[int | str]] = {
 }
 
 
-def vgg(*, config: str, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
+def vgg(*, config: str, num_classes: int = 1000, dropout: float = 0.5, batch_norm: bool = False) -> nn.Module:
     """VGG configuration A, A-LRN, B, C, D or E (Table 1), on torchvision's ``VGG`` classifier
-    (fc 4096-4096-classes with dropout 0.5). The LRN of A-LRN is AlexNet's (k=2, n=5, ...)."""
+    (fc 4096-4096-classes with dropout 0.5). The LRN of A-LRN is AlexNet's (k=2, n=5, ...).
+    ``batch_norm`` (not in the paper): BN after each conv, as torchvision's ``vgg*_bn``."""
     layers: list[nn.Module] = []
     channels = 3
     for item in VGG_CONFIGS[config]:
@@ -163,7 +164,8 @@ def vgg(*, config: str, num_classes: int = 1000, dropout: float = 0.5) -> nn.Mod
             layers.append(paper_lrn())
         else:
             size, out = (1, int(item[4:])) if isinstance(item, str) else (3, item)
-            layers += [nn.Conv2d(channels, out, size, padding=size // 2), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(channels, out, size, padding=size // 2),
+                       *([nn.BatchNorm2d(out)] if batch_norm else []), nn.ReLU(inplace=True)]
             channels = out
     model = torchvision.models.VGG(nn.Sequential(*layers), num_classes=max(num_classes, 1), init_weights=True,
                                    dropout=dropout)

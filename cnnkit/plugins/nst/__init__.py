@@ -1,7 +1,7 @@
 """Neural style transfer: Gatys et al. (`cnnkit stylize`) and Johnson et al.'s fast stylizer
 (`cnnkit train fast-style`). Hook implementations only, nothing heavy."""
 
-from cnnkit.api import DatasetSpec, LossSpec, ModelSpec, hookimpl
+from cnnkit.api import DatasetSpec, LossSpec, ModelSpec, WeightsSpec, hookimpl
 from cnnkit.plugins.nst.data import is_photo_folder
 
 PERCEPTUAL_OPTIONS = {"style": "", "style_size": 0, "content_weight": 1.0, "style_weight": 1e6, "tv_weight": 0.0,
@@ -18,6 +18,15 @@ def register_models(register):
         min_img_size=32, num_classes=3, default_data="synthetic:textures?n=64&size=128",
         defaults={"epochs": 2, "batch_size": 4, "img_size": 128, "optimizer": "adam", "lr": 1e-3,
                   "weight_decay": 0.0, "scheduler": "none"}))
+
+
+@hookimpl
+def register_weights(register):
+    # the frozen feature extractor of `cnnkit stylize` and the perceptual loss (torchvision's file)
+    register(WeightsSpec(name="vgg19-nst", file="vgg19-dcbb9e9d.pth", url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+                         hash_prefix="dcbb9e9d", size=548_051_000, license="BSD-3-Clause (torchvision); ImageNet-1k terms apply",
+                         variant="torchvision VGG-19 (configuration E), ImageNet; its features feed the style losses",
+                         description="VGG-19 features for style transfer"))
 
 
 @hookimpl

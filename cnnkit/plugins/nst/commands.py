@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         scales: Optional[str] = typer.Option(None, "--scales", help="Coarse-to-fine long sides, e.g. 256,512."),
         save_every: int = typer.Option(0, "--save-every", min=0, help="Save an intermediate image every N steps."),
         weights: Optional[str] = typer.Option(None, "--weights", help="VGG-19 state dict, or 'random' "
-                                              "(default: torchvision's cached ImageNet file)."),
+                                              "(default: the ImageNet VGG-19, downloaded on first use)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
         amp: bool = typer.Option(False, "--amp", help="Mixed-precision VGG forward/backward."),
         seed: int = typer.Option(0, "--seed"),

@@ -6,8 +6,6 @@ block 4). Only the layers up to the deepest one asked for are kept.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -38,26 +36,22 @@ def check_layers(names: list[str]) -> None:
         raise CnnkitError(f"unknown VGG-19 layer(s) {', '.join(bad)} (use conv1_1 ... conv5_4)")
 
 
-def torchvision_cache_file() -> Path:
-    """Where torchvision keeps the ImageNet VGG-19 weights once downloaded."""
-    from torchvision.models import VGG19_Weights
-
-    url = VGG19_Weights.IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+IMAGENET = "vgg19-nst"  # the registered weights (cnnkit weights list)
 
 
 def resolve_weights(weights: str) -> str:
-    """``PATH``, ``random``, or "" (torchvision's cached ImageNet file); never downloads."""
+    """``PATH``, ``random``, or "" (the ImageNet VGG-19: from torch's cache, downloaded on first use)."""
     if weights:
         return weights
-    cached = torchvision_cache_file()
-    if cached.is_file():
-        return str(cached)
-    raise CnnkitError(
-        f"no VGG-19 weights: pass --weights PATH (a VGG-19 state dict), or put torchvision's "
-        f"ImageNet file at {cached} (python -c \"import torchvision; "
-        f"torchvision.models.vgg19(weights='IMAGENET1K_V1')\" on a machine with internet), "
-        f"or use --weights random for untrained features")
+    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.registry import weights as published
+    from cnnkit.core.weights import fetch
+
+    load_plugins()
+    try:
+        return str(fetch(published.get(IMAGENET)))
+    except CnnkitError as exc:
+        raise CnnkitError(f"{exc}; or pass --weights PATH (a VGG-19 state dict) or --weights random") from None
 
 
 class VGGFeatures(nn.Module):

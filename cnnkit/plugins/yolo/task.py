@@ -4,6 +4,7 @@ training, the family's loss, and decoding + class-wise NMS for evaluation and ``
 from __future__ import annotations
 
 import math
+import re
 import random
 from typing import Any
 
@@ -77,7 +78,7 @@ class YoloTask(DetectionTask):
         """``--weights`` also takes a Darknet .weights file (for this network with its reference
         number of classes): read into that twin, then every tensor that fits is copied, so a
         COCO-trained head is skipped when fine-tuning on other classes."""
-        if not str(path).endswith(".weights"):
+        if not re.search(r"\.weights$|\.conv\.\d+$", str(path)):  # yolov3.weights, darknet53.conv.74
             return super().load_weights(model, path)
         from cnnkit.core.checkpoint import load_weights_into
         from cnnkit.plugins.yolo.darknet import load_darknet_weights
