@@ -179,7 +179,7 @@ def test_processes_starting_together_on_a_new_store_lose_no_run(tmp_path, trial)
     ("epochs: 0\n", ("epochs: 0", "config file cfg.yaml", "at least 1")),
     ("batch_size: 0\n", ("batch_size: 0", "config file cfg.yaml")),
     ("img_size: 7\n", ("img_size: 7", "at least 8")),
-    ("lr: -1\n", ("lr: -1", "positive")),
+    ("lr: -1\n", ("lr: -1", "0 or more")),
     ("epochs: ten\n", ("epochs: 'ten'", "not an int")),
 ])
 def test_config_file_values_are_validated_naming_key_and_layer(cli, tmp_path, yaml_text, needles):

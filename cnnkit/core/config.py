@@ -80,7 +80,7 @@ LIMITS: dict[str, tuple[Any, str]] = {
     "epochs": (lambda v: v >= 1, "at least 1"),
     "batch_size": (lambda v: v >= 1, "at least 1"),
     "img_size": (lambda v: v >= 8, "at least 8"),
-    "lr": (lambda v: v > 0 and math.isfinite(v), "a positive number"),
+    "lr": (lambda v: v >= 0 and math.isfinite(v), "a finite number, 0 or more"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "weight_decay": (lambda v: v >= 0, "0 or more"),
     "step_size": (lambda v: v >= 0, "0 or more"),
