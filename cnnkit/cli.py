@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cnnkit import __version__
 from cnnkit.core import plugins
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError, Interrupted
 from cnnkit.weights_cli import app as weights_app
 
 app = typer.Typer(name="cnnkit", help="The classic CNN playbook: train, run and track every family.",
@@ -32,8 +32,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+                                       help="Print the version and exit."),
+          max_image_pixels: Optional[int] = typer.Option(
+              None, "--max-image-pixels", min=1, envvar="CNNKIT_MAX_IMAGE_PIXELS",
+              help="Refuse images that decode to more pixels (default 89478485).")) -> None:
     """cnnkit: one command line for the classic convolutional networks."""
+    if max_image_pixels is not None:
+        os.environ["CNNKIT_MAX_IMAGE_PIXELS"] = str(max_image_pixels)
 
 
 def print_json(value: Any) -> None:
@@ -56,20 +61,20 @@ def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
 
 @app.command("models")
 def models_cmd(task: Optional[str] = typer.Option(None, "--task", help="Only this task (classify, detect, ...)."),
+               count: bool = typer.Option(False, "--count", help="Count the parameters of models not counted "
+                                          "yet (builds them; counts are cached per cnnkit version)."),
                as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """List the registered models with their parameter counts (ours and the paper's)."""
+    """List the registered models with the paper's parameter counts and ours (once counted)."""
     from cnnkit.core.registry import models
-    from cnnkit.core.summary import count_params
+    from cnnkit.core.summary import param_counts
 
-    rows = []
-    for name, spec in models.items():
-        if task and spec.task != task:
-            continue
-        rows.append({"name": name, "task": spec.task, "plugin": spec.plugin, "params": count_params(spec),
-                     "paper_params": spec.paper_params, "aliases": list(spec.aliases),
-                     "description": spec.description})
-    if task and not rows:
+    specs = [spec for _, spec in models.items() if not task or spec.task == task]
+    if task and not specs:
         raise CnnkitError(f"no models for task '{task}' (tasks: {', '.join(sorted({s.task for _, s in models.items()}))})")
+    counts = param_counts(specs, count)
+    rows = [{"name": spec.name, "task": spec.task, "plugin": spec.plugin,
+             "params": counts[spec.name], "paper_params": spec.paper_params,
+             "aliases": list(spec.aliases), "description": spec.description} for spec in specs]
     if as_json:
         print_json(rows)
         return
@@ -78,6 +83,8 @@ def models_cmd(task: Optional[str] = typer.Option(None, "--task", help="Only thi
         table.add_row(r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else ""), r["task"],
                       _millions(r["params"]), _millions(r["paper_params"]), r["plugin"], r["description"])
     console.print(table)
+    if any(r["params"] is None for r in rows) and not count:
+        console.print("params '-': not counted; `cnnkit models --count` counts the missing ones once (cached)")
 
 
 def _millions(n: int | None) -> str:
@@ -169,9 +176,8 @@ def train_cmd(
     extra = parse_extra(ctx.args)
     if extra:
         flags["options"] = extra
-    layers = {**spec.defaults, **resume_values}
     flags["out"] = out or resume_values.get("out") or _out_dir(None, spec.name)
-    cfg = resolve_config(spec.name, layers, file_values, flags)
+    cfg = resolve_config(spec.name, spec.defaults, file_values, flags, resume_values, str(config or ""))
 
     from cnnkit.core.engine import fit
 
@@ -223,7 +229,10 @@ def detect_cmd(
     from cnnkit.core.detect import draw_detections
     from cnnkit.core.device import resolve_device
     from cnnkit.core.engine import load_for_eval
+    from cnnkit.core.paths import writable_dir
 
+    if not no_save:
+        writable_dir(save_dir, "--save-dir")
     paths = image_paths(sources)
     if not paths:
         raise CnnkitError("no images found in " + ", ".join(sources))
@@ -318,8 +327,8 @@ def main(args: list[str] | None = None) -> None:
             _mounted.append(True)
         app(args=args, prog_name="cnnkit")
     except CnnkitError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
+        print(f"{'stopped' if isinstance(exc, Interrupted) else 'error'}: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -21,8 +24,9 @@ from cnnkit.core import device as devices
 from cnnkit.core import weights
 from cnnkit.core.callbacks import Callback, Run, console, tracked_run
 from cnnkit.core.checkpoint import copy_checkpoint, load_checkpoint, load_weights_into, save_checkpoint
-from cnnkit.core.config import TrainConfig
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.config import TrainConfig, validate_config
+from cnnkit.core.errors import CnnkitError, Interrupted
+from cnnkit.core.paths import writable_dir
 from cnnkit.core.plots import line_plot
 from cnnkit.core.registry import ModelSpec, models, resolve, tasks
 from cnnkit.core.task import Task, to_device
@@ -146,12 +150,17 @@ class Trainer:
     sync_every = 20  # training steps between read-backs of the loss (progress, non-finite check)
 
     def __init__(self, config: TrainConfig, callbacks: list[Callback] | None = None) -> None:
-        self.config = config
+        self.config = validate_config(config)
         self.spec = models.get(config.model)
         self.resume_ckpt = load_checkpoint(config.resume) if config.resume else None
         if self.resume_ckpt is not None and self.resume_ckpt["model"] != self.spec.name:
             raise CnnkitError(f"{config.resume}: checkpoint was made by model '{self.resume_ckpt['model']}', "
                               f"not '{self.spec.name}'")
+        if self.resume_ckpt is not None and int(self.resume_ckpt["epoch"]) + 1 >= config.epochs:
+            done = int(self.resume_ckpt["epoch"]) + 1
+            raise CnnkitError(f"{config.resume}: already trained {done} of {config.epochs} epoch(s); "
+                              f"pass --epochs N with N > {done} to train on")
+        writable_dir(config.out, "--out")
         self.task = make_task(self.spec, config,
                               classes=self.resume_ckpt.get("classes") if self.resume_ckpt else None,
                               state=self.resume_ckpt.get("task_state") if self.resume_ckpt else None)
@@ -165,6 +174,8 @@ class Trainer:
         self.last_path, self.best_path = self.out / "weights" / "last.pt", self.out / "weights" / "best.pt"
         self.extra_callbacks = list(callbacks or [])
         self.start_epoch, self.best, self.history = 0, None, []
+        self.stop_signal: int | None = None
+        self.run: Run | None = None
 
     # ---------------------------------------------------------------- set-up steps
     def build_datasets(self) -> None:
@@ -252,14 +263,16 @@ class Trainer:
     def fit(self) -> FitResult:
         cfg, task = self.config, self.task
         devices.seed_everything(cfg.seed + self.dist.rank)
+        if self.dist.is_main:
+            remove_orphans(self.last_path.parent)
         self.build_datasets()
         self.setup_model()
         self.resume()
         self.build_loaders()
-        run = self.new_run()
+        run = self.run = self.new_run()
         metrics: dict[str, float] = {}
         try:
-            with run:
+            with self.stop_on_signal(), run:
                 for epoch in range(self.start_epoch, cfg.epochs):
                     train_stats = self.train_epoch(run, epoch)
                     metrics = self.validate()
@@ -286,7 +299,8 @@ class Trainer:
                            "cnnkit.task": self.spec.task, "cnnkit.key_metric": f"val_{task.key_metric}",
                            "cnnkit.data": task.data_spec},
                           track=cfg.track and self.dist.is_main, uri=cfg.tracking_uri, experiment=cfg.experiment,
-                          progress=self.dist.is_main)
+                          progress=self.dist.is_main,
+                          resume_id=str(self.resume_ckpt.get("mlflow_run_id", "")) if self.resume_ckpt else "")
         run.callbacks += self.extra_callbacks
         return run
 
@@ -324,6 +338,8 @@ class Trainer:
                 means = sums.read(seen, epoch)
                 run.emit("on_step", {"loss": means["loss"],
                                      "img/s": seen / max(time.perf_counter() - start, 1e-9)}, step + 1)
+            if self.stop_signal is not None:
+                self.stop(epoch, step + 1)
         return {f"train_{k}": v for k, v in means.items()} | \
             {"train_img_per_s": seen / max(time.perf_counter() - start, 1e-9)}
 
@@ -357,6 +373,35 @@ class Trainer:
         period = self.config.save_period
         if period and (epoch + 1) % period == 0 and not force_best:
             copy_checkpoint(self.last_path, self.last_path.parent / f"epoch{epoch + 1}.pt")
+
+    @contextmanager
+    def stop_on_signal(self) -> Iterator[None]:
+        """While the loop runs, SIGTERM (what schedulers send) asks for a stop at the next step
+        boundary (:meth:`stop`) instead of killing the process mid-write."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def ask(signum: int, frame: Any) -> None:
+            self.stop_signal = signum
+
+        previous = signal.signal(signal.SIGTERM, ask)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def stop(self, epoch: int, steps: int) -> None:
+        """Save ``last.pt`` now (its epoch is the last complete one, so ``--resume`` repeats this
+        epoch from the weights reached so far) and end the run as KILLED."""
+        name = signal.Signals(self.stop_signal or signal.SIGTERM).name
+        if self.dist.is_main:
+            last = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k.startswith("val_")}
+            payload = self.payload(epoch - 1, last)
+            payload["interrupted"] = {"epoch": epoch, "step": steps, "signal": name}
+            save_checkpoint(self.last_path, payload)
+        raise Interrupted(f"{name} at epoch {epoch + 1} step {steps}: saved {self.last_path}; continue with "
+                          f"`cnnkit train {self.spec.name} --resume {self.last_path}`", self.stop_signal or 15)
 
     def finish(self, run: Run) -> dict[str, float] | None:
         """The task's after-training step (R-CNN's SVMs, ...): re-validated and saved when it changed anything."""
@@ -399,7 +444,18 @@ class Trainer:
             "metrics": metrics,
             "rng": _rng_state(),
             "history": self.history,
+            "mlflow_run_id": self.run.run_id if self.run is not None else "",
         }
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete the temp files (``.last.pt.*.tmp``, ...) that a killed save left in ``folder``."""
+    orphans = sorted(folder.glob(".*.pt.*.tmp")) if folder.is_dir() else []
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    if orphans:
+        console.print(f"removed {len(orphans)} unfinished checkpoint file(s) left in {folder} by a killed run")
+    return orphans
 
 
 def loss_curve(history: list[dict[str, float]]) -> Any:

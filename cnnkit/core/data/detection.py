@@ -16,7 +16,7 @@ from typing import Iterable, Protocol
 import numpy as np
 import yaml
 
-from cnnkit.core.data.images import is_image, list_images, read_image, write_image
+from cnnkit.core.data.images import image_size, is_image, list_images, read_image, write_image
 from cnnkit.core.errors import CnnkitError
 
 
@@ -101,10 +101,7 @@ def yolo_dataset(source: str | Path, split: str = "train") -> _FileDetections:
     items = []
     for image_path in list_images(image_dir):
         label_path = _yolo_label_path(image_path)
-        from PIL import Image  # size only, cheap
-
-        with Image.open(image_path) as im:
-            w, h = im.size
+        w, h = image_size(image_path)
         boxes, labels = [], []
         if label_path.exists():
             for n, line in enumerate(label_path.read_text().splitlines(), 1):

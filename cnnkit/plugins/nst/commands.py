@@ -68,7 +68,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the final losses and output path as JSON."),
     ) -> None:
         """Stylize CONTENT like STYLE (Gatys et al.), or with a trained fast stylizer (--model)."""
-        out = out or Path(f"{content.stem}_stylized.png")
+        from cnnkit.core.paths import writable_dir, writable_file
+
+        out = writable_file(out or Path(f"{content.stem}_stylized.png"), "-o")
+        if save_every:
+            writable_dir(out.with_name(f"{out.stem}_steps"), "-o steps folder")
         if model is not None:
             if styles:
                 raise CnnkitError("--model stylizes with the style it was trained on: give no STYLE images")

@@ -93,7 +93,7 @@ def verify_cmd(
     from cnnkit.plugins.siamese.pipeline import Decision, Embedder, decide
 
     paths = _images(images)
-    with Gallery(gallery_path, create=False) as gallery:
+    with Gallery(gallery_path, create=False, readonly=True) as gallery:
         embedder = Embedder(_weights(weights, gallery), device)
         gallery.check(embedder.info)
         names, matrix = gallery.embeddings(claim)
@@ -143,7 +143,7 @@ def gallery_list(
 
     from cnnkit.plugins.siamese.gallery import Gallery
 
-    with Gallery(gallery_path, create=False) as gallery:
+    with Gallery(gallery_path, create=False, readonly=True) as gallery:
         people, model = gallery.people(), gallery.model
     if as_json:
         print(json.dumps({"model": vars(model) if model else None, "people": people}, indent=2))
@@ -181,16 +181,19 @@ def gallery_export(
     import numpy as np
 
     from cnnkit.core.atomic import atomic_path
+    from cnnkit.core.paths import writable_file
     from cnnkit.plugins.siamese.gallery import Gallery
 
-    with Gallery(gallery_path, create=False) as gallery:
+    if out is not None:
+        if out.suffix not in (".json", ".npz"):
+            raise CnnkitError(f"{out}: export to a .json or .npz file")
+        writable_file(out, "--out")
+    with Gallery(gallery_path, create=False, readonly=True) as gallery:
         data = gallery.export()
         names, matrix = gallery.embeddings()
     if out is None:
         print(json.dumps(data, indent=2))
         return
-    if out.suffix not in (".json", ".npz"):
-        raise CnnkitError(f"{out}: export to a .json or .npz file")
     with atomic_path(out) as tmp:
         if out.suffix == ".npz":
             with open(tmp, "wb") as fh:
