@@ -16,7 +16,7 @@ from typing import Iterable, Protocol
 import numpy as np
 import yaml
 
-from cnnkit.core.data.images import is_image, list_images, read_image, write_image
+from cnnkit.core.data.images import image_size, is_image, list_images, read_image, write_image
 from cnnkit.core.errors import CnnkitError
 
 
@@ -101,10 +101,7 @@ def yolo_dataset(source: str | Path, split: str = "train") -> _FileDetections:
     items = []
     for image_path in list_images(image_dir):
         label_path = _yolo_label_path(image_path)
-        from PIL import Image  # size only, cheap
-
-        with Image.open(image_path) as im:
-            w, h = im.size
+        w, h = image_size(image_path)
         boxes, labels = [], []
         if label_path.exists():
             for n, line in enumerate(label_path.read_text().splitlines(), 1):
@@ -234,13 +231,13 @@ def _export_items(dataset: DetectionDataset) -> Iterable[tuple[str, DetectionSam
         yield f"{i:06d}", dataset[i]
 
 
-def write_yolo(splits: dict[str, DetectionDataset], out: str | Path) -> Path:
-    """Write ``{split: dataset}`` as a YOLO layout; returns the data.yaml path."""
+def write_yolo(splits: dict[str, DetectionDataset], out: str | Path, ext: str = "png") -> Path:
+    """Write ``{split: dataset}`` as a YOLO layout (images as ``ext`` files); returns the data.yaml path."""
     out = Path(out)
     classes = next(iter(splits.values())).classes
     for split, dataset in splits.items():
         for stem, s in _export_items(dataset):
-            write_image(out / "images" / split / f"{stem}.png", s.image)
+            write_image(out / "images" / split / f"{stem}.{ext}", s.image)
             h, w = s.image.shape[:2]
             lines = [f"{int(c)} {(b[0] + b[2]) / 2 / w:.6f} {(b[1] + b[3]) / 2 / h:.6f} "
                      f"{(b[2] - b[0]) / w:.6f} {(b[3] - b[1]) / h:.6f}" for b, c in zip(s.boxes, s.labels)]

@@ -144,29 +144,9 @@ def faster_rcnn(*, num_classes: int = 20, **kwargs: Any) -> FasterRCNN:
 
 def torchvision_faster_rcnn(*, arch: str, num_classes: int = 91, img_size: int = 800, **kwargs: Any) -> nn.Module:
     """torchvision's ``arch`` with ``num_classes`` + background outputs, random init (weights come
-    only from ``--weights`` or, with ``pretrained=True``, the local torch cache), resizing inputs
+    only from ``--weights`` or ``--pretrained``, torchvision's COCO files in the weights registry), resizing inputs
     to ``img_size``."""
     import torchvision
 
     return torchvision.models.get_model(arch, weights=None, weights_backbone=None, num_classes=num_classes + 1,
                                         min_size=img_size, max_size=img_size, **kwargs)
-
-
-def load_cached_weights(model: nn.Module, arch: str) -> None:
-    """Load torchvision's COCO weights for ``arch`` from the local torch hub cache (never a
-    download); the class predictor is kept as built when the number of classes differs."""
-    from pathlib import Path
-
-    import torchvision
-
-    from cnnkit.core.checkpoint import load_state_dict, load_weights_into
-    from cnnkit.core.errors import CnnkitError
-
-    url = torchvision.models.get_model_weights(arch).DEFAULT.url
-    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-    if not path.is_file():
-        raise CnnkitError(f"--pretrained: {path} is not in the local torch cache (cnnkit never downloads; "
-                          f"pass --weights FILE instead)")
-    own = model.state_dict()
-    state = {k: v for k, v in load_state_dict(path).items() if k in own and own[k].shape == v.shape}
-    load_weights_into(model, state, arch, path, strict=False)

@@ -442,18 +442,12 @@ class TorchvisionTask(DetectionTask):
 
     default_data = "synthetic:shapes?n=256&size=64"
     eval_iou = 0.5
-    options = {"pretrained": False}
     keys = {"loss_objectness": "rpn_obj", "loss_rpn_box_reg": "rpn_box", "loss_classifier": "cls",
             "loss_box_reg": "box"}
 
     def build_model(self) -> nn.Module:
-        from cnnkit.plugins.rcnn.models import load_cached_weights
-
-        model = self.spec.create(num_classes=len(self.classes or []) or self.spec.num_classes,
-                                 img_size=self.config.img_size)
-        if self.option("pretrained"):
-            load_cached_weights(model, self.spec.build_kwargs["arch"])
-        return model
+        return self.spec.create(num_classes=len(self.classes or []) or self.spec.num_classes,
+                                img_size=self.config.img_size)
 
     def loss(self, model: nn.Module, batch: Any, step: int) -> dict[str, torch.Tensor]:
         images, targets = batch
