@@ -95,11 +95,7 @@ class Run:
         self.name, self.params, self.tags = name, params, tags
         self.callbacks = callbacks
         self.status = "RUNNING"
-
-    @property
-    def run_id(self) -> str:
-        """The MLflow run id ("" when not tracked)."""
-        return next((cb.tracker.run_id for cb in self.callbacks if isinstance(cb, MLflowCallback)), "")
+        self.run_id = ""  # the MLflow run id, once started ("" when not tracked)
 
     def emit(self, event: str, *args: Any) -> None:
         for cb in self.callbacks:
@@ -107,6 +103,7 @@ class Run:
 
     def __enter__(self) -> "Run":
         self.emit("on_run_start")
+        self.run_id = next((cb.tracker.run_id for cb in self.callbacks if isinstance(cb, MLflowCallback)), "")
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:

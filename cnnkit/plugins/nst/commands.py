@@ -160,13 +160,12 @@ def _gatys(content: Path, styles: list[Path], out: Path, config: Any, weights: s
         if result.history:
             run.log_figure(_curves(result.history), "loss_curves.png")
         run.log_metrics({f"final_{k}": v for k, v in result.losses.items()}, total)
-        run_id = run.run_id
     first = result.history[0] if result.history else {}
     return {"output": str(out), "losses": result.losses,
             "initial_losses": {k: v for k, v in first.items() if k != "step"},
             "style_image_content_loss": result.style_image_content_loss,
             "steps": len(result.history), "seconds": time.perf_counter() - start,
-            "size": list(result.image.shape[:2]), "mlflow_run": run_id or None}
+            "size": list(result.image.shape[:2]), "mlflow_run": run.run_id or None}
 
 
 def _curves(history: list[dict[str, float]]) -> Any:
