@@ -48,12 +48,14 @@ def ridge(x: torch.Tensor, t: torch.Tensor, lam: float) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([fit.coef_.T, fit.intercept_[None]])).float()
 
 
+Features = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
 @torch.no_grad()
-def fit_classifiers(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any, list[torch.Tensor]]],
-                    svm_lambda: float, ridge_lambda: float) -> None:
-    """Fill ``model``'s SVM and regressor buffers from ``(images, targets, proposals)`` batches:
-    SVMs take ground-truth boxes as positives and proposals with IoU < 0.3 as negatives; the
-    regressors learn from proposals with IoU >= 0.6 (the paper's thresholds)."""
+def collect(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any, list[torch.Tensor]]]) -> Features:
+    """From ``(images, targets, proposals)`` batches (ground-truth boxes join the candidates):
+    fc features, each candidate's best IoU with each class's boxes, its ground-truth class (1..K;
+    0 for a proposal) and, for candidates with IoU >= 0.6, pooled features, box targets and class."""
     k = model.num_classes
     fcs, ious, gt_rows, reg_x, reg_t, reg_c = [], [], [], [], [], []
     for images, targets, found in batches:
@@ -65,7 +67,7 @@ def fit_classifiers(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any,
             gt, gl = t["boxes"].to(device), t["labels"].to(device)
             p, f = pooled[start:start + len(c)], fc[start:start + len(c)]
             start += len(c)
-            iou = torch.zeros(len(c), k, device=device)  # each candidate's best IoU with each class's boxes
+            iou = torch.zeros(len(c), k, device=device)
             if len(gt):
                 overlaps = box_iou(c, gt)
                 for j in gl.unique().tolist():
@@ -80,18 +82,25 @@ def fit_classifiers(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any,
             fcs.append(f.float().cpu())
             ious.append(iou.cpu())
             gt_rows.append(is_gt.cpu())
-    fc_all, iou_all, gt_cls = torch.cat(fcs), torch.cat(ious), torch.cat(gt_rows)
-    weight, bias = torch.zeros(k, fc_all.shape[1]), torch.zeros(k)
-    for j in range(k):
-        pos = fc_all[gt_cls == j + 1]
-        neg = fc_all[(gt_cls == 0) & (iou_all[:, j] < 0.3)]
+    empty = torch.zeros(0)
+    return (torch.cat(fcs), torch.cat(ious), torch.cat(gt_rows), torch.cat(reg_x) if reg_x else empty,
+            torch.cat(reg_t) if reg_t else empty, torch.cat(reg_c) if reg_c else empty.long())
+
+
+@torch.no_grad()
+def fit_classifiers(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any, list[torch.Tensor]]],
+                    svm_lambda: float, ridge_lambda: float) -> None:
+    """Fill ``model``'s SVM and regressor buffers: SVMs take ground-truth boxes as positives and
+    proposals with IoU < 0.3 as negatives; regressors learn from IoU >= 0.6 (the paper's)."""
+    fc, iou, gt_cls, reg_x, reg_t, reg_c = collect(model, batches)
+    weight, bias = torch.zeros(model.num_classes, fc.shape[1]), torch.zeros(model.num_classes)
+    for j in range(model.num_classes):
+        pos, neg = fc[gt_cls == j + 1], fc[(gt_cls == 0) & (iou[:, j] < 0.3)]
         if len(pos) and len(neg):
             weight[j], bias[j] = train_svm(pos, neg, svm_lambda)
     reg = torch.zeros_like(model.reg_weight).cpu()
-    if reg_x:
-        x, t, cls = torch.cat(reg_x), torch.cat(reg_t), torch.cat(reg_c)
-        for j in cls.unique().tolist():
-            reg[j] = ridge(x[cls == j], t[cls == j], ridge_lambda)
+    for j in reg_c.unique().tolist():
+        reg[j] = ridge(reg_x[reg_c == j], reg_t[reg_c == j], ridge_lambda)
     model.svm_weight.copy_(weight)
     model.svm_bias.copy_(bias)
     model.reg_weight.copy_(reg)
