@@ -215,3 +215,21 @@ def test_bad_options_are_clear_errors(cli):
     assert r.code == 2 and "--backbone" in r.stderr
     r = cli("train", "rcnn", "--anchors", "3", "--no-track")
     assert r.code == 2 and "unknown option" in r.stderr
+
+
+def test_four_step_schedule_gives_each_step_its_own_cosine():
+    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.engine import make_task
+    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.registry import models
+
+    load_plugins()
+    task = make_task(models.get("faster-rcnn"), TrainConfig(model="faster-rcnn", epochs=8,
+                                                             options={"schedule": "4step"}))
+    task._steps_per_epoch = 10  # 8 epochs: two a step, 20 batches a step
+    assert task.config.scheduler == "none"  # the steps' schedules replace the run-wide one
+    starts = [task.phase(s) for s in (0, 20, 40, 60)]
+    assert starts == [(1, 1.0), (2, 1.0), (3, 1.0), (4, 1.0)]  # each step starts at --lr
+    assert task.phase(10) == (1, pytest.approx(0.5)) and task.phase(79)[1] < 0.01  # and anneals to ~0
+    joint = make_task(models.get("faster-rcnn"), TrainConfig(model="faster-rcnn", epochs=8))
+    assert joint.phase(50) == (0, 1.0) and joint.config.scheduler == "cosine"
