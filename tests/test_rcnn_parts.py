@@ -158,8 +158,8 @@ def test_network_shapes(size):
     assert rcnn.reg_weight.shape == (3, pooled.shape[1] + 1, 4) and rcnn.svm_weight.shape == (3, fc.shape[1])
     assert {"svm_weight", "svm_bias", "reg_weight", "svm_ready"} <= set(rcnn.state_dict())
     model = FasterRCNN(3).eval()
-    features, found = model(images)
-    obj, box = model.rpn.scores(features)
+    features, obj, box = model(images)
+    _, found = model.propose(images)
     k = 9 * (size // 4) ** 2
     assert obj.shape == (2, k, 2) and box.shape == (2, k, 4) and features.shape[-1] == size // 4
     assert len(found) == 2 and all(len(p) <= 300 for p in found)  # the test-time top 300

@@ -142,7 +142,13 @@ class FasterRCNN(nn.Module):
         self.rpn = RPN(channels, rpn_channels, tuple(anchor_sizes), tuple(aspect_ratios), self.stride, **(rpn or {}))
         self.head = RoIHead(channels, num_classes, self.stride, pool, fc, rois_per_image, fg_fraction, 0.0)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The network pass: feature map, RPN objectness logits (B, A, 2) and deltas (B, A, 4)."""
+        features = self.trunk(images)
+        return features, *self.rpn.scores(features)
+
+    @torch.no_grad()
+    def propose(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Feature map and the RPN's proposals of each image."""
         features = self.trunk(images)
         return features, self.rpn(features, images.shape[-1])[0]

@@ -251,9 +251,9 @@ class FasterRCNNTask(RegionTask):
         return {"loss": total, **out}
 
     def proposals(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-        return model(images)[1]
+        return model.propose(images)[1]
 
     @torch.no_grad()
     def predict_batch(self, model: nn.Module, images: torch.Tensor, conf: float, iou: float) -> list[Prediction]:
-        features, found = model(images)
+        features, found = model.propose(images)
         return model.head.detect(features, found, images.shape[-1], conf, iou)
