@@ -15,10 +15,12 @@ from rich.table import Table
 from cnnkit import __version__
 from cnnkit.core import plugins
 from cnnkit.core.errors import CnnkitError
+from cnnkit.weights_cli import app as weights_app
 
 app = typer.Typer(name="cnnkit", help="The classic CNN playbook: train, run and track every family.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 console = Console()
+app.add_typer(weights_app, name="weights")
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
@@ -131,14 +133,17 @@ def train_cmd(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="cosine, step, plateau or none."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (bf16, or fp16 with a GradScaler)."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (bf16, or fp16 with a GradScaler; default: bf16 on CUDA that has it)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                 help="Channels-last memory format (default: on for CUDA)."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Run the model under torch.compile."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader processes (default: from the CPU count)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     out: Optional[str] = typer.Option(None, "--out", help="Run folder (default runs/MODEL[-N])."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue from this checkpoint."),
     save_period: Optional[int] = typer.Option(None, "--save-period", min=0, help="Also keep weights/epochN.pt every N epochs."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Start from these weights (a state dict file)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Start from these weights (a state dict file or a name from `cnnkit weights list`)."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from the published weights (downloaded on first use)."),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
@@ -158,7 +163,8 @@ def train_cmd(
         resume_values.pop("resume", None)
     flags = dict(data=data, epochs=epochs, batch_size=batch_size, img_size=img_size, lr=lr, optimizer=optimizer,
                  scheduler=scheduler, weight_decay=weight_decay, device=device, amp=amp,
-                 channels_last=channels_last, workers=workers, seed=seed, resume=resume, save_period=save_period, weights=weights,
+                 channels_last=channels_last, compile=compile_model, workers=workers, seed=seed, resume=resume,
+                 save_period=save_period, weights=weights, pretrained=pretrained,
                  experiment=experiment, tracking_uri=tracking_uri, track=False if no_track else None)
     extra = parse_extra(ctx.args)
     if extra:
@@ -208,11 +214,12 @@ def detect_cmd(
     save_dir: Path = typer.Option(Path("runs/detect"), "--save-dir", help="Where annotated images go."),
     no_save: bool = typer.Option(False, "--no-save", help="Do not write annotated images."),
     device: str = typer.Option("auto", "--device"),
+    batch_size: int = typer.Option(0, "--batch-size", min=0, help="Images a batch (0: the training batch size, at most 64)."),
     as_json: bool = typer.Option(False, "--json", help="Print detections as JSON."),
 ) -> None:
     """Detect objects in images with a trained detector; boxes are in original image pixels."""
     from cnnkit.core.data.detection import image_paths
-    from cnnkit.core.data.images import read_image, write_image
+    from cnnkit.core.data.images import ImageFiles, write_image
     from cnnkit.core.detect import draw_detections
     from cnnkit.core.device import resolve_device
     from cnnkit.core.engine import load_for_eval
@@ -223,14 +230,19 @@ def detect_cmd(
     task, model, _ = load_for_eval(checkpoint)
     dev = resolve_device(device)
     model.to(dev)
+    task.config.device = str(dev)
+    batch = max(1, min(batch_size or task.config.batch_size, 64))
     results = []
-    for path in paths:
-        image = read_image(path)
-        dets = task.predict(model, [image], dev, conf=conf, iou=iou,
-                            img_size=img_size or task.config.img_size)[0]
-        results.append({"image": str(path), "detections": dets})
-        if not no_save:
-            write_image(save_dir / (path.stem + ".jpg"), draw_detections(image, dets))
+    for images in task.loader(ImageFiles(paths), train=False, batch_size=batch, collate_fn=list):
+        bad = next((x for x in images if isinstance(x, str)), None)
+        if bad is not None:
+            raise CnnkitError(bad)
+        found = task.predict(model, images, dev, conf=conf, iou=iou, batch_size=batch,
+                             img_size=img_size or task.config.img_size)
+        for path, image, dets in zip(paths[len(results):], images, found):
+            results.append({"image": str(path), "detections": dets})
+            if not no_save:
+                write_image(save_dir / (path.stem + ".jpg"), draw_detections(image, dets))
     if as_json:
         print_json(results)
         return

@@ -17,11 +17,13 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def _tmp_cwd(tmp_path, monkeypatch):
-    """Every test runs in its own folder with its own MLflow database."""
+    """Every test runs in its own folder with its own MLflow database; weights "downloads" go to a
+closed local port unless a test serves a mirror."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("CNNKIT_PLUGINS", raising=False)
     monkeypatch.delenv("CNNKIT_STRICT_PLUGINS", raising=False)
+    monkeypatch.setenv("CNNKIT_WEIGHTS_MIRROR", "http://127.0.0.1:9")  # weights downloads never leave the machine
     yield
 
 

@@ -95,70 +95,65 @@ def test_plugin_failing_in_a_hook_is_isolated(tmp_path):
     assert any(m["name"] == "resnet18" for m in json.loads(r.stdout))
 
 
-PROBE = """
-from torch import nn
-from cnnkit.api import ModelSpec, hookimpl
+def _readme_plugin(root: Path) -> Path:
+    """The third-party plugin shown in the README's "Plugins" section, written out as a package."""
+    import re
 
-def build(*, num_classes=10):
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(8, num_classes))
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Plugins"):readme.index("## Development")]
+    for block in re.findall(r"```(?:python|toml)\n(.*?)```", section, re.S):
+        first, _, body = block.partition("\n")
+        path = first.lstrip("# ").split()[0].rstrip(":")
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(block if path.endswith(".py") else body)
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text('[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
+                         '[project]\nname = "my-plugin"\nversion = "0.1"\n' + pyproject.read_text()
+                         + '[tool.setuptools]\npackages = ["my_plugin"]\n')
+    return root
 
-@hookimpl
-def register_models(register):
-    register(ModelSpec(name="probe-net", task="classify", build=build))
-"""
 
-
-def test_a_model_needs_only_name_task_and_build(tmp_path):
-    """The shape DESIGN.md promises: ModelSpec(name, task, build) trains with `cnnkit train NAME`."""
-    site = _fake_dist(tmp_path / "site", "probe_plugin", PROBE)
-    out = tmp_path / "run"
-    r = _run(["train", "probe-net", "--epochs", "1", "--img-size", "32", "--data", "synthetic:textures?n=32&size=32",
-              "--out", str(out), "--no-track"], site, CNNKIT_PLUGINS="probe_plugin")
+def test_the_readme_plugin_installs_and_trains(tmp_path):
+    """DESIGN.md's promise: ModelSpec(name, task, build) and a LossSpec are all a plugin needs."""
+    source = _readme_plugin(tmp_path / "src")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(source)], check=True, capture_output=True, timeout=300)
+    r = _run(["plugins", "--json"], site)
+    infos = {p["name"]: p for p in json.loads(r.stdout)}
+    assert infos["my_plugin"]["origin"] == "my-plugin"
+    assert infos["my_plugin"]["hooks"] == ["register_losses", "register_models"]
+    data = ["--data", "synthetic:textures?n=32&size=32", "--img-size", "32", "--epochs", "1", "--no-track"]
+    r = _run(["train", "probe-net", *data, "--out", str(tmp_path / "probe")], site,
+             CNNKIT_PLUGINS="my_plugin")
     assert r.returncode == 0, r.stderr
-    assert (out / "weights" / "best.pt").is_file() and "metrics: val_top1" in r.stdout
-
-
-def test_unknown_task_names_the_known_ones(tmp_path):
-    site = _fake_dist(tmp_path / "site", "probe_plugin", PROBE.replace('task="classify"', 'task="segment"'))
-    r = _run(["train", "probe-net", "--epochs", "1", "--no-track"], site, CNNKIT_PLUGINS="probe_plugin")
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert "unknown task 'segment'" in r.stderr and "classify, detect, embed, stylize" in r.stderr
-
-
-THIRD_PARTY_LOSS = """
-from torch.nn import functional as F
-from cnnkit.api import LossSpec, hookimpl
-
-class SquaredHinge:
-    def __call__(self, logits, targets):
-        margins = F.one_hot(targets, logits.shape[1]) * 2 - 1
-        loss = F.relu(1 - margins * logits).pow(2).mean()
-        return {"loss": loss}
-
-def squared_hinge(model, task):
-    return SquaredHinge()
-
-@hookimpl
-def register_losses(register):
-    register(LossSpec("squared_hinge", squared_hinge, ("classify",)))
-"""
-
-
-def test_a_third_party_loss_is_chosen_with_loss_flag(tmp_path):
-    site = _fake_dist(tmp_path / "site", "hinge_plugin", THIRD_PARTY_LOSS)
-    out = tmp_path / "run"
-    r = _run(["train", "resnet18", "--loss", "squared_hinge", "--epochs", "1", "--img-size", "32",
-              "--data", "synthetic:textures?n=32&size=32", "--out", str(out), "--no-track"], site,
-             CNNKIT_PLUGINS="classify,hinge_plugin")
+    assert (tmp_path / "probe" / "weights" / "best.pt").is_file() and "metrics: val_top1" in r.stdout
+    r = _run(["train", "resnet18", "--loss", "squared_hinge", *data, "--out", str(tmp_path / "hinge")], site,
+             CNNKIT_PLUGINS="classify,my_plugin")
     assert r.returncode == 0, r.stderr
     import torch
 
-    ck = torch.load(out / "weights" / "last.pt", weights_only=True)
-    assert ck["config"]["options"]["loss"] == "squared_hinge" and "train_loss" in ck["history"][0]
+    ck = torch.load(tmp_path / "hinge" / "weights" / "last.pt", weights_only=True)
+    assert ck["config"]["options"]["loss"] == "squared_hinge" and ck["history"][0]["train_loss"] > 0
     wrong = _run(["train", "resnet18", "--loss", "yolov3", "--epochs", "1", "--no-track"])
     assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1
     assert "--loss yolov3 is made for detect models" in wrong.stderr and "cross_entropy" in wrong.stderr
+
+
+PROBE = """
+from cnnkit.api import ModelSpec, hookimpl
+
+@hookimpl
+def register_models(register):
+    register(ModelSpec(name="probe-net", task="segment", build="x:y"))
+"""
+
+
+def test_unknown_task_names_the_known_ones(tmp_path):
+    site = _fake_dist(tmp_path / "site", "probe_plugin", PROBE)
+    r = _run(["train", "probe-net", "--epochs", "1", "--no-track"], site, CNNKIT_PLUGINS="probe_plugin")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "unknown task 'segment'" in r.stderr and "classify, detect, embed, stylize" in r.stderr
 
 
 def test_hook_order_follows_pluggy_tryfirst(tmp_path):

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler, RandomSampler
 
 from cnnkit import __version__
 from cnnkit.core import device as devices
+from cnnkit.core import weights
 from cnnkit.core.callbacks import Callback, Run, console, tracked_run
 from cnnkit.core.checkpoint import copy_checkpoint, load_checkpoint, load_weights_into, save_checkpoint
 from cnnkit.core.config import TrainConfig
@@ -103,8 +104,46 @@ def _better(value: float, best: float | None, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
+def _device_defaults(config: TrainConfig, device: torch.device) -> None:
+    """``--amp`` and ``--channels-last`` when not given: on for CUDA (amp where bf16 is supported)."""
+    cuda = device.type == "cuda"
+    if config.amp is None:
+        config.amp = cuda and torch.cuda.is_bf16_supported()
+    if config.channels_last is None:
+        config.channels_last = cuda
+
+
+class _DeviceSums:
+    """Batch-weighted sums of the loss terms and the first step whose loss was not finite,
+    kept on the device, so a training step never waits for it; ``read`` copies them back once."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.bad = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def add(self, losses: dict[str, torch.Tensor], n: int, step: int) -> None:
+        for k, v in losses.items():
+            term = v.detach().float() * n
+            self.sums[k] = self.sums[k] + term if k in self.sums else term
+        finite = torch.isfinite(losses["loss"].detach())
+        self.bad = torch.where((self.bad < 0) & ~finite, step, self.bad)
+
+    def read(self, seen: int, epoch: int) -> dict[str, float]:
+        """The mean of each term over ``seen`` samples; stops training on a non-finite loss."""
+        keys = list(self.sums)
+        values = torch.stack([self.sums[k] for k in keys] + [self.bad.float()]).tolist()
+        means = {k: v / seen for k, v in zip(keys, values)}
+        if values[-1] >= 0:
+            raise CnnkitError(f"the loss became {means['loss']} at epoch {epoch + 1} step {int(values[-1]) + 1}; "
+                              "try a lower --lr")
+        return means
+
+
 class Trainer:
     """Runs ``fit`` for one resolved config; each step of the loop is a method."""
+
+    sync_every = 20  # training steps between read-backs of the loss (progress, non-finite check)
 
     def __init__(self, config: TrainConfig, callbacks: list[Callback] | None = None) -> None:
         self.config = config
@@ -120,6 +159,7 @@ class Trainer:
             raise CnnkitError(f"{self.spec.name} needs --img-size >= {self.spec.min_img_size} "
                               f"(its architecture shrinks smaller inputs to nothing)")
         self.device = devices.resolve_device(config.device)
+        _device_defaults(config, self.device)
         self.dist = devices.setup_distributed(self.device)
         self.out = Path(config.out)
         self.last_path, self.best_path = self.out / "weights" / "last.pt", self.out / "weights" / "best.pt"
@@ -134,10 +174,14 @@ class Trainer:
     def setup_model(self) -> None:
         """Build the model (with ``--weights``), its loss, the optimizer, schedule and precision."""
         cfg, task = self.config, self.task
+        entry = self.published_weights()
         self.model = task.build_model().to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if cfg.weights and self.resume_ckpt is None:
+        if entry is not None:
+            loaded, source = weights.load_entry(task, self.model, entry)
+            console.print(f"weights: {loaded}/{len(self.model.state_dict())} tensors from {entry.name} ({source})")
+        elif cfg.weights and self.resume_ckpt is None:
             loaded = task.load_weights(self.model, cfg.weights)
             console.print(f"weights: {loaded}/{len(self.model.state_dict())} tensors from {cfg.weights}")
         if task.loss_spec is not None:  # a bad loss setting fails now, not after the data is built
@@ -147,6 +191,20 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, task.key_mode)
         self.precision = devices.Precision(self.device, cfg.amp)
+
+    def published_weights(self) -> Any:
+        """The registry's weights for ``--pretrained`` or ``--weights NAME`` (None: a file or
+        nothing); the architecture variant they need goes into the config's options first."""
+        cfg = self.config
+        if self.resume_ckpt is not None:
+            return None
+        if cfg.weights:
+            entry = weights.registered(cfg.weights)
+            return None if entry is None else weights.use_variant(entry, self.spec, cfg.options)
+        if cfg.pretrained and "pretrained" in self.spec.options:  # weights shipped in a package: the builder loads them
+            cfg.options["pretrained"] = True
+            return None
+        return weights.pretrained_entry(self.spec, cfg.options) if cfg.pretrained else None
 
     def resume(self) -> None:
         """Restore model, optimizer, schedule, scaler, epoch, best metric, history and RNG."""
@@ -170,16 +228,22 @@ class Trainer:
         if self.dist.enabled:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+        if self.device.type == "cuda":  # autotune once per shape: worth it only when the shape stays
+            torch.backends.cudnn.benchmark = task.fixed_input_size
         batch_sampler = task.batch_sampler(self.train_ds)
         self.sampler = DistributedSampler(self.train_ds, seed=cfg.seed) if self.dist.enabled else None
         self.generator = torch.Generator()
         if batch_sampler is not None:
             self.train_loader = task.loader(self.train_ds, train=True, batch_sampler=batch_sampler)
         elif self.sampler is not None:
-            self.train_loader = DataLoader(self.train_ds, batch_size=cfg.batch_size, sampler=self.sampler,
-                                           num_workers=cfg.workers, collate_fn=task.collate)
+            self.train_loader = task.loader(self.train_ds, train=True, sampler=self.sampler, shuffle=False)
         else:
-            self.train_loader = task.loader(self.train_ds, train=True, generator=self.generator)
+            # the shuffle has its own generator, reseeded each epoch: the loader's draws for its
+            # workers' seed (once, as they persist) must not shift it, or --resume would differ
+            self.train_loader = task.loader(self.train_ds, train=True, shuffle=False,
+                                            sampler=RandomSampler(self.train_ds, generator=self.generator))
         self.val_loader = task.loader(self.val_ds, train=False)
         if len(self.train_loader) == 0:
             raise CnnkitError(f"--data {task.data_spec}: the training split is empty")
@@ -227,7 +291,10 @@ class Trainer:
         return run
 
     def train_epoch(self, run: Run, epoch: int) -> dict[str, float]:
-        """One pass over the training loader; the mean of each loss term and the throughput."""
+        """One pass over the training loader; the mean of each loss term and the throughput.
+
+        The loop never waits for the device: loss terms are summed on it and read back (with
+        the first non-finite step, the progress display) every ``sync_every`` steps and at the end."""
         cfg, task, loader = self.config, self.task, self.train_loader
         self.generator.manual_seed(cfg.seed * 1000 + epoch)
         if hasattr(self.train_ds, "epoch"):
@@ -236,19 +303,15 @@ class Trainer:
             self.sampler.set_epoch(epoch)
         model, optimizer, precision = self.train_model, self.optimizer, self.precision
         model.train()
-        totals: dict[str, float] = {}
-        seen, start = 0, time.perf_counter()
+        sums, means = _DeviceSums(self.device), {}
+        seen, start, last = 0, time.perf_counter(), len(loader) - 1
         run.emit("on_epoch_start", f"epoch {epoch + 1}/{cfg.epochs}", len(loader))
         for step, batch in enumerate(loader):
             batch = to_device(batch, self.device, cfg.channels_last)
             with precision.autocast():
                 losses = task.loss(model, batch, epoch * len(loader) + step)
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise CnnkitError(f"the loss became {loss.item()} at epoch {epoch + 1} step {step + 1}; "
-                                  "try a lower --lr")
             optimizer.zero_grad(set_to_none=True)
-            precision.scaler.scale(loss).backward()
+            precision.scaler.scale(losses["loss"]).backward()
             if cfg.grad_clip > 0:
                 precision.scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -256,11 +319,12 @@ class Trainer:
             precision.scaler.update()
             n = task.batch_len(batch)
             seen += n
-            for k, v in losses.items():
-                totals[k] = totals.get(k, 0.0) + float(v.detach()) * n
-            run.emit("on_step", {"loss": totals["loss"] / seen,
-                                 "img/s": seen / max(time.perf_counter() - start, 1e-9)})
-        return {f"train_{k}": v / max(seen, 1) for k, v in totals.items()} | \
+            sums.add(losses, n, step)
+            if step % self.sync_every == self.sync_every - 1 or step == last:
+                means = sums.read(seen, epoch)
+                run.emit("on_step", {"loss": means["loss"],
+                                     "img/s": seen / max(time.perf_counter() - start, 1e-9)}, step + 1)
+        return {f"train_{k}": v for k, v in means.items()} | \
             {"train_img_per_s": seen / max(time.perf_counter() - start, 1e-9)}
 
     def validate(self) -> dict[str, float]:
@@ -351,7 +415,12 @@ def fit(config: TrainConfig) -> FitResult:
 
 
 def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Module, dict[str, Any]]:
-    """Rebuild the task and model from a checkpoint alone (``data`` overrides its --data)."""
+    """Rebuild the task and model from a checkpoint alone (``data`` overrides its --data).
+
+    A registered model's name (where no such file exists) gives the model as its builder makes
+    it: the published weights of a model that ships them (e.g. ``face-resnet``)."""
+    if not Path(checkpoint).exists() and str(checkpoint) in models:
+        return _built_for_eval(models.get(str(checkpoint)), data)
     ck = load_checkpoint(checkpoint)
     if ck["model"] not in models:
         raise CnnkitError(f"{checkpoint}: made by model '{ck['model']}', which no loaded plugin provides")
@@ -366,6 +435,15 @@ def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Modu
     return task, model, ck
 
 
+def _built_for_eval(spec: ModelSpec, data: str) -> tuple[Task, nn.Module, dict[str, Any]]:
+    config = TrainConfig(model=spec.name, data=data or spec.default_data, img_size=spec.img_size,
+                         **{k: v for k, v in spec.defaults.items() if k == "batch_size"})
+    task = make_task(spec, config)
+    model = task.build_model().eval()
+    ck = {"model": spec.name, "task": spec.task, "model_state": model.state_dict(), "config": config.to_dict()}
+    return task, model, ck
+
+
 def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "auto",
                         batch_size: int = 0) -> dict[str, float]:
     """Metrics of a checkpoint on the val split of ``data`` (or the data it was trained on)."""
@@ -374,6 +452,6 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "a
         task.config.batch_size = batch_size
     dev = devices.resolve_device(device)
     model.to(dev)
-    task.config.workers = 0
+    task.config.device = str(dev)
     ds = task.dataset("val")
     return task.evaluate(model, task.loader(ds, train=False), dev)

@@ -39,6 +39,24 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.asarray(open_image(path), dtype=np.uint8).copy()
 
 
+class ImageFiles:
+    """Image files as a map-style dataset for a loader: item ``i`` is the RGB array of
+    ``paths[i]``, or the one-line error message when it cannot be read (a worker's exception
+    would reach the user as a traceback)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray | str:
+        try:
+            return read_image(self.paths[index])
+        except CnnkitError as exc:
+            return str(exc)
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image(p))

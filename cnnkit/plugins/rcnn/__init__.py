@@ -1,6 +1,6 @@
 """R-CNN, Fast R-CNN and Faster R-CNN (hook implementations only)."""
 
-from cnnkit.api import LossSpec, ModelSpec, hookimpl
+from cnnkit.api import LossSpec, ModelSpec, WeightsSpec, hookimpl
 
 _M = "cnnkit.plugins.rcnn.models:"
 _T = "cnnkit.plugins.rcnn.task:"
@@ -36,8 +36,7 @@ def register_models(register):
             ("fasterrcnn_mobilenet_v3_large_fpn", 19_386_354,
              "torchvision Faster R-CNN, MobileNetV3-Large FPN (production)")):
         register(ModelSpec(
-            name=name, task="detect", build=_M + "torchvision_faster_rcnn", options={"pretrained": False},
-            description=description, build_kwargs={"arch": name}, paper_params=params, img_size=800,
+            name=name, task="detect", build=_M + "torchvision_faster_rcnn", description=description, build_kwargs={"arch": name}, paper_params=params, img_size=800,
             min_img_size=64, num_classes=90, default_data=SHAPES,
             defaults={"epochs": 4, "batch_size": 4, "img_size": 64, "lr": 0.01, "optimizer": "sgd",
                       "weight_decay": 1e-4, "scheduler": "cosine", "grad_clip": 10.0}))
@@ -51,6 +50,18 @@ def register_losses(register):
                       {"box_weight": 1.0, "rpn_loss": "paper", "rpn_lambda": 10.0},
                       "Faster R-CNN: the Fast R-CNN loss + the RPN loss (paper: 1/N_cls, lambda/N_reg; "
                       "or pyfaster)"))
+
+
+@hookimpl
+def register_weights(register):
+    # torchvision's COCO files (91 outputs, background included); a head for other classes is re-initialised
+    for model, file, mb in (("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", 159.743),
+                            ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth",
+                             74.239)):
+        register(WeightsSpec(name=model, model=model, file=file, url="https://download.pytorch.org/models/" + file,
+                             hash_prefix=file.rsplit("-", 1)[1][:-4], size=round(mb * 1000) * 1000,
+                             license="BSD-3-Clause (torchvision); COCO terms apply",
+                             variant=f"torchvision {model}, COCO train2017 (its frozen BN is trainable BN here)"))
 
 
 @hookimpl

@@ -43,9 +43,9 @@ def trunk(*, backbone: str = "small", width: int = 16, pretrained: bool = False)
     """
     if backbone not in BACKBONES:
         raise CnnkitError(f"--backbone {backbone}: choose {', '.join(BACKBONES)}")
-    if pretrained:  # hook: ImageNet weights for the trunk, once the weights registry exists
-        raise CnnkitError("--pretrained: backbone weights come with the weights registry (not there yet); "
-                          "pass --weights FILE instead")
+    if pretrained:  # hook: load the registry's ImageNet weights for ``backbone`` into the trunk here
+        raise CnnkitError("--pretrained: the R-CNN family's trunks do not take the registry's backbone weights "
+                          "yet; pass --weights FILE instead")
     if backbone == "small":
         w = width
         return nn.Sequential(_conv(3, w), nn.MaxPool2d(2), _conv(w, 2 * w), nn.MaxPool2d(2),
@@ -193,36 +193,14 @@ class KeepSize(GeneralizedRCNNTransform):
         return image, target
 
 
-def torchvision_faster_rcnn(*, arch: str, num_classes: int = 91, pretrained: bool = False,
-                            **kwargs: Any) -> nn.Module:
+def torchvision_faster_rcnn(*, arch: str, num_classes: int = 91, **kwargs: Any) -> nn.Module:
     """torchvision's ``arch`` with ``num_classes`` + background outputs, random init (weights come
-    only from ``--weights`` or, with ``pretrained``, the local torch cache), on images as they come;
-    it keeps detections down to score 0.001 and leaves the threshold to the task."""
+    only from ``--weights`` or ``--pretrained``, torchvision's COCO files in the weights registry),
+    on images as they come; it keeps detections down to score 0.001 and leaves the threshold to the task."""
     import torchvision
 
     model = torchvision.models.get_model(arch, weights=None, weights_backbone=None, num_classes=num_classes + 1,
                                          box_score_thresh=0.001, **kwargs)
     model.__class__ = ZeroBasedFasterRCNN
     model.transform = KeepSize(1, 1, model.transform.image_mean, model.transform.image_std)
-    if pretrained:
-        load_cached_weights(model, arch)
     return model
-
-
-def load_cached_weights(model: nn.Module, arch: str) -> None:
-    """Load torchvision's COCO weights for ``arch`` from the local torch hub cache (never a
-    download); the class predictor is kept as built when the number of classes differs."""
-    from pathlib import Path
-
-    import torchvision
-
-    from cnnkit.core.checkpoint import load_state_dict, load_weights_into
-
-    url = torchvision.models.get_model_weights(arch).DEFAULT.url
-    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-    if not path.is_file():
-        raise CnnkitError(f"--pretrained: {path} is not in the local torch cache (cnnkit never downloads; "
-                          f"pass --weights FILE instead)")
-    own = model.state_dict()
-    state = {k: v for k, v in load_state_dict(path).items() if k in own and own[k].shape == v.shape}
-    load_weights_into(model, state, arch, path, strict=False)
