@@ -88,7 +88,7 @@ LIMITS: dict[str, tuple[Any, str]] = {
     "gamma": (lambda v: v > 0, "a positive number"),
     "grad_clip": (lambda v: v >= 0, "0 or more"),
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "workers": (lambda v: v >= 0, "0 or more"),
+    "workers": (lambda v: v >= -1, "0 or more (-1: from the CPU count)"),
     "save_period": (lambda v: v >= 0, "0 or more"),
 }
 
