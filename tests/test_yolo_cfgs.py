@@ -288,3 +288,18 @@ def test_handwritten_yolov2_is_the_cfg_network(name, tmp_path):
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(cfg(x)[0], ours(x)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["yolov2-tiny-voc", "yolov3-tiny", "yolov2"])
+def test_a_checkpoints_anchors_rebuild_the_same_heads(name):
+    """The task keeps the anchors in the order the builder takes them: yolov2-tiny-voc.cfg lists
+    its anchors out of area order, and a rebuild from the checkpoint must not permute them."""
+    from cnnkit.core.config import TrainConfig
+    from cnnkit.plugins.yolo.task import YoloTask
+
+    config = TrainConfig(model=name, img_size=64)
+    task = YoloTask(models.get(name), config, classes=["a", "b"])
+    with torch.device("meta"):
+        first = task.build_model()
+        again = YoloTask(models.get(name), config, classes=["a", "b"], state=dict(task.state)).build_model()
+    assert all(torch.equal(a, b) for a, b in zip(first.anchors, again.anchors, strict=True))

@@ -196,13 +196,15 @@ class DarknetModel(nn.Module):
         if kind == "yolo":
             table = torch.tensor(_floats(s["anchors"]), dtype=torch.float32, device="cpu").view(-1, 2)
             table = table / torch.tensor([self.width, self.height], device="cpu")
-            self.anchors.append(self._given(anchors, table, where)[_ints(s["mask"])])
+            self.anchor_table = self._given(anchors, table, where)
+            self.anchors.append(self.anchor_table[_ints(s["mask"])])
             return L.YoloOutput(), c_in, size
         if kind == "region":
             self._check_head(s, c_in, int(s.get("num", 1)) * (self.num_classes + 5), where)
             table = torch.tensor(_floats(s["anchors"]), dtype=torch.float32, device="cpu").view(-1, 2)
             grid = torch.tensor([size[1], size[0]], dtype=torch.float32, device="cpu")
-            self.anchors.append(self._given(anchors, table / grid, where))
+            self.anchor_table = self._given(anchors, table / grid, where)
+            self.anchors.append(self.anchor_table)
             return L.RegionOutput(), c_in, size
         if kind == "detection":
             side, num = int(s.get("side", 7)), int(s.get("num", 1))

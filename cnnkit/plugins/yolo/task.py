@@ -128,9 +128,12 @@ class YoloTask(DetectionTask):
             raise CnnkitError(f"{self.spec.name}: its [region] tree={model.tree_file} was not found; pass --tree PATH")
         if tree is None and getattr(model, "tree", None) is not None:  # a .cfg's own tree= (yolo9000.cfg)
             self._keep_tree(model.tree)
-        if getattr(model, "anchors", None) is not None:  # kept sorted by area, as builders take them
-            table = torch.cat(model.anchors).float()
-            self.state["anchors"] = table[table.prod(1).argsort(stable=True)]
+        if getattr(model, "anchors", None) is not None:  # kept in the order the builder takes them:
+            table = getattr(model, "anchor_table", None)  # a .cfg's own order (yolov2-tiny-voc's is not by area),
+            if table is None:  # the hand-written models' order: by area
+                table = torch.cat(model.anchors).float()
+                table = table[table.prod(1).argsort(stable=True)]
+            self.state["anchors"] = table.float().clone()
         return model
 
     def load_weights(self, model: nn.Module, path: str) -> int:
