@@ -5,7 +5,7 @@ images carry the fine labels (``synthetic:figure-crops``: ring, cross, bar); the
 ``shape -> {ring, cross, bar}``. After joint training, ``cnnkit eval`` on a fine-labelled detection
 val set reports map50 over the fine classes. The same run without ``--cls-data`` is the control.
 
-    .venv/bin/python bench/yolo9000.py [--epochs 12] [--n-det 256] [--n-cls 256] [--img-size 160]
+    .venv/bin/python bench/yolo9000.py [--epochs 24] [--n-det 256] [--n-cls 256] [--img-size 160]
 
 Prints each run's training wall and CPU time (user + system of the training process: the
 machine may be shared), its epochs and the fine-class map50, and the share of detections
@@ -54,13 +54,13 @@ def run(out: Path, name: str, size: int, epochs: int, joint: bool, n_det: int, n
             "--optimizer", "adam", "--lr", "2e-3", "--scheduler", "cosine", "--multi-scale", "false", "--no-track",
             "--out", out / name]
     if joint:
-        args += ["--cls-data", f"synthetic:figure-crops?n={n_cls}&size=96"]
+        args += ["--cls-data", f"synthetic:figure-crops?n={n_cls}&size={size}"]
     start, cpu = time.perf_counter(), _child_cpu()
     r = cli(*args)
     if r.returncode:
         raise SystemExit(r.stderr)
     train_s, train_cpu = time.perf_counter() - start, _child_cpu() - cpu
-    best = out / name / "weights" / "best.pt"
+    best = out / name / "weights" / "last.pt"  # best.pt is chosen on the coarse validation set
     r = cli("eval", best, "--data", f"synthetic:figures?n=400&size={size}&labels=fine", "--json")
     if r.returncode:
         raise SystemExit(r.stderr)
@@ -89,7 +89,7 @@ def _named(best: Path, out: Path, size: int) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--img-size", type=int, default=160)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--n-det", type=int, default=256)
     parser.add_argument("--n-cls", type=int, default=256)
     parser.add_argument("--out", type=Path, default=Path("/tmp/yolo9000-bench"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,6 +92,15 @@ def test_a_label_at_an_inner_node_teaches_nothing_below_it(tree):
     assert torch.all(x.grad[:, [4, 5]] == 0)  # the vehicle group is never on these paths
     nll = tree.path_nll(x.detach(), torch.tensor([6]))
     assert torch.allclose(nll, -tree.log_absolute(x.detach())[:1, 6])
+
+
+def test_predictions_count_at_the_level_the_data_labels(tree):
+    """Evaluating on data labelled {animal, car}: a 'terrier' box is an 'animal' box; 'bus' has no
+    labelled ancestor and stays itself."""
+    from cnnkit.plugins.yolo.joint import label_levels
+
+    level = label_levels(tree, np.array([tree.index("animal"), tree.index("car")]))
+    assert [tree.names[i] for i in level] == ["animal", "vehicle", "animal", "animal", "car", "bus", "animal", "animal"]
 
 
 def test_yolov2_loss_on_a_classification_image_trains_only_the_best_box(tree):

@@ -29,6 +29,18 @@ def tree_nodes(classes: list[str], tree: Any, where: str) -> np.ndarray:
         raise CnnkitError(f"{where}: {exc}") from None
 
 
+def label_levels(tree: Any, labelled: np.ndarray) -> np.ndarray:
+    """For every node, itself or its nearest ancestor among the ``labelled`` nodes (itself when none is)."""
+    keep = set(int(n) for n in labelled)
+    level = np.arange(len(tree))
+    for node in range(len(tree)):
+        for a in tree.ancestors[node].tolist():
+            if a in keep:
+                level[node] = a
+                break
+    return level
+
+
 class TreeLabels:
     """``base`` with every label replaced by its node in the tree (``classes``: the tree's nodes)."""
 

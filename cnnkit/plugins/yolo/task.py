@@ -195,6 +195,22 @@ class YoloTask(DetectionTask):
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
+    def detections(self, model: nn.Module, loader: Any, device: torch.device) -> list[Any]:
+        """With a WordTree, a prediction counts at the level the data labels: a box predicted
+        ``ring`` matches a ground truth labelled ``shape`` (its ancestor) when the data's classes
+        include ``shape`` but not ``ring``."""
+        found = super().detections(model, loader, device)
+        base = getattr(loader.dataset, "base", None)
+        if self.tree is None or not hasattr(base, "nodes"):
+            return found
+        from cnnkit.plugins.yolo.joint import label_levels
+
+        level = label_levels(self.tree, base.nodes)
+        for d in found:
+            d.labels = level[d.labels]
+        return found
+
+    @torch.no_grad()
     def predict_batch(self, model: nn.Module, images: torch.Tensor, conf: float, iou: float) -> list[Prediction]:
         core = unwrap(model)
         size = images.shape[-1]
