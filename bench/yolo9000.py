@@ -7,6 +7,10 @@ val set reports map50 over the fine classes. The same run without ``--cls-data``
 
     .venv/bin/python bench/yolo9000.py [--epochs 24] [--n-det 256] [--n-cls 256] [--img-size 160]
 
+Measured (2-core shared CPU, one thread a run, defaults): joint map50 0.413 (map 0.226) on the fine
+classes, 342 CPU-s of training (570 s wall); detection-only map50 0.0 (40 detections at conf 0.25,
+none naming a fine class), while its class-agnostic map50 is 0.85.
+
 Prints each run's training wall and CPU time (user + system of the training process: the
 machine may be shared), its epochs and the fine-class map50, and the share of detections
 (conf >= 0.25) that name a fine class.
