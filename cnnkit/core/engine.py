@@ -437,7 +437,8 @@ def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Modu
 
 
 def _built_for_eval(spec: ModelSpec, data: str) -> tuple[Task, nn.Module, dict[str, Any]]:
-    config = TrainConfig(model=spec.name, data=data or spec.default_data, img_size=spec.img_size,
+    shipped = {"pretrained": True} if "pretrained" in spec.options else {}  # weights that ship in a package
+    config = TrainConfig(model=spec.name, data=data or spec.default_data, img_size=spec.img_size, options=shipped,
                          **{k: v for k, v in spec.defaults.items() if k == "batch_size"})
     task = make_task(spec, config)
     model = task.build_model().eval()
