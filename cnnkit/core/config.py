@@ -18,6 +18,8 @@ class TrainConfig:
 
     model: str = ""
     data: str = ""
+    val: str = ""  # validation data from another source (any layout)
+    val_fraction: float = 0.0  # or this share of the training images, cut by seed
     epochs: int = 10
     batch_size: int = 32
     img_size: int = 64

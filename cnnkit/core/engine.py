@@ -20,6 +20,7 @@ from cnnkit import __version__
 from cnnkit.core import device as devices
 from cnnkit.core.checkpoint import copy_checkpoint, load_checkpoint, load_weights_into, save_checkpoint
 from cnnkit.core.config import TrainConfig
+from cnnkit.core.data.splits import split_summary
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.plots import line_plot
 from cnnkit.core.registry import ModelSpec, models, resolve
@@ -146,6 +147,9 @@ class Trainer:
         cfg, task, dev = self.config, self.task, self.device
         devices.seed_everything(cfg.seed + self.dist.rank)
         train_ds, val_ds = task.dataset("train"), task.dataset("val")
+        data_lines, data_params = split_summary(train_ds, val_ds)
+        for line in data_lines if self.dist.is_main else []:
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
         model = task.build_model().to(dev)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -188,7 +192,7 @@ class Trainer:
 
         tracker = Tracker(cfg.track and self.dist.is_main, cfg.tracking_uri, cfg.experiment)
         if self.dist.is_main:
-            tracker.start(f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", cfg.to_dict(),
+            tracker.start(f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", cfg.to_dict() | data_params,
                           {"cnnkit.plugin": self.spec.plugin, "cnnkit.model": self.spec.name,
                            "cnnkit.task": self.spec.task, "cnnkit.key_metric": f"val_{task.key_metric}",
                            "cnnkit.data": task.data_spec})
@@ -313,8 +317,8 @@ def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Modu
         raise CnnkitError(f"{checkpoint}: made by model '{ck['model']}', which no loaded plugin provides")
     spec = models.get(ck["model"])
     config = TrainConfig.from_dict(ck["config"])
-    if data:
-        config.data = data
+    if data:  # evaluate on it: its val split, else all of it
+        config.data, config.val, config.val_fraction = data, data, 0.0
     task = make_task(spec, config, classes=ck.get("classes"), state=ck.get("task_state"))
     model = task.build_model()
     load_weights_into(model, ck["model_state"], spec.name, checkpoint)
@@ -323,13 +327,13 @@ def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Modu
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "auto",
-                        batch_size: int = 0) -> dict[str, float]:
-    """Metrics of a checkpoint on the val split of ``data`` (or the data it was trained on)."""
+                        batch_size: int = 0, split: str = "val") -> dict[str, float]:
+    """Metrics of a checkpoint on the ``split`` of ``data`` (or of the data it was trained on)."""
     task, model, _ = load_for_eval(checkpoint, data)
     if batch_size:
         task.config.batch_size = batch_size
     dev = devices.resolve_device(device)
     model.to(dev)
     task.config.workers = 0
-    ds = task.dataset("val")
+    ds = task.dataset(split)
     return task.evaluate(model, task.loader(ds, train=False), dev)

@@ -35,7 +35,8 @@ def classification_pipeline(img_size: int, train: bool) -> A.Compose:
 
 
 def detection_pipeline(img_size: int, train: bool) -> A.Compose:
-    """Letterbox to ``img_size`` square; in training also scale jitter, flips and HSV."""
+    """Letterbox to ``img_size`` square; in training also scale jitter, flips and HSV. Boxes
+    come with two label fields: ``labels`` and ``kind`` (0 object, 1 difficult, 2 crowd)."""
     steps: list[A.BasicTransform] = []
     if train:
         steps += [
@@ -48,7 +49,7 @@ def detection_pipeline(img_size: int, train: bool) -> A.Compose:
         A.LongestMaxSize(max_size=img_size),
         A.PadIfNeeded(img_size, img_size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=114),
     ]
-    return A.Compose(steps, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"],
+    return A.Compose(steps, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels", "kind"],
                                                      min_visibility=0.3, min_area=4))
 
 
