@@ -150,3 +150,34 @@ def test_cli_data_check_prints_the_report(cli, tmp_path):
     r = cli("data", "check", "--data", root)
     assert r.code == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [f"error: {root / 'train' / 'labels' / '0.txt'}:1: class 'x' is not a class number"]
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` pixels (and holds almost none)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 4)) + chunk(b"IEND", b""))
+
+
+def test_rotated_and_hostile_images_in_a_yolo_set(tmp_path):
+    from PIL import Image
+
+    root = _yolo(tmp_path, ["0 0.5 0.25 0.5 0.5"])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40 wide and 20 high, displayed 20 wide and 40 high
+    Image.new("RGB", (40, 20), (90, 90, 90)).save(root / "train" / "images" / "0.jpg", exif=exif)
+    (root / "train" / "images" / "1.jpg").unlink()
+    (root / "train" / "images" / "1.png").write_bytes(_png_header(100_000, 100_000))
+    ds = open_dataset(str(root), "train")
+    assert ds[0].image.shape == (40, 20, 3)
+    np.testing.assert_allclose(ds[0].boxes, [[5, 0, 15, 20]], atol=1e-4)
+    assert ds.report.skipped == ["1.png: too many pixels to decode safely"]
+    from cnnkit.core.data.images import read_image
+
+    with pytest.raises(CnnkitError, match=r"1\.png: cannot read image \(DecompressionBombError"):
+        read_image(root / "train" / "images" / "1.png")

@@ -17,7 +17,7 @@ def check(spec: str, val: str = "", val_fraction: float = 0.0, seed: int = 0,
     from dataclasses import asdict
 
     from cnnkit.core.data import find_dataset, open_dataset
-    from cnnkit.core.data.splits import MissingSplit, source_of
+    from cnnkit.core.data.splits import MissingSplit, report_of, source_of
 
     tasks = (task,) if task else None
     adapter, _, _ = find_dataset(spec, tasks)
@@ -29,12 +29,13 @@ def check(spec: str, val: str = "", val_fraction: float = 0.0, seed: int = 0,
             out["splits"][split] = {"missing": str(exc)}
             continue
         out["classes"] = out["classes"] or list(getattr(ds, "classes", None) or [])
-        report = getattr(ds, "report", None)
+        report = getattr(ds, "report", None)  # a cut (--val-fraction) has its source's warnings only
         entry: dict[str, Any] = {"source": source_of(ds), "images": len(ds)}
         if report is not None:
             entry |= {k: v for k, v in asdict(report).items() if k not in ("source", "images")}
-            entry["warnings"] = report.warnings()
-        elif hasattr(ds, "targets") and out["classes"]:
+        if report_of(ds) is not None:
+            entry["warnings"] = report_of(ds).warnings()
+        if report is None and hasattr(ds, "targets") and out["classes"]:
             entry["per_class"] = {c: 0 for c in out["classes"]}
             for t in ds.targets:
                 entry["per_class"][out["classes"][t]] += 1

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -132,14 +133,14 @@ def coco_dataset(source: str | Path, split: str = "train") -> DetectionFiles:
             x, y, w, h = (float(v) for v in bbox)
             per_image[image_id].append(([x, y, x + w, y + h], index_of[category], 2 if ann.get("iscrowd") else 0, where))
         scanner = Scanner(source_text, classes)
-        folder = _image_folder(json_path, [str(img["file_name"]) for img in images])
+        folder = str(_image_folder(json_path, [str(img["file_name"]) for img in images]))
         for img in images:
-            path = folder / str(img["file_name"])
+            path = os.path.join(folder, str(img["file_name"]))
             scanner.deps.append(path)
             size = scanner.image_size(path)
             if size is not None:
                 scanner.add(path, size, per_image[img["id"]])
         return scanner
 
-    records, report, classes = cached_scan(cache_path(json_path), [json_path], "coco", source_text, scan)
+    records, report, classes = cached_scan(cache_path(json_path), [str(json_path)], "coco", source_text, scan)
     return DetectionFiles(records, classes, source_text, report)

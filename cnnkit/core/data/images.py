@@ -30,7 +30,7 @@ def open_image(path: str | Path) -> Image.Image:
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 return Image.alpha_composite(background, rgba).convert("RGB")
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise CnnkitError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from None
 
 

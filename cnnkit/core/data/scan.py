@@ -37,7 +37,7 @@ EXIF_SWAPS = {5, 6, 7, 8}  # EXIF orientations that display the image rotated by
 class Record:
     """One usable image: its size as displayed and its objects (``labels`` index ``names``)."""
 
-    path: Path
+    path: str
     width: int
     height: int
     boxes: np.ndarray  # (N, 4) float32 xyxy pixels
@@ -91,26 +91,28 @@ class Scanner:
         self.names = names
         self.records: list[Record] = []
         self.report = ScanReport(source)
-        self.deps: list[Path] = []  # files found while reading (images named in a json, xml files)
+        self.deps: list[str] = []  # files found while reading (images named in a json)
 
-    def image_size(self, path: Path) -> tuple[int, int] | None:
+    def image_size(self, path: str) -> tuple[int, int] | None:
         """(width, height) as displayed (EXIF rotation applied), or None, recorded as skipped,
         when the file is missing or does not open as an image."""
         try:
             with Image.open(path) as im:
                 w, h = im.size
-                if im.getexif().get(0x0112, 1) in EXIF_SWAPS:
+                # EXIF that a format keeps ahead of the pixels (a PNG's eXIf after them is not read)
+                if (im.format in ("JPEG", "MPO", "TIFF") or "exif" in im.info) and \
+                        im.getexif().get(0x0112, 1) in EXIF_SWAPS:
                     w, h = h, w
                 return w, h
         except FileNotFoundError:
-            self.report.skipped.append(f"{path.name}: missing")
+            self.report.skipped.append(f"{os.path.basename(path)}: missing")
         except Image.DecompressionBombError:
-            self.report.skipped.append(f"{path.name}: too many pixels to decode safely")
+            self.report.skipped.append(f"{os.path.basename(path)}: too many pixels to decode safely")
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            self.report.skipped.append(f"{path.name}: not a readable image ({exc.__class__.__name__})")
+            self.report.skipped.append(f"{os.path.basename(path)}: not a readable image ({exc.__class__.__name__})")
         return None
 
-    def add(self, path: Path, size: tuple[int, int],
+    def add(self, path: str, size: tuple[int, int],
             objects: Iterable[tuple[list[float], int, int, str]]) -> None:
         """An image and its ``(xyxy box, label, kind, where)`` objects; kind 0 is an object,
         1 a difficult one, 2 a crowd region. Boxes are clipped to the image; empty ones dropped."""
@@ -156,15 +158,16 @@ class Scanner:
 
 
 # --------------------------------------------------------------------------- cache
-def _stamp(paths: Iterable[Path], base: Path) -> str:
-    """A digest of the paths (relative to ``base``) with their sizes and modification times."""
+def _stamp(paths: list[str]) -> str:
+    """A digest of the paths, as spelled, with their sizes and modification times. (Spelled
+    from another working directory, the paths differ and the split is scanned again.)"""
     digest = hashlib.blake2b(digest_size=16)
     for p in paths:
         try:
             st = os.stat(p)
-            digest.update(f"{os.path.relpath(p, base)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         except OSError:
-            digest.update(f"{os.path.relpath(p, base)}\0-\n".encode())
+            digest.update(f"{p}\0-\n".encode())
     return digest.hexdigest()
 
 
@@ -181,11 +184,11 @@ def _concat(arrays: list[np.ndarray], shape: tuple[int, ...], dtype: type) -> np
     return np.concatenate(arrays) if arrays else np.zeros(shape, dtype)
 
 
-def _save(path: Path, base: Path, records: list[Record], meta: dict) -> None:
+def _save(path: Path, records: list[Record], meta: dict) -> None:
     counts = np.asarray([len(r.labels) for r in records], np.int64)
     icounts = np.asarray([len(r.ignore_labels) for r in records], np.int64)
     arrays = {
-        "paths": _blob([os.path.relpath(r.path, base) for r in records]),
+        "paths": _blob([r.path for r in records]),
         "sizes": np.asarray([[r.width, r.height] for r in records], np.int64).reshape(-1, 2),
         "counts": counts, "icounts": icounts,
         "boxes": _concat([r.boxes for r in records], (0, 4), np.float32),
@@ -201,11 +204,11 @@ def _save(path: Path, base: Path, records: list[Record], meta: dict) -> None:
             np.savez(fh, **arrays)
 
 
-def _load(path: Path, base: Path) -> tuple[list[Record], dict] | None:
+def _load(path: Path) -> tuple[list[Record], dict] | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes().decode())
-            meta["deps"] = [base / d for d in _unblob(z["deps"])]
+            meta["deps"] = _unblob(z["deps"])
             paths = _unblob(z["paths"])
             sizes, counts, icounts = z["sizes"], z["counts"], z["icounts"]
             boxes, labels = z["boxes"], z["labels"]
@@ -217,35 +220,33 @@ def _load(path: Path, base: Path) -> tuple[list[Record], dict] | None:
     for i, p in enumerate(paths):
         a, b = ends[i] - counts[i], ends[i]
         c, d = iends[i] - icounts[i], iends[i]
-        records.append(Record(base / p, int(sizes[i, 0]), int(sizes[i, 1]), boxes[a:b], labels[a:b],
+        records.append(Record(p, int(sizes[i, 0]), int(sizes[i, 1]), boxes[a:b], labels[a:b],
                               iboxes[c:d], ilabels[c:d], icrowd[c:d]))
     return records, meta
 
 
-def cached_scan(cache: Path, inputs: list[Path], salt: str, source: str,
+def cached_scan(cache: Path, inputs: list[str], salt: str, source: str,
                 scan: Callable[[], Scanner]) -> tuple[list[Record], ScanReport, list[str]]:
     """``scan()`` unless ``cache`` holds the result for the same ``inputs`` (the files known
     before reading), the same files found while reading, and the same ``salt`` (class names,
     options). ``source`` names the split in the report. Returns the records, the report and
     the label names the records index."""
-    base = cache.parent
-    key = f"{SCAN_VERSION}:{salt}:{_stamp(inputs, base)}"
+    key = f"{SCAN_VERSION}:{salt}:{_stamp(inputs)}"
     start = time.perf_counter()
-    hit = _load(cache, base) if cache.exists() else None
+    hit = _load(cache) if cache.exists() else None
     if hit is not None:
         records, meta = hit
-        if meta.get("key") == key and meta.get("deps_stamp") == _stamp(meta["deps"], base):
+        if meta.get("key") == key and meta.get("deps_stamp") == _stamp(meta["deps"]):
             report = ScanReport(**meta["report"])
             report.source, report.cache, report.seconds = source, "hit", time.perf_counter() - start
             return records, report, meta["names"]
     scanner = scan()
     report = scanner.finish()
     report.seconds = time.perf_counter() - start
-    meta = {"key": key, "deps": [os.path.relpath(d, base) for d in scanner.deps],
-            "deps_stamp": _stamp(scanner.deps, base), "names": scanner.names,
+    meta = {"key": key, "deps": scanner.deps, "deps_stamp": _stamp(scanner.deps), "names": scanner.names,
             "report": {**asdict(report), "cache": ""}}
     try:
-        _save(cache, base, scanner.records, meta)
+        _save(cache, scanner.records, meta)
         report.cache = "written"
     except OSError as exc:
         report.cache = f"not written ({exc.strerror or exc.__class__.__name__})"

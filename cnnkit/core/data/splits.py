@@ -47,7 +47,6 @@ class Carved:
     def __init__(self, base: Any, indices: Sequence[int], source: str) -> None:
         self.base, self.indices, self.source = base, [int(i) for i in indices], source
         self.classes = getattr(base, "classes", None)
-        self.report = None
         if hasattr(base, "targets"):
             self.targets = [base.targets[i] for i in self.indices]
 
@@ -97,6 +96,15 @@ def source_of(ds: Any) -> str:
     return str(getattr(_unwrap(ds), "source", "") or type(ds).__name__)
 
 
+def report_of(ds: Any) -> Any:
+    """The scan report behind ``ds`` (through wrappers and cuts), or None."""
+    while ds is not None:
+        if getattr(ds, "report", None) is not None:
+            return ds.report
+        ds = getattr(ds, "base", None)
+    return None
+
+
 def _paths(ds: Any) -> list[Any] | None:
     raw = _unwrap(ds)
     return raw.paths() if hasattr(raw, "paths") else None
@@ -116,7 +124,7 @@ def split_summary(train: Any, val: Any) -> tuple[list[str], dict[str, str]]:
     params = {"data_train": f"{len(train)} images ({source_of(train)})",
               "data_val": f"{len(val)} images ({source_of(val)})"}
     lines = [f"data: train {params['data_train']}, val {params['data_val']}"]
-    for ds in (train, val):
-        report = getattr(_unwrap(ds), "report", None)
-        lines += [f"data warning: {w}" for w in (report.warnings() if report is not None else [])]
+    reports = [report_of(train), report_of(val)]
+    for report in [r for i, r in enumerate(reports) if r is not None and r not in reports[:i]]:
+        lines += [f"data warning: {w}" for w in report.warnings()]
     return lines, params

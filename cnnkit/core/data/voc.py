@@ -102,13 +102,13 @@ def _parse(xml: Path, names: dict[str, int], fixed: bool) -> tuple[str, list[tup
     return tree.findtext("filename", "").strip(), objects
 
 
-def _image(root: Path, image_id: str, filename: str) -> Path:
+def _image(root: Path, image_id: str, filename: str) -> str:
     folder = root / "JPEGImages"
     for candidate in ([folder / filename] if filename else []) + [folder / f"{image_id}.jpg"]:
         if candidate.is_file():
-            return candidate
+            return str(candidate)
     found = [p for p in folder.glob(f"{image_id}.*") if p.suffix.lower() in IMAGE_SUFFIXES]
-    return found[0] if found else folder / (filename or f"{image_id}.jpg")
+    return str(found[0] if found else folder / (filename or f"{image_id}.jpg"))
 
 
 def _scan(root: Path, ids_file: Path, given: list[str] | None) -> tuple[list[Record], ScanReport, list[str]]:
@@ -128,7 +128,7 @@ def _scan(root: Path, ids_file: Path, given: list[str] | None) -> tuple[list[Rec
         scanner.names = list(names)
         return scanner
 
-    return cached_scan(cache_path(ids_file), [ids_file, *xmls], repr(given), f"VOC {ids_file}", scan)
+    return cached_scan(cache_path(ids_file), [str(ids_file), *map(str, xmls)], repr(given), f"VOC {ids_file}", scan)
 
 
 def _classes(root: Path) -> list[str] | None:

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import yaml
 
 from cnnkit.core.data.detection import DetectionFiles
-from cnnkit.core.data.images import is_image
+from cnnkit.core.data.images import IMAGE_SUFFIXES, is_image
 from cnnkit.core.data.scan import Scanner, cache_path, cached_scan
 from cnnkit.core.data.splits import MissingSplit
 from cnnkit.core.errors import CnnkitError
@@ -79,40 +79,36 @@ def _entry(root: Path, entry: str) -> Path:
     return path
 
 
-def _walk_images(folder: Path) -> Iterator[Path]:
+def _walk_images(folder: Path) -> Iterator[str]:
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         for name in sorted(filenames):
-            if is_image(Path(name)):
-                yield Path(dirpath) / name
+            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+                yield os.path.join(dirpath, name)
 
 
-def _list_file(path: Path, root: Path) -> list[Path]:
+def _list_file(path: Path, root: Path) -> list[str]:
     images = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for line in path.read_text().splitlines():
         line = line.strip()
-        if not line:
-            continue
-        p = Path(line)
-        if not p.is_absolute():
-            p = next((c for c in (path.parent / line, root / line) if c.exists()), path.parent / line)
-        images.append(p)
+        if line and not os.path.isabs(line):
+            line = next((str(c) for c in (path.parent / line, root / line) if c.exists()), str(path.parent / line))
+        if line:
+            images.append(line)
     return images
 
 
-def label_path(image: Path) -> Path:
+def label_path(image: str) -> str:
     """``.../images/.../x.jpg`` -> ``.../labels/.../x.txt`` (the last ``images`` folder)."""
-    parts = list(image.parts)
-    for i in range(len(parts) - 2, -1, -1):
-        if parts[i] == "images":
-            parts[i] = "labels"
-            break
-    return Path(*parts).with_suffix(".txt")
+    head, sep, tail = (os.sep + image).rpartition(f"{os.sep}images{os.sep}")
+    path = f"{head}{os.sep}labels{os.sep}{tail}"[1:] if sep else image
+    return os.path.splitext(path)[0] + ".txt"
 
 
-def _objects(label: Path, size: tuple[int, int], nc: int) -> list[tuple[list[float], int, int, str]]:
+def _objects(label: str, size: tuple[int, int], nc: int) -> list[tuple[list[float], int, int, str]]:
     try:
-        text = label.read_text()
+        with open(label, encoding="utf-8") as fh:
+            text = fh.read()
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError) as exc:
@@ -162,7 +158,7 @@ def yolo_dataset(source: str | Path, split: str = "train") -> DetectionFiles:
         raise MissingSplit(f"{cfg_path} has no '{split}:' entry")
     root = _root(cfg, cfg_path)
     entries = [str(e) for e in (raw if isinstance(raw, list) else [raw])]
-    images: list[Path] = []
+    images: list[str] = []
     for entry in entries:
         path = _entry(root, entry)
         if path.is_dir():
@@ -170,12 +166,12 @@ def yolo_dataset(source: str | Path, split: str = "train") -> DetectionFiles:
         elif path.is_file() and path.suffix == ".txt":
             images += _list_file(path, root)
         elif path.is_file() and is_image(path):
-            images.append(path)
+            images.append(str(path))
         else:
             raise CnnkitError(f"{cfg_path}: {split} entry {entry!r} ({path}) is not a folder of images or an image list")
     first = _entry(root, entries[0])
     labels = [label_path(p) for p in images]
-    anchor = label_path(first / "x").parent if first.is_dir() else first
+    anchor = Path(label_path(str(first / "x"))).parent if first.is_dir() else first
     if not anchor.parent.is_dir():
         anchor = first
     source_text = f"YOLO {cfg_path} {split}: {', '.join(entries)}"
