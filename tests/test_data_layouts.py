@@ -251,3 +251,21 @@ def test_val_path_takes_any_layout(tmp_path):
     other = write_image_folder(tmp_path / "more", ("x", "y"), per_class=3, size=8, splits=("val",))
     val = open_dataset(str(folder), "val", ("classify",), val=str(other / "val"))  # one folder of classes
     assert len(val) == 6 and val.classes == ["x", "y"] and val.source == f"ImageFolder {other / 'val'}"
+
+
+def test_cli_data_check_on_classification_and_identity_roots(cli, tmp_path):
+    folder = write_image_folder(tmp_path / "cls", ("x", "y"), per_class=2, size=8, splits=("train", "valid"))
+    r = cli("data", "check", "--data", folder)
+    assert r.code == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        f"data: {folder} (image-folder, classify); classes: x, y",
+        f"train: 4 images (ImageFolder {folder / 'train'})",
+        f"val: 4 images (ImageFolder {folder / 'valid'})",
+        f"test: none (--data {folder}: {folder} has no test/ folder)"]
+    people = folder / "train"  # one folder a person, read as identities unless --task says otherwise
+    r = cli("data", "check", "--data", people, "--json")
+    report = json.loads(r.stdout)
+    assert report["layout"] == "identities" and "missing" in report["splits"]["test"]
+    r = cli("data", "check", "--data", people, "--task", "classify", "--json")
+    report = json.loads(r.stdout)
+    assert report["layout"] == "image-folder" and report["splits"]["train"]["per_class"] == {"x": 2, "y": 2}

@@ -87,6 +87,7 @@ def coco_eval(images: Sequence[Detections], num_classes: int, iou_thrs: Sequence
         if iou_thrs is not None:
             ev.params.iouThrs = np.asarray(iou_thrs, np.float64)
         ev.params.maxDets = [1, 10, max_dets]
+        ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]  # what cnnkit reports
         ev.evaluate()
         ev.accumulate()
     return ev

@@ -62,10 +62,14 @@ def find_dataset(spec: str, tasks: tuple[str, ...] | None = None) -> tuple[regis
     path = Path(name)
     if not path.exists():
         raise CnnkitError(f"{path}: no such file or folder")
-    matching = [ds for _, ds in registry.datasets.items() if ds.matches is not None and ds.matches(path)]
-    fitting = [ds for ds in matching if tasks is None or ds.task in tasks]
-    if fitting or matching:
-        return (fitting or matching)[0], str(path), params
+    first = None
+    for _, ds in registry.datasets.items():
+        if ds.matches is not None and ds.matches(path):
+            if tasks is None or ds.task in tasks:
+                return ds, str(path), params
+            first = first or ds
+    if first is not None:
+        return first, str(path), params
     raise CnnkitError(
         f"{path}: unrecognised data layout (expected a YOLO data.yaml, a COCO json or root, a Roboflow "
         "export, a VOC root, an ImageFolder root with train/ and val/, an identity root, or synthetic:NAME)")

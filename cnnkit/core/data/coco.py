@@ -35,10 +35,10 @@ def _is_json(path: Path) -> bool:
 
 
 def _root_jsons(folder: Path) -> dict[str, list[Path]]:
-    """The split jsons of a COCO root (``annotations/instances_*.json``) or of a Roboflow
+    """The split jsons of a COCO root (``[annotations/]instances_*.json``) or of a Roboflow
     export (``<split>/*.json``)."""
     found: dict[str, list[Path]] = {}
-    annotations = folder if folder.name == "annotations" else folder / "annotations"
+    annotations = folder / "annotations" if (folder / "annotations").is_dir() else folder
     if annotations.is_dir():
         for p in sorted(annotations.glob("instances_*.json")):
             split = split_of(p.stem.removeprefix("instances_"))

@@ -81,6 +81,8 @@ def _parse(xml: Path, names: dict[str, int], fixed: bool) -> tuple[str, list[tup
     objects = []
     for obj, start in zip(tree.iter("object"), starts):
         name = obj.findtext("name", "").strip()
+        if not name:
+            raise CnnkitError(f"{xml}:{_line(text, start)}: an object has no name")
         if name not in names:
             if fixed:
                 raise CnnkitError(f"{xml}:{_line(text, start)}: class '{name}' is not in the dataset's classes")

@@ -88,8 +88,12 @@ def _walk_images(folder: Path) -> Iterator[str]:
 
 
 def _list_file(path: Path, root: Path) -> list[str]:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CnnkitError(f"{path}: cannot read the image list ({exc.__class__.__name__})") from None
     images = []
-    for line in path.read_text().splitlines():
+    for line in lines:
         line = line.strip()
         if line and not os.path.isabs(line):
             line = next((str(c) for c in (path.parent / line, root / line) if c.exists()), str(path.parent / line))
