@@ -63,7 +63,7 @@ def main() -> None:
     from cnnkit.core.plugins import load_plugins
     from cnnkit.core.registry import models
     from cnnkit.plugins.siamese.pipeline import Embedder, decide
-    from cnnkit.plugins.siamese.scoring import Scorer
+    from cnnkit.core.scoring import Scorer
 
     load_plugins()
     img_size = args.img_size or models.get("siamese-small").defaults["img_size"]

@@ -133,7 +133,7 @@ def test_min_img_size_is_truthful(name):
 
 
 def test_googlenet_real_forward_and_weighted_aux_loss():
-    from cnnkit.plugins.classify.losses import ClassificationLoss
+    from cnnkit.core.tasks.classify import ClassificationLoss
 
     torch.manual_seed(0)
     model = spec("googlenet").create(num_classes=4)

@@ -12,7 +12,7 @@ import pytest
 
 from cnnkit.core import plugins
 from cnnkit.core.data import open_dataset
-from cnnkit.core.detection_task import DetectionTransform
+from cnnkit.core.tasks.detect import DetectionTransform
 from cnnkit.core.metrics import Detections, coco_map
 from tests.test_data_layouts import _image, coco_json, voc
 

@@ -21,6 +21,7 @@ def _run(args, extra_path=None, **env):
 
 def _fake_dist(root: Path, name: str, module_source: str) -> Path:
     """A minimal installed distribution with a ``cnnkit`` entry point, as pip would leave it."""
+    root.mkdir(parents=True, exist_ok=True)
     (root / f"{name}.py").write_text(module_source)
     info = root / f"{name}-0.1.dist-info"
     info.mkdir(parents=True)
@@ -44,7 +45,8 @@ def test_third_party_plugin_is_found_through_its_entry_point(hello_site):
     assert r.returncode == 0, r.stderr
     infos = {p["name"]: p for p in json.loads(r.stdout)}
     assert infos["hello"]["origin"] == "cnnkit-hello"
-    assert set(infos["hello"]["hooks"]) == {"register_models", "register_commands"}
+    assert set(infos["hello"]["hooks"]) == {"register_models", "register_commands"}  # as pluggy reports them
+    assert set(infos["core"]["hooks"]) == {"register_tasks", "register_losses", "register_datasets"}
     assert infos["classify"]["origin"] == "builtin"
 
 
@@ -78,11 +80,11 @@ def test_cnnkit_plugins_env_restricts_loading(tmp_path):
     site = _fake_dist(tmp_path, "broken_plugin", "raise ImportError('needs libfoo')\n")
     r = _run(["plugins", "--json"], site, CNNKIT_PLUGINS="classify")
     assert r.returncode == 0 and r.stderr == ""
-    assert [p["name"] for p in json.loads(r.stdout)] == ["classify"]
+    assert [p["name"] for p in json.loads(r.stdout)] == ["core", "classify"]  # core's registrations always load
 
 
 def test_plugin_failing_in_a_hook_is_isolated(tmp_path):
-    source = ("from cnnkit.core.hookspecs import hookimpl\n"
+    source = ("from cnnkit.api import hookimpl\n"
               "@hookimpl\n"
               "def register_models(register):\n"
               "    raise RuntimeError('bad spec')\n")
@@ -91,3 +93,89 @@ def test_plugin_failing_in_a_hook_is_isolated(tmp_path):
     assert r.returncode == 0
     assert "bad_hook" in r.stderr and "bad spec" in r.stderr
     assert any(m["name"] == "resnet18" for m in json.loads(r.stdout))
+
+
+def _readme_plugin(root: Path) -> Path:
+    """The third-party plugin shown in the README's "Plugins" section, written out as a package."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Plugins"):readme.index("## Development")]
+    for block in re.findall(r"```(?:python|toml)\n(.*?)```", section, re.S):
+        first, _, body = block.partition("\n")
+        path = first.lstrip("# ").split()[0].rstrip(":")
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(block if path.endswith(".py") else body)
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text('[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
+                         '[project]\nname = "my-plugin"\nversion = "0.1"\n' + pyproject.read_text()
+                         + '[tool.setuptools]\npackages = ["my_plugin"]\n')
+    return root
+
+
+def test_the_readme_plugin_installs_and_trains(tmp_path):
+    """DESIGN.md's promise: ModelSpec(name, task, build) and a LossSpec are all a plugin needs."""
+    source = _readme_plugin(tmp_path / "src")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(source)], check=True, capture_output=True, timeout=300)
+    r = _run(["plugins", "--json"], site)
+    infos = {p["name"]: p for p in json.loads(r.stdout)}
+    assert infos["my_plugin"]["origin"] == "my-plugin"
+    assert infos["my_plugin"]["hooks"] == ["register_losses", "register_models"]
+    data = ["--data", "synthetic:textures?n=32&size=32", "--img-size", "32", "--epochs", "1", "--no-track"]
+    r = _run(["train", "probe-net", *data, "--out", str(tmp_path / "probe")], site,
+             CNNKIT_PLUGINS="my_plugin")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "probe" / "weights" / "best.pt").is_file() and "metrics: val_top1" in r.stdout
+    r = _run(["train", "resnet18", "--loss", "squared_hinge", *data, "--out", str(tmp_path / "hinge")], site,
+             CNNKIT_PLUGINS="classify,my_plugin")
+    assert r.returncode == 0, r.stderr
+    import torch
+
+    ck = torch.load(tmp_path / "hinge" / "weights" / "last.pt", weights_only=True)
+    assert ck["config"]["options"]["loss"] == "squared_hinge" and ck["history"][0]["train_loss"] > 0
+    wrong = _run(["train", "resnet18", "--loss", "yolov3", "--epochs", "1", "--no-track"])
+    assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1
+    assert "--loss yolov3 is made for detect models" in wrong.stderr and "cross_entropy" in wrong.stderr
+
+
+PROBE = """
+from cnnkit.api import ModelSpec, hookimpl
+
+@hookimpl
+def register_models(register):
+    register(ModelSpec(name="probe-net", task="segment", build="x:y"))
+"""
+
+
+def test_unknown_task_names_the_known_ones(tmp_path):
+    site = _fake_dist(tmp_path / "site", "probe_plugin", PROBE)
+    r = _run(["train", "probe-net", "--epochs", "1", "--no-track"], site, CNNKIT_PLUGINS="probe_plugin")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "unknown task 'segment'" in r.stderr and "classify, detect, embed, stylize" in r.stderr
+
+
+def test_hook_order_follows_pluggy_tryfirst(tmp_path):
+    """Hooks run through pluggy: a tryfirst implementation registers before the others."""
+    first = ("from cnnkit.api import ModelSpec, hookimpl\n"
+             "@hookimpl(tryfirst=True)\n"
+             "def register_models(register):\n"
+             "    register(ModelSpec(name='resnet18', task='classify', build='x:y', description='mine'))\n")
+    site = _fake_dist(tmp_path / "site", "zz_first", first)
+    r = _run(["models", "--task", "classify", "--json"], site)
+    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    assert rows["resnet18"]["plugin"] == "zz_first"  # it won the name; the classify plugin's copy warned
+    assert "'resnet18' is registered twice" in r.stderr
+
+
+def test_invalid_hook_signature_is_refused_by_pluggy(tmp_path):
+    source = ("from cnnkit.api import hookimpl\n"
+              "@hookimpl\n"
+              "def register_models(register, extra):\n"
+              "    pass\n")
+    site = _fake_dist(tmp_path / "site", "bad_sig", source)
+    r = _run(["plugins", "--json"], site)
+    assert r.returncode == 0
+    infos = {p["name"]: p for p in json.loads(r.stdout)}
+    assert "PluginValidationError" in infos["bad_sig"]["error"] and "extra" in infos["bad_sig"]["error"]

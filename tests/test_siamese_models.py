@@ -7,9 +7,9 @@ import torch
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.plugins import load_plugins
 from cnnkit.core.registry import models
-from cnnkit.plugins.siamese.sampler import PKSampler
-from cnnkit.plugins.siamese.scoring import Scorer
-from cnnkit.plugins.siamese.task import verification_pairs
+from cnnkit.core.data.sampler import PKSampler
+from cnnkit.core.scoring import Scorer
+from cnnkit.core.tasks.embed import verification_pairs
 
 
 @pytest.fixture(autouse=True)
@@ -34,9 +34,12 @@ def test_small_embedder_gives_unit_128d_codes_with_shared_weights():
 def test_resnet18_backbone_embedder_comes_from_the_registry():
     torch.manual_seed(0)
     model = models.get("siamese-resnet18").create().eval()
-    backbone = models.get("resnet18").create(num_classes=128)  # the classifier, 128 outputs
-    assert type(model.features) is type(backbone)
-    assert sum(p.numel() for p in model.features.parameters()) == sum(p.numel() for p in backbone.parameters())
+    classifier = models.get("resnet18").create(num_classes=1000)
+    # the backbone contract: the registered resnet18 without its classifier, then a 512 -> 128 head
+    assert type(model.features.body) is type(classifier) and model.features.out_channels == 512
+    trunk = sum(p.numel() for p in model.features.parameters())
+    assert trunk == sum(p.numel() for p in classifier.parameters()) - (512 * 1000 + 1000) == 11_176_512
+    assert sum(p.numel() for p in model.head.parameters()) == 512 * 128 + 128
     with torch.no_grad():
         f = model(torch.rand(2, 3, 64, 64))
     assert f.shape == (2, 128)

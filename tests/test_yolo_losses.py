@@ -15,10 +15,18 @@ GT = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([
 
 
 def test_losses_are_registered_by_name():
+    """Each YOLO model names its loss; the registered factory build(model, task) makes it."""
+    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.engine import make_task
+    from cnnkit.core.registry import models
+
     plugins.load_plugins()
-    assert resolve(losses.get("yolov1")) is YOLOv1Loss
-    assert resolve(losses.get("yolov2")) is YOLOv2Loss
-    assert resolve(losses.get("yolov3")) is YOLOv3Loss
+    for name, cls in (("yolov1", YOLOv1Loss), ("yolov2", YOLOv2Loss), ("yolov3", YOLOv3Loss)):
+        spec = losses.get(name)
+        assert spec.tasks == ("detect",) and models.get(name).loss == name
+        task = make_task(models.get(name), TrainConfig(model=name, img_size=64), classes=["a", "b"])
+        criterion = resolve(spec.build)(task.build_model(), task)
+        assert type(criterion) is cls and criterion.num_classes == 2
 
 
 def _v3_output(obj_logit_other: float = 3.0) -> torch.Tensor:

@@ -30,7 +30,6 @@ class TrainConfig:
     scheduler: str = "cosine"  # cosine | step | plateau | none
     step_size: int = 0  # step schedule: epochs between decays (0: a third of the run)
     gamma: float = 0.1
-    warmup_epochs: int = 0
     grad_clip: float = 0.0
     label_smoothing: float = 0.0
     device: str = "auto"
@@ -45,7 +44,6 @@ class TrainConfig:
     experiment: str = "cnnkit"
     tracking_uri: str = ""
     track: bool = True
-    num_classes: int = 0  # 0: taken from the data
     options: dict[str, Any] = field(default_factory=dict)  # family-specific (see Task.options)
 
     def to_dict(self) -> dict[str, Any]:

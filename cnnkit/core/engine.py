@@ -1,4 +1,6 @@
-"""The one training loop for every family: epochs, AMP, checkpoints, resume, DDP, progress, MLflow."""
+"""The one training loop for every family, in named steps: set up the model and weights,
+resume, build the loaders, train an epoch, validate, save. MLflow and the progress display
+listen to the loop's events as callbacks (:mod:`cnnkit.core.callbacks`)."""
 
 from __future__ import annotations
 
@@ -11,23 +13,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from cnnkit import __version__
 from cnnkit.core import device as devices
+from cnnkit.core.callbacks import Callback, Run, console, tracked_run
 from cnnkit.core.checkpoint import copy_checkpoint, load_checkpoint, load_weights_into, save_checkpoint
 from cnnkit.core.config import TrainConfig
 from cnnkit.core.data.splits import split_summary
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.plots import line_plot
-from cnnkit.core.registry import ModelSpec, models, resolve
+from cnnkit.core.registry import ModelSpec, models, resolve, tasks
 from cnnkit.core.task import Task, to_device
-from cnnkit.core.tracking import Tracker
-
-console = Console(stderr=True)
 
 
 @dataclass
@@ -44,7 +42,15 @@ class FitResult:
 
 def make_task(spec: ModelSpec, config: TrainConfig, classes: list[str] | None = None,
               state: dict[str, Any] | None = None) -> Task:
-    return resolve(spec.task_class)(spec, config, classes=classes, state=state)
+    """The task that trains ``spec``: its ``task_class`` override, else the task registered as ``spec.task``."""
+    if spec.task_class is not None:
+        cls = resolve(spec.task_class)
+    elif spec.task in tasks:
+        cls = resolve(tasks.get(spec.task).build)
+    else:
+        raise CnnkitError(f"model '{spec.name}' names the unknown task '{spec.task}' "
+                          f"(known: {', '.join(sorted(tasks.names()))})")
+    return cls(spec, config, classes=classes, state=state)
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -92,11 +98,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console, transient=False)
-
-
 def _better(value: float, best: float | None, mode: str) -> bool:
     if best is None or math.isnan(best):
         return not math.isnan(value)
@@ -104,9 +105,9 @@ def _better(value: float, best: float | None, mode: str) -> bool:
 
 
 class Trainer:
-    """Runs ``fit`` for one resolved config."""
+    """Runs ``fit`` for one resolved config; each step of the loop is a method."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, callbacks: list[Callback] | None = None) -> None:
         self.config = config
         self.spec = models.get(config.model)
         self.resume_ckpt = load_checkpoint(config.resume) if config.resume else None
@@ -122,148 +123,126 @@ class Trainer:
         self.device = devices.resolve_device(config.device)
         self.dist = devices.setup_distributed(self.device)
         self.out = Path(config.out)
+        self.last_path, self.best_path = self.out / "weights" / "last.pt", self.out / "weights" / "best.pt"
+        self.extra_callbacks = list(callbacks or [])
+        self.start_epoch, self.best, self.history = 0, None, []
 
-    def payload(self, model: nn.Module, optimizer: Any, scheduler: Any, precision: devices.Precision,
-                epoch: int, best: float | None, metrics: dict[str, float]) -> dict[str, Any]:
-        return {
-            "cnnkit_version": __version__,
-            "model": self.spec.name,
-            "task": self.spec.task,
-            "classes": list(self.task.classes or []),
-            "config": self.config.to_dict(),
-            "task_state": self.task.state,
-            "model_state": model.state_dict(),
-            "optimizer_state": optimizer.state_dict(),
-            "scheduler_state": scheduler.state_dict() if scheduler is not None else {},
-            "scaler_state": precision.scaler.state_dict(),
-            "epoch": epoch,
-            "best_metric": best,
-            "key_metric": self.task.key_metric,
-            "metrics": metrics,
-            "rng": _rng_state(),
-        }
-
-    def fit(self) -> FitResult:
-        cfg, task, dev = self.config, self.task, self.device
-        devices.seed_everything(cfg.seed + self.dist.rank)
-        train_ds, val_ds = task.dataset("train"), task.dataset("val")
-        data_lines, data_params = split_summary(train_ds, val_ds)
-        for line in data_lines if self.dist.is_main else []:
+    # ---------------------------------------------------------------- set-up steps
+    def build_datasets(self) -> None:
+        """The train and val splits (the task learns its classes from them)."""
+        self.train_ds, self.val_ds = self.task.dataset("train"), self.task.dataset("val")
+        lines, self.data_params = split_summary(self.train_ds, self.val_ds)
+        for line in lines if self.dist.is_main else []:
             console.print(line, soft_wrap=True, markup=False, highlight=False)
-        model = task.build_model().to(dev)
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if cfg.weights and self.resume_ckpt is None:
-            loaded = task.load_weights(model, cfg.weights)
-            console.print(f"weights: {loaded}/{len(model.state_dict())} tensors from {cfg.weights}")
-        optimizer = build_optimizer(model, cfg)
-        scheduler = build_scheduler(optimizer, cfg, task.key_mode)
-        precision = devices.Precision(dev, cfg.amp)
-        start_epoch, best, history = 0, None, []
-        if self.resume_ckpt is not None:
-            ck = self.resume_ckpt
-            load_weights_into(model, ck["model_state"], self.spec.name, cfg.resume)
-            optimizer.load_state_dict(ck["optimizer_state"])
-            if scheduler is not None and ck.get("scheduler_state"):
-                scheduler.load_state_dict(ck["scheduler_state"])
-            if ck.get("scaler_state"):
-                precision.scaler.load_state_dict(ck["scaler_state"])
-            start_epoch, best = int(ck["epoch"]) + 1, ck.get("best_metric")
-            _set_rng_state(ck["rng"])
-            history = list(ck.get("history", []))
-        train_model: nn.Module = model
-        if self.dist.enabled:
-            train_model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
-        batch_sampler = task.batch_sampler(train_ds)
-        sampler = DistributedSampler(train_ds, seed=cfg.seed) if self.dist.enabled else None
-        generator = torch.Generator()
+    def setup_model(self) -> None:
+        """Build the model (with ``--weights``), its loss, the optimizer, schedule and precision."""
+        cfg, task = self.config, self.task
+        self.model = task.build_model().to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if cfg.weights and self.resume_ckpt is None:
+            loaded = task.load_weights(self.model, cfg.weights)
+            console.print(f"weights: {loaded}/{len(self.model.state_dict())} tensors from {cfg.weights}")
+        if task.loss_spec is not None:  # a bad loss setting fails now, not after the data is built
+            criterion = task.criterion(self.model)
+            if isinstance(criterion, nn.Module):
+                criterion.to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, task.key_mode)
+        self.precision = devices.Precision(self.device, cfg.amp)
+
+    def resume(self) -> None:
+        """Restore model, optimizer, schedule, scaler, epoch, best metric, history and RNG."""
+        ck = self.resume_ckpt
+        if ck is None:
+            return
+        load_weights_into(self.model, ck["model_state"], self.spec.name, self.config.resume)
+        self.optimizer.load_state_dict(ck["optimizer_state"])
+        if self.scheduler is not None and ck.get("scheduler_state"):
+            self.scheduler.load_state_dict(ck["scheduler_state"])
+        if ck.get("scaler_state"):
+            self.precision.scaler.load_state_dict(ck["scaler_state"])
+        self.start_epoch, self.best = int(ck["epoch"]) + 1, ck.get("best_metric")
+        _set_rng_state(ck["rng"])
+        self.history = list(ck.get("history", []))
+
+    def build_loaders(self) -> None:
+        """The loaders (a P x K batch sampler, DDP's sampler or shuffled batches), DDP's model wrapper."""
+        cfg, task = self.config, self.task
+        self.train_model: nn.Module = self.model
+        if self.dist.enabled:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        batch_sampler = task.batch_sampler(self.train_ds)
+        self.sampler = DistributedSampler(self.train_ds, seed=cfg.seed) if self.dist.enabled else None
+        self.generator = torch.Generator()
         if batch_sampler is not None:
-            train_loader = task.loader(train_ds, train=True, batch_sampler=batch_sampler)
-        elif sampler is not None:
-            train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
-                                      num_workers=cfg.workers, collate_fn=task.collate)
+            self.train_loader = task.loader(self.train_ds, train=True, batch_sampler=batch_sampler)
+        elif self.sampler is not None:
+            self.train_loader = DataLoader(self.train_ds, batch_size=cfg.batch_size, sampler=self.sampler,
+                                           num_workers=cfg.workers, collate_fn=task.collate)
         else:
-            train_loader = task.loader(train_ds, train=True, generator=generator)
-        val_loader = task.loader(val_ds, train=False)
-        if len(train_loader) == 0:
+            self.train_loader = task.loader(self.train_ds, train=True, generator=self.generator)
+        self.val_loader = task.loader(self.val_ds, train=False)
+        if len(self.train_loader) == 0:
             raise CnnkitError(f"--data {task.data_spec}: the training split is empty")
 
-        tracker = Tracker(cfg.track and self.dist.is_main, cfg.tracking_uri, cfg.experiment)
-        if self.dist.is_main:
-            tracker.start(f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", cfg.to_dict() | data_params,
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> FitResult:
+        cfg, task = self.config, self.task
+        devices.seed_everything(cfg.seed + self.dist.rank)
+        self.build_datasets()
+        self.setup_model()
+        self.resume()
+        self.build_loaders()
+        run = self.new_run()
+        metrics: dict[str, float] = {}
+        try:
+            with run:
+                for epoch in range(self.start_epoch, cfg.epochs):
+                    train_stats = self.train_epoch(run, epoch)
+                    metrics = self.validate()
+                    self.step_schedule(metrics, train_stats)
+                    row = {**train_stats, **metrics, "lr": self.optimizer.param_groups[0]["lr"]}
+                    self.history.append({"epoch": epoch, **row})
+                    if self.dist.is_main:
+                        run.log_metrics(row, step=epoch)
+                        self.save(epoch, metrics)
+                        run.emit("on_epoch_end", f"epoch {epoch + 1}/{cfg.epochs}", row)
+                if self.dist.is_main:
+                    metrics = self.finish(run) or metrics
+                    self.log_artifacts(run)
+        finally:
+            self.dist.close()
+        final = load_checkpoint(self.best_path)["metrics"] if self.dist.is_main and self.best_path.exists() else metrics
+        return FitResult(self.out, self.last_path, self.best_path, final, self.history, run.run_id)
+
+    def new_run(self) -> Run:
+        """The run's lifecycle: MLflow (rank 0, unless --no-track), progress, and any extra callbacks."""
+        cfg, task = self.config, self.task
+        run = tracked_run(f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", cfg.to_dict() | self.data_params,
                           {"cnnkit.plugin": self.spec.plugin, "cnnkit.model": self.spec.name,
                            "cnnkit.task": self.spec.task, "cnnkit.key_metric": f"val_{task.key_metric}",
-                           "cnnkit.data": task.data_spec})
-        weights = self.out / "weights"
-        last_path, best_path = weights / "last.pt", weights / "best.pt"
-        metrics: dict[str, float] = {}
-        status = "FAILED"
-        try:
-            with _progress() as progress:
-                for epoch in range(start_epoch, cfg.epochs):
-                    generator.manual_seed(cfg.seed * 1000 + epoch)
-                    if hasattr(train_ds, "epoch"):
-                        train_ds.seed, train_ds.epoch = cfg.seed, epoch
-                    if sampler is not None:
-                        sampler.set_epoch(epoch)
-                    train_stats = self._train_epoch(train_model, train_loader, optimizer, precision, progress, epoch)
-                    metrics = {}
-                    if self.dist.is_main:
-                        model.eval()
-                        metrics = {f"val_{k}" if not k.startswith("val_") else k: v
-                                   for k, v in task.evaluate(model, val_loader, dev).items()}
-                    self.dist.barrier()
-                    key = metrics.get(f"val_{task.key_metric}", float("nan"))
-                    if scheduler is not None:
-                        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                            scheduler.step(key if not math.isnan(key) else train_stats["train_loss"])
-                        else:
-                            scheduler.step()
-                    row = {**train_stats, **metrics, "lr": optimizer.param_groups[0]["lr"]}
-                    history.append({"epoch": epoch, **row})
-                    if self.dist.is_main:
-                        tracker.log_metrics(row, step=epoch)
-                        improved = _better(key, best, task.key_mode)
-                        best = key if improved else best
-                        payload = self.payload(model, optimizer, scheduler, precision, epoch, best, metrics)
-                        payload["history"] = history
-                        save_checkpoint(last_path, payload)
-                        if improved or not best_path.exists():
-                            copy_checkpoint(last_path, best_path)
-                        if cfg.save_period and (epoch + 1) % cfg.save_period == 0:
-                            copy_checkpoint(last_path, weights / f"epoch{epoch + 1}.pt")
-                        console.print(f"epoch {epoch + 1}/{cfg.epochs} " + "  ".join(
-                            f"{k} {v:.4g}" for k, v in row.items()), soft_wrap=True)
-            if self.dist.is_main and task.finish(model, train_ds, val_loader, dev):
-                model.eval()
-                metrics = {f"val_{k}": v for k, v in task.evaluate(model, val_loader, dev).items()}
-                tracker.log_metrics(metrics, step=cfg.epochs)
-                payload = self.payload(model, optimizer, scheduler, precision, cfg.epochs - 1,
-                                       metrics.get(f"val_{task.key_metric}"), metrics)
-                payload["history"] = history
-                save_checkpoint(last_path, payload)
-                copy_checkpoint(last_path, best_path)
-            if self.dist.is_main:
-                if best is not None:
-                    tracker.log_metrics({f"best_val_{task.key_metric}": best}, step=cfg.epochs)
-                self._log_artifacts(tracker, model, val_ds, history, last_path, best_path)
-            status = "FINISHED"
-        finally:
-            tracker.end(status)
-            self.dist.close()
-        final = load_checkpoint(best_path)["metrics"] if self.dist.is_main and best_path.exists() else metrics
-        return FitResult(self.out, last_path, best_path, final, history, tracker.run_id)
+                           "cnnkit.data": task.data_spec},
+                          track=cfg.track and self.dist.is_main, uri=cfg.tracking_uri, experiment=cfg.experiment,
+                          progress=self.dist.is_main)
+        run.callbacks += self.extra_callbacks
+        return run
 
-    def _train_epoch(self, model: nn.Module, loader: DataLoader, optimizer: Any,
-                     precision: devices.Precision, progress: Progress, epoch: int) -> dict[str, float]:
-        cfg, task = self.config, self.task
+    def train_epoch(self, run: Run, epoch: int) -> dict[str, float]:
+        """One pass over the training loader; the mean of each loss term and the throughput."""
+        cfg, task, loader = self.config, self.task, self.train_loader
+        self.generator.manual_seed(cfg.seed * 1000 + epoch)
+        if hasattr(self.train_ds, "epoch"):
+            self.train_ds.seed, self.train_ds.epoch = cfg.seed, epoch
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        model, optimizer, precision = self.train_model, self.optimizer, self.precision
         model.train()
         totals: dict[str, float] = {}
         seen, start = 0, time.perf_counter()
-        bar = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(loader), stats="",
-                                visible=self.dist.is_main)
+        run.emit("on_epoch_start", f"epoch {epoch + 1}/{cfg.epochs}", len(loader))
         for step, batch in enumerate(loader):
             batch = to_device(batch, self.device, cfg.channels_last)
             with precision.autocast():
@@ -283,19 +262,84 @@ class Trainer:
             seen += n
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0.0) + float(v.detach()) * n
-            rate = seen / max(time.perf_counter() - start, 1e-9)
-            progress.update(bar, advance=1, stats=f"loss {totals['loss'] / seen:.4f}  {rate:.1f} img/s")
+            run.emit("on_step", {"loss": totals["loss"] / seen,
+                                 "img/s": seen / max(time.perf_counter() - start, 1e-9)})
         return {f"train_{k}": v / max(seen, 1) for k, v in totals.items()} | \
             {"train_img_per_s": seen / max(time.perf_counter() - start, 1e-9)}
 
-    def _log_artifacts(self, tracker: Tracker, model: nn.Module, val_ds: Any, history: list[dict[str, float]],
-                       last: Path, best: Path) -> None:
-        if not tracker.run_id:
+    def validate(self) -> dict[str, float]:
+        """The task's validation metrics (rank 0), prefixed ``val_``."""
+        metrics: dict[str, float] = {}
+        if self.dist.is_main:
+            self.model.eval()
+            metrics = {k if k.startswith("val_") else f"val_{k}": v
+                       for k, v in self.task.evaluate(self.model, self.val_loader, self.device).items()}
+        self.dist.barrier()
+        return metrics
+
+    def step_schedule(self, metrics: dict[str, float], train_stats: dict[str, float]) -> None:
+        if self.scheduler is None:
             return
-        tracker.log_artifact(last, "weights")
-        tracker.log_artifact(best, "weights")
-        tracker.log_figure(loss_curve(history), "loss_curve.png")
-        self.task.log_artifacts(model, val_ds, tracker, self.device)
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            key = metrics.get(f"val_{self.task.key_metric}", float("nan"))
+            self.scheduler.step(key if not math.isnan(key) else train_stats["train_loss"])
+        else:
+            self.scheduler.step()
+
+    def save(self, epoch: int, metrics: dict[str, float], force_best: bool = False) -> None:
+        """``last.pt`` atomically; ``best.pt`` when the key metric improved; ``epochN.pt`` every --save-period."""
+        key = metrics.get(f"val_{self.task.key_metric}", float("nan"))
+        improved = force_best or _better(key, self.best, self.task.key_mode)
+        self.best = key if improved else self.best
+        save_checkpoint(self.last_path, self.payload(epoch, metrics))
+        if improved or not self.best_path.exists():
+            copy_checkpoint(self.last_path, self.best_path)
+        period = self.config.save_period
+        if period and (epoch + 1) % period == 0 and not force_best:
+            copy_checkpoint(self.last_path, self.last_path.parent / f"epoch{epoch + 1}.pt")
+
+    def finish(self, run: Run) -> dict[str, float] | None:
+        """The task's after-training step (R-CNN's SVMs, ...): re-validated and saved when it changed anything."""
+        cfg = self.config
+        if not self.task.finish(self.model, self.train_ds, self.val_loader, self.device):
+            return None
+        self.model.eval()
+        metrics = {f"val_{k}": v for k, v in self.task.evaluate(self.model, self.val_loader, self.device).items()}
+        run.log_metrics(metrics, step=cfg.epochs)
+        self.save(cfg.epochs - 1, metrics, force_best=True)
+        return metrics
+
+    def log_artifacts(self, run: Run) -> None:
+        """Best metric, checkpoints, loss curve and the family's own artifacts."""
+        if self.best is not None:
+            run.log_metrics({f"best_val_{self.task.key_metric}": self.best}, step=self.config.epochs)
+        if not run.run_id:
+            return
+        run.log_artifact(self.last_path, "weights")
+        run.log_artifact(self.best_path, "weights")
+        run.log_figure(loss_curve(self.history), "loss_curve.png")
+        self.task.log_artifacts(self.model, self.val_ds, run, self.device)
+
+    def payload(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        """A checkpoint: plain tensors and primitives only, so ``weights_only=True`` reads it."""
+        return {
+            "cnnkit_version": __version__,
+            "model": self.spec.name,
+            "task": self.spec.task,
+            "classes": list(self.task.classes or []),
+            "config": self.config.to_dict(),
+            "task_state": self.task.state,
+            "model_state": self.model.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "scaler_state": self.precision.scaler.state_dict(),
+            "epoch": epoch,
+            "best_metric": self.best,
+            "key_metric": self.task.key_metric,
+            "metrics": metrics,
+            "rng": _rng_state(),
+            "history": self.history,
+        }
 
 
 def loss_curve(history: list[dict[str, float]]) -> Any:

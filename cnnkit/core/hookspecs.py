@@ -1,4 +1,5 @@
-"""The plugin API: four tiny hooks. Each receives a callable or the app and returns nothing."""
+"""The plugin API: five tiny hooks. Each receives a ``register`` callable (or the app) and returns
+nothing. Built-in plugins, core's own registrations included, use them exactly like third parties."""
 
 from typing import Any, Callable
 
@@ -10,17 +11,22 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
+def register_tasks(register: Callable[[Any], None]) -> None:
+    """Call ``register(TaskSpec(name, build))`` once per task the plugin provides."""
+
+
+@hookspec
 def register_models(register: Callable[[Any], None]) -> None:
-    """Call ``register(ModelSpec(...))`` once per model the plugin provides."""
+    """Call ``register(ModelSpec(name, task, build, ...))`` once per model the plugin provides."""
 
 
 @hookspec
-def register_losses(register: Callable[..., None]) -> None:
-    """Call ``register(name, factory)`` for each named loss factory."""
+def register_losses(register: Callable[[Any], None]) -> None:
+    """Call ``register(LossSpec(name, build, tasks))`` for each named loss factory."""
 
 
 @hookspec
-def register_datasets(register: Callable[..., None]) -> None:
+def register_datasets(register: Callable[[Any], None]) -> None:
     """Call ``register(DatasetSpec(...))`` for each dataset adapter or synthetic set."""
 
 

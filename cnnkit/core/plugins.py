@@ -1,4 +1,5 @@
-"""Plugin discovery through the ``cnnkit`` entry-point group, with failure isolation."""
+"""Plugin discovery through the ``cnnkit`` entry-point group; hooks called through pluggy with
+per-plugin failure isolation (one broken plugin warns and the rest go on)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import os
 import sys
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
-from typing import Any
+from types import ModuleType
+from typing import Any, Callable
 
 import pluggy
 
@@ -14,7 +16,15 @@ from cnnkit.core import hookspecs, registry
 from cnnkit.core.errors import CnnkitError
 
 GROUP = "cnnkit"
-HOOKS = ("register_models", "register_losses", "register_datasets", "register_commands")
+CORE = "cnnkit.core.builtins"  # core's own tasks and dataset adapters, registered like any plugin
+
+# hook -> (the registry it fills, the spec type it accepts)
+REGISTRIES: dict[str, tuple[registry.Registry, type]] = {
+    "register_tasks": (registry.tasks, registry.TaskSpec),
+    "register_models": (registry.models, registry.ModelSpec),
+    "register_losses": (registry.losses, registry.LossSpec),
+    "register_datasets": (registry.datasets, registry.DatasetSpec),
+}
 
 
 @dataclass
@@ -32,18 +42,50 @@ _manager: pluggy.PluginManager | None = None
 _infos: list[PluginInfo] = []
 
 
-def _warn(message: str) -> None:
+def _strict() -> bool:
+    return os.environ.get("CNNKIT_STRICT_PLUGINS", "") not in ("", "0")
+
+
+def _fail(message: str) -> None:
+    """A plugin's failure: fatal under CNNKIT_STRICT_PLUGINS=1, otherwise one warning."""
+    if _strict():
+        raise CnnkitError(message)
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _add(pm: pluggy.PluginManager, module: ModuleType, info: PluginInfo) -> None:
+    """Register ``module`` with pluggy (which validates its hook signatures); refuse unknown hooks."""
+    try:
+        pm.register(module, name=info.name)
+        unknown = [c.name for c in pm.get_hookcallers(module) or [] if not c.has_spec()]
+        if unknown:
+            pm.unregister(module)
+            raise CnnkitError(f"unknown hook(s) {', '.join(unknown)} "
+                              f"(cnnkit's hooks: {', '.join(sorted(hook_names()))})")
+    except Exception as exc:  # pluggy's PluginValidationError, or ours
+        info.error = f"{type(exc).__name__}: {exc}"
+        _fail(f"plugin '{info.name}' is invalid and is skipped ({info.error})")
+        return
+    info.hooks = sorted(c.name for c in pm.get_hookcallers(module) or [])
+
+
+def hook_names() -> list[str]:
+    """The hooks cnnkit defines, as pluggy knows them."""
+    return [name for name in dir(hookspecs) if getattr(getattr(hookspecs, name), "cnnkit_spec", None)]
+
+
 def load_plugins() -> pluggy.PluginManager:
-    """Load every plugin in the entry-point group once; fill the registries."""
+    """Load core's registrations and every plugin in the entry-point group once; fill the registries."""
     global _manager
     if _manager is not None:
         return _manager
+    import importlib
+
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    strict = os.environ.get("CNNKIT_STRICT_PLUGINS", "") not in ("", "0")
+    core = PluginInfo("core", _version("cnnkit"), "builtin")
+    _infos.append(core)
+    _add(pm, importlib.import_module(CORE), core)
     wanted = {n.strip() for n in os.environ.get("CNNKIT_PLUGINS", "").split(",") if n.strip()}
     for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
         if wanted and ep.name not in wanted:
@@ -51,65 +93,52 @@ def load_plugins() -> pluggy.PluginManager:
         dist = ep.dist
         origin = "builtin" if dist is not None and dist.name == "cnnkit" else (dist.name if dist else "?")
         info = PluginInfo(ep.name, dist.version if dist else "?", origin)
+        _infos.append(info)
         try:
             module = ep.load()
-            pm.register(module, name=ep.name)
         except Exception as exc:  # a broken third-party plugin must not take the CLI down
-            if strict:
-                raise CnnkitError(f"plugin '{ep.name}' failed to load: {exc}") from exc
             info.error = f"{type(exc).__name__}: {exc}"
-            _warn(f"plugin '{ep.name}' failed to load and is skipped ({info.error})")
-        else:
-            info.hooks = [h for h in HOOKS if hasattr(module, h)]
-        _infos.append(info)
+            _fail(f"plugin '{ep.name}' failed to load and is skipped ({info.error})")
+            continue
+        _add(pm, module, info)
     _manager = pm
-    _fill_registries(pm, strict)
+    for hook, (reg, kind) in REGISTRIES.items():
+        call_hook(pm, hook, lambda plugin, reg=reg, kind=kind: _registrar(reg, kind, plugin))
     return pm
 
 
-def _call_each(pm: pluggy.PluginManager, hook: str, strict: bool, make_arg: Any) -> None:
-    """Call ``hook`` on each plugin separately so that one failure names its plugin."""
-    for name, plugin in pm.list_name_plugin():
-        impl = getattr(plugin, hook, None)
-        if impl is None:
-            continue
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _registrar(reg: registry.Registry, kind: type, plugin: str) -> Callable[[Any], None]:
+    """The ``register`` callable handed to ``plugin``: checks the spec type and records its origin."""
+    def register(spec: Any) -> None:
+        if not isinstance(spec, kind):
+            raise CnnkitError(f"register() takes a {kind.__name__}, not {type(spec).__name__}")
+        reg.add(spec.name, replace(spec, plugin=plugin), getattr(spec, "aliases", ()))
+    return register
+
+
+def call_hook(pm: pluggy.PluginManager, hook: str, make_arg: Callable[[str], Any]) -> None:
+    """Call ``hook`` on each plugin in pluggy's order (``tryfirst``/``trylast`` honoured), one
+    plugin at a time, so that one failure names its plugin and the others still run."""
+    caller = getattr(pm.hook, hook)
+    for impl in reversed(caller.get_hookimpls()):
         try:
-            impl(make_arg(name))
+            impl.function(*[make_arg(impl.plugin_name) for _ in impl.argnames])
         except Exception as exc:
-            if strict:
-                raise CnnkitError(f"plugin '{name}' failed in {hook}: {exc}") from exc
-            _warn(f"plugin '{name}' failed in {hook} ({type(exc).__name__}: {exc})")
-
-
-def _fill_registries(pm: pluggy.PluginManager, strict: bool) -> None:
-    def model_register(plugin: str):
-        def register(spec: registry.ModelSpec) -> None:
-            registry.models.add(spec.name, replace(spec, plugin=plugin), spec.aliases)
-        return register
-
-    def loss_register(plugin: str):
-        def register(name: str, factory: registry.Ref) -> None:
-            registry.losses.add(name, factory)
-        return register
-
-    def dataset_register(plugin: str):
-        def register(spec: registry.DatasetSpec) -> None:
-            registry.datasets.add(spec.name, replace(spec, plugin=plugin))
-        return register
-
-    from cnnkit.core.data import register_builtin
-
-    register_builtin(dataset_register("core"))
-    _call_each(pm, "register_models", strict, model_register)
-    _call_each(pm, "register_losses", strict, loss_register)
-    _call_each(pm, "register_datasets", strict, dataset_register)
+            _fail(f"plugin '{impl.plugin_name}' failed in {hook} ({type(exc).__name__}: {exc})")
 
 
 def mount_commands(app: Any) -> None:
     """Let every loaded plugin add its commands to the typer app."""
-    pm = load_plugins()
-    strict = os.environ.get("CNNKIT_STRICT_PLUGINS", "") not in ("", "0")
-    _call_each(pm, "register_commands", strict, lambda _name: app)
+    call_hook(load_plugins(), "register_commands", lambda _plugin: app)
 
 
 def plugin_infos() -> list[PluginInfo]:
@@ -122,5 +151,5 @@ def reset() -> None:
     global _manager
     _manager = None
     _infos.clear()
-    for reg in (registry.models, registry.losses, registry.datasets):
+    for reg in registry.ALL:
         reg.clear()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from pathlib import Path
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from cnnkit.core.errors import CnnkitError
@@ -22,9 +22,12 @@ def resolve(ref: Ref) -> Callable[..., Any]:
     if callable(ref):
         return ref
     module, _, attr = ref.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:  # a plugin's reference that does not resolve
+        raise CnnkitError(f"cannot load '{ref}' ({type(exc).__name__}: {exc})") from None
     return obj
 
 
@@ -32,14 +35,20 @@ def resolve(ref: Ref) -> Callable[..., Any]:
 class ModelSpec:
     """A registered model: how to build it and what the paper says about it.
 
-    ``build(num_classes=..., **kwargs)`` returns an ``nn.Module``; ``task_class`` names the
-    :class:`cnnkit.core.task.Task` subclass that trains and evaluates this family.
+    ``name``, ``task`` (a registered task: ``classify``, ``detect``, ``embed``, ``stylize`` or one a
+    plugin adds) and ``build(num_classes=..., **kwargs) -> nn.Module`` are all a model needs.
+    ``task_class`` overrides the task's class for a family with its own training logic; ``loss``
+    names the registered loss it trains with by default (``--loss NAME`` picks another);
+    ``options`` are architecture options with their defaults, passed to ``build`` and settable
+    as ``--name value`` on ``cnnkit train``.
     """
 
     name: str
-    task: str  # "classify", "detect", "embed", "stylize", ...
+    task: str
     build: Ref
-    task_class: Ref
+    task_class: Ref | None = None
+    loss: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     aliases: tuple[str, ...] = ()
     paper: str = ""
@@ -56,13 +65,37 @@ class ModelSpec:
 
     def for_file(self, path: str) -> "ModelSpec":
         """This spec built from a definition file (e.g. a Darknet .cfg): ``build(cfg=path)``."""
-        from dataclasses import replace
-
         return replace(self, name=path, aliases=(), build_kwargs={**self.build_kwargs, "cfg": path})
 
     def create(self, **kwargs: Any) -> Any:
         """Build the network (``weights=None``: no download ever happens here)."""
         return resolve(self.build)(**{**self.build_kwargs, **kwargs})
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A registered task: the :class:`cnnkit.core.task.Task` subclass that trains, evaluates and
+    runs every model whose ``ModelSpec.task`` names it."""
+
+    name: str
+    build: Ref
+    description: str = ""
+    plugin: str = ""
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A registered loss. ``build(model, task) -> callable`` is the one factory signature: it
+    reads what it needs from the model (anchors, number of classes) and the task
+    (``task.option(name)``, ``task.config``). ``tasks`` names the tasks whose batches it fits;
+    ``options`` are its own settings with defaults (``--margin 0.2``, ``--mining hard``)."""
+
+    name: str
+    build: Ref
+    tasks: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    plugin: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,8 +139,8 @@ class Registry:
         if key not in self._items:
             close = difflib.get_close_matches(name, self.names(with_aliases=True), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise CnnkitError(f"unknown {self.kind} '{name}'{hint} (see `cnnkit models`)"
-                              if self.kind == "model" else f"unknown {self.kind} '{name}'{hint}")
+            known = "see `cnnkit models`" if self.kind == "model" else "known: " + (", ".join(sorted(self._items)) or "none")
+            raise CnnkitError(f"unknown {self.kind} '{name}'{hint} ({known})")
         return self._items[key]
 
     def __contains__(self, name: str) -> bool:
@@ -128,5 +161,7 @@ class Registry:
 
 
 models = Registry("model")
+tasks = Registry("task")
 losses = Registry("loss")
 datasets = Registry("dataset")
+ALL = (models, tasks, losses, datasets)

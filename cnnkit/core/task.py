@@ -1,7 +1,9 @@
-"""The Task: how one model family plugs into the engine (data, loss, evaluation, prediction).
+"""The Task: how one kind of model plugs into the engine (data, loss, evaluation, prediction).
 
-A plugin subclasses :class:`Task` in its ``task.py`` and names it in its ``ModelSpec``
-(``task_class="cnnkit.plugins.<family>.task:MyTask"``). The engine owns everything else.
+Tasks are registered by name (``register_tasks``); core owns the generic ones in
+:mod:`cnnkit.core.tasks` (classify, detect, embed, stylize) and a model picks one with
+``ModelSpec.task``. A family with its own training logic subclasses one and names it in
+``ModelSpec.task_class``. The engine owns everything else.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from cnnkit.core.checkpoint import load_state_dict, load_weights_into
 from cnnkit.core.config import TrainConfig
 from cnnkit.core.data import open_dataset
 from cnnkit.core.errors import CnnkitError
-from cnnkit.core.registry import ModelSpec
+from cnnkit.core.registry import LossSpec, ModelSpec, losses, resolve
 
 
 class MappedDataset(Dataset):
@@ -57,13 +59,18 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> 
 
 
 class Task:
-    """Base task. Subclasses set ``data_tasks`` and implement the methods marked below."""
+    """Base task. Subclasses set ``data_tasks`` and implement the methods marked below.
+
+    A task's settings (``--name value`` after the model on ``cnnkit train``) are its own
+    ``options``, the model's architecture ``options`` (passed to its builder) and the chosen
+    loss's ``options``; ``--loss NAME`` picks any registered loss made for this task.
+    """
 
     data_tasks: tuple[str, ...] = ()  # which kinds of --data fit ("classify", "detect", "embed")
     default_data: str = ""  # used when --data is not given
     key_metric: str = "loss"  # what best.pt is chosen by
     key_mode: str = "max"  # "max" or "min"
-    options: dict[str, Any] = {}  # family-specific training options and their defaults
+    options: dict[str, Any] = {}  # the task's own settings and their defaults
     check_classes: bool = True  # data must have the checkpoint's classes (not for unseen identities)
 
     def __init__(self, spec: ModelSpec, config: TrainConfig, classes: list[str] | None = None,
@@ -71,11 +78,37 @@ class Task:
         self.spec, self.config = spec, config
         self.classes = classes
         self.state: dict[str, Any] = dict(state or {})  # saved in checkpoints (anchors, threshold, ...)
+        self.loss_spec = self._loss_spec(str(config.options.get("loss") or self.default_loss()))
+        self.options = {**(self.loss_spec.options if self.loss_spec else {}), **type(self).options,
+                        **spec.options, "loss": self.loss_spec.name if self.loss_spec else ""}
         unknown = set(config.options) - set(self.options)
         if unknown:
             known = ", ".join(f"--{k.replace('_', '-')}" for k in self.options) or "none"
             raise CnnkitError(f"{spec.name}: unknown option(s) "
                               f"{', '.join('--' + k.replace('_', '-') for k in sorted(unknown))} (this model takes: {known})")
+        self._criterion: Any = None
+
+    def default_loss(self) -> str:
+        """The loss this model trains with unless ``--loss`` says otherwise."""
+        return self.spec.loss
+
+    def _loss_spec(self, name: str) -> LossSpec | None:
+        if not name:
+            return None
+        found = losses.get(name)
+        if self.spec.task not in found.tasks:
+            fits = sorted(n for n, s in losses.items() if self.spec.task in s.tasks)
+            raise CnnkitError(f"--loss {name} is made for {'/'.join(found.tasks)} models and {self.spec.name} "
+                              f"is a {self.spec.task} model (its losses: {', '.join(fits) or 'none'})")
+        return found
+
+    def criterion(self, model: nn.Module) -> Any:
+        """The chosen loss, built once by its factory: ``build(model, task)``."""
+        if self._criterion is None:
+            if self.loss_spec is None:
+                raise CnnkitError(f"{self.spec.name} names no loss: pass --loss NAME (see `cnnkit plugins`)")
+            self._criterion = resolve(self.loss_spec.build)(model, self)
+        return self._criterion
 
     def option(self, name: str) -> Any:
         """A family option: the user's value or the default in ``options``."""
@@ -121,8 +154,12 @@ class Task:
         return len(first)
 
     # ---------------------------------------------------------------- model
+    def arch_options(self) -> dict[str, Any]:
+        """The model's architecture options as chosen (``None``: the builder's default)."""
+        return {k: self.option(k) for k in self.spec.options if self.option(k) is not None}
+
     def build_model(self) -> nn.Module:
-        return self.spec.create(num_classes=len(self.classes or []) or self.spec.num_classes)
+        return self.spec.create(num_classes=len(self.classes or []) or self.spec.num_classes, **self.arch_options())
 
     def load_weights(self, model: nn.Module, path: str) -> int:
         """``--weights PATH``: copy the tensors that fit (a state dict or a cnnkit checkpoint);
@@ -130,8 +167,10 @@ class Task:
         return load_weights_into(model, load_state_dict(path), self.spec.name, path, strict=False)
 
     def loss(self, model: nn.Module, batch: Any, step: int) -> dict[str, torch.Tensor]:
-        """Loss terms for one batch; ``"loss"`` is the total that is back-propagated."""
-        raise NotImplementedError
+        """Loss terms for one batch; ``"loss"`` is the total that is back-propagated.
+        By default the criterion takes ``(model(inputs), targets)`` of an ``(inputs, targets)`` batch."""
+        inputs, targets = batch
+        return self.criterion(model)(model(inputs), targets)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:

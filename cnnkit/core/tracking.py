@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -98,26 +97,6 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.run_id:
             self._client.log_artifact(self.run_id, str(path), artifact_path)
-
-    def log_figure(self, figure: Any, name: str) -> None:
-        """Save a matplotlib figure as ``name`` (png) in the run's artifacts."""
-        if not self.run_id:
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
-            figure.savefig(path, dpi=100, bbox_inches="tight")
-            self.log_artifact(path, str(Path(name).parent) if Path(name).parent != Path(".") else None)
-
-    def log_image(self, image: Any, name: str) -> None:
-        """Save an RGB uint8 array as ``name`` in the run's artifacts."""
-        if not self.run_id:
-            return
-        from cnnkit.core.data.images import write_image
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = write_image(Path(tmp) / Path(name).name, image)
-            parent = str(Path(name).parent)
-            self.log_artifact(path, None if parent == "." else parent)
 
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id:

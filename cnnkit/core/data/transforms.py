@@ -23,6 +23,11 @@ def to_tensor(image: np.ndarray, normalize: bool = True) -> torch.Tensor:
     return t
 
 
+def to_image(tensor: torch.Tensor) -> np.ndarray:
+    """The first image of a ``(B, 3, H, W)`` batch in [0, 1] as RGB uint8 ``(H, W, 3)`` (to_tensor's inverse)."""
+    return tensor[0].detach().clamp(0, 1).permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
+
+
 def classification_pipeline(img_size: int, train: bool) -> A.Compose:
     """Random-resized crop and flips for training; resize + centre crop for evaluation."""
     if train:

@@ -67,10 +67,15 @@ class GoogLeNet(nn.Module):
         self.inception4e = nn.Sequential(Inception(528, 256, 160, 320, 32, 128, 128), max_pool())
         self.inception5 = nn.Sequential(Inception(832, 256, 160, 320, 32, 128, 128),
                                         Inception(832, 384, 192, 384, 48, 128, 128))
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(1024, num_classes))
-        self.aux1 = AuxClassifier(512, num_classes) if aux_logits else None
-        self.aux2 = AuxClassifier(528, num_classes) if aux_logits else None
+        head = [nn.Dropout(dropout), nn.Linear(1024, num_classes)] if num_classes else []
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), *head)
+        self.aux1 = AuxClassifier(512, num_classes) if aux_logits and num_classes else None
+        self.aux2 = AuxClassifier(528, num_classes) if aux_logits and num_classes else None
+
+    feature_channels = 1024  # the backbone contract (cnnkit.core.backbone)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inception5(self.inception4e(self.inception4bcd(self.inception4a(self.inception3(self.stem(x))))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a4 = self.inception4a(self.inception3(self.stem(x)))

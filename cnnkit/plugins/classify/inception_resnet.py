@@ -6,12 +6,11 @@ each residual branch is scaled before it is added (sec. 3.3)."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 
 import torch
 from torch import nn
 
-from cnnkit.plugins.classify.models import set_residual_scale
+from cnnkit.plugins.classify.models import SequentialClassifier, set_residual_scale
 
 
 class ConvBN(nn.Sequential):
@@ -96,14 +95,14 @@ def inception_resnet_v1(*, num_classes: int = 1000, residual_scale: float | None
                         dropout: float = 0.2) -> nn.Module:
     """Inception-ResNet-v1 (Figure 15). Residual scales default to 0.17 / 0.10 / 0.20 on the
     35/17/8 grids (the published Inception-ResNet-v2 values); ``residual_scale`` sets them all."""
-    model = nn.Sequential(OrderedDict([
+    model = SequentialClassifier([
         ("stem", stem()),
         ("block_a", nn.Sequential(*[block_a(0.17) for _ in range(5)])), ("reduction_a", reduction_a()),
         ("block_b", nn.Sequential(*[block_b(0.10) for _ in range(10)])), ("reduction_b", reduction_b()),
         ("block_c", nn.Sequential(*[block_c(0.20) for _ in range(5)])),
         ("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("dropout", nn.Dropout(dropout)),
         ("fc", nn.Linear(1792, num_classes)),
-    ]))
+    ], "block_c", 1792, num_classes)
     if residual_scale is not None:
         set_residual_scale(model, residual_scale)
     return model

@@ -9,24 +9,101 @@ from functools import partial
 from typing import Any, Sequence
 
 import torch
+import torchvision
 from torch import nn
 
 from cnnkit.core.errors import CnnkitError
 
 
+# ------------------------------------------------------------------------- the backbone contract
+# Every classifier here exposes ``forward_features(x)`` and ``feature_channels`` and, built with
+# ``num_classes=0``, carries no classifier (cnnkit.core.backbone). torchvision's classes get them
+# from the small subclasses below (same modules, same state dict keys).
+class ResNet(torchvision.models.ResNet):
+    head = "fc"
+
+    @property
+    def feature_channels(self) -> int:
+        return [m for m in self.layer4.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+class VGG(torchvision.models.VGG):
+    head = "classifier"
+
+    @property
+    def feature_channels(self) -> int:
+        return [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class AlexNet(torchvision.models.AlexNet):
+    head = "classifier"
+    feature_channels = 256
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class DenseNet(torchvision.models.DenseNet):
+    head = "classifier"
+
+    @property
+    def feature_channels(self) -> int:
+        return self.features[-1].num_features  # norm5
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.relu(self.features(x))
+
+
+CONTRACT = {cls.__bases__[0]: cls for cls in (ResNet, VGG, AlexNet, DenseNet)}
+
+
+def with_contract(model: nn.Module, num_classes: int) -> nn.Module:
+    """Give a torchvision classifier the backbone contract; ``num_classes=0`` drops its head."""
+    model.__class__ = CONTRACT[type(model)]
+    if num_classes == 0:
+        setattr(model, model.head, nn.Identity())
+    return model
+
+
+class SequentialClassifier(nn.Sequential):
+    """A classifier written as one ``nn.Sequential``: the children up to ``trunk`` are the
+    backbone; ``num_classes=0`` leaves the rest out."""
+
+    def __init__(self, layers: list[tuple[str, nn.Module]], trunk: str, channels: int, num_classes: int) -> None:
+        end = [name for name, _ in layers].index(trunk) + 1
+        super().__init__(OrderedDict(layers if num_classes else layers[:end]))
+        self.trunk, self.feature_channels = trunk, channels
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for name, module in self.named_children():
+            x = module(x)
+            if name == self.trunk:
+                break
+        return x
+
+
 def torchvision_model(*, arch: str, num_classes: int = 1000, weights: Any = None, **kwargs: Any) -> nn.Module:
     """``torchvision.models.get_model(arch)`` with ``weights=None`` unless the caller passes a
     weights enum (downloads only happen when a user asks for them)."""
-    import torchvision
-
-    return torchvision.models.get_model(arch, weights=weights, num_classes=num_classes, **kwargs)
+    model = torchvision.models.get_model(arch, weights=weights, num_classes=max(num_classes, 1), **kwargs)
+    return with_contract(model, num_classes) if type(model) in CONTRACT else model
 
 
 def timm_model(*, arch: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
-    """``timm.create_model(arch, pretrained=False)``: never downloads weights."""
+    """``timm.create_model(arch, pretrained=False)``: never downloads weights. timm models
+    already have ``forward_features``; ``feature_channels`` is their ``num_features``."""
     import timm
 
-    return timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+    model.feature_channels = model.num_features
+    return model
 
 
 # ---------------------------------------------------------------------------------------- AlexNet
@@ -55,8 +132,8 @@ def alexnet_lrn(*, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
         ("fc7", nn.Linear(4096, 4096)), ("relu7", nn.ReLU(inplace=True)), ("drop7", nn.Dropout(dropout)),
         ("fc8", nn.Linear(4096, num_classes)),
     ]))
-    return nn.Sequential(OrderedDict([("features", features), ("avgpool", nn.AdaptiveAvgPool2d(6)),
-                                      ("flatten", nn.Flatten()), ("classifier", classifier)]))
+    return SequentialClassifier([("features", features), ("avgpool", nn.AdaptiveAvgPool2d(6)),
+                                 ("flatten", nn.Flatten()), ("classifier", classifier)], "features", 256, num_classes)
 
 
 # -------------------------------------------------------------------------------------------- VGG
@@ -77,8 +154,6 @@ VGG_CONFIGS: dict[str, Sequence[int | str]] = {
 def vgg(*, config: str, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
     """VGG configuration A, A-LRN, B, C, D or E (Table 1), on torchvision's ``VGG`` classifier
     (fc 4096-4096-classes with dropout 0.5). The LRN of A-LRN is AlexNet's (k=2, n=5, ...)."""
-    from torchvision.models.vgg import VGG
-
     layers: list[nn.Module] = []
     channels = 3
     for item in VGG_CONFIGS[config]:
@@ -90,7 +165,9 @@ def vgg(*, config: str, num_classes: int = 1000, dropout: float = 0.5) -> nn.Mod
             size, out = (1, int(item[4:])) if isinstance(item, str) else (3, item)
             layers += [nn.Conv2d(channels, out, size, padding=size // 2), nn.ReLU(inplace=True)]
             channels = out
-    return VGG(nn.Sequential(*layers), num_classes=num_classes, init_weights=True, dropout=dropout)
+    model = torchvision.models.VGG(nn.Sequential(*layers), num_classes=max(num_classes, 1), init_weights=True,
+                                   dropout=dropout)
+    return with_contract(model, num_classes)
 
 
 # ----------------------------------------------------------------------------------------- ResNet
@@ -144,10 +221,10 @@ def densenet(*, blocks: tuple[int, ...], num_classes: int = 1000, growth_rate: i
     """DenseNet-BC (Huang et al. 2017, Table 1): growth rate k=32, BN-ReLU-Conv, 1x1 bottlenecks of
     4k channels, transitions with compression 0.5, 2k initial channels; ``blocks`` layers per block
     (121: 6,12,24,16; 169: 6,12,32,32; 201: 6,12,48,32; 264: 6,12,64,48)."""
-    from torchvision.models import DenseNet
-
-    return DenseNet(growth_rate=growth_rate, block_config=blocks, num_init_features=2 * growth_rate,
-                    bn_size=4, num_classes=num_classes)
+    model = torchvision.models.DenseNet(growth_rate=growth_rate, block_config=blocks,
+                                        num_init_features=2 * growth_rate, bn_size=4,
+                                        num_classes=max(num_classes, 1))
+    return with_contract(model, num_classes)
 
 
 # -------------------------------------------------------------------------------------- Inception
@@ -166,8 +243,6 @@ def inception_v3(*, num_classes: int = 1000, aux_logits: bool = True) -> nn.Modu
     """Inception-v3 (Szegedy et al. 2016, Table 1): factorised 3x3 stem, 35/17/8 grids with 5x5 ->
     two 3x3, 1x7/7x1 and expanded 1x3/3x1 modules, efficient grid reductions, and the
     batch-normalised auxiliary classifier on the 17x17 grid (torchvision's Inception3)."""
-    import torchvision
-
     return torchvision.models.inception_v3(weights=None, num_classes=num_classes, aux_logits=aux_logits,
                                            init_weights=True)
 

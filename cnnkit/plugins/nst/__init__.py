@@ -1,16 +1,18 @@
 """Neural style transfer: Gatys et al. (`cnnkit stylize`) and Johnson et al.'s fast stylizer
 (`cnnkit train fast-style`). Hook implementations only, nothing heavy."""
 
-from cnnkit.core.hookspecs import hookimpl
-from cnnkit.core.registry import DatasetSpec, ModelSpec
+from cnnkit.api import DatasetSpec, LossSpec, ModelSpec, hookimpl
 from cnnkit.plugins.nst.data import is_photo_folder
+
+PERCEPTUAL_OPTIONS = {"style": "", "style_size": 0, "content_weight": 1.0, "style_weight": 1e6, "tv_weight": 0.0,
+                      "content_layers": "conv2_2", "style_layers": "conv1_2,conv2_2,conv3_3,conv4_3",
+                      "vgg_weights": ""}
 
 
 @hookimpl
 def register_models(register):
     register(ModelSpec(
-        name="fast-style", task="stylize", build="cnnkit.plugins.nst.models:transformer_net",
-        task_class="cnnkit.plugins.nst.task:FastStyleTask",
+        name="fast-style", task="stylize", build="cnnkit.plugins.nst.models:transformer_net", loss="perceptual",
         description="Johnson et al. 2016 image transformation network (train with --style S.jpg)",
         paper="Perceptual Losses for Real-Time Style Transfer and Super-Resolution", img_size=256,
         min_img_size=32, num_classes=3, default_data="synthetic:textures?n=64&size=128",
@@ -20,10 +22,8 @@ def register_models(register):
 
 @hookimpl
 def register_losses(register):
-    register("nst_content", "cnnkit.plugins.nst.losses:content_loss")
-    register("nst_style", "cnnkit.plugins.nst.losses:style_loss")
-    register("nst_tv", "cnnkit.plugins.nst.losses:total_variation")
-    register("nst_perceptual", "cnnkit.plugins.nst.losses:StyleTransferLoss")
+    register(LossSpec("perceptual", "cnnkit.plugins.nst.perceptual:perceptual", ("stylize",), PERCEPTUAL_OPTIONS,
+                      "Johnson et al.: VGG content + Gram style (+ TV) against --style S.jpg"))
 
 
 @hookimpl

@@ -122,12 +122,9 @@ def _fast(content: Path, checkpoint: Path, out: Path, size: Optional[int], devic
 def _gatys(content: Path, styles: list[Path], out: Path, config: Any, weights: str, device: str,
            experiment: str, tracking_uri: str, track: bool, quiet: bool) -> dict[str, Any]:
     """Optimise the image with progress, intermediate images and an MLflow run."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from cnnkit.core.callbacks import tracked_run
     from cnnkit.core.data.images import read_image, write_image
     from cnnkit.core.device import resolve_device
-    from cnnkit.core.tracking import Tracker
     from cnnkit.plugins.nst.stylize import style_transfer
     from cnnkit.plugins.nst.vgg import VGGFeatures
 
@@ -139,51 +136,36 @@ def _gatys(content: Path, styles: list[Path], out: Path, config: Any, weights: s
     dev = resolve_device(device)
     vgg = VGGFeatures(list(config.content_layers) + list(config.style_layers), weights, seed=config.seed)
     steps_dir = out.with_name(f"{out.stem}_steps")
-    tracker = Tracker(track, tracking_uri, experiment)
-    tracker.start(f"stylize-{content.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
-                  {**dataclasses.asdict(config), "content": str(content), "styles": [str(s) for s in styles],
-                   "weights": weights or "imagenet", "device": str(dev), "output": str(out)},
-                  {"cnnkit.plugin": "nst", "cnnkit.model": "gatys", "cnnkit.task": "stylize",
-                   "cnnkit.key_metric": "loss"})
+    run = tracked_run(f"stylize-{content.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
+                      {**dataclasses.asdict(config), "content": str(content), "styles": [str(s) for s in styles],
+                       "weights": weights or "imagenet", "device": str(dev), "output": str(out)},
+                      {"cnnkit.plugin": "nst", "cnnkit.model": "gatys", "cnnkit.task": "stylize",
+                       "cnnkit.key_metric": "loss"},
+                      track=track, uri=tracking_uri, experiment=experiment, progress=not quiet)
     total = len(config.stage_sizes) * config.steps
-    progress = Progress(TextColumn("[bold]stylize"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
-                        console=Console(stderr=True), disable=quiet)
-
-    bar = progress.add_task("stylize", total=total, stats="")
 
     def report(step: int, losses: dict[str, float]) -> None:
-        if not progress.live.is_started:  # shown from the first step: setup errors stay one line
-            progress.start()
-        progress.update(bar, completed=min(step - step // (config.steps + 1), total),
-                        stats="  ".join(f"{k} {v:.4g}" for k, v in losses.items()))
-        tracker.log_metrics({f"{k}_loss" if k != "loss" else k: v for k, v in losses.items()}, step)
+        run.emit("on_step", losses, min(step - step // (config.steps + 1), total))
+        run.log_metrics({f"{k}_loss" if k != "loss" else k: v for k, v in losses.items()}, step)
 
     def snapshot(step: int, image: Any) -> None:
-        path = write_image(steps_dir / f"step_{step:05d}.png", image)
-        tracker.log_artifact(path, "intermediate")
+        run.log_artifact(write_image(steps_dir / f"step_{step:05d}.png", image), "intermediate")
 
-    status, start = "FAILED", time.perf_counter()
-    try:
-        try:
-            result = style_transfer(content_image, style_images, config, vgg, dev, report, snapshot)
-        finally:
-            progress.stop()
+    start = time.perf_counter()
+    with run:
+        run.emit("on_epoch_start", "stylize", total)
+        result = style_transfer(content_image, style_images, config, vgg, dev, report, snapshot)
         write_image(out, result.image)
-        tracker.log_artifact(out)
+        run.log_artifact(out)
         if result.history:
-            tracker.log_figure(_curves(result.history), "loss_curves.png")
-        tracker.log_metrics({f"final_{k}": v for k, v in result.losses.items()}, total)
-        status = "FINISHED"
-    finally:
-        run_id = tracker.run_id
-        tracker.end(status)
+            run.log_figure(_curves(result.history), "loss_curves.png")
+        run.log_metrics({f"final_{k}": v for k, v in result.losses.items()}, total)
     first = result.history[0] if result.history else {}
     return {"output": str(out), "losses": result.losses,
             "initial_losses": {k: v for k, v in first.items() if k != "step"},
             "style_image_content_loss": result.style_image_content_loss,
             "steps": len(result.history), "seconds": time.perf_counter() - start,
-            "size": list(result.image.shape[:2]), "mlflow_run": run_id or None}
+            "size": list(result.image.shape[:2]), "mlflow_run": run.run_id or None}
 
 
 def _curves(history: list[dict[str, float]]) -> Any:

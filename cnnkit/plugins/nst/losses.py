@@ -80,6 +80,30 @@ class StyleTransferLoss(nn.Module):
         return parts
 
 
+class PerceptualLoss(nn.Module):
+    """Johnson et al.'s training loss for a stylizer: the output's VGG features against the
+    input photo's (content) and the style image's Grams (style), plus total variation.
+    ``forward(output, photos)`` returns the terms and their weighted ``loss``."""
+
+    def __init__(self, vgg: nn.Module, grams: dict[str, torch.Tensor], content_layers: list[str],
+                 content_weight: float, style_weight: float, tv_weight: float) -> None:
+        super().__init__()
+        self.vgg, self.content_layers, self.style_layers = vgg, content_layers, list(grams)
+        for i, g in enumerate(grams.values()):
+            self.register_buffer(f"gram{i}", g)
+        self.weights = (content_weight, style_weight, tv_weight)
+
+    def forward(self, output: torch.Tensor, photos: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            targets = self.vgg(photos)
+        grams = {k: getattr(self, f"gram{i}") for i, k in enumerate(self.style_layers)}
+        criterion = StyleTransferLoss(
+            content={k: targets[k] for k in self.content_layers}, grams=grams,
+            layer_weights={k: 1.0 / len(grams) for k in grams}, content_weight=self.weights[0],
+            style_weight=self.weights[1], tv_weight=self.weights[2])
+        return criterion(self.vgg(output), output)
+
+
 def content_loss(generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The registered ``nst_content`` loss: batch mean of ``1/2 ||a(C) - a(G)||^2``."""
     return content_cost(generated, target).mean()

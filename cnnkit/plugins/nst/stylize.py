@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from cnnkit.core.data.transforms import to_tensor
+from cnnkit.core.data.transforms import to_image, to_tensor
 from cnnkit.core.errors import CnnkitError
 from cnnkit.plugins.nst.losses import StyleTransferLoss, content_cost, gram
 from cnnkit.plugins.nst.vgg import VGGFeatures, check_layers
@@ -99,11 +99,6 @@ class StyleResult:
 
 Report = Callable[[int, dict[str, float]], None]  # (global step, losses) after each step
 Snapshot = Callable[[int, np.ndarray], None]  # (global step, image) every save_every steps
-
-
-def to_image(tensor: torch.Tensor) -> np.ndarray:
-    """The first image of a ``(B, 3, H, W)`` batch in [0, 1] as RGB uint8 ``(H, W, 3)``."""
-    return (tensor[0].detach().clamp(0, 1).permute(1, 2, 0).mul(255).round().byte().cpu().numpy())
 
 
 def fit_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """R-CNN, Fast R-CNN and Faster R-CNN (hook implementations only)."""
 
-from cnnkit.core.hookspecs import hookimpl
-from cnnkit.core.registry import ModelSpec
+from cnnkit.api import ModelSpec, hookimpl
 
 _M = "cnnkit.plugins.rcnn.models:"
 _T = "cnnkit.plugins.rcnn.task:"
@@ -38,12 +37,6 @@ def register_models(register):
             min_img_size=64, num_classes=90, default_data=SHAPES,
             defaults={"epochs": 4, "batch_size": 4, "img_size": 64, "lr": 0.01, "optimizer": "sgd",
                       "weight_decay": 1e-4, "scheduler": "cosine", "grad_clip": 10.0}))
-
-
-@hookimpl
-def register_losses(register):
-    register("fast_rcnn", "cnnkit.plugins.rcnn.losses:fast_rcnn_loss")
-    register("rpn", "cnnkit.plugins.rcnn.losses:rpn_loss")
 
 
 @hookimpl

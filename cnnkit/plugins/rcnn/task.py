@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnkit.core.boxes import batched_nms, box_iou, clip_boxes, decode_deltas, encode_deltas
-from cnnkit.core.detection_task import DetectionTask, DetectionTransform, Prediction
+from cnnkit.core.tasks.detect import DetectionTask, DetectionTransform, Prediction
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.task import MappedDataset
 from cnnkit.plugins.rcnn.losses import BOX_WEIGHTS, fast_rcnn_loss, rpn_loss

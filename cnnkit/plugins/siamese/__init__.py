@@ -4,12 +4,11 @@ Embedders trained with triplet, contrastive or learned-similarity losses; ``cnnk
 ``cnnkit verify`` and ``cnnkit gallery`` over a SQLite gallery of face embeddings.
 """
 
+from cnnkit.api import DatasetSpec, LossSpec, ModelSpec, hookimpl
 from cnnkit.core.data.identities import is_pairs_file
-from cnnkit.core.hookspecs import hookimpl
-from cnnkit.core.registry import DatasetSpec, ModelSpec
 
-TASK = "cnnkit.plugins.siamese.task:SiameseTask"
 BACKBONE = "cnnkit.plugins.siamese.models:siamese_backbone"
+LOSSES = "cnnkit.plugins.siamese.losses"
 
 # The recipe that reaches AUC >= 0.98 on unseen synthetic:glyphs identities on a CPU in minutes.
 SMALL_RECIPE = {"epochs": 10, "batch_size": 64, "img_size": 32, "lr": 1e-3, "optimizer": "adamw",
@@ -18,29 +17,34 @@ BACKBONE_RECIPE = {"epochs": 20, "batch_size": 64, "img_size": 96, "lr": 1e-3, "
                    "weight_decay": 1e-4, "scheduler": "cosine"}
 
 
+def _embedder(name: str, build: str, *, img_size: int, min_img_size: int, **kw) -> ModelSpec:
+    return ModelSpec(name=name, task="embed", build=build, loss="triplet", img_size=img_size,
+                     min_img_size=min_img_size, num_classes=0, default_data="synthetic:glyphs", **kw)
+
+
 @hookimpl
 def register_models(register):
-    register(ModelSpec(
-        name="siamese-small", task="embed", build="cnnkit.plugins.siamese.models:siamese_small",
-        task_class=TASK, description="small CNN embedder (128-d, L2-normalised) for CPUs",
-        img_size=64, min_img_size=16, num_classes=0, default_data="synthetic:glyphs", defaults=SMALL_RECIPE))
-    for name, backbone, paper, description in (
-        ("siamese-resnet18", "resnet18", "He et al. 2015", "ResNet-18 backbone with a 128-d embedding head"),
-        ("siamese-inception-resnet", "inception-resnet-v1", "FaceNet (Schroff et al. 2015)",
-         "Inception-ResNet-v1 backbone (from the classify plugin) with a 128-d embedding head"),
-    ):
-        register(ModelSpec(name=name, task="embed", build=BACKBONE, task_class=TASK, description=description,
-                           paper=paper, img_size=160 if "inception" in backbone else 96,
-                           min_img_size=75 if "inception" in backbone else 32, num_classes=0,
-                           default_data="synthetic:glyphs", build_kwargs={"backbone": backbone},
-                           defaults={**BACKBONE_RECIPE, "img_size": 160 if "inception" in backbone else 96}))
+    register(_embedder("siamese-small", "cnnkit.plugins.siamese.models:siamese_small", img_size=64,
+                       min_img_size=16, defaults=SMALL_RECIPE,
+                       description="small CNN embedder (128-d, L2-normalised) for CPUs"))
+    register(_embedder("siamese-resnet18", BACKBONE, img_size=96, min_img_size=32, paper="He et al. 2015",
+                       build_kwargs={"backbone": "resnet18"}, defaults=BACKBONE_RECIPE,
+                       description="ResNet-18 backbone with a 128-d embedding head"))
+    register(_embedder("siamese-inception-resnet", BACKBONE, img_size=160, min_img_size=75,
+                       paper="FaceNet (Schroff et al. 2015)", build_kwargs={"backbone": "inception-resnet-v1"},
+                       defaults={**BACKBONE_RECIPE, "img_size": 160},
+                       description="Inception-ResNet-v1 backbone (from the classify plugin) with a 128-d embedding head"))
 
 
 @hookimpl
 def register_losses(register):
-    register("triplet", "cnnkit.plugins.siamese.losses:TripletLoss")
-    register("contrastive", "cnnkit.plugins.siamese.losses:ContrastiveLoss")
-    register("similarity", "cnnkit.plugins.siamese.losses:SimilarityLoss")
+    margin = {"margin": None}
+    register(LossSpec("triplet", f"{LOSSES}:triplet", ("embed",), {**margin, "mining": "semi-hard"},
+                      "FaceNet triplet loss, mined online (--mining batch-hard|semi-hard|all, --margin 0.2)"))
+    register(LossSpec("contrastive", f"{LOSSES}:contrastive", ("embed",), margin,
+                      "Hadsell et al. contrastive loss (--margin 1.0)"))
+    register(LossSpec("similarity", f"{LOSSES}:similarity", ("embed",), {"metric": "similarity"},
+                      "binary cross-entropy of the learned similarity sigmoid(w.|f_i - f_j| + b)"))
 
 
 @hookimpl

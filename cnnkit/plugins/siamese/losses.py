@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -118,3 +120,22 @@ class SimilarityLoss(nn.Module):
         weight = (len(same) - n_pos) / n_pos
         loss = F.binary_cross_entropy_with_logits(logits, same, pos_weight=weight)
         return {"loss": loss}
+
+
+# ---------------------------------------------------------------- factories: build(model, task)
+def triplet(model: nn.Module, task: Any) -> TripletLoss:
+    """``--loss triplet [--margin A] [--mining batch-hard|semi-hard|all]``."""
+    return TripletLoss(margin=task.option("margin"), mining=str(task.option("mining")))
+
+
+def contrastive(model: nn.Module, task: Any) -> ContrastiveLoss:
+    """``--loss contrastive [--margin M]``."""
+    return ContrastiveLoss(margin=task.option("margin"))
+
+
+def similarity(model: nn.Module, task: Any) -> SimilarityLoss:
+    """``--loss similarity``: trains the model's own similarity head (``model.similarity``)."""
+    head = getattr(getattr(model, "module", model), "similarity", None)
+    if head is None:
+        raise CnnkitError(f"--loss similarity needs a model with a similarity head; {task.spec.name} has none")
+    return SimilarityLoss(head)

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.core.errors import CnnkitError
 
 
 class SimilarityHead(nn.Module):
@@ -74,15 +73,10 @@ def siamese_small(*, embedding_dim: int = 128, widths: tuple[int, ...] = (32, 64
 
 
 def siamese_backbone(*, backbone: str, embedding_dim: int = 128, num_classes: int = 0, **kwargs: Any) -> Embedder:
-    """A registered classifier (e.g. ``resnet18``) whose last layer outputs ``embedding_dim``
-    features, then L2 normalisation. Looked up at build time, so a backbone registered by
-    another plugin (``inception-resnet-v1``) is used when that plugin is loaded."""
-    from cnnkit.core.plugins import load_plugins
-    from cnnkit.core.registry import models
+    """A registered model that serves as a backbone (e.g. ``resnet18``, ``inception-resnet-v1``)
+    without its classifier, then a linear ``embedding_dim`` layer and L2 normalisation.
+    ``num_classes`` is ignored (an embedder has no classes)."""
+    from cnnkit.core.backbone import build_backbone
 
-    load_plugins()
-    if backbone not in models:
-        raise CnnkitError(f"the backbone '{backbone}' is not registered (it comes from the classify plugin; "
-                          "see `cnnkit models --task classify`)")
-    net = models.get(backbone).create(num_classes=embedding_dim, **kwargs)
-    return Embedder(net, 0, embedding_dim)
+    trunk = build_backbone(backbone, **kwargs)
+    return Embedder(trunk, trunk.out_channels, embedding_dim)

@@ -16,7 +16,7 @@ from cnnkit.core.engine import load_for_eval
 from cnnkit.core.errors import CnnkitError
 from cnnkit.plugins.siamese.faces import Face, face_crops
 from cnnkit.plugins.siamese.gallery import ModelInfo
-from cnnkit.plugins.siamese.scoring import Scorer
+from cnnkit.core.scoring import Scorer
 
 
 def fingerprint(state: dict[str, torch.Tensor]) -> str:

@@ -1,11 +1,9 @@
 """YOLO v1/v2/v3 detectors with Darknet backbones (hook implementations only)."""
 
-from cnnkit.core.hookspecs import hookimpl
-from cnnkit.core.registry import ModelSpec
+from cnnkit.api import LossSpec, ModelSpec, hookimpl
 
 MODELS = "cnnkit.plugins.yolo.models"
 TASK = "cnnkit.plugins.yolo.task:YoloTask"
-CLASSIFY_TASK = "cnnkit.plugins.classify.task:ClassifyTask"
 DATA = "synthetic:shapes?n=1024&size=128"
 V1 = "You Only Look Once: Unified, Real-Time Object Detection (Redmon et al. 2016)"
 V2 = "YOLO9000: Better, Faster, Stronger (Redmon & Farhadi 2017)"
@@ -18,42 +16,56 @@ DETECT_RECIPE = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "schedul
 # Darknet's "Bn ops" at 416 (YOLOv3 paper, darknet site) are FLOPs: multiply-adds are half.
 PAPER_MACS = {"yolov3": 65.86e9 / 2, "yolov3-tiny": 5.56e9 / 2}
 
-# name, builder, paper, paper params (80 classes), input size, classes, description
-_DETECTORS = [
-    ("yolov1", "yolov1", V1, None, 448, 20, "YOLOv1: 24 conv + 2 FC layers, S=7, B=2"),
-    ("yolov1-fast", "yolov1_fast", V1, None, 448, 20, "Fast YOLO: 9 conv layers, S=7, B=2"),
-    ("yolov2", "yolov2", V2, None, 416, 80, "YOLOv2: Darknet-19, 5 anchors, passthrough layer"),
-    ("yolov2-tiny", "yolov2_tiny", V2, None, 416, 80, "Tiny YOLOv2: 9 conv layers, 5 anchors"),
-    ("yolov3", "yolov3", V3, 61_949_149, 416, 80, "YOLOv3: Darknet-53, 3 scales x 3 anchors"),
-    ("yolov3-tiny", "yolov3_tiny", V3, 8_852_366, 416, 80, "Tiny YOLOv3: 2 scales x 3 anchors"),
+
+
+def _detector(name: str, build: str, **kw) -> ModelSpec:
+    return ModelSpec(name=name, task="detect", build=build, task_class=TASK, default_data=DATA,
+                     defaults={**DETECT_RECIPE, "img_size": 128}, paper_macs=PAPER_MACS.get(name), **kw)
+
+
+DETECTORS = [
+    _detector("yolov1", f"{MODELS}:yolov1", loss="yolov1", paper=V1, img_size=448, min_img_size=64, num_classes=20,
+              description="YOLOv1: 24 conv + 2 FC layers, S=7, B=2"),
+    _detector("yolov1-fast", f"{MODELS}:yolov1_fast", loss="yolov1", paper=V1, img_size=448, min_img_size=64,
+              num_classes=20, description="Fast YOLO: 9 conv layers, S=7, B=2"),
+    _detector("yolov2", f"{MODELS}:yolov2", loss="yolov2", paper=V2, img_size=416, num_classes=80,
+              description="YOLOv2: Darknet-19, 5 anchors, passthrough layer"),
+    _detector("yolov2-tiny", f"{MODELS}:yolov2_tiny", loss="yolov2", paper=V2, img_size=416, num_classes=80,
+              description="Tiny YOLOv2: 9 conv layers, 5 anchors"),
+    _detector("yolov3", f"{MODELS}:yolov3", loss="yolov3", paper=V3, paper_params=61_949_149, img_size=416,
+              num_classes=80, description="YOLOv3: Darknet-53, 3 scales x 3 anchors"),
+    _detector("yolov3-tiny", f"{MODELS}:yolov3_tiny", loss="yolov3", paper=V3, paper_params=8_852_366,
+              img_size=416, num_classes=80, description="Tiny YOLOv3: 2 scales x 3 anchors"),
+    # the loss follows the cfg's head ([yolo]: yolov3, [region]: yolov2, [detection]: yolov1)
+    _detector("darknet-cfg", "cnnkit.plugins.yolo.darknet:model_from_cfg", aliases=("*.cfg",), paper=V3,
+              img_size=416, num_classes=80,
+              description="A detector read from a Darknet .cfg file (pass the path as the model)"),
+]
+BACKBONE_RECIPE = {"optimizer": "sgd", "lr": 0.05, "img_size": 64, "batch_size": 32}
+CLASSIFIERS = [
+    ModelSpec(name="darknet19", task="classify", build=f"{MODELS}:darknet19", paper=V2, paper_params=20_842_376,
+              img_size=224, default_data="synthetic:textures", defaults=BACKBONE_RECIPE,
+              description="Darknet-19 classifier (YOLOv2's backbone)"),
+    ModelSpec(name="darknet53", task="classify", build=f"{MODELS}:darknet53", paper=V3, paper_params=41_609_928,
+              img_size=256, default_data="synthetic:textures", defaults=BACKBONE_RECIPE,
+              description="Darknet-53 classifier (YOLOv3's backbone)"),
 ]
 
 
 @hookimpl
 def register_models(register):
-    for name, fn, paper, params, size, classes, description in _DETECTORS:
-        register(ModelSpec(name=name, task="detect", build=f"{MODELS}:{fn}", task_class=TASK, paper=paper,
-                           paper_params=params, paper_macs=PAPER_MACS.get(name), img_size=size,
-                           min_img_size=64 if name.startswith("yolov1") else 32, num_classes=classes,
-                           default_data=DATA, description=description, defaults={**DETECT_RECIPE, "img_size": 128}))
-    register(ModelSpec(name="darknet-cfg", task="detect", build="cnnkit.plugins.yolo.darknet:model_from_cfg",
-                       task_class=TASK, aliases=("*.cfg",), paper=V3, img_size=416, num_classes=80,
-                       default_data=DATA, defaults={**DETECT_RECIPE, "img_size": 128},
-                       description="A detector read from a Darknet .cfg file (pass the path as the model)"))
-    for name, params, size, description in (
-            ("darknet19", 20_842_376, 224, "Darknet-19 classifier (YOLOv2's backbone)"),
-            ("darknet53", 41_609_928, 256, "Darknet-53 classifier (YOLOv3's backbone)")):
-        register(ModelSpec(name=name, task="classify", build=f"{MODELS}:{name}", task_class=CLASSIFY_TASK,
-                           paper=V2 if name == "darknet19" else V3, paper_params=params, img_size=size,
-                           num_classes=1000, default_data="synthetic:textures", description=description,
-                           defaults={"optimizer": "sgd", "lr": 0.05, "img_size": 64, "batch_size": 32}))
+    for spec in DETECTORS + CLASSIFIERS:
+        register(spec)
 
 
 @hookimpl
 def register_losses(register):
-    register("yolov1", "cnnkit.plugins.yolo.losses:YOLOv1Loss")
-    register("yolov2", "cnnkit.plugins.yolo.losses:YOLOv2Loss")
-    register("yolov3", "cnnkit.plugins.yolo.losses:YOLOv3Loss")
+    register(LossSpec("yolov1", "cnnkit.plugins.yolo.losses:yolov1", ("detect",),
+                      description="YOLOv1 sum-squared error (lambda_coord 5, lambda_noobj 0.5)"))
+    register(LossSpec("yolov2", "cnnkit.plugins.yolo.losses:yolov2", ("detect",),
+                      description="YOLOv2 anchor loss, softmax classes"))
+    register(LossSpec("yolov3", "cnnkit.plugins.yolo.losses:yolov3", ("detect",), {"ignore_thresh": 0.5},
+                      "YOLOv3 three-scale loss, logistic classes (--ignore-thresh)"))
 
 
 @hookimpl

@@ -208,6 +208,17 @@ class DarknetModel(nn.Module):
         return heads if self.yolo else x.flatten(1)
 
 
+HEAD_LOSS = {"yolo": "yolov3", "region": "yolov2", "detection": "yolov1"}  # head section -> registered loss
+
+
+def head_loss(cfg: str | Path) -> str:
+    """The registered loss that trains the detector a .cfg describes, chosen by its head section."""
+    heads = [HEAD_LOSS[s["type"]] for s in parse_cfg(cfg) if s["type"] in HEAD_LOSS]
+    if not heads:
+        raise CnnkitError(f"{cfg}: no detection head ([yolo], [region] or [detection]) to train")
+    return heads[0]
+
+
 def model_from_cfg(*, cfg: str | Path | None = None, num_classes: int | None = None, anchors: Any = None) -> nn.Module:
     """Build the network a Darknet .cfg describes (``[yolo]`` classes and anchors overridable)."""
     if cfg is None:

@@ -7,7 +7,7 @@ targets ``[{"boxes": (N, 4) xyxy pixels, "labels": (N,)}]``; it returns ``{"loss
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -212,3 +212,27 @@ class YOLOv1Loss(nn.Module):
         n = len(p)
         box, obj, cls = box / n, obj / n, cls / n
         return {"loss": box + obj + cls, "box": box, "obj": obj, "cls": cls}
+
+
+# ---------------------------------------------------------------- factories: build(model, task)
+def _core(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)  # under DistributedDataParallel
+
+
+def yolov1(model: nn.Module, task: Any) -> YOLOv1Loss:
+    """Sum-squared error over the S x S grid (Redmon et al. 2016, eq. 3)."""
+    core = _core(model)
+    return YOLOv1Loss(num_classes=core.num_classes, boxes=core.boxes)
+
+
+def yolov2(model: nn.Module, task: Any) -> YOLOv2Loss:
+    """Anchor-based loss with softmax classes (YOLOv2 / Darknet's region layer)."""
+    core = _core(model)
+    return YOLOv2Loss(num_classes=core.num_classes, anchors=core.anchors)
+
+
+def yolov3(model: nn.Module, task: Any) -> YOLOv3Loss:
+    """Three-scale loss with logistic classes; ``--ignore-thresh`` (0.5 in the paper)."""
+    core = _core(model)
+    return YOLOv3Loss(num_classes=core.num_classes, anchors=core.anchors,
+                      ignore_thresh=float(task.option("ignore_thresh")))

@@ -12,9 +12,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnkit.core.boxes import batched_nms, box_convert, clip_boxes
-from cnnkit.core.detection_task import DetectionTask, Prediction
 from cnnkit.core.errors import CnnkitError
-from cnnkit.core.registry import losses, resolve
+from cnnkit.core.tasks.detect import DetectionTask, Prediction
 from cnnkit.plugins.yolo.losses import decode_anchor_boxes, decode_v1_boxes, grid_view
 
 MAX_DETECTIONS = 100
@@ -50,14 +49,17 @@ class YoloTask(DetectionTask):
 
     options = {
         "anchors": "",  # "w,h w,h ..." in pixels at --img-size, or "auto" (k-means on the training boxes)
-        "ignore_thresh": 0.5,  # YOLOv3: no objectness loss for predictions overlapping a ground truth this much
         "multi_scale": True,  # YOLOv2/v3: a new input size every `scale_every` batches
     }
     scale_every = 10  # batches between multi-scale size changes
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._criterion: nn.Module | None = None
+    def default_loss(self) -> str:
+        """The model's loss; a detector read from a .cfg trains with the loss of its head."""
+        if self.spec.loss:
+            return self.spec.loss
+        from cnnkit.plugins.yolo.darknet import head_loss
+
+        return head_loss(self.spec.build_kwargs["cfg"]) if "cfg" in self.spec.build_kwargs else "yolov3"
 
     # ---------------------------------------------------------------- model
     def build_model(self) -> nn.Module:
@@ -104,17 +106,6 @@ class YoloTask(DetectionTask):
                               f"of {heads} anchors (got {len(anchors)})")
         return anchors[(anchors[:, 0] * anchors[:, 1]).argsort()]
 
-    def criterion(self, model: nn.Module) -> nn.Module:
-        core = unwrap(model)
-        factory = resolve(losses.get(core.family))
-        num_classes = core.num_classes
-        if core.family == "yolov1":
-            return factory(num_classes=num_classes, boxes=core.boxes)
-        if core.family == "yolov3":
-            return factory(num_classes=num_classes, anchors=core.anchors,
-                           ignore_thresh=float(self.option("ignore_thresh")))
-        return factory(num_classes=num_classes, anchors=core.anchors)
-
     # ---------------------------------------------------------------- training
     def train_size(self, step: int) -> int:
         """The input size for batch ``step``: a new one every ``scale_every`` batches, fixed by ``step``."""
@@ -130,9 +121,7 @@ class YoloTask(DetectionTask):
                 images = F.interpolate(images, size=(new, new), mode="bilinear", align_corners=False)
                 targets = [{"boxes": t["boxes"] * (new / size), "labels": t["labels"]} for t in targets]
                 size = new
-        if self._criterion is None:
-            self._criterion = self.criterion(model)
-        return self._criterion(model(images), targets, size)
+        return self.criterion(model)(model(images), targets, size)
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()

@@ -1,7 +1,7 @@
-"""An example cnnkit plugin: registers one model (``hello-lenet``) and one command (``hello``)."""
+"""An example cnnkit plugin: registers one model (``hello-lenet``) and one command (``hello``).
+It imports only from ``cnnkit.api``, the public surface for plugin authors."""
 
-from cnnkit.core.hookspecs import hookimpl
-from cnnkit.core.registry import ModelSpec
+from cnnkit.api import ModelSpec, hookimpl
 
 
 @hookimpl
@@ -10,11 +10,9 @@ def register_models(register):
         name="hello-lenet",
         task="classify",
         build="cnnkit_hello.models:lenet5",
-        task_class="cnnkit.plugins.classify.task:ClassifyTask",
         description="LeNet-5 (LeCun et al. 1998) on RGB input",
         paper_params=61_706,  # for 1-channel 32x32 input and 10 classes
         img_size=32,
-        min_img_size=32,
         num_classes=10,
         default_data="synthetic:textures?size=32",
         defaults={"img_size": 32, "epochs": 5, "optimizer": "adam", "lr": 0.002},

@@ -1,4 +1,4 @@
-"""How the engine trains and evaluates classifiers."""
+"""The ``classify`` task: cross-entropy training (auxiliary heads weighted), top-1/top-5 evaluation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from cnnkit.core.data.transforms import classification_pipeline, to_tensor
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.metrics import topk_correct
 from cnnkit.core.task import MappedDataset, Task
-from cnnkit.plugins.classify.losses import ClassificationLoss
 
 
 class ClassifySample:
@@ -30,31 +29,42 @@ class ClassifySample:
         return to_tensor(self.pipeline(image=image)["image"]), int(label)
 
 
+class ClassificationLoss(nn.Module):
+    """Cross-entropy on the main logits; during training, networks with auxiliary classifiers
+    (GoogLeNet, Inception-v3) return ``(logits, aux, ...)`` and each aux term is weighted."""
+
+    def __init__(self, label_smoothing: float = 0.0, aux_weight: float = 0.3) -> None:
+        super().__init__()
+        self.label_smoothing, self.aux_weight = label_smoothing, aux_weight
+
+    def forward(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        main, *aux = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        losses = {"cls": F.cross_entropy(main, targets, label_smoothing=self.label_smoothing)}
+        if aux:
+            losses["aux"] = sum(F.cross_entropy(a, targets, label_smoothing=self.label_smoothing) for a in aux)
+        losses["loss"] = losses["cls"] + self.aux_weight * losses.get("aux", 0.0)
+        return losses
+
+
+def cross_entropy(model: nn.Module, task: Task) -> ClassificationLoss:
+    """The ``cross_entropy`` loss factory: ``--label-smoothing`` from the config, ``--aux-weight``."""
+    return ClassificationLoss(task.config.label_smoothing, float(task.option("aux_weight")))
+
+
 class ClassifyTask(Task):
-    """Cross-entropy training (auxiliary heads weighted by ``--aux-weight``), top-1/top-5 evaluation."""
+    """Image classification on ImageFolder-like data; best.pt is chosen by top-1."""
 
     data_tasks = ("classify",)
     default_data = "synthetic:textures"
     key_metric = "top1"
     key_mode = "max"
-    options: dict[str, Any] = {"aux_weight": 0.3}
-    arch_options: tuple[str, ...] = ()  # options passed to the model builder (when given)
+
+    def default_loss(self) -> str:
+        return self.spec.loss or "cross_entropy"
 
     def dataset(self, split: str) -> MappedDataset:
         raw = self.raw_dataset(split)
         return MappedDataset(raw, ClassifySample(self.config.img_size, split == "train", len(self.classes or [])))
-
-    def build_model(self) -> nn.Module:
-        chosen = {k: self.option(k) for k in self.arch_options if self.option(k) is not None}
-        return self.spec.create(num_classes=len(self.classes or []) or self.spec.num_classes, **chosen)
-
-    @property
-    def criterion(self) -> ClassificationLoss:
-        return ClassificationLoss(self.config.label_smoothing, self.option("aux_weight"))
-
-    def loss(self, model: nn.Module, batch: Any, step: int) -> dict[str, torch.Tensor]:
-        images, targets = batch
-        return self.criterion(model(images), targets)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
@@ -68,17 +78,3 @@ class ClassifyTask(Task):
                 hits[k] += v
             n += len(targets)
         return {"top1": hits[1] / max(n, 1), "top5": hits[5] / max(n, 1), "loss": loss / max(n, 1)}
-
-
-class ResNetTask(ClassifyTask):
-    """ResNets: ``--shortcut A|B|C`` picks the paper's shortcut option (default B)."""
-
-    options = {**ClassifyTask.options, "shortcut": "B"}
-    arch_options = ("shortcut",)
-
-
-class InceptionResNetTask(ClassifyTask):
-    """Inception-ResNets: ``--residual-scale S`` scales every residual branch (paper: 0.1-0.3)."""
-
-    options = {**ClassifyTask.options, "residual_scale": None}
-    arch_options = ("residual_scale",)

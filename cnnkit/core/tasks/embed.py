@@ -1,4 +1,5 @@
-"""How the engine trains and evaluates embedders: PK batches, mined losses, verification ROC.
+"""The ``embed`` task: embedders trained with metric-learning losses on P x K batches
+(``--loss triplet|contrastive|similarity`` or any registered ``embed`` loss), verification ROC.
 
 Validation uses identities never seen in training: every genuine pair of the val split and as
 many impostor pairs drawn at random (fixed seed), or the pairs of an LFW-style ``pairs.txt``.
@@ -20,13 +21,10 @@ from torch.utils.data import DataLoader, Dataset
 from cnnkit.core.data.transforms import to_tensor
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.metrics import Verification, verification_metrics
-from cnnkit.core.registry import losses, resolve
+from cnnkit.core.data.sampler import PKSampler
+from cnnkit.core.scoring import Scorer
 from cnnkit.core.task import MappedDataset, Task
-from cnnkit.plugins.siamese.losses import MINING
-from cnnkit.plugins.siamese.sampler import PKSampler
-from cnnkit.plugins.siamese.scoring import Scorer
 
-LOSSES = ("triplet", "contrastive", "similarity")
 MAX_GENUINE_PAIRS = 20_000
 
 
@@ -88,22 +86,21 @@ class EmbedSet(MappedDataset):
         return np.asarray(self._pairs, dtype=np.int64)
 
 
-class SiameseTask(Task):
+class EmbedTask(Task):
+    """Embedders (``model(images) -> (B, D)`` L2-normalised): P identities x K images a batch,
+    validation on identities never seen in training. A loss whose model learns its own distance
+    declares ``metric: "similarity"`` in its options."""
+
     data_tasks = ("embed",)
     default_data = "synthetic:glyphs"
     key_metric = "auc"
     key_mode = "max"
     check_classes = False  # validation identities differ from training ones by design
-    options = {"loss": "triplet", "mining": "semi-hard", "margin": None, "k": 4,
-               "embedding_dim": 128, "flip": False}
+    options = {"k": 4, "embedding_dim": 128, "flip": False}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.option("loss") not in LOSSES:
-            raise CnnkitError(f"unknown --loss '{self.option('loss')}' ({', '.join(LOSSES)})")
-        if self.option("mining") not in MINING:
-            raise CnnkitError(f"unknown --mining '{self.option('mining')}' ({', '.join(MINING)})")
-        self.state.setdefault("metric", "similarity" if self.option("loss") == "similarity" else "l2")
+        self.state.setdefault("metric", self.options.get("metric", "l2"))
         self.last: tuple[np.ndarray, np.ndarray, Verification] | None = None
 
     # ---------------------------------------------------------------- data
@@ -116,22 +113,11 @@ class SiameseTask(Task):
         return PKSampler(dataset.targets, p=self.config.batch_size // k, k=k, seed=self.config.seed, clock=dataset)
 
     # ---------------------------------------------------------------- model
+    def default_loss(self) -> str:
+        return self.spec.loss or "triplet"
+
     def build_model(self) -> nn.Module:
-        return self.spec.create(embedding_dim=int(self.option("embedding_dim")))
-
-    def criterion(self, model: nn.Module) -> nn.Module:
-        name = self.option("loss")
-        factory = resolve(losses.get(name))
-        margin = self.option("margin")
-        if name == "triplet":
-            return factory(margin=margin, mining=self.option("mining"))
-        if name == "similarity":
-            return factory(getattr(model, "module", model).similarity)
-        return factory(margin=margin)
-
-    def loss(self, model: nn.Module, batch: Any, step: int) -> dict[str, torch.Tensor]:
-        images, identities = batch
-        return self.criterion(model)(model(images), identities)
+        return self.spec.create(embedding_dim=int(self.option("embedding_dim")), **self.arch_options())
 
     # ---------------------------------------------------------------- evaluation
     def scorer(self, model: nn.Module) -> Scorer:
@@ -160,7 +146,7 @@ class SiameseTask(Task):
         """ROC curve, genuine/impostor distance histograms and the threshold of the final model."""
         self.evaluate(model, self.loader(val, train=False), device)
         distances, same, v = self.last
-        from cnnkit.plugins.siamese.plots import distance_histograms, roc_figure
+        from cnnkit.core.plots import distance_histograms, roc_figure
 
         tracker.log_figure(roc_figure(v), "roc_curve.png")
         tracker.log_figure(distance_histograms(distances, same, v.threshold), "distance_histograms.png")

@@ -1,7 +1,11 @@
-"""What every detector family shares with the engine: bbox-aware data, collate, COCO-style
-evaluation, ``cnnkit detect`` predictions and MLflow artifacts (sample detections, PR curve).
+"""The ``detect`` task: bbox-aware data, collate, COCO-style evaluation, ``cnnkit detect``
+predictions and MLflow artifacts (sample detections, PR curve).
 
-A family subclasses :class:`DetectionTask` and implements ``loss`` and ``predict_batch``.
+As registered, it trains any model that follows torchvision's detection contract: in training
+``model(images, targets)`` returns a dict of losses, in eval mode ``model(images)`` returns one
+``{"boxes", "scores", "labels"}`` dict per image (labels 0..C-1, boxes xyxy pixels). A family
+with its own head (YOLO, R-CNN) subclasses :class:`DetectionTask` and overrides ``loss`` and
+``predict_batch``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnkit.core.boxes import batched_nms
 from cnnkit.core.data.detection import DetectionSample
 from cnnkit.core.data.transforms import detection_pipeline, letterbox, to_tensor
 from cnnkit.core.detect import draw_detections, records
@@ -71,9 +76,24 @@ class DetectionTask(Task):
     def batch_len(batch: Any) -> int:
         return len(batch[0])
 
+    def loss(self, model: nn.Module, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        """The model's own loss dict (torchvision's contract), or the chosen ``--loss``."""
+        if self.loss_spec is not None:
+            return super().loss(model, batch, step)
+        images, targets = batch
+        parts = model(list(images), targets)
+        return {"loss": sum(parts.values()), **parts}
+
+    @torch.no_grad()
     def predict_batch(self, model: nn.Module, images: torch.Tensor, conf: float, iou: float) -> list[Prediction]:
         """Detections for a batch of letterboxed images, in their pixel coordinates."""
-        raise NotImplementedError
+        model.eval()
+        results = []
+        for out in model(list(images)):
+            keep = out["scores"] >= conf
+            kept = batched_nms(out["boxes"][keep], out["scores"][keep], out["labels"][keep], iou)
+            results.append((out["boxes"][keep][kept], out["scores"][keep][kept], out["labels"][keep][kept]))
+        return results
 
     @torch.no_grad()
     def detections(self, model: nn.Module, loader: Any, device: torch.device) -> list[Detections]:

@@ -1,0 +1,1 @@
+"""The generic tasks core owns: ``classify``, ``detect``, ``embed`` and ``stylize``."""

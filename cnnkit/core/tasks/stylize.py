@@ -1,0 +1,81 @@
+"""The ``stylize`` task: train an image-to-image network (a fast stylizer) on photos with a
+registered ``stylize`` loss (``perceptual`` from the nst plugin by default)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import albumentations as A
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit.core.data.transforms import to_image, to_tensor
+from cnnkit.core.task import MappedDataset, Task
+
+
+class PhotoSample:
+    """A photo (or an ``(image, label)`` sample) -> a square crop as a [0, 1] tensor."""
+
+    def __init__(self, img_size: int, train: bool) -> None:
+        crop = A.RandomCrop if train else A.CenterCrop
+        self.pipeline = A.Compose([A.SmallestMaxSize(max_size=img_size), crop(img_size, img_size)])
+
+    def __call__(self, sample: Any) -> torch.Tensor:
+        image = sample[0] if isinstance(sample, tuple) else sample
+        return to_tensor(self.pipeline(image=image)["image"], normalize=False)
+
+
+class StylizeTask(Task):
+    """``model(photos) -> images`` in [0, 1]; the loss is ``criterion(output, photos)``."""
+
+    data_tasks = ("photos", "classify")  # a folder of photos, or any image set's images
+    default_data = "synthetic:textures?n=64&size=128"
+    key_metric = "loss"
+    key_mode = "min"
+
+    def default_loss(self) -> str:
+        return self.spec.loss or "perceptual"
+
+    def dataset(self, split: str) -> MappedDataset:
+        return MappedDataset(self.raw_dataset(split), PhotoSample(self.config.img_size, split == "train"))
+
+    def build_model(self) -> nn.Module:
+        return self.spec.create(**self.arch_options())
+
+    def loss(self, model: nn.Module, batch: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        return self.criterion(model)(model(batch), batch)
+
+    @staticmethod
+    def batch_len(batch: torch.Tensor) -> int:
+        return len(batch)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        n = 0
+        for photos in loader:
+            photos = photos.to(device)
+            for k, v in self.criterion(model)(model(photos), photos).items():
+                totals[k] = totals.get(k, 0.0) + float(v) * len(photos)
+            n += len(photos)
+        return {k: v / max(n, 1) for k, v in totals.items()}
+
+    def log_artifacts(self, model: nn.Module, val: Any, tracker: Any, device: torch.device) -> None:
+        """A strip of validation photos (top) and their stylized versions (bottom)."""
+        photos = torch.stack([val[i] for i in range(min(4, len(val)))]).to(device)
+        with torch.no_grad():
+            out = model(photos).clamp(0, 1)
+        strip = torch.cat([torch.cat(list(photos), 2), torch.cat(list(out), 2)], 1)
+        tracker.log_image(to_image(strip[None]), "samples/stylized.png")
+
+    def predict(self, model: nn.Module, images: Iterable[np.ndarray], device: torch.device,
+                **kwargs: Any) -> list[np.ndarray]:
+        """Stylize RGB uint8 images in one forward pass each (sizes kept)."""
+        model.eval()
+        results = []
+        with torch.no_grad():
+            for image in images:
+                x = to_tensor(image, normalize=False)[None].to(device)
+                results.append(to_image(model(x)))
+        return results
