@@ -226,7 +226,7 @@ def test_val_fraction_is_a_seeded_cut_by_image(tmp_path):
     assert val.paths() != open_dataset(spec, "val", val_fraction=0.25, seed=4).paths()
     assert val[0].path == str(val.paths()[0]) and val.classes == CLASSES
     line = split_summary(train, val)[0][0]
-    assert line == (f"data: train 15 images (COCO {spec} less the --val-fraction 0.25 of COCO {spec}, seed 3), "
+    assert line == (f"data: train 15 images (COCO {spec} minus the --val-fraction 0.25, seed 3), "
                     f"val 5 images (--val-fraction 0.25 of COCO {spec}, seed 3)")
     with pytest.raises(CnnkitError, match="not both"):
         open_dataset(spec, "val", val=spec, val_fraction=0.2)

@@ -40,7 +40,7 @@ def test_train_prints_and_logs_its_splits_and_eval_reads_test_only_when_asked(cl
     r = cli("train", "yolov3-tiny", "--data", single_json, "--val-fraction", "0.25", *TINY, "--out", "run")
     assert r.code == 0, r.stderr
     source = f"COCO {single_json}"
-    line = (f"data: train 6 images ({source} less the --val-fraction 0.25 of {source}, seed 0), "
+    line = (f"data: train 6 images ({source} minus the --val-fraction 0.25, seed 0), "
             f"val 2 images (--val-fraction 0.25 of {source}, seed 0)")
     assert line in r.stderr.splitlines()
     from mlflow import MlflowClient
@@ -49,7 +49,7 @@ def test_train_prints_and_logs_its_splits_and_eval_reads_test_only_when_asked(cl
 
     (run,) = recent_runs()
     params = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(run["run_id"]).data.params
-    assert params["data_train"] == f"6 images ({source} less the --val-fraction 0.25 of {source}, seed 0)"
+    assert params["data_train"] == f"6 images ({source} minus the --val-fraction 0.25, seed 0)"
     assert params["data_val"] == f"2 images (--val-fraction 0.25 of {source}, seed 0)"
     assert params["val_fraction"] == "0.25"
 

@@ -56,9 +56,9 @@ class Carved:
     def __getitem__(self, index: int) -> Any:
         return self.base[self.indices[index]]
 
-    def paths(self) -> list[Any]:
-        every = self.base.paths()
-        return [every[i] for i in self.indices]
+    def paths(self) -> list[Any] | None:
+        every = self.base.paths() if hasattr(self.base, "paths") else None
+        return None if every is None else [every[i] for i in self.indices]
 
 
 def carve(base: Any, split: str, fraction: float, seed: int) -> Carved:
@@ -70,8 +70,9 @@ def carve(base: Any, split: str, fraction: float, seed: int) -> Carved:
                           "keep any for training")
     order = np.random.default_rng(seed).permutation(n)
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-    where = f"--val-fraction {fraction:g} of {source_of(base)}, seed {seed}"
-    return Carved(base, val, where) if split == "val" else Carved(base, train, f"{source_of(base)} less the {where}")
+    if split == "val":
+        return Carved(base, val, f"--val-fraction {fraction:g} of {source_of(base)}, seed {seed}")
+    return Carved(base, train, f"{source_of(base)} minus the --val-fraction {fraction:g}, seed {seed}")
 
 
 def check_fraction(val: str, val_fraction: float) -> None:
@@ -107,7 +108,7 @@ def report_of(ds: Any) -> Any:
 
 def _paths(ds: Any) -> list[Any] | None:
     raw = _unwrap(ds)
-    return raw.paths() if hasattr(raw, "paths") else None
+    return raw.paths() if hasattr(raw, "paths") else None  # None: no files (synthetic sets)
 
 
 def split_summary(train: Any, val: Any) -> tuple[list[str], dict[str, str]]:
