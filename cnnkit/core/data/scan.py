@@ -215,6 +215,8 @@ def _load(path: Path) -> tuple[list[Record], dict] | None:
             iboxes, ilabels, icrowd = z["iboxes"], z["ilabels"], z["icrowd"]
     except (OSError, ValueError, KeyError, UnicodeDecodeError, json.JSONDecodeError):
         return None  # absent, truncated or from another version: scan again
+    if not len(paths) == len(sizes) == len(counts) == len(icounts):
+        return None  # a file name with a newline in it: not cacheable
     ends, iends = np.cumsum(counts), np.cumsum(icounts)
     records = []
     for i, p in enumerate(paths):
@@ -231,8 +233,8 @@ def cached_scan(cache: Path, inputs: list[str], salt: str, source: str,
     before reading), the same files found while reading, and the same ``salt`` (class names,
     options). ``source`` names the split in the report. Returns the records, the report and
     the label names the records index."""
-    key = f"{SCAN_VERSION}:{salt}:{_stamp(inputs)}"
     start = time.perf_counter()
+    key = f"{SCAN_VERSION}:{salt}:{_stamp(inputs)}"
     hit = _load(cache) if cache.exists() else None
     if hit is not None:
         records, meta = hit
