@@ -10,12 +10,16 @@ weights, as no pre-trained file can be had here):
 - L-BFGS vs Adam: total loss after the same wall time;
 - the fast stylizer's milliseconds per image at 256 and 512 px;
 - ``--quality``: the issue's quality bars at 128 px, 100 iterations;
+- ``--pooling``: Gatys et al.'s choices at 128 px: average vs max pooling, content vs white-noise
+  start; final losses, each also re-measured on the max-pooling network (one common yardstick);
 - ``--memory``: peak memory of a 512 px ``cnnkit stylize`` run on CPU (a child process).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import os
 import resource
 import subprocess
@@ -27,7 +31,8 @@ import torch
 
 from cnnkit.core.data.images import read_image
 from cnnkit.plugins.nst.models import TransformerNet
-from cnnkit.plugins.nst.stylize import STYLE_LAYERS, StyleConfig, style_transfer
+from cnnkit.core.data.transforms import to_tensor
+from cnnkit.plugins.nst.stylize import STYLE_LAYERS, StyleConfig, _Stage, style_transfer
 from cnnkit.plugins.nst.vgg import VGGFeatures
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nst"
@@ -142,6 +147,29 @@ def quality(content, style, vgg: VGGFeatures) -> None:
               f"{r.style_image_content_loss:.4g}  [{time.perf_counter() - start:.0f} s]")
 
 
+def _losses_on(vgg: VGGFeatures, cfg: StyleConfig, content, style, image) -> dict[str, float]:
+    """The losses of ``image`` (RGB uint8) measured with ``vgg``."""
+    stage = _Stage(vgg, cfg, to_tensor(content, normalize=False)[None], [to_tensor(style, normalize=False)[None]],
+                   cfg.size, contextlib.nullcontext)
+    with torch.no_grad():
+        return {k: float(v) for k, v in stage.losses(to_tensor(image, normalize=False)[None]).items()}
+
+
+def pooling_and_init(content, style, vgg: VGGFeatures, steps: int) -> None:
+    print(f"== --pooling avg|max x --init content|noise: 128 px, {steps} L-BFGS iterations, random VGG-19 ==")
+    yardstick = vgg.with_pooling("max")
+    for pooling in ("avg", "max"):
+        for init in ("content", "noise"):
+            cfg = StyleConfig(size=128, steps=steps, style_weight=QUALITY_STYLE_WEIGHT, pooling=pooling, init=init)
+            start = time.perf_counter()
+            r = style_transfer(content, [style], cfg, vgg)
+            common = _losses_on(yardstick, dataclasses.replace(cfg, pooling="max"), content, style, r.image)
+            print(f"--pooling {pooling} --init {init}: loss {r.history[0]['loss']:.4g} -> {r.losses['loss']:.4g} "
+                  f"(content {r.losses['content']:.4g}, style {r.losses['style']:.4g}); on the max-pooling "
+                  f"network: loss {common['loss']:.4g} (content {common['content']:.4g}, style {common['style']:.4g})"
+                  f"  [{time.perf_counter() - start:.0f} s]")
+
+
 def memory(threads: int) -> None:
     print("== peak memory of `cnnkit stylize --size 512` on CPU ==")
     cli = Path(sys.executable).with_name("cnnkit")
@@ -162,12 +190,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="time budget of the L-BFGS vs Adam race")
     parser.add_argument("--quality", action="store_true", help="also run the 128 px quality bars")
     parser.add_argument("--memory", action="store_true", help="also measure a 512 px run's peak memory")
+    parser.add_argument("--pooling", type=int, default=0, metavar="STEPS",
+                        help="only compare --pooling avg|max and --init content|noise with STEPS iterations")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), images from {DATA}")
     content, style = read_image(DATA / "tubingen.jpg"), read_image(DATA / "starry_night.jpg")
     vgg = VGGFeatures(["conv4_2", *STYLE_LAYERS], "random")
+    if args.pooling:
+        pooling_and_init(content, style, vgg, args.pooling)
+        return
     speed(content, style, vgg, args.steps)
     equal_time(content, style, vgg, 128, args.seconds)
     fast_stylizer(args.steps)

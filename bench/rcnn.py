@@ -1,10 +1,12 @@
 """R-CNN family benchmark: selective search proposals/s, then training and inference images/s and
 peak memory (max RSS of a fresh process) for each detector.
 
-    .venv/bin/python bench/rcnn.py [--size 64] [--images 32] [--threads 1]
+    .venv/bin/python bench/rcnn.py [--size 64] [--images 32] [--threads 1] [--proposals 2000]
 
 Selective search proposals are computed (and cached) before the detectors are timed, so their
 training and inference figures are the network's; the search's own cost is the first line.
+R-CNN and Fast R-CNN score the same selective-search proposals (at most ``--proposals`` an image,
+the papers' 2000 by default; R-CNN's SVMs are fitted on as many).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def bench_selective_search(size: int, images: int) -> dict[str, float]:
     return {"images_per_s": images / seconds, "proposals_per_s": count / seconds, "proposals_per_image": count / images}
 
 
-def bench_detector(name: str, size: int, images: int, threads: int) -> dict[str, float]:
+def bench_detector(name: str, size: int, images: int, threads: int, proposals: int) -> dict[str, float]:
     import torch
 
     from cnnkit.core import plugins
@@ -43,7 +45,9 @@ def bench_detector(name: str, size: int, images: int, threads: int) -> dict[str,
     torch.manual_seed(0)
     plugins.load_plugins()
     spec = models.get(name)
-    config = TrainConfig(**{**spec.defaults, "model": name, "img_size": size,
+    options = {"rcnn": {"test_proposals": proposals, "svm_proposals": proposals},
+               "fast-rcnn": {"test_proposals": proposals}}.get(name, {})
+    config = TrainConfig(**{**spec.defaults, "model": name, "img_size": size, "options": options,
                             "data": f"synthetic:shapes?n={images}&size={size}"})
     task = make_task(spec, config)
     data = task.dataset("train")
@@ -64,12 +68,16 @@ def bench_detector(name: str, size: int, images: int, threads: int) -> dict[str,
             optimizer.step()
         times.append(time.perf_counter() - start)
     model.eval()
+    scored = 0
     start = time.perf_counter()
     with torch.no_grad():
         for images_, _ in batches:
             task.predict_batch(model, images_, 0.05, 0.3)
+            if hasattr(task, "search"):
+                scored += sum(len(p) for p in task.proposals(model, images_))
     infer = time.perf_counter() - start
     return {"train_img_per_s": len(data) / times[-1], "infer_img_per_s": len(data) / infer,
+            "proposals_per_image": scored / len(data),
             "batch_size": config.batch_size,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -79,10 +87,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--proposals", type=int, default=2000, help="R-CNN/Fast R-CNN proposals an image at most")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(bench_detector(args.one, args.size, args.images, args.threads)))
+        print(json.dumps(bench_detector(args.one, args.size, args.images, args.threads, args.proposals)))
         return
     for size in sorted({args.size, 128}):
         ss = bench_selective_search(size, 10)
@@ -93,7 +102,8 @@ def main() -> None:
     rows = {}
     for name in DETECTORS:
         out = subprocess.run([sys.executable, __file__, "--one", name, "--size", str(args.size), "--images",
-                              str(args.images), "--threads", str(args.threads)], capture_output=True, text=True, check=False)
+                              str(args.images), "--threads", str(args.threads), "--proposals", str(args.proposals)],
+                             capture_output=True, text=True, check=False)
         if out.returncode != 0:
             print(f"{name:36s} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
             continue
@@ -101,7 +111,8 @@ def main() -> None:
         print(f"{name:36s} {r['batch_size']:5d} {r['train_img_per_s']:12.2f} {r['infer_img_per_s']:12.2f} "
               f"{r['peak_rss_mb']:12.0f}")
     if "rcnn" in rows and "fast-rcnn" in rows:
-        print(f"\nfast-rcnn / rcnn inference speed: {rows['fast-rcnn']['infer_img_per_s'] / rows['rcnn']['infer_img_per_s']:.1f}x")
+        print(f"\nfast-rcnn / rcnn inference speed: {rows['fast-rcnn']['infer_img_per_s'] / rows['rcnn']['infer_img_per_s']:.1f}x "
+              f"on the same proposals ({rows['rcnn']['proposals_per_image']:.0f} an image, at most {args.proposals})")
     if "faster-rcnn" in rows and "fast-rcnn" in rows and "rcnn" in rows:
         ss_s = 1 / bench_selective_search(args.size, 5)["images_per_s"]
         for name in ("rcnn", "fast-rcnn"):

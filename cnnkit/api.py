@@ -18,7 +18,7 @@ from typing import Any
 
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.hookspecs import hookimpl
-from cnnkit.core.registry import DatasetSpec, LossSpec, ModelSpec, TaskSpec
+from cnnkit.core.registry import DatasetSpec, LossSpec, ModelSpec, TaskSpec, WeightsSpec
 
 _LAZY = {
     "Task": "cnnkit.core.task",
@@ -31,7 +31,7 @@ _LAZY = {
     "build_backbone": "cnnkit.core.backbone",
 }
 
-__all__ = ["hookimpl", "ModelSpec", "TaskSpec", "LossSpec", "DatasetSpec", "CnnkitError", *_LAZY]
+__all__ = ["hookimpl", "ModelSpec", "TaskSpec", "LossSpec", "DatasetSpec", "WeightsSpec", "CnnkitError", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,11 +15,13 @@ from rich.table import Table
 from cnnkit import __version__
 from cnnkit.core import plugins
 from cnnkit.core.data.check import check_cmd
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError, Interrupted
+from cnnkit.weights_cli import app as weights_app
 
 app = typer.Typer(name="cnnkit", help="The classic CNN playbook: train, run and track every family.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 console = Console()
+app.add_typer(weights_app, name="weights")
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
@@ -31,8 +33,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+                                       help="Print the version and exit."),
+          max_image_pixels: Optional[int] = typer.Option(
+              None, "--max-image-pixels", min=1, envvar="CNNKIT_MAX_IMAGE_PIXELS",
+              help="Refuse images that decode to more pixels (default 89478485).")) -> None:
     """cnnkit: one command line for the classic convolutional networks."""
+    if max_image_pixels is not None:
+        os.environ["CNNKIT_MAX_IMAGE_PIXELS"] = str(max_image_pixels)
 
 
 def print_json(value: Any) -> None:
@@ -55,20 +62,20 @@ def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
 
 @app.command("models")
 def models_cmd(task: Optional[str] = typer.Option(None, "--task", help="Only this task (classify, detect, ...)."),
+               count: bool = typer.Option(False, "--count", help="Count the parameters of models not counted "
+                                          "yet (builds them; counts are cached per cnnkit version)."),
                as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """List the registered models with their parameter counts (ours and the paper's)."""
+    """List the registered models with the paper's parameter counts and ours (once counted)."""
     from cnnkit.core.registry import models
-    from cnnkit.core.summary import count_params
+    from cnnkit.core.summary import param_counts
 
-    rows = []
-    for name, spec in models.items():
-        if task and spec.task != task:
-            continue
-        rows.append({"name": name, "task": spec.task, "plugin": spec.plugin, "params": count_params(spec),
-                     "paper_params": spec.paper_params, "aliases": list(spec.aliases),
-                     "description": spec.description})
-    if task and not rows:
+    specs = [spec for _, spec in models.items() if not task or spec.task == task]
+    if task and not specs:
         raise CnnkitError(f"no models for task '{task}' (tasks: {', '.join(sorted({s.task for _, s in models.items()}))})")
+    counts = param_counts(specs, count)
+    rows = [{"name": spec.name, "task": spec.task, "plugin": spec.plugin,
+             "params": counts[spec.name], "paper_params": spec.paper_params,
+             "aliases": list(spec.aliases), "description": spec.description} for spec in specs]
     if as_json:
         print_json(rows)
         return
@@ -77,6 +84,8 @@ def models_cmd(task: Optional[str] = typer.Option(None, "--task", help="Only thi
         table.add_row(r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else ""), r["task"],
                       _millions(r["params"]), _millions(r["paper_params"]), r["plugin"], r["description"])
     console.print(table)
+    if any(r["params"] is None for r in rows) and not count:
+        console.print("params '-': not counted; `cnnkit models --count` counts the missing ones once (cached)")
 
 
 def _millions(n: int | None) -> str:
@@ -135,14 +144,17 @@ def train_cmd(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="cosine, step, plateau or none."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (bf16, or fp16 with a GradScaler)."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (bf16, or fp16 with a GradScaler; default: bf16 on CUDA that has it)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                 help="Channels-last memory format (default: on for CUDA)."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Run the model under torch.compile."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader processes (default: from the CPU count)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     out: Optional[str] = typer.Option(None, "--out", help="Run folder (default runs/MODEL[-N])."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue from this checkpoint."),
     save_period: Optional[int] = typer.Option(None, "--save-period", min=0, help="Also keep weights/epochN.pt every N epochs."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Start from these weights (a state dict file)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Start from these weights (a state dict file or a name from `cnnkit weights list`)."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from the published weights (downloaded on first use)."),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
@@ -160,16 +172,16 @@ def train_cmd(
 
         resume_values = dict(load_checkpoint(resume)["config"])
         resume_values.pop("resume", None)
-    flags = dict(data=data, val=val, val_fraction=val_fraction, epochs=epochs, batch_size=batch_size, img_size=img_size, lr=lr, optimizer=optimizer,
-                 scheduler=scheduler, weight_decay=weight_decay, device=device, amp=amp,
-                 channels_last=channels_last, workers=workers, seed=seed, resume=resume, save_period=save_period, weights=weights,
+    flags = dict(data=data, val=val, val_fraction=val_fraction, epochs=epochs, batch_size=batch_size,
+                 img_size=img_size, lr=lr, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay, device=device, amp=amp,
+                 channels_last=channels_last, compile=compile_model, workers=workers, seed=seed, resume=resume,
+                 save_period=save_period, weights=weights, pretrained=pretrained,
                  experiment=experiment, tracking_uri=tracking_uri, track=False if no_track else None)
     extra = parse_extra(ctx.args)
     if extra:
         flags["options"] = extra
-    layers = {**spec.defaults, **resume_values}
     flags["out"] = out or resume_values.get("out") or _out_dir(None, spec.name)
-    cfg = resolve_config(spec.name, layers, file_values, flags)
+    cfg = resolve_config(spec.name, spec.defaults, file_values, flags, resume_values, str(config or ""))
 
     from cnnkit.core.engine import fit
 
@@ -215,29 +227,38 @@ def detect_cmd(
     save_dir: Path = typer.Option(Path("runs/detect"), "--save-dir", help="Where annotated images go."),
     no_save: bool = typer.Option(False, "--no-save", help="Do not write annotated images."),
     device: str = typer.Option("auto", "--device"),
+    batch_size: int = typer.Option(0, "--batch-size", min=0, help="Images a batch (0: the training batch size, at most 64)."),
     as_json: bool = typer.Option(False, "--json", help="Print detections as JSON."),
 ) -> None:
     """Detect objects in images with a trained detector; boxes are in original image pixels."""
     from cnnkit.core.data.detection import image_paths
-    from cnnkit.core.data.images import read_image, write_image
+    from cnnkit.core.data.images import ImageFiles, write_image
     from cnnkit.core.detect import draw_detections
     from cnnkit.core.device import resolve_device
     from cnnkit.core.engine import load_for_eval
+    from cnnkit.core.paths import writable_dir
 
+    if not no_save:
+        writable_dir(save_dir, "--save-dir")
     paths = image_paths(sources)
     if not paths:
         raise CnnkitError("no images found in " + ", ".join(sources))
     task, model, _ = load_for_eval(checkpoint)
     dev = resolve_device(device)
     model.to(dev)
+    task.config.device = str(dev)
+    batch = max(1, min(batch_size or task.config.batch_size, 64))
     results = []
-    for path in paths:
-        image = read_image(path)
-        dets = task.predict(model, [image], dev, conf=conf, iou=iou,
-                            img_size=img_size or task.config.img_size)[0]
-        results.append({"image": str(path), "detections": dets})
-        if not no_save:
-            write_image(save_dir / (path.stem + ".jpg"), draw_detections(image, dets))
+    for images in task.loader(ImageFiles(paths), train=False, batch_size=batch, collate_fn=list):
+        bad = next((x for x in images if isinstance(x, str)), None)
+        if bad is not None:
+            raise CnnkitError(bad)
+        found = task.predict(model, images, dev, conf=conf, iou=iou, batch_size=batch,
+                             img_size=img_size or task.config.img_size)
+        for path, image, dets in zip(paths[len(results):], images, found):
+            results.append({"image": str(path), "detections": dets})
+            if not no_save:
+                write_image(save_dir / (path.stem + ".jpg"), draw_detections(image, dets))
     if as_json:
         print_json(results)
         return
@@ -317,8 +338,8 @@ def main(args: list[str] | None = None) -> None:
             _mounted.append(True)
         app(args=args, prog_name="cnnkit")
     except CnnkitError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
+        print(f"{'stopped' if isinstance(exc, Interrupted) else 'error'}: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -17,11 +17,14 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def _tmp_cwd(tmp_path, monkeypatch):
-    """Every test runs in its own folder with its own MLflow database."""
+    """Every test runs in its own folder with its own MLflow database and cache; weights "downloads"
+go to a closed local port unless a test serves a mirror."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / ".cache"))  # `cnnkit models --count` caches there
     monkeypatch.delenv("CNNKIT_PLUGINS", raising=False)
     monkeypatch.delenv("CNNKIT_STRICT_PLUGINS", raising=False)
+    monkeypatch.setenv("CNNKIT_WEIGHTS_MIRROR", "http://127.0.0.1:9")  # weights downloads never leave the machine
     yield
 
 
@@ -56,6 +59,17 @@ def run_cli(*args: str) -> Result:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return Result(code, out.getvalue(), err.getvalue())
+
+
+def one_clear_line(r: Result, *needles: str, code: int = 2, prefix: str = "error: ") -> str:
+    """Exit ``code``; the error is one line (the last on stderr, after any progress output), no traceback."""
+    assert r.code == code, (r.code, r.stdout, r.stderr)
+    errors = [line for line in r.stderr.splitlines() if line.startswith(prefix)]
+    assert len(errors) == 1 and r.stderr.strip().splitlines()[-1] == errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
 
 
 def write_image_folder(root: Path, classes: tuple[str, ...], per_class: int, size: int,

@@ -4,19 +4,10 @@ import numpy as np
 import pytest
 
 from cnnkit.core.data.images import write_image
+from tests.conftest import one_clear_line as _one_clear_line
 from tests.conftest import write_image_folder
 
 TINY = ["--img-size", "32", "--batch-size", "8", "--epochs", "1", "--no-track"]
-
-
-def _one_clear_line(r, *needles):
-    """Exit 2; the error is one line (the last on stderr, after any progress output)."""
-    assert r.code == 2, (r.stdout, r.stderr)
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and r.stderr.strip().splitlines()[-1] == errors[0], r.stderr
-    assert "Traceback" not in r.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 @pytest.fixture

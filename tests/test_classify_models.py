@@ -121,6 +121,24 @@ def test_aux_classifiers_only_in_training(name, n_aux):
     assert r["aux_params"] > 0 and r["params"] + r["aux_params"] == total
 
 
+# Szegedy et al. 2016, Table 3: the auxiliary head (5x5/3 average pool, 1x1 conv to 128, 5x5 conv to
+# 768, FC to the classes) has batch-normalised convolutions in both versions; "BN-auxiliary" (v3)
+# batch-normalises its FC layer too. A BN'd conv/FC has no bias and 2 parameters (gamma, beta) per channel.
+_AUX_CONVS = (768 * 128 + 2 * 128) + (128 * 768 * 5 * 5 + 2 * 768)
+
+
+@pytest.mark.parametrize("name,fc_params", [("inception-v2", 768 * 1000 + 1000),  # FC with bias
+                                             ("inception-v3", 768 * 1000 + 2 * 1000)])  # FC + BN
+def test_inception_auxiliary_head_is_batch_normalised_as_table_3(name, fc_params):
+    with torch.device("meta"):
+        aux = spec(name).create().AuxLogits
+    convs = [m for m in aux.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 2 and all(c.bias is None for c in convs)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in aux.modules()) == 2
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in aux.modules()) == (name == "inception-v3")
+    assert report(name)["aux_params"] == _AUX_CONVS + fc_params
+
+
 @pytest.mark.parametrize("name", ["alexnet-lrn", "alexnet", "vgg-a", "googlenet", "inception-v3",
                                   "inception-resnet-v1", "densenet121"])
 def test_min_img_size_is_truthful(name):

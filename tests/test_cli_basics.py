@@ -19,7 +19,7 @@ def test_plugins_json_lists_builtin_classify(cli):
 
 
 def test_models_json_filters_by_task(cli):
-    r = cli("models", "--task", "classify", "--json")
+    r = cli("models", "--task", "classify", "--count", "--json")
     assert r.code == 0
     rows = {m["name"]: m for m in json.loads(r.stdout)}
     assert rows["resnet18"]["params"] == 11_689_512

@@ -1,6 +1,7 @@
 """Data adapters: one small detection set written in three layouts reads back the same."""
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -122,3 +123,33 @@ def test_corrupt_and_missing_images_are_clear_errors(tmp_path):
         read_image(tmp_path / "bad.jpg")
     with pytest.raises(CnnkitError, match="no such file"):
         read_image(tmp_path / "missing.png")
+
+
+class _InputRecorder(torch.nn.Module):
+    """A detector following torchvision's contract that finds nothing and keeps what it was shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        self.seen += [x.cpu() for x in images]
+        return [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+                for _ in images]
+
+
+@pytest.mark.parametrize("shape", [(80, 96), (30, 41)])  # shrunk and enlarged, both not square
+def test_detect_sees_exactly_the_tensor_evaluation_sees(shape):
+    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.data.detection import DetectionSample
+    from cnnkit.core.registry import models
+    from cnnkit.core.tasks.detect import DetectionTask, DetectionTransform
+
+    plugins.load_plugins()
+    image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    task = DetectionTask(models.get("yolov1"), TrainConfig(model="yolov1", img_size=64))
+    recorder = _InputRecorder()
+    task.predict(recorder, [image], torch.device("cpu"))
+    sample = DetectionSample(image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    evaluated, _ = DetectionTransform(64, train=False, normalize=task.normalize)(sample)
+    assert torch.equal(recorder.seen[0], evaluated)

@@ -108,3 +108,11 @@ def test_resnet18_default_recipe_reaches_90_percent(cli):
     assert best["metrics"]["val_top1"] >= 0.90
     r = cli("eval", "demo/weights/best.pt", "--json")
     assert json.loads(r.stdout)["top1"] == pytest.approx(best["metrics"]["val_top1"], abs=1e-6)
+
+
+def test_non_finite_loss_stops_with_its_epoch_and_step(cli):
+    """Losses are read back in bulk, yet the error names the first step whose loss was not finite."""
+    r = cli("train", "resnet18", *TINY, "--epochs", "2", "--lr", "1e30", "--no-track", "--out", "nan",
+            "--scheduler", "none", "--workers", "1")
+    assert r.code == 2
+    assert "the loss became nan at epoch 1 step 2; try a lower --lr" in r.stderr.strip().splitlines()[-1]

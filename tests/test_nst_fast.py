@@ -60,8 +60,9 @@ def test_perceptual_loss_falls_while_training(shared_data):
     task = make_task(spec, config)
     torch.manual_seed(0)
     model = task.build_model()
-    task.criterion(model)  # the perceptual loss records the style settings in the task state
+    vgg = task.criterion(model).vgg  # the loss records the style settings in the task state
     assert task.state["style_weight"] == 1e6 and task.state["style"].endswith("starry_night.jpg")
+    assert task.state["vgg"] == "vgg16" and vgg.arch == "vgg16" and len(vgg.body) == 23  # Johnson: up to relu4_3
     batch = torch.stack([task.dataset("train")[i] for i in range(2)])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses, _ = optimise(task, model, batch, opt, steps=20)

@@ -5,7 +5,7 @@ import torch
 
 from cnnkit.core.errors import CnnkitError
 from cnnkit.plugins.nst.losses import StyleTransferLoss, content_cost, gram, style_cost, tv_cost
-from cnnkit.plugins.nst.vgg import LAYERS, VGGFeatures
+from cnnkit.plugins.nst.vgg import ARCH_LAYERS, LAYERS, VGGFeatures
 
 
 def test_costs_are_the_lecture_formulas():
@@ -51,6 +51,33 @@ def test_vgg_layers_and_truncation():
         VGGFeatures(["conv9_9"], "random")
 
 
+def test_vgg16_layers_for_johnson_et_al():
+    # torchvision's vgg16().features: 13 convolutions in blocks of 2, 2, 3, 3, 3, each + ReLU, then a pool
+    v16 = ARCH_LAYERS["vgg16"]
+    assert (v16["conv1_2"], v16["conv2_2"], v16["conv3_3"], v16["conv4_3"], v16["conv5_3"]) == (3, 8, 15, 22, 29)
+    vgg = VGGFeatures(["conv2_2", "conv4_3"], "random", arch="vgg16")
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in vgg.body) == 10 and len(vgg.body) == 23
+    assert vgg(torch.rand(1, 3, 32, 32))["conv4_3"].shape == (1, 512, 4, 4)
+    with pytest.raises(CnnkitError, match="VGG-16 layer"):
+        VGGFeatures(["conv5_4"], "random", arch="vgg16")  # VGG-19 only
+    with pytest.raises(CnnkitError, match="vgg11"):
+        VGGFeatures(["conv1_1"], "random", arch="vgg11")
+
+
+def test_average_pooling_shares_the_weights():
+    vgg = VGGFeatures(["conv3_1"], "random")
+    avg = vgg.with_pooling("avg")
+    kinds = {type(m) for m in avg.body if not isinstance(m, (torch.nn.Conv2d, torch.nn.ReLU))}
+    assert kinds == {torch.nn.AvgPool2d} and vgg.pooling == "max" and avg.pooling == "avg"
+    assert all(a is b for a, b in zip(avg.body, vgg.body) if isinstance(a, torch.nn.Conv2d))
+    x = torch.rand(1, 3, 16, 16)
+    z = (x - vgg.mean) / vgg.std
+    assert torch.allclose(avg.body[:5](z), torch.nn.functional.avg_pool2d(vgg.body[:4](z), 2))  # conv1_2 -> pool
+    assert torch.equal(VGGFeatures(["conv3_1"], "random", pooling="avg")(x)["conv3_1"], avg(x)["conv3_1"])
+    with pytest.raises(CnnkitError, match="--pooling"):
+        vgg.with_pooling("min")
+
+
 def test_weights_file_round_trip_and_bad_files(tmp_path):
     source = VGGFeatures(["conv2_1"], "random", seed=3)
     state = {f"features.{k}": v for k, v in source.body.state_dict().items()}
@@ -73,7 +100,7 @@ def test_missing_imagenet_weights_say_how_to_get_them(tmp_path, monkeypatch):
         VGGFeatures(["conv1_1"], "")
     assert "--weights" in str(err.value) and "vgg19-dcbb9e9d.pth" in str(err.value)
     cached = tmp_path / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
-    cached.parent.mkdir(parents=True)
+    cached.parent.mkdir(parents=True, exist_ok=True)  # the failed download made it
     source = VGGFeatures(["conv1_1"], "random", seed=1)
     torch.save({f"features.{k}": v for k, v in source.body.state_dict().items()}, cached)
     x = torch.rand(1, 3, 8, 8)

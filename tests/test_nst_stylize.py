@@ -147,6 +147,7 @@ def test_stylize_command_options_and_output(cli, shared_data, tmp_path):
     (["{content}"], "STYLE"),
     (["{content}", "{style}", "--optimizer", "sgd"], "lbfgs or adam"),
     (["{content}", "{style}", "--init", "zeros"], "content, noise, style"),
+    (["{content}", "{style}", "--pooling", "min"], "--pooling 'min' (avg, max)"),
     (["{content}", "{style}", "--style-layers", "conv1_1,conv6_1"], "conv6_1"),
     (["{content}", "{style}", "--style-blend", "1,2"], "--style-blend"),
     (["{content}", "{style}", "--style-layer-weights", "1"], "--style-layer-weights"),

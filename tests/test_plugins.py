@@ -53,7 +53,7 @@ def test_third_party_plugin_is_found_through_its_entry_point(hello_site):
 def test_third_party_command_and_model(hello_site):
     r = _run(["hello", "--name", "ada"], hello_site)
     assert r.returncode == 0 and "hello, ada, from cnnkit-hello" in r.stdout
-    r = _run(["models", "--task", "classify", "--json"], hello_site)
+    r = _run(["models", "--task", "classify", "--count", "--json"], hello_site)
     rows = {m["name"]: m for m in json.loads(r.stdout)}
     assert rows["hello-lenet"]["plugin"] == "hello"
     assert rows["hello-lenet"]["params"] == 62_006  # LeNet-5 with 3 input channels and 10 classes

@@ -6,26 +6,18 @@ import math
 import pytest
 import torch
 
-from cnnkit.core.boxes import encode_deltas
-from cnnkit.plugins.rcnn.losses import BOX_WEIGHTS, fast_rcnn_loss, rpn_loss
+from cnnkit.plugins.rcnn.losses import fast_rcnn_loss, rpn_loss
+from cnnkit.plugins.rcnn.matching import HEAD_CODER, Labeller, Sampler
 from cnnkit.plugins.rcnn.models import (
     RCNN,
     FasterRCNN,
     FastRCNN,
-    load_cached_weights,
     torchvision_faster_rcnn,
+    trunk,
 )
-from cnnkit.plugins.rcnn.rpn import (
-    anchor_shapes,
-    grid_anchors,
-    label_anchors,
-    proposals,
-    sample_labels,
-)
-from cnnkit.plugins.rcnn.sampling import label_rois, sample_rois
-from cnnkit.plugins.rcnn.task import postprocess, ridge, train_svm
-
-
+from cnnkit.plugins.rcnn.roi_heads import postprocess
+from cnnkit.plugins.rcnn.rpn import RPN, anchor_shapes, grid_anchors, proposals
+from cnnkit.plugins.rcnn.svm import ridge, train_svm
 
 
 def test_anchor_shapes_are_3_scales_by_3_ratios():
@@ -44,19 +36,33 @@ def test_label_anchors_paper_rules():
     anchors = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 9], [50, 50, 60, 60], [0, 0, 14, 14], [30, 30, 34, 34]],
                            dtype=torch.float32)
     gt = torch.tensor([[0, 0, 10, 10], [29, 29, 39, 39]], dtype=torch.float32)
-    labels, match = label_anchors(anchors, gt)
+    labels, matched = Labeller(0.7, 0.3, low_quality=True)(anchors, gt)
     assert labels[0] == 1 and labels[1] == 1  # IoU 1.0 and 0.9 > 0.7
     assert labels[2] == 0  # no overlap: negative
     assert labels[3] == -1  # IoU 0.51: between 0.3 and 0.7, ignored
-    assert labels[4] == 1 and match[4] == 1  # IoU 0.16 but the best anchor of box 1
+    assert labels[4] == 1 and torch.equal(matched[4], gt[1])  # IoU 0.16 but the best anchor of box 1
+
+
+def test_rpn_ignores_anchors_crossing_the_border_in_training():
+    rpn = RPN(8, 8, (16.0,), (1.0,), stride=8)
+    features = torch.zeros(1, 8, 4, 4)  # a 32 x 32 image: anchors centred at 4, 12, 20, 28
+    anchors = rpn.anchors(features)
+    gt = [{"boxes": torch.tensor([[0.0, 0, 14, 14]]), "labels": torch.tensor([0])}]
+    labels, _ = rpn.targets(anchors, gt, 32)
+    crossing = ((anchors[:, :2] < 0) | (anchors[:, 2:] > 32)).any(1)
+    assert int(crossing.sum()) == 12 and (labels[0][crossing] == -1).all()
+    assert labels[0][5] == 1  # the box's best anchor inside the image (centre 12, 12), IoU 0.36
+    rpn.ignore_border = False
+    labels, _ = rpn.targets(anchors, gt, 32)
+    assert labels[0][0] == 1  # the crossing anchor at (4, 4) would have been the best (IoU 0.53)
 
 
 def test_sample_labels_256_at_most_half_positive():
     labels = torch.cat([torch.ones(300, dtype=torch.long), torch.zeros(1000, dtype=torch.long),
                         -torch.ones(50, dtype=torch.long)])
-    s = sample_labels(labels, 256, 0.5)
+    s = Sampler(256, 0.5).mask(labels)
     assert int((s == 1).sum()) == 128 and int((s == 0).sum()) == 128
-    few = sample_labels(torch.cat([torch.ones(10, dtype=torch.long), torch.zeros(1000, dtype=torch.long)]), 256, 0.5)
+    few = Sampler(256, 0.5).mask(torch.cat([torch.ones(10, dtype=torch.long), torch.zeros(1000, dtype=torch.long)]))
     assert int((few == 1).sum()) == 10 and int((few == 0).sum()) == 246  # negatives fill up
 
 
@@ -70,11 +76,11 @@ def test_rpn_proposals_are_clipped_and_suppressed():
 def test_roi_labelling_and_25_percent_sampling():
     gt, gl = torch.tensor([[10.0, 10, 30, 30]]), torch.tensor([2])
     rois = torch.tensor([[10.0, 10, 30, 30], [12, 12, 30, 30], [20, 20, 40, 40], [100, 100, 120, 120]])
-    labels, matched, _ = label_rois(rois, gt, gl, 0.5, (0.1, 0.5))
+    labels, matched = Labeller(0.5, 0.5, bg_low=0.1)(rois, gt, gl)
     assert labels.tolist() == [3, 3, 0, -1]  # class 2 -> 3 (0 is background); IoU < 0.1 left out
     assert torch.equal(matched[0], gt[0])
     many = torch.cat([torch.full((100,), 1), torch.zeros(300, dtype=torch.long)])
-    keep = sample_rois(many, 64, 0.25)
+    keep = Sampler(64, 0.25)([many])[0]
     assert len(keep) == 64 and int((many[keep] > 0).sum()) == 16
 
 
@@ -82,14 +88,15 @@ def test_fast_rcnn_loss_is_multitask_with_normalised_targets():
     rois = torch.tensor([[10.0, 10, 30, 30], [0, 0, 8, 8]])
     gt = torch.tensor([[12.0, 10, 32, 30], [0, 0, 1, 1]])
     labels = torch.tensor([2, 0])
-    target = encode_deltas(rois[:1], gt[:1], BOX_WEIGHTS)
+    targets = HEAD_CODER.encode_single(gt, rois)
+    target = targets[:1]
     deltas = torch.zeros(2, 4 * 3)
     deltas[0, 4:8] = target[0]  # class 2's slot (index 1) holds the exact target
     logits = torch.tensor([[-9.0, -9, 9, -9], [9.0, -9, -9, -9]])
-    parts = fast_rcnn_loss(logits, deltas, labels, rois, gt)
+    parts = fast_rcnn_loss(logits, deltas, labels, targets)
     assert parts["cls"] < 1e-3 and parts["box"] < 1e-6
     assert abs(target[0, 0].item() - 10 * 2 / 20) < 1e-6  # t_x = (G_x - P_x) / P_w, normalised by 0.1
-    wrong = fast_rcnn_loss(logits, torch.zeros(2, 12), labels, rois, gt)
+    wrong = fast_rcnn_loss(logits, torch.zeros(2, 12), labels, targets)
     assert wrong["box"] > 0.1  # background RoIs never add box loss: only row 0 counts
     assert torch.allclose(wrong["box"], torch.nn.functional.smooth_l1_loss(
         torch.zeros(4), target[0], reduction="sum") / 2)
@@ -99,8 +106,22 @@ def test_rpn_loss_ignores_unsampled_anchors():
     anchors = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]])
     logits = torch.tensor([[0.0, 5.0], [5.0, 0.0], [5.0, 0.0]])  # third is confidently wrong but ignored
     labels = torch.tensor([1, 0, -1])
-    parts = rpn_loss(logits, torch.zeros(3, 4), labels, anchors, anchors.clone())
+    parts = rpn_loss(logits, torch.zeros(3, 4), labels, torch.zeros(3, 4), 3, mode="pyfaster")
     assert parts["rpn_obj"] < 0.01 and parts["rpn_box"] == 0
+
+
+def test_rpn_loss_paper_and_pyfaster_normalisation():
+    logits = torch.zeros(2, 100, 2)  # two images, 100 anchors each (25 locations x 4 anchors)
+    labels = torch.full((2, 100), -1)
+    labels[:, :3], labels[:, 3:8] = 1, 0  # 8 sampled an image, 3 positive
+    deltas, targets = torch.zeros(2, 100, 4), torch.full((2, 100, 4), 0.5)
+    paper = rpn_loss(logits, deltas, labels, targets, 25, mode="paper", batch=256, weight=10.0)
+    # 16 sampled x ln 2 over N_cls = 256 a image; 6 positives x 4 x smooth_L1(0.5) = 0.125 each over N_reg / lambda
+    assert torch.isclose(paper["rpn_obj"], torch.tensor(16 * math.log(2) / 512))
+    assert torch.isclose(paper["rpn_box"], torch.tensor(10 * 6 * 4 * 0.125 / 50))
+    pyfaster = rpn_loss(logits, deltas, labels, targets, 25, mode="pyfaster")
+    assert torch.isclose(pyfaster["rpn_obj"], torch.tensor(math.log(2)))
+    assert torch.isclose(pyfaster["rpn_box"], torch.tensor(6 * 4 * (0.5 - 0.5 / 9) / 16))  # beta 1/9: L1 part
 
 
 def test_svm_with_hard_negatives_and_ridge():
@@ -135,9 +156,22 @@ def test_network_shapes(size):
     pooled, fc = rcnn.features(crops)
     assert rcnn.reg_weight.shape == (3, pooled.shape[1] + 1, 4) and rcnn.svm_weight.shape == (3, fc.shape[1])
     assert {"svm_weight", "svm_bias", "reg_weight", "svm_ready"} <= set(rcnn.state_dict())
-    features, obj, box = FasterRCNN(3)(images)
+    model = FasterRCNN(3).eval()
+    features, obj, box = model(images)
+    _, found = model.propose(images)
     k = 9 * (size // 4) ** 2
     assert obj.shape == (2, k, 2) and box.shape == (2, k, 4) and features.shape[-1] == size // 4
+    assert len(found) == 2 and all(len(p) <= 300 for p in found)  # the test-time top 300
+
+
+@pytest.mark.parametrize("name,stride,channels", [("resnet18", 8, 512), ("vgg16", 16, 512)])
+def test_registered_backbones_through_the_contract(name, stride, channels):
+    from cnnkit.core.plugins import load_plugins
+
+    load_plugins()
+    net, c, s = trunk(backbone=name)
+    assert (c, s) == (channels, stride)
+    assert net(torch.rand(1, 3, 64, 64)).shape == (1, channels, 64 // stride, 64 // stride)
 
 
 def test_context_padding_is_16_of_227():
@@ -150,20 +184,18 @@ def test_context_padding_is_16_of_227():
     assert abs(int(torch.argmin((col - 47.5).abs())) - (227 - 16)) <= 1
 
 
-def test_torchvision_model_trains_one_step_and_never_downloads(tmp_path, monkeypatch):
-    model = torchvision_faster_rcnn(arch="fasterrcnn_mobilenet_v3_large_fpn", num_classes=3, img_size=64)
+def test_torchvision_model_trains_one_step():
+    model = torchvision_faster_rcnn(arch="fasterrcnn_mobilenet_v3_large_fpn", num_classes=3)
     model.train()
     images = [torch.rand(3, 64, 64), torch.rand(3, 64, 64)]
     targets = [{"boxes": torch.tensor([[5.0, 5, 30, 30]]), "labels": torch.tensor([1])},
                {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
     losses = model(images, targets)
-    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert set(losses) == {"cls", "box", "rpn_obj", "rpn_box"}  # cnnkit's names for torchvision's terms
     assert all(math.isfinite(float(v.detach())) for v in losses.values())
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    from cnnkit.core.errors import CnnkitError
-
-    with pytest.raises(CnnkitError, match="not in the local torch cache"):
-        load_cached_weights(model, "fasterrcnn_mobilenet_v3_large_fpn")
+    model.eval()
+    out = model(images)
+    assert all(o["labels"].min() >= 0 for o in out if len(o["labels"]))  # 0-based labels, no background
 
 
 def test_bad_options_are_clear_errors(cli):
@@ -177,3 +209,21 @@ def test_bad_options_are_clear_errors(cli):
     assert r.code == 2 and "--backbone" in r.stderr
     r = cli("train", "rcnn", "--anchors", "3", "--no-track")
     assert r.code == 2 and "unknown option" in r.stderr
+
+
+def test_four_step_schedule_gives_each_step_its_own_cosine():
+    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.engine import make_task
+    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.registry import models
+
+    load_plugins()
+    task = make_task(models.get("faster-rcnn"), TrainConfig(model="faster-rcnn", epochs=8,
+                                                             options={"schedule": "4step"}))
+    task._steps_per_epoch = 10  # 8 epochs: two a step, 20 batches a step
+    assert task.config.scheduler == "none"  # the steps' schedules replace the run-wide one
+    starts = [task.phase(s) for s in (0, 20, 40, 60)]
+    assert starts == [(1, 1.0), (2, 1.0), (3, 1.0), (4, 1.0)]  # each step starts at --lr
+    assert task.phase(10) == (1, pytest.approx(0.5)) and task.phase(79)[1] < 0.01  # and anneals to ~0
+    joint = make_task(models.get("faster-rcnn"), TrainConfig(model="faster-rcnn", epochs=8))
+    assert joint.phase(50) == (0, 1.0) and joint.config.scheduler == "cosine"

@@ -5,14 +5,16 @@ import json
 
 import mlflow
 import pytest
+import torch
 
 from cnnkit.core.checkpoint import load_checkpoint
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.synthetic import Shapes
 
 DATA = "synthetic:shapes?n=64&size=64"
-
-
+# an untrained faster-rcnn (same data, --lr 0) scores val map50 0.008: boxes from random heads
+# land on shapes by chance only; six epochs reach several times that
+UNTRAINED_MAP50 = 0.008
 
 
 def _train(cli, model, *args):
@@ -23,12 +25,12 @@ def _train(cli, model, *args):
 
 @pytest.mark.slow
 def test_faster_rcnn_joint_training_detect_and_eval(cli, tmp_path):
-    ck = _train(cli, "faster-rcnn", "--epochs", "3", "--batch-size", "4")
+    ck = _train(cli, "faster-rcnn", "--epochs", "6", "--batch-size", "4")
     history = ck["history"]
     for key in ("train_loss", "train_rpn_obj", "train_cls"):
         assert history[-1][key] < history[0][key], key
     metrics = ck["metrics"]
-    assert metrics["val_proposal_recall"] > 0.3 and metrics["val_map50"] > 0.01, metrics
+    assert metrics["val_proposal_recall"] > 0.3 and metrics["val_map50"] > 5 * UNTRAINED_MAP50, metrics
     run = mlflow.search_runs(experiment_names=["cnnkit"], output_format="list")[0]
     assert {"train_rpn_obj", "train_rpn_box", "train_cls", "train_box", "val_map50",
             "val_proposal_recall"} <= set(run.data.metrics)
@@ -38,17 +40,23 @@ def test_faster_rcnn_joint_training_detect_and_eval(cli, tmp_path):
     dets = json.loads(r.stdout)[0]["detections"]
     assert all(0 <= d["box"][0] <= d["box"][2] <= 80 for d in dets)
     r = cli("eval", "run/weights/best.pt", "--json")
-    assert r.code == 0 and json.loads(r.stdout)["map50"] >= 0
+    assert r.code == 0 and json.loads(r.stdout)["map50"] > 5 * UNTRAINED_MAP50, r.stdout
 
 
 @pytest.mark.slow
 def test_faster_rcnn_four_step_schedule_trains_each_part_in_turn(cli):
-    history = _train(cli, "faster-rcnn", "--schedule", "4step", "--epochs", "4", "--batch-size", "8",
-                     "--data", "synthetic:shapes?n=16&size=64", "--no-track")["history"]
+    ck = _train(cli, "faster-rcnn", "--schedule", "4step", "--epochs", "4", "--batch-size", "8",
+                "--data", "synthetic:shapes?n=16&size=64", "--no-track")
+    history = ck["history"]
     rpn = [h["train_rpn_obj"] > 0 for h in history]
     head = [h["train_cls"] > 0 for h in history]
     assert rpn == [True, False, True, False]  # 1: RPN, 2: detector, 3: RPN layers, 4: head layers
     assert head == [False, True, False, True]
+    state = ck["model_state"]
+    shared = [k for k in state if k.startswith("trunk.")]
+    # step 2 trained the detector's own trunk; steps 3-4 run both RPN and head on it, unchanged
+    assert shared and all(torch.equal(state[k], state["det_" + k]) for k in shared)
+    assert ck["task_state"]["shared_trunk"]
 
 
 @pytest.mark.slow

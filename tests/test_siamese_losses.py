@@ -87,14 +87,28 @@ def test_squared_distances():
 
 
 def test_contrastive_loss_values():
+    """Hadsell et al. eq. 4, averaged over the batch's 6 pairs (2 genuine, 4 impostor)."""
     labels = torch.tensor([0, 0, 1, 1])
     same_point = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     # genuine pairs at distance 0; impostors at sqrt(2) > margin 1: no loss at all
     assert ContrastiveLoss()(same_point, labels)["loss"].item() == pytest.approx(0.0, abs=1e-6)
-    # everything at one point: genuine 0, impostors (1 - 0)^2 = 1 each
-    assert ContrastiveLoss()(torch.ones(4, 2), labels)["loss"].item() == pytest.approx(1.0, rel=1e-5)
-    # margin 2: impostors at sqrt(2) cost (2 - sqrt(2))^2
-    assert ContrastiveLoss(margin=2.0)(same_point, labels)["loss"].item() == pytest.approx((2 - 2 ** 0.5) ** 2, rel=1e-5)
+    # everything at one point: genuine 0, impostors 1/2 (1 - 0)^2 each: 4 * 0.5 / 6
+    assert ContrastiveLoss()(torch.ones(4, 2), labels)["loss"].item() == pytest.approx(2 / 6, rel=1e-5)
+    # margin 2: impostors at sqrt(2) cost 1/2 (2 - sqrt(2))^2
+    expected = 4 * 0.5 * (2 - 2 ** 0.5) ** 2 / 6
+    assert ContrastiveLoss(margin=2.0)(same_point, labels)["loss"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_contrastive_loss_hand_computed_mixed_batch():
+    # points on a line: 0, 3 (label 0) and 0.5, 4 (label 1); margin 1
+    x = torch.tensor([[0.0], [3.0], [0.5], [4.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    # genuine (0,1): d=3 -> 4.5; (2,3): d=3.5 -> 6.125
+    # impostors (0,2): d=0.5 -> 0.125; (0,3): d=4 -> 0; (1,2): d=2.5 -> 0; (1,3): d=1 -> 0
+    parts = ContrastiveLoss(margin=1.0)(x, labels)
+    assert parts["loss"].item() == pytest.approx((4.5 + 6.125 + 0.125) / 6, rel=1e-5)
+    assert parts["genuine"].item() == pytest.approx((4.5 + 6.125) / 6, rel=1e-5)
+    assert parts["impostor"].item() == pytest.approx(0.125 / 6, rel=1e-5)
 
 
 def test_learned_similarity_is_sigmoid_of_weighted_abs_difference_and_learns():

@@ -54,19 +54,21 @@ def test_train_then_eval_reports_verification_metrics(cli, tmp_path):
 @pytest.mark.slow
 def test_identity_root_training_and_lfw_pairs_eval(cli, tmp_path):
     root = _write_identities(tmp_path / "lfw")
-    r = cli("train", "siamese-small", "--data", root, "--epochs", "1", "--batch-size", "8", "--img-size", "32",
+    r = cli("train", "siamese-small", "--data", root, "--epochs", "8", "--batch-size", "8", "--img-size", "32",
             "--out", "run", "--no-track", "--loss", "contrastive", "--k", "2")
     assert r.code == 0, r.stderr
-    lines = ["2\t3",
-             "person_00\t1\t2", "person_01\t1\t3", "person_02\t2\t4",
-             "person_00\t1\tperson_05\t2", "person_03\t1\tperson_04\t1", "person_06\t3\tperson_07\t4"]
+    # one LFW fold of 12 genuine and 12 impostor pairs of the identities trained on
+    lines = ["1\t12"] + [f"person_{i:02d}\t1\t{2 + i % 3}" for i in range(12)] + \
+            [f"person_{i:02d}\t{1 + i % 4}\tperson_{(i + 5) % 12:02d}\t{1 + (i + 1) % 4}" for i in range(12)]
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("\n".join(lines) + "\n")
     assert is_pairs_file(pairs)
     r = cli("eval", "run/weights/best.pt", "--data", pairs, "--json")
     assert r.code == 0, r.stderr
     metrics = json.loads(r.stdout)
-    assert METRICS <= set(metrics) and 0.0 <= metrics["auc"] <= 1.0
+    # Measured: untrained (--lr 0) AUC 0.65 on these pairs, after 8 contrastive epochs 0.99;
+    # a model that has not learned the identities it trained on stays below the floor.
+    assert METRICS <= set(metrics) and metrics["auc"] >= 0.85, metrics
 
     pairs.write_text("person_00\t1\t2\nperson_00\tone\tperson_01\t2\n")
     r = cli("eval", "run/weights/best.pt", "--data", pairs)

@@ -91,3 +91,19 @@ def test_v1_highest_iou_predictor_is_responsible():
     assert float(parts["obj"]) == pytest.approx(0.5 * 0.4 ** 2, rel=1e-5)  # lambda_noobj on predictor 0
     out[0, 0, 0, 5:7] = torch.tensor([0.7, 0.5])  # shift predictor 1 by 0.2 cell: lambda_coord * 0.04
     assert float(YOLOv1Loss(3)(out, gt, 64)["box"]) == pytest.approx(5.0 * 0.04, rel=1e-5)
+
+
+def test_v1_class_error_counts_once_per_object_cell():
+    # two objects of class 0 in cell (0, 0) (S=2, 64 px): the class term is that cell's error once
+    gt = [{"boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0], [10.0, 10.0, 26.0, 26.0]]), "labels": torch.tensor([0, 0])}]
+    out = torch.zeros(1, 2, 2, 2 * 5 + 3)
+    out[0, 0, 0, 10:13] = torch.tensor([0.6, 0.3, 0.1])
+    once = (0.6 - 1) ** 2 + 0.3 ** 2 + 0.1 ** 2
+    assert float(YOLOv1Loss(3)(out, gt, 64)["cls"]) == pytest.approx(once, rel=1e-5)
+    # classes 0 and 2 in one cell: the target is Pr(class | object) = (1/2, 0, 1/2), still once
+    gt[0]["labels"] = torch.tensor([0, 2])
+    mixed = (0.6 - 0.5) ** 2 + 0.3 ** 2 + (0.1 - 0.5) ** 2
+    assert float(YOLOv1Loss(3)(out, gt, 64)["cls"]) == pytest.approx(mixed, rel=1e-5)
+    # objects in two different cells still count once each
+    gt[0]["boxes"][1] = torch.tensor([40.0, 40.0, 56.0, 56.0])
+    assert float(YOLOv1Loss(3)(out, gt, 64)["cls"]) == pytest.approx(once + 1.0, rel=1e-5)  # class 2 vs 0 there

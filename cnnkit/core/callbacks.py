@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cnnkit.core.errors import Interrupted
 from cnnkit.core.tracking import Tracker
 
 console = Console(stderr=True)
@@ -36,7 +37,7 @@ class MLflowCallback(Callback):
         self.tracker = tracker
 
     def on_run_start(self, run: "Run") -> None:
-        self.tracker.start(run.name, run.params, run.tags)
+        self.tracker.start(run.name, run.params, run.tags, run.resume_id)
 
     def on_metrics(self, run: "Run", metrics: dict[str, float], step: int) -> None:
         self.tracker.log_metrics(metrics, step)
@@ -88,12 +89,15 @@ class ProgressCallback(Callback):
 
 class Run:
     """One run's lifecycle: ``with Run(...) as run:`` emits run start, then run end with status
-    FINISHED, or FAILED when the block raised. Offers the tracker's logging methods, so tasks log
-    artifacts through it whatever callbacks listen."""
+    FINISHED, KILLED when a signal or Ctrl-C stopped it, or FAILED when the block raised. Offers the
+    tracker's logging methods, so tasks log artifacts through it whatever callbacks listen.
+    ``resume_id``: the MLflow run to continue (``--resume``) instead of a new one."""
 
-    def __init__(self, name: str, params: dict[str, Any], tags: dict[str, str], callbacks: list[Callback]) -> None:
+    def __init__(self, name: str, params: dict[str, Any], tags: dict[str, str], callbacks: list[Callback],
+                 resume_id: str = "") -> None:
         self.name, self.params, self.tags = name, params, tags
         self.callbacks = callbacks
+        self.resume_id = resume_id
         self.status = "RUNNING"
         self.run_id = ""  # the MLflow run id, once started ("" when not tracked)
 
@@ -107,7 +111,12 @@ class Run:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.status = "FINISHED" if exc_type is None else "FAILED"
+        if exc_type is None:
+            self.status = "FINISHED"
+        elif issubclass(exc_type, (Interrupted, KeyboardInterrupt)):
+            self.status = "KILLED"
+        else:
+            self.status = "FAILED"
         self.emit("on_run_end", self.status)
 
     # the tracker's interface, as events
@@ -145,9 +154,9 @@ def _folder(name: str) -> str | None:
 
 
 def tracked_run(name: str, params: dict[str, Any], tags: dict[str, str], *, track: bool, uri: str,
-                experiment: str, progress: bool = True) -> Run:
+                experiment: str, progress: bool = True, resume_id: str = "") -> Run:
     """A run with MLflow tracking (unless ``track`` is False) and a progress display."""
     callbacks: list[Callback] = [ProgressCallback(progress)]
     if track:
         callbacks.append(MLflowCallback(Tracker(True, uri, experiment)))
-    return Run(name, params, tags, callbacks)
+    return Run(name, params, tags, callbacks, resume_id)

@@ -34,6 +34,17 @@ def copy_checkpoint(source: str | Path, target: str | Path) -> Path:
     return Path(target)
 
 
+def load_error(exc: Exception) -> str:
+    """Why ``torch.load`` refused a file, without PyTorch's advice to retry with ``weights_only=False``
+    (which would run whatever code the file carries)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        lines = [line for line in lines[1:] if "weights_only" not in line and "documentation" not in line]
+        reason = lines[0] if lines else "it holds objects other than tensors and plain values"
+        return f"it holds Python objects that a safe load refuses: {reason[:200]}"
+    return lines[0][:200] if lines else exc.__class__.__name__
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a cnnkit checkpoint with ``weights_only=True``; clear errors for bad files."""
     path = Path(path)
@@ -42,8 +53,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and weights-only errors all mean "not a checkpoint"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise CnnkitError(f"{path}: not a readable cnnkit checkpoint ({reason[:200]})") from None
+        raise CnnkitError(f"{path}: not a readable cnnkit checkpoint ({load_error(exc)})") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED):
         raise CnnkitError(f"{path}: not a cnnkit checkpoint (no model name, task or weights inside)")
     return ckpt
@@ -57,7 +67,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CnnkitError(f"{path}: not a readable weights file ({exc.__class__.__name__})") from None
+        raise CnnkitError(f"{path}: not a readable weights file ({load_error(exc)})") from None
     if isinstance(obj, dict) and "model_state" in obj:
         obj = obj["model_state"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,14 +34,16 @@ class TrainConfig:
     grad_clip: float = 0.0
     label_smoothing: float = 0.0
     device: str = "auto"
-    amp: bool = False
-    channels_last: bool = False
-    workers: int = 0
+    amp: bool | None = None  # None: bf16 autocast on CUDA devices that support bf16, off elsewhere
+    channels_last: bool | None = None  # None: on for CUDA, off elsewhere
+    compile: bool = False  # run the model under torch.compile
+    workers: int = -1  # data loader processes; -1: from the CPU count (see task.default_workers)
     seed: int = 0
     out: str = "runs/train"
     save_period: int = 0  # also keep weights/epochN.pt every N epochs (0: only last/best)
     resume: str = ""
-    weights: str = ""
+    weights: str = ""  # a state dict file or a registered weights name (`cnnkit weights list`)
+    pretrained: bool = False  # start from the model's (or its backbone's) published weights
     experiment: str = "cnnkit"
     tracking_uri: str = ""
     track: bool = True
@@ -75,14 +78,66 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
+# (check, what it must be) per numeric field; every layer's value goes through these
+LIMITS: dict[str, tuple[Any, str]] = {
+    "epochs": (lambda v: v >= 1, "at least 1"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "img_size": (lambda v: v >= 8, "at least 8"),
+    "lr": (lambda v: v >= 0 and math.isfinite(v), "a finite number, 0 or more"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, "0 or more"),
+    "step_size": (lambda v: v >= 0, "0 or more"),
+    "gamma": (lambda v: v > 0, "a positive number"),
+    "grad_clip": (lambda v: v >= 0, "0 or more"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "workers": (lambda v: v >= -1, "0 or more (-1: from the CPU count)"),
+    "save_period": (lambda v: v >= 0, "0 or more"),
+    "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+}
+
+
+def _type_ok(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    return True
+
+
+def validate_config(config: TrainConfig, sources: dict[str, str] | None = None) -> TrainConfig:
+    """Check every field's type and range; the error names the key and the layer it came from."""
+    sources = sources or {}
+    kinds = {"int": int, "float": float, "str": str, "bool": bool}
+    for f in dataclasses.fields(config):
+        value, kind = getattr(config, f.name), kinds.get(str(f.type))
+        where = f" (from {sources[f.name]})" if f.name in sources else ""
+        if kind is not None and not _type_ok(value, kind):
+            raise CnnkitError(f"{f.name}: {value!r}{where} is not a{'n' if kind is int else ''} {kind.__name__}")
+        check = LIMITS.get(f.name)
+        if check is not None and not check[0](value):
+            raise CnnkitError(f"{f.name}: {value!r}{where} must be {check[1]}")
+    return config
+
+
 def resolve_config(model: str, recipe: dict[str, Any], file_values: dict[str, Any],
-                   flags: dict[str, Any]) -> TrainConfig:
-    """Merge the layers; ``None`` flags mean "not given". ``options`` dicts are merged too."""
+                   flags: dict[str, Any], checkpoint: dict[str, Any] | None = None,
+                   file_name: str = "") -> TrainConfig:
+    """Merge the layers (recipe < checkpoint < config file < flags) and validate the result once;
+    ``None`` flags mean "not given". ``options`` dicts are merged too."""
     merged: dict[str, Any] = {"model": model}
     options: dict[str, Any] = {}
-    for layer in (recipe, file_values, {k: v for k, v in flags.items() if v is not None}):
+    sources: dict[str, str] = {}
+    layers = (("the model's recipe", recipe), ("the resumed checkpoint", checkpoint or {}),
+              (f"config file {file_name}" if file_name else "the config file", file_values),
+              ("the command line", {k: v for k, v in flags.items() if v is not None}))
+    for name, layer in layers:
         layer = dict(layer)
         options.update(layer.pop("options", None) or {})
         merged.update(layer)
+        sources.update(dict.fromkeys(layer, name))
     merged["model"], merged["options"] = model, options
-    return TrainConfig.from_dict(merged)
+    return validate_config(TrainConfig.from_dict(merged), sources)

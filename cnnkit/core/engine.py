@@ -6,23 +6,28 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler, RandomSampler
 
 from cnnkit import __version__
 from cnnkit.core import device as devices
+from cnnkit.core import weights
 from cnnkit.core.callbacks import Callback, Run, console, tracked_run
 from cnnkit.core.checkpoint import copy_checkpoint, load_checkpoint, load_weights_into, save_checkpoint
-from cnnkit.core.config import TrainConfig
+from cnnkit.core.config import TrainConfig, validate_config
 from cnnkit.core.data.splits import split_summary
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError, Interrupted
+from cnnkit.core.paths import writable_dir
 from cnnkit.core.plots import line_plot
 from cnnkit.core.registry import ModelSpec, models, resolve, tasks
 from cnnkit.core.task import Task, to_device
@@ -104,16 +109,59 @@ def _better(value: float, best: float | None, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
+def _device_defaults(config: TrainConfig, device: torch.device) -> None:
+    """``--amp`` and ``--channels-last`` when not given: on for CUDA (amp where bf16 is supported)."""
+    cuda = device.type == "cuda"
+    if config.amp is None:
+        config.amp = cuda and torch.cuda.is_bf16_supported()
+    if config.channels_last is None:
+        config.channels_last = cuda
+
+
+class _DeviceSums:
+    """Batch-weighted sums of the loss terms and the first step whose loss was not finite,
+    kept on the device, so a training step never waits for it; ``read`` copies them back once."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.bad = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def add(self, losses: dict[str, torch.Tensor], n: int, step: int) -> None:
+        for k, v in losses.items():
+            term = v.detach().float() * n
+            self.sums[k] = self.sums[k] + term if k in self.sums else term
+        finite = torch.isfinite(losses["loss"].detach())
+        self.bad = torch.where((self.bad < 0) & ~finite, step, self.bad)
+
+    def read(self, seen: int, epoch: int) -> dict[str, float]:
+        """The mean of each term over ``seen`` samples; stops training on a non-finite loss."""
+        keys = list(self.sums)
+        values = torch.stack([self.sums[k] for k in keys] + [self.bad.float()]).tolist()
+        means = {k: v / seen for k, v in zip(keys, values)}
+        if values[-1] >= 0:
+            raise CnnkitError(f"the loss became {means['loss']} at epoch {epoch + 1} step {int(values[-1]) + 1}; "
+                              "try a lower --lr")
+        return means
+
+
 class Trainer:
     """Runs ``fit`` for one resolved config; each step of the loop is a method."""
 
+    sync_every = 20  # training steps between read-backs of the loss (progress, non-finite check)
+
     def __init__(self, config: TrainConfig, callbacks: list[Callback] | None = None) -> None:
-        self.config = config
+        self.config = validate_config(config)
         self.spec = models.get(config.model)
         self.resume_ckpt = load_checkpoint(config.resume) if config.resume else None
         if self.resume_ckpt is not None and self.resume_ckpt["model"] != self.spec.name:
             raise CnnkitError(f"{config.resume}: checkpoint was made by model '{self.resume_ckpt['model']}', "
                               f"not '{self.spec.name}'")
+        if self.resume_ckpt is not None and int(self.resume_ckpt["epoch"]) + 1 >= config.epochs:
+            done = int(self.resume_ckpt["epoch"]) + 1
+            raise CnnkitError(f"{config.resume}: already trained {done} of {config.epochs} epoch(s); "
+                              f"pass --epochs N with N > {done} to train on")
+        writable_dir(config.out, "--out")
         self.task = make_task(self.spec, config,
                               classes=self.resume_ckpt.get("classes") if self.resume_ckpt else None,
                               state=self.resume_ckpt.get("task_state") if self.resume_ckpt else None)
@@ -121,27 +169,32 @@ class Trainer:
             raise CnnkitError(f"{self.spec.name} needs --img-size >= {self.spec.min_img_size} "
                               f"(its architecture shrinks smaller inputs to nothing)")
         self.device = devices.resolve_device(config.device)
+        _device_defaults(config, self.device)
         self.dist = devices.setup_distributed(self.device)
         self.out = Path(config.out)
         self.last_path, self.best_path = self.out / "weights" / "last.pt", self.out / "weights" / "best.pt"
         self.extra_callbacks = list(callbacks or [])
         self.start_epoch, self.best, self.history = 0, None, []
+        self.stop_signal: int | None = None
+        self.run: Run | None = None
 
     # ---------------------------------------------------------------- set-up steps
     def build_datasets(self) -> None:
         """The train and val splits (the task learns its classes from them)."""
         self.train_ds, self.val_ds = self.task.dataset("train"), self.task.dataset("val")
-        lines, self.data_params = split_summary(self.train_ds, self.val_ds)
-        for line in lines if self.dist.is_main else []:
-            console.print(line, soft_wrap=True, markup=False, highlight=False)
+        self.data_lines, self.data_params = split_summary(self.train_ds, self.val_ds)
 
     def setup_model(self) -> None:
         """Build the model (with ``--weights``), its loss, the optimizer, schedule and precision."""
         cfg, task = self.config, self.task
+        entry = self.published_weights()
         self.model = task.build_model().to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if cfg.weights and self.resume_ckpt is None:
+        if entry is not None:
+            loaded, source = weights.load_entry(task, self.model, entry)
+            console.print(f"weights: {loaded}/{len(self.model.state_dict())} tensors from {entry.name} ({source})")
+        elif cfg.weights and self.resume_ckpt is None:
             loaded = task.load_weights(self.model, cfg.weights)
             console.print(f"weights: {loaded}/{len(self.model.state_dict())} tensors from {cfg.weights}")
         if task.loss_spec is not None:  # a bad loss setting fails now, not after the data is built
@@ -151,6 +204,20 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, task.key_mode)
         self.precision = devices.Precision(self.device, cfg.amp)
+
+    def published_weights(self) -> Any:
+        """The registry's weights for ``--pretrained`` or ``--weights NAME`` (None: a file or
+        nothing); the architecture variant they need goes into the config's options first."""
+        cfg = self.config
+        if self.resume_ckpt is not None:
+            return None
+        if cfg.weights:
+            entry = weights.registered(cfg.weights)
+            return None if entry is None else weights.use_variant(entry, self.spec, cfg.options)
+        if cfg.pretrained and "pretrained" in self.spec.options:  # weights shipped in a package: the builder loads them
+            cfg.options["pretrained"] = True
+            return None
+        return weights.pretrained_entry(self.spec, cfg.options) if cfg.pretrained else None
 
     def resume(self) -> None:
         """Restore model, optimizer, schedule, scaler, epoch, best metric, history and RNG."""
@@ -174,16 +241,22 @@ class Trainer:
         if self.dist.enabled:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+        if self.device.type == "cuda":  # autotune once per shape: worth it only when the shape stays
+            torch.backends.cudnn.benchmark = task.fixed_input_size
         batch_sampler = task.batch_sampler(self.train_ds)
         self.sampler = DistributedSampler(self.train_ds, seed=cfg.seed) if self.dist.enabled else None
         self.generator = torch.Generator()
         if batch_sampler is not None:
             self.train_loader = task.loader(self.train_ds, train=True, batch_sampler=batch_sampler)
         elif self.sampler is not None:
-            self.train_loader = DataLoader(self.train_ds, batch_size=cfg.batch_size, sampler=self.sampler,
-                                           num_workers=cfg.workers, collate_fn=task.collate)
+            self.train_loader = task.loader(self.train_ds, train=True, sampler=self.sampler, shuffle=False)
         else:
-            self.train_loader = task.loader(self.train_ds, train=True, generator=self.generator)
+            # the shuffle has its own generator, reseeded each epoch: the loader's draws for its
+            # workers' seed (once, as they persist) must not shift it, or --resume would differ
+            self.train_loader = task.loader(self.train_ds, train=True, shuffle=False,
+                                            sampler=RandomSampler(self.train_ds, generator=self.generator))
         self.val_loader = task.loader(self.val_ds, train=False)
         if len(self.train_loader) == 0:
             raise CnnkitError(f"--data {task.data_spec}: the training split is empty")
@@ -192,14 +265,16 @@ class Trainer:
     def fit(self) -> FitResult:
         cfg, task = self.config, self.task
         devices.seed_everything(cfg.seed + self.dist.rank)
+        if self.dist.is_main:
+            remove_orphans(self.last_path.parent)
         self.build_datasets()
         self.setup_model()
         self.resume()
         self.build_loaders()
-        run = self.new_run()
+        run = self.run = self.new_run()
         metrics: dict[str, float] = {}
         try:
-            with run:
+            with self.stop_on_signal(), run:
                 for epoch in range(self.start_epoch, cfg.epochs):
                     train_stats = self.train_epoch(run, epoch)
                     metrics = self.validate()
@@ -221,17 +296,23 @@ class Trainer:
     def new_run(self) -> Run:
         """The run's lifecycle: MLflow (rank 0, unless --no-track), progress, and any extra callbacks."""
         cfg, task = self.config, self.task
+        for line in self.data_lines if self.dist.is_main else []:  # data: train N images (SOURCE), val ...
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
         run = tracked_run(f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", cfg.to_dict() | self.data_params,
                           {"cnnkit.plugin": self.spec.plugin, "cnnkit.model": self.spec.name,
                            "cnnkit.task": self.spec.task, "cnnkit.key_metric": f"val_{task.key_metric}",
                            "cnnkit.data": task.data_spec},
                           track=cfg.track and self.dist.is_main, uri=cfg.tracking_uri, experiment=cfg.experiment,
-                          progress=self.dist.is_main)
+                          progress=self.dist.is_main,
+                          resume_id=str(self.resume_ckpt.get("mlflow_run_id", "")) if self.resume_ckpt else "")
         run.callbacks += self.extra_callbacks
         return run
 
     def train_epoch(self, run: Run, epoch: int) -> dict[str, float]:
-        """One pass over the training loader; the mean of each loss term and the throughput."""
+        """One pass over the training loader; the mean of each loss term and the throughput.
+
+        The loop never waits for the device: loss terms are summed on it and read back (with
+        the first non-finite step, the progress display) every ``sync_every`` steps and at the end."""
         cfg, task, loader = self.config, self.task, self.train_loader
         self.generator.manual_seed(cfg.seed * 1000 + epoch)
         if hasattr(self.train_ds, "epoch"):
@@ -240,19 +321,15 @@ class Trainer:
             self.sampler.set_epoch(epoch)
         model, optimizer, precision = self.train_model, self.optimizer, self.precision
         model.train()
-        totals: dict[str, float] = {}
-        seen, start = 0, time.perf_counter()
+        sums, means = _DeviceSums(self.device), {}
+        seen, start, last = 0, time.perf_counter(), len(loader) - 1
         run.emit("on_epoch_start", f"epoch {epoch + 1}/{cfg.epochs}", len(loader))
         for step, batch in enumerate(loader):
             batch = to_device(batch, self.device, cfg.channels_last)
             with precision.autocast():
                 losses = task.loss(model, batch, epoch * len(loader) + step)
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise CnnkitError(f"the loss became {loss.item()} at epoch {epoch + 1} step {step + 1}; "
-                                  "try a lower --lr")
             optimizer.zero_grad(set_to_none=True)
-            precision.scaler.scale(loss).backward()
+            precision.scaler.scale(losses["loss"]).backward()
             if cfg.grad_clip > 0:
                 precision.scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -260,11 +337,14 @@ class Trainer:
             precision.scaler.update()
             n = task.batch_len(batch)
             seen += n
-            for k, v in losses.items():
-                totals[k] = totals.get(k, 0.0) + float(v.detach()) * n
-            run.emit("on_step", {"loss": totals["loss"] / seen,
-                                 "img/s": seen / max(time.perf_counter() - start, 1e-9)})
-        return {f"train_{k}": v / max(seen, 1) for k, v in totals.items()} | \
+            sums.add(losses, n, step)
+            if step % self.sync_every == self.sync_every - 1 or step == last:
+                means = sums.read(seen, epoch)
+                run.emit("on_step", {"loss": means["loss"],
+                                     "img/s": seen / max(time.perf_counter() - start, 1e-9)}, step + 1)
+            if self.stop_signal is not None:
+                self.stop(epoch, step + 1)
+        return {f"train_{k}": v for k, v in means.items()} | \
             {"train_img_per_s": seen / max(time.perf_counter() - start, 1e-9)}
 
     def validate(self) -> dict[str, float]:
@@ -297,6 +377,35 @@ class Trainer:
         period = self.config.save_period
         if period and (epoch + 1) % period == 0 and not force_best:
             copy_checkpoint(self.last_path, self.last_path.parent / f"epoch{epoch + 1}.pt")
+
+    @contextmanager
+    def stop_on_signal(self) -> Iterator[None]:
+        """While the loop runs, SIGTERM (what schedulers send) asks for a stop at the next step
+        boundary (:meth:`stop`) instead of killing the process mid-write."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def ask(signum: int, frame: Any) -> None:
+            self.stop_signal = signum
+
+        previous = signal.signal(signal.SIGTERM, ask)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def stop(self, epoch: int, steps: int) -> None:
+        """Save ``last.pt`` now (its epoch is the last complete one, so ``--resume`` repeats this
+        epoch from the weights reached so far) and end the run as KILLED."""
+        name = signal.Signals(self.stop_signal or signal.SIGTERM).name
+        if self.dist.is_main:
+            last = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k.startswith("val_")}
+            payload = self.payload(epoch - 1, last)
+            payload["interrupted"] = {"epoch": epoch, "step": steps, "signal": name}
+            save_checkpoint(self.last_path, payload)
+        raise Interrupted(f"{name} at epoch {epoch + 1} step {steps}: saved {self.last_path}; continue with "
+                          f"`cnnkit train {self.spec.name} --resume {self.last_path}`", self.stop_signal or 15)
 
     def finish(self, run: Run) -> dict[str, float] | None:
         """The task's after-training step (R-CNN's SVMs, ...): re-validated and saved when it changed anything."""
@@ -339,7 +448,18 @@ class Trainer:
             "metrics": metrics,
             "rng": _rng_state(),
             "history": self.history,
+            "mlflow_run_id": self.run.run_id if self.run is not None else "",
         }
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete the temp files (``.last.pt.*.tmp``, ...) that a killed save left in ``folder``."""
+    orphans = sorted(folder.glob(".*.pt.*.tmp")) if folder.is_dir() else []
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    if orphans:
+        console.print(f"removed {len(orphans)} unfinished checkpoint file(s) left in {folder} by a killed run")
+    return orphans
 
 
 def loss_curve(history: list[dict[str, float]]) -> Any:
@@ -355,7 +475,12 @@ def fit(config: TrainConfig) -> FitResult:
 
 
 def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Module, dict[str, Any]]:
-    """Rebuild the task and model from a checkpoint alone (``data`` overrides its --data)."""
+    """Rebuild the task and model from a checkpoint alone (``data`` overrides its --data).
+
+    A registered model's name (where no such file exists) gives the model as its builder makes
+    it: the published weights of a model that ships them (e.g. ``face-resnet``)."""
+    if not Path(checkpoint).exists() and str(checkpoint) in models:
+        return _built_for_eval(models.get(str(checkpoint)), data)
     ck = load_checkpoint(checkpoint)
     if ck["model"] not in models:
         raise CnnkitError(f"{checkpoint}: made by model '{ck['model']}', which no loaded plugin provides")
@@ -370,6 +495,15 @@ def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Modu
     return task, model, ck
 
 
+def _built_for_eval(spec: ModelSpec, data: str) -> tuple[Task, nn.Module, dict[str, Any]]:
+    config = TrainConfig(model=spec.name, data=data or spec.default_data, val=data, img_size=spec.img_size,
+                         **{k: v for k, v in spec.defaults.items() if k == "batch_size"})
+    task = make_task(spec, config)
+    model = task.build_model().eval()
+    ck = {"model": spec.name, "task": spec.task, "model_state": model.state_dict(), "config": config.to_dict()}
+    return task, model, ck
+
+
 def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "auto",
                         batch_size: int = 0, split: str = "val") -> dict[str, float]:
     """Metrics of a checkpoint on the ``split`` of ``data`` (or of the data it was trained on)."""
@@ -378,6 +512,6 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "a
         task.config.batch_size = batch_size
     dev = devices.resolve_device(device)
     model.to(dev)
-    task.config.workers = 0
+    task.config.device = str(dev)
     ds = task.dataset(split)
     return task.evaluate(model, task.loader(ds, train=False), dev)

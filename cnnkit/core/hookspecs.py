@@ -1,4 +1,4 @@
-"""The plugin API: five tiny hooks. Each receives a ``register`` callable (or the app) and returns
+"""The plugin API: six tiny hooks. Each receives a ``register`` callable (or the app) and returns
 nothing. Built-in plugins, core's own registrations included, use them exactly like third parties."""
 
 from typing import Any, Callable
@@ -28,6 +28,11 @@ def register_losses(register: Callable[[Any], None]) -> None:
 @hookspec
 def register_datasets(register: Callable[[Any], None]) -> None:
     """Call ``register(DatasetSpec(...))`` for each dataset adapter or synthetic set."""
+
+
+@hookspec
+def register_weights(register: Callable[[Any], None]) -> None:
+    """Call ``register(WeightsSpec(name, file, url, ...))`` for each published weights file."""
 
 
 @hookspec

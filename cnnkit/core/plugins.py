@@ -24,6 +24,7 @@ REGISTRIES: dict[str, tuple[registry.Registry, type]] = {
     "register_models": (registry.models, registry.ModelSpec),
     "register_losses": (registry.losses, registry.LossSpec),
     "register_datasets": (registry.datasets, registry.DatasetSpec),
+    "register_weights": (registry.weights, registry.WeightsSpec),
 }
 
 

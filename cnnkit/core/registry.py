@@ -114,6 +114,36 @@ class DatasetSpec:
     plugin: str = ""
 
 
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Published weights: ``file`` at its publisher's ``url``, checked by ``sha256`` (or
+    torchvision's ``hash_prefix``, the first hex digits of it) before it is used.
+
+    ``model`` is the registered model (or backbone) they fit when built with ``options`` (the
+    architecture ``variant`` they were trained for); ``mismatch``, when set, says why they cannot
+    load into cnnkit's ``model`` and ``--pretrained`` refuses with it. ``format``: ``torch``,
+    ``safetensors`` or ``darknet``; ``convert`` maps the file's state dict to ours (key renames).
+    ``size`` is in bytes (torchvision states MB to three decimals: those are rounded to 1 kB).
+    """
+
+    name: str
+    file: str
+    url: str
+    model: str = ""
+    sha256: str = ""
+    hash_prefix: str = ""
+    size: int | None = None
+    license: str = ""
+    variant: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    format: str = "torch"
+    convert: Ref | None = None
+    mismatch: str = ""
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    plugin: str = ""
+
+
 class Registry:
     """Name -> item with aliases and "did you mean" suggestions."""
 
@@ -164,4 +194,5 @@ models = Registry("model")
 tasks = Registry("task")
 losses = Registry("loss")
 datasets = Registry("dataset")
-ALL = (models, tasks, losses, datasets)
+weights = Registry("weights")
+ALL = (models, tasks, losses, datasets, weights)

@@ -1,7 +1,7 @@
 """How far apart two embeddings are, in numpy (the gallery and the evaluation share it).
 
-``l2``: Euclidean distance between L2-normalised embeddings (0 to 2), computed for a 1:N search
-as ``sqrt(2 - 2 G q)`` with one matrix-vector product. ``similarity``: one minus the learned
+``l2``: Euclidean distance between embeddings (0 to 2 for L2-normalised ones), computed for a 1:N
+search as ``sqrt(|g|^2 - 2 G q + |q|^2)`` with one matrix-vector product. ``similarity``: one minus the learned
 similarity ``sigmoid(sum_k w_k |a_k - b_k| + b)`` (0 to 1). Smaller always means "more alike".
 """
 
@@ -47,8 +47,9 @@ class Scorer:
     def search(self, query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
         """Distances from one query (D,) to every row of ``gallery`` (N, D)."""
         query = np.asarray(query, np.float32)
-        if self.metric == "l2":  # unit vectors: ||g - q||^2 = 2 - 2 g.q
-            return np.sqrt(np.clip(2.0 - 2.0 * (gallery @ query), 0.0, None))
+        if self.metric == "l2":
+            squared = (gallery * gallery).sum(1) - 2.0 * (gallery @ query) + query @ query
+            return np.sqrt(np.clip(squared, 0.0, None))
         return 1.0 - _sigmoid(np.abs(gallery - query) @ self.w + self.b)
 
 

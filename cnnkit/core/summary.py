@@ -16,8 +16,12 @@ Counting conventions (those of the papers' tables):
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
+from cnnkit.core.atomic import atomic_path
 from cnnkit.core.conv import output_size
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.registry import ModelSpec
@@ -44,6 +48,34 @@ def count_params(spec: ModelSpec, num_classes: int | None = None) -> int | None:
     except Exception:
         return None
     return _param_split(model)[0]
+
+
+def _cache_file() -> Path:
+    from cnnkit import __version__
+
+    root = os.environ.get("CNNKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnkit"
+    return Path(root) / f"param_counts-{__version__}.json"
+
+
+def param_counts(specs: list[ModelSpec], count: bool = False) -> dict[str, int | None]:
+    """Each spec's parameter count by model name, from the cache this cnnkit version keeps; with
+    ``count``, the models not cached yet are built on the meta device, counted and cached
+    (``cnnkit models --count``). Without it, uncounted models are None: listing stays instant."""
+    try:
+        cache = json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        cache = {}
+    cache = cache if isinstance(cache, dict) else {}
+    missing = [spec for spec in specs if f"{spec.name}@{spec.plugin}" not in cache] if count else []
+    for spec in missing:
+        cache[f"{spec.name}@{spec.plugin}"] = count_params(spec)
+    if missing:
+        try:
+            with atomic_path(_cache_file()) as tmp:
+                tmp.write_text(json.dumps(cache, indent=0, sort_keys=True))
+        except OSError:
+            pass  # a read-only home: counted again next time
+    return {spec.name: cache.get(f"{spec.name}@{spec.plugin}") for spec in specs}
 
 
 def _pair(v: Any) -> tuple[int, int]:

@@ -8,6 +8,7 @@ Tasks are registered by name (``register_tasks``); core owns the generic ones in
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable
 
 import torch
@@ -32,7 +33,24 @@ class MappedDataset(Dataset):
     def __init__(self, base: Any, fn: Any, seed: int = 0) -> None:
         self.base, self.fn = base, fn
         self.classes = getattr(base, "classes", None)
-        self.seed, self.epoch = seed, 0
+        # (seed, epoch) in shared memory, so persistent loader workers see the engine's updates
+        self._clock = torch.tensor([seed, 0], dtype=torch.int64).share_memory_()
+
+    @property
+    def seed(self) -> int:
+        return int(self._clock[0])
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        self._clock[0] = value
+
+    @property
+    def epoch(self) -> int:
+        return int(self._clock[1])
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._clock[1] = value
 
     def __len__(self) -> int:
         return len(self.base)
@@ -42,6 +60,13 @@ class MappedDataset(Dataset):
         if pipeline is not None:
             pipeline.set_random_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2**32)
         return self.fn(self.base[index])
+
+
+def default_workers() -> int:
+    """Loader processes when ``--workers`` is not given: the CPUs this process may use (shared
+    between the processes of a ``torchrun`` launch), less one for the training loop, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) - 1))
 
 
 def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
@@ -95,9 +120,11 @@ class Task:
     def _loss_spec(self, name: str) -> LossSpec | None:
         if not name:
             return None
+        fits = sorted(n for n, s in losses.items() if self.spec.task in s.tasks)
+        if name not in losses:
+            raise CnnkitError(f"--loss {name}: no such loss ({self.spec.name} takes: {', '.join(fits) or 'none'})")
         found = losses.get(name)
         if self.spec.task not in found.tasks:
-            fits = sorted(n for n, s in losses.items() if self.spec.task in s.tasks)
             raise CnnkitError(f"--loss {name} is made for {'/'.join(found.tasks)} models and {self.spec.name} "
                               f"is a {self.spec.task} model (its losses: {', '.join(fits) or 'none'})")
         return found
@@ -142,11 +169,30 @@ class Task:
         """A training batch sampler (e.g. P identities x K images); None: shuffled batches."""
         return None
 
+    @property
+    def workers(self) -> int:
+        """``--workers``, or :func:`default_workers` when it is not set (-1)."""
+        return self.config.workers if self.config.workers >= 0 else default_workers()
+
     def loader(self, dataset: Dataset, train: bool, **kwargs: Any) -> DataLoader:
-        """A loader over ``dataset``: shuffled batches when training, or ``batch_sampler=`` if given."""
+        """A loader over ``dataset``: shuffled batches when training, or ``batch_sampler=`` if given.
+        Workers stay up between epochs and prefetch; batches are pinned for CUDA. The
+        loader draws its workers' seed from its own generator (unless given one), so neither the
+        global RNG nor a resumed run depends on when the (persistent) workers were started."""
         if kwargs.get("batch_sampler") is None:
             kwargs = {"batch_size": self.config.batch_size, "shuffle": train, **kwargs}
-        return DataLoader(dataset, num_workers=self.config.workers, collate_fn=self.collate, **kwargs)
+        kwargs.setdefault("generator", torch.Generator().manual_seed(self.config.seed))
+        workers = self.workers
+        if workers:
+            kwargs = {"persistent_workers": True, "prefetch_factor": 4, **kwargs}
+        cuda = torch.cuda.is_available() and not str(self.config.device).startswith(("cpu", "mps"))
+        kwargs.setdefault("collate_fn", self.collate)
+        return DataLoader(dataset, num_workers=workers, pin_memory=cuda, **kwargs)
+
+    @property
+    def fixed_input_size(self) -> bool:
+        """Whether every training batch has the same shape (then cuDNN autotunes once)."""
+        return True
 
     @staticmethod
     def batch_len(batch: Any) -> int:

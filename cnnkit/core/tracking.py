@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from cnnkit.core.errors import CnnkitError
 
@@ -30,6 +33,59 @@ def client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise work on a local sqlite store across processes (``<db>.lock`` beside it): MLflow's
+    schema creation on a new database races, and two first uses would lose runs."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): sqlite's own locking only
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def retry_locked(fn: Callable[..., Any], *args: Any, tries: int = 20, **kwargs: Any) -> Any:
+    """Call ``fn``, retrying while sqlite says "database is locked" (another process is writing)."""
+    for attempt in range(tries):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if "database is locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(min(0.1 * 2 ** attempt, 2.0))
+    return None
+
+
+def owner_tags() -> dict[str, str]:
+    """Who runs this process: recorded on each run so a run left RUNNING by a killed process is recognised."""
+    return {"cnnkit.pid": str(os.getpid()), "cnnkit.host": socket.gethostname()}
+
+
+def process_gone(tags: dict[str, str]) -> bool:
+    """True when the run's process was on this host and no longer exists (SIGKILL, power loss)."""
+    pid, host = tags.get("cnnkit.pid", ""), tags.get("cnnkit.host", "")
+    if not pid.isdigit() or host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
     for key, value in values.items():
@@ -50,29 +106,64 @@ class Tracker:
         self.run_id = ""
         self._client: Any = None
 
-    def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
+    def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str], run_id: str = "") -> None:
+        """Create the run, or reopen ``run_id`` (``--resume``: one training, one run)."""
         if not self.enabled:
             return
         try:
-            self._client = client(self.uri)
-            exp = self._client.get_experiment_by_name(self.experiment)
-            if exp is None:
-                exp_id = self._client.create_experiment(self.experiment, artifact_location=self._artifact_root())
-            else:
-                exp_id = exp.experiment_id
-            from cnnkit import __version__
-
-            run = self._client.create_run(exp_id, run_name=run_name,
-                                          tags={"cnnkit.version": __version__, **tags})
+            with store_lock(self.uri):
+                self._client = client(self.uri)
+                run = retry_locked(self._reopen, run_id, tags) if run_id else None
+                if run is None:
+                    run = retry_locked(self._create, run_name, tags)
+                    params = _flatten(params)
+                else:
+                    params = {}
+        except CnnkitError:
+            raise
         except Exception as exc:
             raise CnnkitError(f"MLflow tracking at {self.uri} failed: {str(exc).splitlines()[0][:200]} "
                               "(use --no-track to train without it)") from None
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
-        items = [Param(k, v) for k, v in _flatten(params).items()]
+        items = [Param(k, v) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self._client.log_batch(self.run_id, params=items[i:i + 100])
+            retry_locked(self._client.log_batch, self.run_id, params=items[i:i + 100])
+
+    def _create(self, run_name: str, tags: dict[str, str]) -> Any:
+        exp = self._client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            exp_id = self._client.create_experiment(self.experiment, artifact_location=self._artifact_root())
+        else:
+            exp_id = exp.experiment_id
+        from cnnkit import __version__
+
+        return self._client.create_run(exp_id, run_name=run_name,
+                                       tags={"cnnkit.version": __version__, **tags, **owner_tags()})
+
+    def _reopen(self, run_id: str, tags: dict[str, str]) -> Any:
+        """The run ``run_id`` set RUNNING again, or None when this store does not have it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self._client.get_run(run_id)
+        except MlflowException:
+            print(f"note: MLflow run {run_id} of the checkpoint is not in {self.uri}; starting a new run",
+                  file=sys.stderr)
+            return None
+        old = run.data.tags
+        if run.info.status == "RUNNING" and not process_gone(old):
+            if old.get("cnnkit.host") == socket.gethostname() and old.get("cnnkit.pid") != str(os.getpid()):
+                raise CnnkitError(f"MLflow run {run_id} is still running (process {old.get('cnnkit.pid')}); "
+                                  "stop it first or train without --resume")
+        elif run.info.status == "RUNNING":
+            print(f"note: MLflow run {run_id} was left RUNNING by a killed process; continuing it", file=sys.stderr)
+        self._client.update_run(run_id, status="RUNNING")
+        resumes = int(old.get("cnnkit.resumes", "0")) + 1
+        for key, value in {**owner_tags(), "cnnkit.resumes": str(resumes)}.items():
+            self._client.set_tag(run_id, key, value)
+        return run
 
     def _artifact_root(self) -> str | None:
         """Artifacts beside a local sqlite database rather than in ./mlruns."""
@@ -88,11 +179,11 @@ class Tracker:
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self._client.log_batch(self.run_id, metrics=batch)
+        retry_locked(self._client.log_batch, self.run_id, metrics=batch)
 
     def set_tag(self, key: str, value: str) -> None:
         if self.run_id:
-            self._client.set_tag(self.run_id, key, value)
+            retry_locked(self._client.set_tag, self.run_id, key, value)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.run_id:
@@ -100,17 +191,19 @@ class Tracker:
 
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id:
-            self._client.set_terminated(self.run_id, status=status)
+            retry_locked(self._client.set_terminated, self.run_id, status=status)
             self.run_id = ""
 
 
 def recent_runs(uri: str = "", limit: int = 20) -> list[dict[str, Any]]:
     """The latest runs across experiments, newest first, with their key metric (its best value)."""
-    c = client(tracking_uri(uri))
-    experiments = c.search_experiments()
+    uri = tracking_uri(uri)
+    with store_lock(uri):
+        c = client(uri)
+        experiments = retry_locked(c.search_experiments)
     if not experiments:
         return []
-    runs = c.search_runs([e.experiment_id for e in experiments], max_results=limit,
+    runs = retry_locked(c.search_runs, [e.experiment_id for e in experiments], max_results=limit,
                          order_by=["attributes.start_time DESC"])
     names = {e.experiment_id: e.name for e in experiments}
     rows = []
@@ -121,7 +214,7 @@ def recent_runs(uri: str = "", limit: int = 20) -> list[dict[str, Any]]:
             "experiment": names.get(run.info.experiment_id, ""),
             "name": run.info.run_name,
             "model": run.data.tags.get("cnnkit.model", ""),
-            "status": run.info.status,
+            "status": "STALE" if run.info.status == "RUNNING" and process_gone(run.data.tags) else run.info.status,
             "start_time": run.info.start_time,
             "metric": key,
             "value": run.data.metrics.get(f"best_{key}", run.data.metrics.get(key)),

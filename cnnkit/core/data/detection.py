@@ -104,7 +104,7 @@ def write_yolo(splits: dict[str, DetectionDataset], out: str | Path) -> Path:
     classes = next(iter(splits.values())).classes
     for split, dataset in splits.items():
         for stem, s in _export_items(dataset):
-            write_image(out / "images" / split / f"{stem}.png", s.image)
+            write_image(out / "images" / split / f"{stem}.{ext}", s.image)
             h, w = s.image.shape[:2]
             lines = [f"{int(c)} {(b[0] + b[2]) / 2 / w:.6f} {(b[1] + b[3]) / 2 / h:.6f} "
                      f"{(b[2] - b[0]) / w:.6f} {(b[3] - b[1]) / h:.6f}" for b, c in zip(s.boxes, s.labels)]

@@ -101,15 +101,18 @@ def _lfw_image(root: Path, name: str, number: int) -> Path | None:
 
 class PairsDataset(LabelledImages):
     """The images named by an LFW-style pairs file, each once, as ``(image, identity)`` samples,
-    with ``pairs``: (M, 3) rows ``i, j, same`` indexing them.
+    with ``pairs``: (M, 3) rows ``i, j, same`` indexing them, and ``folds``: each pair's fold.
 
     Lines are ``name n m`` (two images of one person) or ``name1 n name2 m`` (two people); image
-    ``n`` of ``name`` is ``<root>/<name>/<name>_<n:04d>.jpg``."""
+    ``n`` of ``name`` is ``<root>/<name>/<name>_<n:04d>.jpg``. A header ``F N`` (LFW's ``10 300``)
+    says the pairs come in F folds of N genuine then N impostor pairs; without it, with one fold
+    or with pairsDevTest's one-number header, ``folds`` is None."""
 
     def __init__(self, pairs_file: str | Path) -> None:
         pairs_file = Path(pairs_file)
         lines = pairs_file.read_text(encoding="utf-8").splitlines()
         start = 1 if lines and _pairs_header(lines[0]) else 0
+        header = [int(v) for v in lines[0].split()] if start else []
         rows: list[tuple[str, int, str, int, int]] = []
         for n, line in enumerate(lines[start:], start + 1):
             parts = line.split()
@@ -148,6 +151,13 @@ class PairsDataset(LabelledImages):
             pairs.append((*ends, same))
         self.pairs = np.asarray(pairs, dtype=np.int64)
         self.targets = [label for _, label in self.items]
+        self.folds: np.ndarray | None = None
+        if len(header) == 2:
+            folds, per_fold = header
+            if folds * 2 * per_fold != len(rows):
+                raise CnnkitError(f"{pairs_file}:1: the header says {folds} folds of {per_fold} genuine and "
+                                  f"{per_fold} impostor pairs ({folds * 2 * per_fold}), the file has {len(rows)}")
+            self.folds = np.arange(len(rows)) // (2 * per_fold) if folds > 1 else None
 
 
 def pairs_dataset(source: str | Path, split: str = "val") -> PairsDataset:

@@ -22,15 +22,14 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from cnnkit.core.atomic import atomic_path
+from cnnkit.core.data.images import image_size
 from cnnkit.core.errors import CnnkitError
 
 SCAN_VERSION = 1
 CACHE_SUFFIX = ".cnnkit.cache"
 EXAMPLES = 5  # file:line examples kept per kind of warning
-EXIF_SWAPS = {5, 6, 7, 8}  # EXIF orientations that display the image rotated by 90 degrees
 
 
 @dataclass
@@ -94,23 +93,14 @@ class Scanner:
         self.deps: list[str] = []  # files found while reading (images named in a json)
 
     def image_size(self, path: str) -> tuple[int, int] | None:
-        """(width, height) as displayed (EXIF rotation applied), or None, recorded as skipped,
-        when the file is missing or does not open as an image."""
+        """(width, height) as displayed, or None, recorded as skipped with the reason, when the
+        file is missing, does not open as an image or is over the pixel limit."""
         try:
-            with Image.open(path) as im:
-                w, h = im.size
-                # EXIF that a format keeps ahead of the pixels (a PNG's eXIf after them is not read)
-                if (im.format in ("JPEG", "MPO", "TIFF") or "exif" in im.info) and \
-                        im.getexif().get(0x0112, 1) in EXIF_SWAPS:
-                    w, h = h, w
-                return w, h
-        except FileNotFoundError:
-            self.report.skipped.append(f"{os.path.basename(path)}: missing")
-        except Image.DecompressionBombError:
-            self.report.skipped.append(f"{os.path.basename(path)}: too many pixels to decode safely")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            self.report.skipped.append(f"{os.path.basename(path)}: not a readable image ({exc.__class__.__name__})")
-        return None
+            return image_size(path)
+        except CnnkitError as exc:
+            reason = str(exc).removeprefix(f"{Path(path)}: ")
+            self.report.skipped.append(f"{os.path.basename(path)}: {reason}")
+            return None
 
     def add(self, path: str, size: tuple[int, int],
             objects: Iterable[tuple[list[float], int, int, str]]) -> None:

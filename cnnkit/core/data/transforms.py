@@ -50,10 +50,7 @@ def detection_pipeline(img_size: int, train: bool) -> A.Compose:
             A.HorizontalFlip(p=0.5),
             A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=40, val_shift_limit=30, p=0.5),
         ]
-    steps += [
-        A.LongestMaxSize(max_size=img_size),
-        A.PadIfNeeded(img_size, img_size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=114),
-    ]
+    steps += letterbox_steps(img_size)
     return A.Compose(steps, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels", "kind"],
                                                      min_visibility=0.3, min_area=4))
 
@@ -73,13 +70,17 @@ class Letterbox:
         return out
 
 
+def letterbox_steps(img_size: int, fill: int = 114) -> list[A.BasicTransform]:
+    """Long side to ``img_size`` (linear interpolation), then pad to a centred square: the one
+    letterbox of training, evaluation and ``cnnkit detect``."""
+    return [A.LongestMaxSize(max_size=img_size),
+            A.PadIfNeeded(img_size, img_size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=fill)]
+
+
 def letterbox(image: np.ndarray, size: int, fill: int = 114) -> tuple[np.ndarray, Letterbox]:
-    """Resize keeping the aspect ratio so the long side is ``size``; pad to a centred square."""
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    nh, nw = max(round(h * scale), 1), max(round(w * scale), 1)
-    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    out = np.full((size, size, 3), fill, dtype=np.uint8)
-    out[top:top + nh, left:left + nw] = resized
-    return out, Letterbox(scale, (float(left), float(top)))
+    """:func:`letterbox_steps` on one image, with the scale and padding that map boxes back."""
+    resize, pad = letterbox_steps(size, fill)
+    resized = resize(image=image)["image"]
+    (h, w), (nh, nw) = image.shape[:2], resized.shape[:2]
+    top, left = (size - nh) // 2, (size - nw) // 2  # PadIfNeeded's centre split
+    return pad(image=resized)["image"], Letterbox(size / max(h, w), (float(left), float(top)))

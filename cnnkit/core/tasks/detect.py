@@ -113,16 +113,19 @@ class DetectionTask(Task):
 
     @torch.no_grad()
     def predict(self, model: nn.Module, images: Any, device: torch.device, conf: float = 0.25,
-                iou: float = 0.45, img_size: int | None = None, **_: Any) -> list[list[dict[str, Any]]]:
+                iou: float = 0.45, img_size: int | None = None, batch_size: int = 16,
+                **_: Any) -> list[list[dict[str, Any]]]:
+        """Detections for RGB uint8 images, letterboxed and run ``batch_size`` at a time."""
         size = img_size or self.config.img_size
         model.eval()
-        results = []
-        for image in images:
-            boxed, lb = letterbox(image, size)
-            x = to_tensor(boxed, self.normalize)[None].to(device)
-            boxes, scores, labels = self.predict_batch(model, x, conf, iou)[0]
-            boxes = lb.unmap(boxes.float().cpu(), image.shape[:2])
-            results.append(records(boxes, scores.cpu(), labels.cpu(), list(self.classes or [])))
+        images, results = list(images), []
+        for i in range(0, len(images), batch_size):
+            chunk = images[i:i + batch_size]
+            boxed = [letterbox(image, size) for image in chunk]
+            x = torch.stack([to_tensor(b, self.normalize) for b, _ in boxed]).to(device, non_blocking=True)
+            for image, (_, lb), (boxes, scores, labels) in zip(chunk, boxed, self.predict_batch(model, x, conf, iou)):
+                boxes = lb.unmap(boxes.float().cpu(), image.shape[:2])
+                results.append(records(boxes, scores.cpu(), labels.cpu(), list(self.classes or [])))
         return results
 
     def log_artifacts(self, model: nn.Module, val: Any, tracker: Any, device: torch.device) -> None:

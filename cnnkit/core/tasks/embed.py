@@ -3,7 +3,9 @@
 
 Validation uses identities never seen in training: every genuine pair of the val split and as
 many impostor pairs drawn at random (fixed seed), or the pairs of an LFW-style ``pairs.txt``.
-The threshold with the best accuracy there is kept in ``state`` and so in the checkpoint.
+The reported ``accuracy`` is held out (``protocol.py``: the threshold of the other folds applied
+to each fold, LFW's own folds when its pairs file has them); the threshold kept in ``state``
+(and so in the checkpoint, for ``cnnkit verify``) is the best one over all validation pairs.
 Images of an identity root are embedded whole, so they should be face crops (as in LFW).
 """
 
@@ -24,6 +26,7 @@ from cnnkit.core.metrics import Verification, verification_metrics
 from cnnkit.core.data.sampler import PKSampler
 from cnnkit.core.scoring import Scorer
 from cnnkit.core.task import MappedDataset, Task
+from cnnkit.core.protocol import FOLDS, best_threshold, held_out_accuracy, random_folds
 
 MAX_GENUINE_PAIRS = 20_000
 
@@ -78,12 +81,20 @@ class EmbedSet(MappedDataset):
         super().__init__(base, sample, seed)
         self.targets = [int(t) for t in base.targets]
         self._pairs: np.ndarray | None = getattr(base, "pairs", None)
+        self._folds: np.ndarray | None = getattr(base, "folds", None)
 
     @property
     def pairs(self) -> np.ndarray:
         if self._pairs is None:
             self._pairs = verification_pairs(self.targets)
         return np.asarray(self._pairs, dtype=np.int64)
+
+    @property
+    def folds(self) -> np.ndarray:
+        """The fold of each pair: the pairs file's own, else ``FOLDS`` random ones."""
+        if self._folds is None:
+            self._folds = random_folds(len(self.pairs), min(FOLDS, max(2, len(self.pairs) // 2)))
+        return np.asarray(self._folds, dtype=np.int64)
 
 
 class EmbedTask(Task):
@@ -117,7 +128,10 @@ class EmbedTask(Task):
         return self.spec.loss or "triplet"
 
     def build_model(self) -> nn.Module:
-        return self.spec.create(embedding_dim=int(self.option("embedding_dim")), **self.arch_options())
+        model = self.spec.create(embedding_dim=int(self.option("embedding_dim")), **self.arch_options())
+        if hasattr(model, "distance_threshold"):  # pretrained weights come with their own threshold
+            self.state.setdefault("threshold", model.distance_threshold)
+        return model
 
     # ---------------------------------------------------------------- evaluation
     def scorer(self, model: nn.Module) -> Scorer:
@@ -137,10 +151,11 @@ class EmbedTask(Task):
         distances = self.scorer(model).pairs(emb[pairs[:, 0]], emb[pairs[:, 1]])
         same = pairs[:, 2].astype(bool)
         v = verification_metrics(distances, same)
-        self.state["threshold"] = v.threshold
+        held = held_out_accuracy(distances, same, loader.dataset.folds)
+        v.threshold = self.state["threshold"] = best_threshold(distances, same)
         self.last = (distances, same, v)
-        return {**v.as_dict(), "genuine_distance": float(distances[same].mean()),
-                "impostor_distance": float(distances[~same].mean())}
+        return {**v.as_dict(), "accuracy": held.mean, "accuracy_std": held.std, "folds": float(len(held.accuracies)),
+                "genuine_distance": float(distances[same].mean()), "impostor_distance": float(distances[~same].mean())}
 
     def log_artifacts(self, model: nn.Module, val: Dataset, tracker: Any, device: torch.device) -> None:
         """ROC curve, genuine/impostor distance histograms and the threshold of the final model."""

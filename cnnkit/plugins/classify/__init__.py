@@ -53,7 +53,8 @@ MODELS: list[ModelSpec] = [
     _cfg("alexnet", f"{_M}:torchvision_model", build_kwargs={"arch": "alexnet"}, paper_params=61_100_840,
          paper_macs=0.72e9, min_img_size=63, description="AlexNet as torchvision builds it (no LRN, 64-192-384-256-256)",
          paper="Krizhevsky 2014, One weird trick"),
-    *[_cfg(f"vgg-{c.lower()}", f"{_M}:vgg", build_kwargs={"config": c}, paper_params=p, paper_macs=m,
+    *[_cfg(f"vgg-{c.lower()}", f"{_M}:vgg", build_kwargs={"config": c}, options={"batch_norm": False},
+           paper_params=p, paper_macs=m,
            min_img_size=32, description=f"VGG configuration {c}{d}", paper=SIMONYAN, aliases=a)
       for c, p, m, d, a in [("A", 133_000_000, 7.6e9, " (11 layers)", ("vgg11",)),
                             ("A-LRN", 133_000_000, None, " (A + LRN after conv1)", ()),
@@ -65,10 +66,10 @@ MODELS: list[ModelSpec] = [
          description="GoogLeNet / Inception-v1 with two auxiliary classifiers (training only)", paper=SZEGEDY15,
          aliases=("inception-v1",)),
     _cfg("inception-v2", f"{_M}:inception_v2", img_size=299, min_img_size=299, paper=SZEGEDY16,
-         description="Inception-v2: factorised/asymmetric convs, grid reduction, 7x7 stem, plain aux head"),
+         description="Inception-v2: factorised/asymmetric convs, grid reduction, 7x7 stem, aux head with BN convs only"),
     _cfg("inception-v3", f"{_M}:inception_v3", paper_params=25_000_000, paper_macs=5.0e9, img_size=299,
          min_img_size=299, recipe=INCEPTION_V3_RECIPE, paper=SZEGEDY16,
-         description="Inception-v3: v2 + factorised 7x7, BN auxiliary head; RMSProp + label smoothing"),
+         description="Inception-v3: v2 + factorised 7x7, BN-auxiliary head (FC batch-normalised too); RMSProp + label smoothing"),
     _cfg("inception-v4", f"{_M}:timm_model", build_kwargs={"arch": "inception_v4", "drop_rate": 0.2}, img_size=299,
          min_img_size=75, recipe=RMSPROP_RECIPE, paper=SZEGEDY17,
          description="Inception-v4: pure Inception, 4/7/3 A/B/C modules"),
@@ -78,7 +79,8 @@ MODELS: list[ModelSpec] = [
     _cfg("inception-resnet-v2", f"{_M}:inception_resnet_v2", options=RESIDUAL_SCALE, img_size=299,
          min_img_size=75, recipe=RMSPROP_RECIPE, paper=SZEGEDY17,
          description="Inception-ResNet-v2 (--residual-scale)"),
-    *[_cfg(f"resnet{d}", f"{_M}:resnet", build_kwargs={"arch": f"resnet{d}"}, options=SHORTCUT, paper_params=p,
+    *[_cfg(f"resnet{d}", f"{_M}:resnet", build_kwargs={"arch": f"resnet{d}"},
+           options={**SHORTCUT, "stride_in_1x1": True} if d >= 50 else SHORTCUT, paper_params=p,
            paper_macs=m, min_img_size=1, paper=HE,
            description=f"ResNet-{d} ({'basic' if d < 50 else 'bottleneck'} blocks, --shortcut A|B|C)")
       for d, p, m in [(18, 11_700_000, 1.8e9), (34, 21_800_000, 3.6e9), (50, 25_500_000, 3.8e9),
@@ -104,3 +106,11 @@ MODELS: list[ModelSpec] = [
 def register_models(register):
     for spec in MODELS:
         register(spec)
+
+
+@hookimpl
+def register_weights(register):
+    from cnnkit.plugins.classify.pretrained import WEIGHTS
+
+    for entry in WEIGHTS:
+        register(entry)

@@ -5,7 +5,6 @@ variants written from the papers. GoogLeNet and Inception-ResNet-v1 live in thei
 from __future__ import annotations
 
 from collections import OrderedDict
-from functools import partial
 from typing import Any, Sequence
 
 import torch
@@ -151,9 +150,10 @@ VGG_CONFIGS: dict[str, Sequence[int | str]] = {
 }
 
 
-def vgg(*, config: str, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
+def vgg(*, config: str, num_classes: int = 1000, dropout: float = 0.5, batch_norm: bool = False) -> nn.Module:
     """VGG configuration A, A-LRN, B, C, D or E (Table 1), on torchvision's ``VGG`` classifier
-    (fc 4096-4096-classes with dropout 0.5). The LRN of A-LRN is AlexNet's (k=2, n=5, ...)."""
+    (fc 4096-4096-classes with dropout 0.5). The LRN of A-LRN is AlexNet's (k=2, n=5, ...).
+    ``batch_norm`` (not in the paper): BN after each conv, as torchvision's ``vgg*_bn``."""
     layers: list[nn.Module] = []
     channels = 3
     for item in VGG_CONFIGS[config]:
@@ -163,7 +163,8 @@ def vgg(*, config: str, num_classes: int = 1000, dropout: float = 0.5) -> nn.Mod
             layers.append(paper_lrn())
         else:
             size, out = (1, int(item[4:])) if isinstance(item, str) else (3, item)
-            layers += [nn.Conv2d(channels, out, size, padding=size // 2), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(channels, out, size, padding=size // 2),
+                       *([nn.BatchNorm2d(out)] if batch_norm else []), nn.ReLU(inplace=True)]
             channels = out
     model = torchvision.models.VGG(nn.Sequential(*layers), num_classes=max(num_classes, 1), init_weights=True,
                                    dropout=dropout)
@@ -228,35 +229,36 @@ def densenet(*, blocks: tuple[int, ...], num_classes: int = 1000, growth_rate: i
 
 
 # -------------------------------------------------------------------------------------- Inception
-class PlainConv(nn.Module):
-    """Conv + bias + ReLU without batch norm (Inception-v2's auxiliary head before "BN-auxiliary")."""
+def bn_auxiliary(in_channels: int, num_classes: int) -> nn.Module:
+    """Szegedy et al. 2016, Table 3 "BN-auxiliary": the auxiliary classifier whose fully connected
+    layer is batch-normalised too (``BN(Wx)``, so no bias), not just its convolutions."""
+    from torchvision.models.inception import InceptionAux
 
-    def __init__(self, in_channels: int, out_channels: int, **kwargs: Any) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, **kwargs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x))
+    aux = InceptionAux(in_channels, num_classes)
+    aux.fc = nn.Sequential(nn.Linear(768, num_classes, bias=False), nn.BatchNorm1d(num_classes))
+    aux.fc[0].stddev = 0.001  # torchvision's initialisation of the aux FC
+    return aux
 
 
 def inception_v3(*, num_classes: int = 1000, aux_logits: bool = True) -> nn.Module:
-    """Inception-v3 (Szegedy et al. 2016, Table 1): factorised 3x3 stem, 35/17/8 grids with 5x5 ->
-    two 3x3, 1x7/7x1 and expanded 1x3/3x1 modules, efficient grid reductions, and the
-    batch-normalised auxiliary classifier on the 17x17 grid (torchvision's Inception3)."""
-    return torchvision.models.inception_v3(weights=None, num_classes=num_classes, aux_logits=aux_logits,
-                                           init_weights=True)
+    """Inception-v3 (Szegedy et al. 2016, Table 1 and Table 3's last row): factorised 3x3 stem,
+    35/17/8 grids with 5x5 -> two 3x3, 1x7/7x1 and expanded 1x3/3x1 modules, efficient grid
+    reductions, and the BN-auxiliary classifier on the 17x17 grid (convolutions and FC batch-normalised)."""
+    from torchvision.models.inception import BasicConv2d, Inception3, InceptionA, InceptionB, InceptionC, \
+        InceptionD, InceptionE
+
+    blocks = [BasicConv2d, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, bn_auxiliary]
+    return Inception3(num_classes=num_classes, aux_logits=aux_logits, inception_blocks=blocks, init_weights=True)
 
 
 def inception_v2(*, num_classes: int = 1000, aux_logits: bool = True) -> nn.Module:
     """Inception-v2 of Szegedy et al. 2016 (Table 3, first row): the Table 1 network before the
     v3 additions, i.e. the stem still starts with an unfactorised 7x7/2 convolution and the
-    auxiliary classifier is not batch-normalised. (RMSProp and label smoothing are the recipe.)"""
-    from torchvision.models.inception import (BasicConv2d, Inception3, InceptionA, InceptionAux, InceptionB,
-                                              InceptionC, InceptionD, InceptionE)
+    auxiliary classifier's FC layer is not batch-normalised (its convolutions are, in both versions).
+    (RMSProp and label smoothing are the recipe.)"""
+    from torchvision.models.inception import BasicConv2d, Inception3
 
-    blocks = [BasicConv2d, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE,
-              partial(InceptionAux, conv_block=PlainConv)]
-    model = Inception3(num_classes=num_classes, aux_logits=aux_logits, inception_blocks=blocks, init_weights=True)
+    model = Inception3(num_classes=num_classes, aux_logits=aux_logits, init_weights=True)
     model.Conv2d_1a_3x3 = BasicConv2d(3, 64, kernel_size=7, stride=2)  # 299 -> 147x147x64, as v3's three 3x3s
     model.Conv2d_2a_3x3 = nn.Identity()
     model.Conv2d_2b_3x3 = nn.Identity()

@@ -1,12 +1,13 @@
 """Neural style transfer: Gatys et al. (`cnnkit stylize`) and Johnson et al.'s fast stylizer
 (`cnnkit train fast-style`). Hook implementations only, nothing heavy."""
 
-from cnnkit.api import DatasetSpec, LossSpec, ModelSpec, hookimpl
+from cnnkit.api import DatasetSpec, LossSpec, ModelSpec, WeightsSpec, hookimpl
 from cnnkit.plugins.nst.data import is_photo_folder
 
+# Johnson et al. 2016: VGG-16, content at relu2_2, style at relu1_2, relu2_2, relu3_3, relu4_3.
 PERCEPTUAL_OPTIONS = {"style": "", "style_size": 0, "content_weight": 1.0, "style_weight": 1e6, "tv_weight": 0.0,
                       "content_layers": "conv2_2", "style_layers": "conv1_2,conv2_2,conv3_3,conv4_3",
-                      "vgg_weights": ""}
+                      "vgg": "vgg16", "vgg_weights": ""}
 
 
 @hookimpl
@@ -21,9 +22,21 @@ def register_models(register):
 
 
 @hookimpl
+def register_weights(register):
+    # the frozen feature extractor of `cnnkit stylize` and the perceptual loss (torchvision's file)
+    for depth, file, size, use in ((19, "vgg19-dcbb9e9d.pth", 548_051_000, "Gatys style transfer"),
+                                   (16, "vgg16-397923af.pth", 527_796_000, "the fast stylizer's perceptual loss")):
+        register(WeightsSpec(name=f"vgg{depth}-nst", file=file, url=f"https://download.pytorch.org/models/{file}",
+                             hash_prefix=file[-12:-4], size=size,
+                             license="BSD-3-Clause (torchvision); ImageNet-1k terms apply",
+                             variant=f"torchvision VGG-{depth}, ImageNet; its features feed the style losses",
+                             description=f"VGG-{depth} features for {use}"))
+
+
+@hookimpl
 def register_losses(register):
     register(LossSpec("perceptual", "cnnkit.plugins.nst.perceptual:perceptual", ("stylize",), PERCEPTUAL_OPTIONS,
-                      "Johnson et al.: VGG content + Gram style (+ TV) against --style S.jpg"))
+                      "Johnson et al.: VGG-16 content + Gram style (+ TV) against --style S.jpg (--vgg vgg19)"))
 
 
 @hookimpl

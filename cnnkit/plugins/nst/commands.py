@@ -49,14 +49,16 @@ def register(app: typer.Typer) -> None:
         style_layer_weights: Optional[str] = typer.Option(None, "--style-layer-weights",
                                                           help="lambda_l per style layer (default equal)."),
         style_blend: Optional[str] = typer.Option(None, "--style-blend", help="Weights of the style images, e.g. 0.7,0.3."),
-        init: str = typer.Option("content", "--init", help="content, noise or style."),
+        init: str = typer.Option("content", "--init", help="content, noise (white noise, as Gatys et al.) or style."),
+        pooling: str = typer.Option("avg", "--pooling", help="avg (Gatys et al.: VGG's max pooling replaced by "
+                                    "average pooling) or max."),
         preserve_colors: bool = typer.Option(False, "--preserve-colors", help="Transfer luminance only; keep "
                                              "the content's colours."),
         style_scale: float = typer.Option(1.0, "--style-scale", help="Style images' size relative to the result's."),
         scales: Optional[str] = typer.Option(None, "--scales", help="Coarse-to-fine long sides, e.g. 256,512."),
         save_every: int = typer.Option(0, "--save-every", min=0, help="Save an intermediate image every N steps."),
         weights: Optional[str] = typer.Option(None, "--weights", help="VGG-19 state dict, or 'random' "
-                                              "(default: torchvision's cached ImageNet file)."),
+                                              "(default: the ImageNet VGG-19, downloaded on first use)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
         amp: bool = typer.Option(False, "--amp", help="Mixed-precision VGG forward/backward."),
         seed: int = typer.Option(0, "--seed"),
@@ -66,7 +68,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the final losses and output path as JSON."),
     ) -> None:
         """Stylize CONTENT like STYLE (Gatys et al.), or with a trained fast stylizer (--model)."""
-        out = out or Path(f"{content.stem}_stylized.png")
+        from cnnkit.core.paths import writable_dir, writable_file
+
+        out = writable_file(out or Path(f"{content.stem}_stylized.png"), "-o")
+        if save_every:
+            writable_dir(out.with_name(f"{out.stem}_steps"), "-o steps folder")
         if model is not None:
             if styles:
                 raise CnnkitError("--model stylizes with the style it was trained on: give no STYLE images")
@@ -81,7 +87,8 @@ def register(app: typer.Typer) -> None:
                 content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
                 content_layers=_names(content_layers), style_layers=_names(style_layers),
                 style_layer_weights=_numbers(style_layer_weights, "--style-layer-weights"),
-                style_blend=_numbers(style_blend, "--style-blend"), init=init, preserve_colors=preserve_colors,
+                style_blend=_numbers(style_blend, "--style-blend"), init=init, pooling=pooling,
+                preserve_colors=preserve_colors,
                 style_scale=style_scale, scales=_numbers(scales, "--scales", int), save_every=save_every,
                 amp=amp, seed=seed)
             result = _gatys(content, list(styles), out, config, weights or "", device,
@@ -134,7 +141,8 @@ def _gatys(content: Path, styles: list[Path], out: Path, config: Any, weights: s
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
         raise CnnkitError(f"{out}: the output must be an image file (.png, .jpg, ...)")
     dev = resolve_device(device)
-    vgg = VGGFeatures(list(config.content_layers) + list(config.style_layers), weights, seed=config.seed)
+    vgg = VGGFeatures(list(config.content_layers) + list(config.style_layers), weights, seed=config.seed,
+                      pooling=config.pooling)
     steps_dir = out.with_name(f"{out.stem}_steps")
     run = tracked_run(f"stylize-{content.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
                       {**dataclasses.asdict(config), "content": str(content), "styles": [str(s) for s in styles],

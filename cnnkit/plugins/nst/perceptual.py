@@ -1,5 +1,6 @@
-"""The ``perceptual`` loss factory for ``cnnkit train fast-style``: a frozen VGG-19 and the
-style image's Grams, with the style settings recorded in the checkpoint's task state."""
+"""The ``perceptual`` loss factory for ``cnnkit train fast-style``: a frozen VGG-16 (Johnson et al.
+2016; ``--vgg vgg19`` for the deeper one) and the style image's Grams, with the style settings
+recorded in the checkpoint's task state."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def layer_names(value: Any) -> list[str]:
 
 
 def style_state(task: Any) -> dict[str, Any]:
-    """The style settings of a new run (checked: files exist, layers are VGG-19's, weights are numbers)."""
-    state = {"style": str(task.option("style") or DEFAULT_STYLE),
+    """The style settings of a new run (checked: files exist, layers are the VGG's, weights are numbers)."""
+    state = {"style": str(task.option("style") or DEFAULT_STYLE), "vgg": str(task.option("vgg")),
              "style_size": int(task.option("style_size") or task.config.img_size)}
     for key in ("content_weight", "style_weight", "tv_weight"):
         try:
@@ -35,7 +36,7 @@ def style_state(task: Any) -> dict[str, Any]:
             raise CnnkitError(f"--{key.replace('_', '-')} must be a number") from None
     state["content_layers"] = ",".join(layer_names(task.option("content_layers")))
     state["style_layers"] = ",".join(layer_names(task.option("style_layers")))
-    check_layers(layer_names(state["content_layers"]) + layer_names(state["style_layers"]))
+    check_layers(layer_names(state["content_layers"]) + layer_names(state["style_layers"]), state["vgg"])
     if state["style"] != DEFAULT_STYLE and not Path(state["style"]).is_file():
         raise CnnkitError(f"--style {state['style']}: no such file")
     return state
@@ -52,11 +53,12 @@ def style_image(style: str) -> np.ndarray:
 def perceptual(model: nn.Module, task: Any) -> PerceptualLoss:
     """Build the loss once per run; a resumed run keeps the style recorded in its checkpoint."""
     if "style" not in task.state:
-        resolve_weights(str(task.option("vgg_weights")))  # fail before training, not at the first batch
         task.state.update(style_state(task))
+        resolve_weights(str(task.option("vgg_weights")), task.state["vgg"])  # fail before training
     state = task.state
     content, style = layer_names(state["content_layers"]), layer_names(state["style_layers"])
-    vgg = VGGFeatures(content + style, str(task.option("vgg_weights")), seed=task.config.seed)
+    arch = state.get("vgg", "vgg19")  # checkpoints from before the VGG-16 default were trained on VGG-19
+    vgg = VGGFeatures(content + style, str(task.option("vgg_weights")), seed=task.config.seed, arch=arch)
     image = fit_long_side(to_tensor(style_image(state["style"]), normalize=False)[None], state["style_size"])
     with torch.no_grad():
         features = vgg(image)

@@ -1,12 +1,14 @@
-"""The frozen VGG-19 feature extractor that style transfer measures images with.
+"""The frozen VGG feature extractor that style transfer measures images with: VGG-19 (Gatys et al.)
+or VGG-16 (Johnson et al.'s perceptual loss).
 
-Layers are named as in the paper (``conv4_2`` is the ReLU output of the second convolution of
-block 4). Only the layers up to the deepest one asked for are kept.
+Layers are named as in the papers (``conv4_2`` is the ReLU output of the second convolution of
+block 4, Johnson's ``relu4_2``). Only the layers up to the deepest one asked for are kept.
+Gatys et al. replace max pooling by average pooling (``pooling="avg"``); weights are the same.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import copy
 
 import torch
 from torch import nn
@@ -15,13 +17,14 @@ from cnnkit.core.checkpoint import load_state_dict, load_weights_into
 from cnnkit.core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.core.errors import CnnkitError
 
-BLOCKS = (2, 2, 4, 4, 4)  # convolutions per block in VGG-19 (configuration E)
+BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}  # convolutions per block (configurations D, E)
+POOLING = ("avg", "max")
 
 
-def _layer_index() -> dict[str, int]:
-    """``conv{b}_{i}`` -> index of its ReLU in ``torchvision.models.vgg19().features``."""
+def _layer_index(blocks: tuple[int, ...]) -> dict[str, int]:
+    """``conv{b}_{i}`` -> index of its ReLU in ``torchvision.models.vgg*().features``."""
     index, names = 0, {}
-    for block, convs in enumerate(BLOCKS, start=1):
+    for block, convs in enumerate(blocks, start=1):
         for i in range(1, convs + 1):
             names[f"conv{block}_{i}"] = index + 1
             index += 2
@@ -29,52 +32,64 @@ def _layer_index() -> dict[str, int]:
     return names
 
 
-LAYERS = _layer_index()
+ARCH_LAYERS = {arch: _layer_index(blocks) for arch, blocks in BLOCKS.items()}
+LAYERS = ARCH_LAYERS["vgg19"]
 
 
-def check_layers(names: list[str]) -> None:
-    bad = [n for n in names if n not in LAYERS]
+def _check_arch(arch: str) -> None:
+    if arch not in BLOCKS:
+        raise CnnkitError(f"unknown VGG '{arch}' ({', '.join(BLOCKS)})")
+
+
+def check_layers(names: list[str], arch: str = "vgg19") -> None:
+    _check_arch(arch)
+    bad = [n for n in names if n not in ARCH_LAYERS[arch]]
     if bad:
-        raise CnnkitError(f"unknown VGG-19 layer(s) {', '.join(bad)} (use conv1_1 ... conv5_4)")
+        last = list(ARCH_LAYERS[arch])[-1]
+        raise CnnkitError(f"unknown {arch.upper().replace('VGG', 'VGG-')} layer(s) {', '.join(bad)} "
+                          f"(use conv1_1 ... {last})")
 
 
-def torchvision_cache_file() -> Path:
-    """Where torchvision keeps the ImageNet VGG-19 weights once downloaded."""
-    from torchvision.models import VGG19_Weights
-
-    url = VGG19_Weights.IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+IMAGENET = {"vgg19": "vgg19-nst", "vgg16": "vgg16-nst"}  # the registered weights (cnnkit weights list)
 
 
-def resolve_weights(weights: str) -> str:
-    """``PATH``, ``random``, or "" (torchvision's cached ImageNet file); never downloads."""
+def resolve_weights(weights: str, arch: str = "vgg19") -> str:
+    """``PATH``, ``random``, or "" (the ImageNet VGG-16/19: from torch's cache, downloaded on first use)."""
+    _check_arch(arch)
     if weights:
         return weights
-    cached = torchvision_cache_file()
-    if cached.is_file():
-        return str(cached)
-    raise CnnkitError(
-        f"no VGG-19 weights: pass --weights PATH (a VGG-19 state dict), or put torchvision's "
-        f"ImageNet file at {cached} (python -c \"import torchvision; "
-        f"torchvision.models.vgg19(weights='IMAGENET1K_V1')\" on a machine with internet), "
-        f"or use --weights random for untrained features")
+    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.registry import weights as published
+    from cnnkit.core.weights import fetch
+
+    load_plugins()
+    name = arch.upper().replace("VGG", "VGG-")
+    try:
+        return str(fetch(published.get(IMAGENET[arch])))
+    except CnnkitError as exc:
+        raise CnnkitError(f"{exc}; or pass --weights PATH (a {name} state dict) or --weights random") from None
 
 
 class VGGFeatures(nn.Module):
-    """Frozen VGG-19 ``features`` up to the deepest requested layer; ``forward`` returns a dict.
+    """Frozen VGG-16/19 ``features`` up to the deepest requested layer; ``forward`` returns a dict.
 
-    Inputs are RGB images in [0, 1]; ImageNet normalisation happens inside.
+    Inputs are RGB images in [0, 1]; ImageNet normalisation happens inside. ``pooling="avg"``
+    swaps each 2x2 max pooling for an average pooling (Gatys et al. 2016, section 2).
     """
 
-    def __init__(self, layers: list[str], weights: str = "", seed: int = 0) -> None:
+    def __init__(self, layers: list[str], weights: str = "", seed: int = 0, arch: str = "vgg19",
+                 pooling: str = "max") -> None:
         super().__init__()
-        check_layers(layers)
-        source = resolve_weights(weights)
+        check_layers(layers, arch)
+        if pooling not in POOLING:
+            raise CnnkitError(f"unknown --pooling '{pooling}' ({', '.join(POOLING)})")
+        source = resolve_weights(weights, arch)
         import torchvision
 
+        index = ARCH_LAYERS[arch]
         with torch.device("meta"):  # the classifier is never materialised
-            full = torchvision.models.vgg19(weights=None)
-        cut = max(LAYERS[n] for n in layers) + 1
+            full = getattr(torchvision.models, arch)(weights=None)
+        cut = max(index[n] for n in layers) + 1
         self.body = full.features[:cut].to_empty(device="cpu")
         if source == "random":
             generator = torch.Generator().manual_seed(seed)
@@ -88,13 +103,34 @@ class VGGFeatures(nn.Module):
             state = load_state_dict(source)
             state = {k.removeprefix("features."): v for k, v in state.items()}
             state = {k: v for k, v in state.items() if k.split(".")[0].isdigit() and int(k.split(".")[0]) < cut}
-            load_weights_into(self.body, state, "vgg19 features", source)
-        self.at = {LAYERS[n]: n for n in layers}
-        self.min_size = 2 ** sum(isinstance(m, nn.MaxPool2d) for m in self.body)  # smallest side that fits
+            load_weights_into(self.body, state, f"{arch} features", source)
+        self.arch, self.pooling = arch, "max"
+        self._set_pooling(pooling)
+        self.at = {index[n]: n for n in layers}
+        self.min_size = 2 ** sum(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in self.body)  # smallest side that fits
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.requires_grad_(False)
         self.eval()
+
+    def _set_pooling(self, pooling: str) -> None:
+        pool = nn.AvgPool2d if pooling == "avg" else nn.MaxPool2d
+        for i, m in enumerate(self.body):
+            if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+                self.body[i] = pool(kernel_size=2, stride=2)
+        self.pooling = pooling
+
+    def with_pooling(self, pooling: str) -> "VGGFeatures":
+        """This extractor with ``avg`` or ``max`` pooling (sharing the convolution weights)."""
+        if pooling not in POOLING:
+            raise CnnkitError(f"unknown --pooling '{pooling}' ({', '.join(POOLING)})")
+        if pooling == self.pooling:
+            return self
+        other = copy.copy(self)
+        other._modules = dict(self._modules)
+        other.body = nn.Sequential(*self.body)
+        other._set_pooling(pooling)
+        return other
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         x = (image - self.mean) / self.std

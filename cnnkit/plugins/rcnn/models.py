@@ -1,6 +1,6 @@
-"""The networks: a small conv trunk (or a registered resnet18's first stages), R-CNN's warped-region
-classifier, Fast R-CNN (RoI max pooling + sibling heads), Faster R-CNN (RPN + the Fast R-CNN head)
-and torchvision's production Faster R-CNNs."""
+"""The networks: trunks (a small conv stack or a registered backbone), R-CNN's warped-region
+classifier, Fast R-CNN (trunk + :class:`RoIHead`), Faster R-CNN (trunk + :class:`RPN` +
+:class:`RoIHead`) and torchvision's production Faster R-CNNs."""
 
 from __future__ import annotations
 
@@ -8,47 +8,72 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.ops import roi_align, roi_pool
+from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import roi_align
 
+from cnnkit.core.errors import CnnkitError
+from cnnkit.plugins.rcnn.roi_heads import RoIHead
 from cnnkit.plugins.rcnn.rpn import RPN
+
+BACKBONES = {"small": 4, "resnet18": 8, "vgg16": 16}  # name -> stride of the features the heads see
 
 
 def _conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def trunk(*, backbone: str = "small", width: int = 16) -> tuple[nn.Module, int, int]:
+def _dilate(layer: nn.Module, rate: int) -> None:
+    """A ResNet stage at its input's resolution: strides 1, its 3x3 convs dilated by ``rate``
+    (torchvision's ``replace_stride_with_dilation``, which refuses BasicBlock stages)."""
+    for m in layer.modules():
+        if isinstance(m, nn.Conv2d):
+            m.stride = (1, 1)
+            if m.kernel_size == (3, 3):
+                m.dilation, m.padding = (rate, rate), (rate, rate)
+
+
+def trunk(*, backbone: str = "small", width: int = 16, pretrained: bool = False) -> tuple[nn.Module, int, int]:
     """A feature extractor, its channels and its stride.
 
     ``small`` (stride 4, for small images): VGG-style conv3x3-BN-ReLU blocks (width, 2w, 4w, 4w)
-    with two 2x2 max pools; ``resnet18`` (stride 8): the registered resnet18 (torchvision, random
-    init) up to ``layer2``.
+    with two 2x2 max pools. ``resnet18`` (stride 8) and ``vgg16`` (conv5_3, stride 16: the
+    papers') come through the backbone contract (:func:`cnnkit.core.backbone.build_backbone`);
+    resnet18's last two stages are dilated instead of strided, VGG-16's last max pool is dropped.
     """
+    if backbone not in BACKBONES:
+        raise CnnkitError(f"--backbone {backbone}: choose {', '.join(BACKBONES)}")
+    if pretrained:  # hook: load the registry's ImageNet weights for ``backbone`` into the trunk here
+        raise CnnkitError("--pretrained: the R-CNN family's trunks do not take the registry's backbone weights "
+                          "yet; pass --weights FILE instead")
     if backbone == "small":
         w = width
         return nn.Sequential(_conv(3, w), nn.MaxPool2d(2), _conv(w, 2 * w), nn.MaxPool2d(2),
                              _conv(2 * w, 4 * w), _conv(4 * w, 4 * w)), 4 * w, 4
-    if backbone == "resnet18":
-        from cnnkit.core.registry import models
+    from cnnkit.core.backbone import build_backbone
 
-        r = models.get("resnet18").create(num_classes=1)
-        return nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2), 128, 8
-    raise ValueError(f"unknown backbone {backbone!r} (small, resnet18)")
+    net = build_backbone(backbone)
+    if backbone == "resnet18":
+        _dilate(net.body.layer3, 2)
+        _dilate(net.body.layer4, 4)
+    else:
+        net.body.features = net.body.features[:-1]
+    return net, net.out_channels, BACKBONES[backbone]
 
 
 class RCNN(nn.Module):
     """R-CNN: each proposal, dilated by the paper's 16/227 context, is warped to ``crop`` x ``crop``
     and classified by a CNN into K+1 classes. After fine-tuning, one linear SVM a class on the fc
     features and a class-specific ridge box regressor on the pooled conv features (buffers, so
-    checkpoints carry them) replace the softmax."""
+    checkpoints carry them) replace the softmax (:mod:`cnnkit.plugins.rcnn.svm`)."""
 
     context = 16 / 227
 
     def __init__(self, num_classes: int, crop: int = 32, backbone: str = "small", width: int = 16,
-                 fc: int = 256) -> None:
+                 fc: int = 256, pretrained: bool = False) -> None:
         super().__init__()
         self.num_classes, self.crop = num_classes, crop
-        self.trunk, channels, _ = trunk(backbone=backbone, width=width)
+        self.trunk, channels, _ = trunk(backbone=backbone, width=width, pretrained=pretrained)
         self.pool = nn.AdaptiveMaxPool2d(4)
         pool_dim = channels * 16
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(pool_dim, fc), nn.ReLU(inplace=True), nn.Dropout(0.5),
@@ -72,101 +97,110 @@ class RCNN(nn.Module):
         pooled = self.pool(self.trunk(crops)).flatten(1)
         return pooled, self.fc(pooled)
 
+    def region_features(self, images: torch.Tensor, rois: torch.Tensor, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`features` of the warped ``rois`` of ``images``, ``chunk`` regions at a time."""
+        parts = [self.features(self.warp(images, rois[i:i + chunk])) for i in range(0, len(rois), chunk)]
+        if not parts:
+            return self.features(self.warp(images, rois))
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         return self.cls(self.features(crops)[1])
 
 
-class RoIHead(nn.Module):
-    """Fast R-CNN's head: RoI max pooling to ``pool`` x ``pool``, two FC layers, sibling outputs
-    (K+1 class scores, 4 box offsets for each of the K object classes)."""
-
-    def __init__(self, channels: int, num_classes: int, stride: int = 8, pool: int = 7, fc: int = 256) -> None:
-        super().__init__()
-        self.scale, self.pool = 1.0 / stride, pool
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(channels * pool * pool, fc), nn.ReLU(inplace=True),
-                                nn.Linear(fc, fc), nn.ReLU(inplace=True))
-        self.cls = nn.Linear(fc, num_classes + 1)
-        self.box = nn.Linear(fc, 4 * num_classes)
-        nn.init.normal_(self.cls.weight, std=0.01)
-        nn.init.normal_(self.box.weight, std=0.001)
-        nn.init.zeros_(self.cls.bias)
-        nn.init.zeros_(self.box.bias)
-
-    def forward(self, features: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.fc(roi_pool(features, rois, self.pool, self.scale))
-        return self.cls(x), self.box(x)
-
-
 class FastRCNN(nn.Module):
-    """Fast R-CNN: one conv pass over the image, then :class:`RoIHead` on the proposals."""
+    """Fast R-CNN: one conv pass over the image, then :class:`RoIHead` on the proposals
+    (background RoIs with IoU in [0.1, 0.5), as the paper)."""
 
     def __init__(self, num_classes: int, backbone: str = "small", width: int = 16, pool: int = 7,
-                 fc: int = 256) -> None:
+                 fc: int = 256, rois_per_image: int = 64, fg_fraction: float = 0.25, bg_low: float = 0.1,
+                 pretrained: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.trunk, channels, self.stride = trunk(backbone=backbone, width=width)
-        self.head = RoIHead(channels, num_classes, self.stride, pool, fc)
+        self.trunk, channels, self.stride = trunk(backbone=backbone, width=width, pretrained=pretrained)
+        self.head = RoIHead(channels, num_classes, self.stride, pool, fc, rois_per_image, fg_fraction, bg_low)
 
     def forward(self, images: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.trunk(images), rois)
 
 
 class FasterRCNN(nn.Module):
-    """Faster R-CNN: a shared trunk, a Region Proposal Network and the Fast R-CNN head."""
+    """Faster R-CNN: a trunk, a Region Proposal Network and the Fast R-CNN head (background RoIs
+    with IoU in [0, 0.5)). ``separate_trunks`` adds the detector's own trunk ``det_trunk`` that
+    step 2 of the 4-step schedule trains before steps 3 and 4 share it."""
 
     def __init__(self, num_classes: int, backbone: str = "small", width: int = 16, pool: int = 7,
                  fc: int = 256, anchor_sizes: tuple[float, ...] = (16, 32, 64),
-                 aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0), rpn_channels: int = 128) -> None:
+                 aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0), rpn_channels: int = 128,
+                 rpn: dict[str, Any] | None = None, rois_per_image: int = 64, fg_fraction: float = 0.25,
+                 pretrained: bool = False, separate_trunks: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.trunk, channels, self.stride = trunk(backbone=backbone, width=width)
-        self.rpn = RPN(channels, rpn_channels, tuple(anchor_sizes), tuple(aspect_ratios), self.stride)
-        self.head = RoIHead(channels, num_classes, self.stride, pool, fc)
+        self.trunk, channels, self.stride = trunk(backbone=backbone, width=width, pretrained=pretrained)
+        if separate_trunks:
+            self.det_trunk = trunk(backbone=backbone, width=width, pretrained=pretrained)[0]
+        self.rpn = RPN(channels, rpn_channels, tuple(anchor_sizes), tuple(aspect_ratios), self.stride, **(rpn or {}))
+        self.head = RoIHead(channels, num_classes, self.stride, pool, fc, rois_per_image, fg_fraction, 0.0)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Feature map, RPN objectness logits (B, A, 2) and box deltas (B, A, 4)."""
+        """The network pass: feature map, RPN objectness logits (B, A, 2) and deltas (B, A, 4)."""
         features = self.trunk(images)
-        logits, deltas = self.rpn(features)
-        return features, logits, deltas
+        return features, *self.rpn.scores(features)
+
+    @torch.no_grad()
+    def propose(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Feature map and the RPN's proposals of each image."""
+        features = self.trunk(images)
+        return features, self.rpn(features, images.shape[-1])[0]
 
 
 def rcnn(*, num_classes: int = 20, **kwargs: Any) -> RCNN:
     return RCNN(num_classes, **kwargs)
 
 
-def fast_rcnn(*, num_classes: int = 20, **kwargs: Any) -> FastRCNN:
-    return FastRCNN(num_classes, **kwargs)
+def fast_rcnn(*, num_classes: int = 20, bg_iou_lo: float = 0.1, **kwargs: Any) -> FastRCNN:
+    return FastRCNN(num_classes, bg_low=bg_iou_lo, **kwargs)
 
 
-def faster_rcnn(*, num_classes: int = 20, **kwargs: Any) -> FasterRCNN:
-    return FasterRCNN(num_classes, **kwargs)
+def faster_rcnn(*, num_classes: int = 20, rpn_batch: int = 256, rpn_pre_nms: int = 12000, rpn_post_nms: int = 2000,
+                rpn_test_pre_nms: int = 6000, rpn_test_post_nms: int = 300, rpn_nms: float = 0.7,
+                rpn_ignore_border: bool = True, **kwargs: Any) -> FasterRCNN:
+    """Faster R-CNN with the RPN settings as flat options (``--rpn-post-nms 2000``, ...)."""
+    rpn = {"batch": rpn_batch, "pre_nms": (rpn_pre_nms, rpn_test_pre_nms), "nms_iou": rpn_nms,
+           "post_nms": (rpn_post_nms, rpn_test_post_nms), "ignore_border": rpn_ignore_border}
+    return FasterRCNN(num_classes, rpn=rpn, **kwargs)
 
 
-def torchvision_faster_rcnn(*, arch: str, num_classes: int = 91, img_size: int = 800, **kwargs: Any) -> nn.Module:
+class ZeroBasedFasterRCNN(TorchvisionFasterRCNN):
+    """torchvision's Faster R-CNN speaking cnnkit's labels (0..C-1; torchvision keeps 0 for the
+    background) and loss names; same modules, same state dict keys."""
+
+    keys = {"loss_objectness": "rpn_obj", "loss_rpn_box_reg": "rpn_box", "loss_classifier": "cls",
+            "loss_box_reg": "box"}
+
+    def forward(self, images: Any, targets: Any = None) -> Any:
+        if self.training:
+            shifted = [{**t, "labels": t["labels"] + 1} for t in targets]
+            return {self.keys[k]: v for k, v in super().forward(images, shifted).items()}
+        return [{**o, "labels": o["labels"] - 1} for o in super().forward(images)]
+
+
+class KeepSize(GeneralizedRCNNTransform):
+    """torchvision's detection transform without its resize: the task letterboxes images to
+    ``--img-size`` already."""
+
+    def resize(self, image: torch.Tensor, target: Any = None) -> tuple[torch.Tensor, Any]:
+        return image, target
+
+
+def torchvision_faster_rcnn(*, arch: str, num_classes: int = 91, **kwargs: Any) -> nn.Module:
     """torchvision's ``arch`` with ``num_classes`` + background outputs, random init (weights come
-    only from ``--weights`` or, with ``pretrained=True``, the local torch cache), resizing inputs
-    to ``img_size``."""
+    only from ``--weights`` or ``--pretrained``, torchvision's COCO files in the weights registry),
+    on images as they come; it keeps detections down to score 0.001 and leaves the threshold to the task."""
     import torchvision
 
-    return torchvision.models.get_model(arch, weights=None, weights_backbone=None, num_classes=num_classes + 1,
-                                        min_size=img_size, max_size=img_size, **kwargs)
-
-
-def load_cached_weights(model: nn.Module, arch: str) -> None:
-    """Load torchvision's COCO weights for ``arch`` from the local torch hub cache (never a
-    download); the class predictor is kept as built when the number of classes differs."""
-    from pathlib import Path
-
-    import torchvision
-
-    from cnnkit.core.checkpoint import load_state_dict, load_weights_into
-    from cnnkit.core.errors import CnnkitError
-
-    url = torchvision.models.get_model_weights(arch).DEFAULT.url
-    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-    if not path.is_file():
-        raise CnnkitError(f"--pretrained: {path} is not in the local torch cache (cnnkit never downloads; "
-                          f"pass --weights FILE instead)")
-    own = model.state_dict()
-    state = {k: v for k, v in load_state_dict(path).items() if k in own and own[k].shape == v.shape}
-    load_weights_into(model, state, arch, path, strict=False)
+    model = torchvision.models.get_model(arch, weights=None, weights_backbone=None, num_classes=num_classes + 1,
+                                         box_score_thresh=0.001, **kwargs)
+    model.__class__ = ZeroBasedFasterRCNN
+    model.transform = KeepSize(1, 1, model.transform.image_mean, model.transform.image_std)
+    return model

@@ -1,12 +1,19 @@
 """The Region Proposal Network (Ren et al. 2015): anchors, the n x n conv with sibling 1x1 convs,
-anchor labelling/sampling and proposal generation."""
+anchor labelling and sampling (the shared :mod:`matching`) and proposal generation. As in
+torchvision, ``forward`` returns ``(proposals, losses)``."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
 
-from cnnkit.core.boxes import box_iou, clip_boxes, decode_deltas, nms
+from cnnkit.core.boxes import clip_boxes, nms
+from cnnkit.plugins.rcnn.matching import UNIT_CODER, Labeller, Sampler
+
+Targets = list[dict[str, torch.Tensor]]
+RPNLoss = Callable[..., dict[str, torch.Tensor]]
 
 
 def anchor_shapes(sizes: tuple[float, ...], ratios: tuple[float, ...]) -> torch.Tensor:
@@ -28,11 +35,33 @@ def grid_anchors(shapes: torch.Tensor, height: int, width: int, stride: int) -> 
     return (centres + shapes[None]).reshape(-1, 4)
 
 
+@torch.no_grad()
+def proposals(anchors: torch.Tensor, logits: torch.Tensor, deltas: torch.Tensor, image_size: int,
+              pre_nms: int, post_nms: int, nms_iou: float = 0.7, min_size: float = 2.0) -> list[torch.Tensor]:
+    """Per image: decode, clip, drop tiny boxes, keep the ``pre_nms`` best, NMS, keep ``post_nms``."""
+    out = []
+    scores = logits.float().softmax(-1)[..., 1]
+    for s, d in zip(scores, deltas.float()):
+        boxes = clip_boxes(UNIT_CODER.decode_single(d, anchors), image_size, image_size)
+        wh = boxes[:, 2:] - boxes[:, :2]
+        keep = (wh >= min_size).all(1)
+        boxes, s = boxes[keep], s[keep]
+        top = s.topk(min(pre_nms, len(s))).indices
+        boxes, s = boxes[top], s[top]
+        out.append(boxes[nms(boxes, s, nms_iou)[:post_nms]])
+    return out
+
+
 class RPN(nn.Module):
-    """n x n (3 x 3) conv, then 1 x 1 convs giving 2k objectness scores and 4k box offsets."""
+    """n x n (3 x 3) conv, then 1 x 1 convs giving 2k objectness scores and 4k box offsets.
+
+    Training: anchors with IoU >= 0.7 (or a box's best) are positive, < 0.3 negative, those crossing
+    the image border ignored (``ignore_border``); ``batch`` of them an image, at most half positive.
+    Proposals: the ``pre_nms`` best, NMS at ``nms_iou``, the ``post_nms`` best (train, test)."""
 
     def __init__(self, channels: int, hidden: int, sizes: tuple[float, ...], ratios: tuple[float, ...],
-                 stride: int) -> None:
+                 stride: int, batch: int = 256, pre_nms: tuple[int, int] = (12000, 6000),
+                 post_nms: tuple[int, int] = (2000, 300), nms_iou: float = 0.7, ignore_border: bool = True) -> None:
         super().__init__()
         self.stride = stride
         self.register_buffer("shapes", anchor_shapes(sizes, ratios), persistent=False)
@@ -43,11 +72,15 @@ class RPN(nn.Module):
         for layer in (self.conv[0], self.cls, self.box):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
+        self.labeller = Labeller(0.7, 0.3, low_quality=True)
+        self.sampler = Sampler(batch, 0.5)
+        self.batch, self.pre_nms, self.post_nms = batch, pre_nms, post_nms
+        self.nms_iou, self.ignore_border = nms_iou, ignore_border
 
     def anchors(self, features: torch.Tensor) -> torch.Tensor:
         return grid_anchors(self.shapes, features.shape[-2], features.shape[-1], self.stride)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def scores(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Objectness logits (B, A, 2) [background, object] and deltas (B, A, 4), A = H * W * k."""
         x = self.conv(features)
         b = x.shape[0]
@@ -55,49 +88,28 @@ class RPN(nn.Module):
         deltas = self.box(x).view(b, -1, 4, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).reshape(b, -1, 4)
         return logits, deltas
 
+    def targets(self, anchors: torch.Tensor, targets: Targets, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampled labels (B, A) (1, 0, -1 ignored) and regression targets (B, A, 4)."""
+        ignore = None
+        if self.ignore_border:
+            ignore = ((anchors[:, :2] < 0) | (anchors[:, 2:] > image_size)).any(1)
+        labels, deltas = [], []
+        for t in targets:
+            lab, matched = self.labeller(anchors, t["boxes"].to(anchors.device), ignore=ignore)
+            labels.append(self.sampler.mask(lab))
+            deltas.append(UNIT_CODER.encode_single(matched, anchors))
+        return torch.stack(labels), torch.stack(deltas)
 
-def label_anchors(anchors: torch.Tensor, gt: torch.Tensor, pos_iou: float = 0.7,
-                  neg_iou: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per anchor: 1 (IoU > ``pos_iou`` with some box, or the best anchor of a box), 0 (max IoU
-    < ``neg_iou``) or -1 (ignored); and the index of its best box."""
-    labels = torch.full((len(anchors),), -1, dtype=torch.long, device=anchors.device)
-    if len(gt) == 0:
-        labels[:] = 0
-        return labels, torch.zeros_like(labels)
-    iou = box_iou(anchors, gt)
-    best, match = iou.max(1)
-    labels[best < neg_iou] = 0
-    labels[best > pos_iou] = 1
-    gt_best = iou.max(0).values
-    ties = (iou == gt_best[None]) & (gt_best[None] > 0)
-    labels[ties.any(1)] = 1
-    return labels, match
-
-
-def sample_labels(labels: torch.Tensor, count: int, positive_fraction: float) -> torch.Tensor:
-    """Keep at most ``count * positive_fraction`` random positives and fill up to ``count`` with
-    random negatives; the others become -1 (ignored)."""
-    out = torch.full_like(labels, -1)
-    pos = torch.nonzero(labels == 1).flatten()
-    neg = torch.nonzero(labels == 0).flatten()
-    pos = pos[torch.randperm(len(pos), device=pos.device)[: int(count * positive_fraction)]]
-    neg = neg[torch.randperm(len(neg), device=neg.device)[: count - len(pos)]]
-    out[pos], out[neg] = 1, 0
-    return out
-
-
-@torch.no_grad()
-def proposals(anchors: torch.Tensor, logits: torch.Tensor, deltas: torch.Tensor, image_size: int,
-              pre_nms: int, post_nms: int, nms_iou: float = 0.7, min_size: float = 2.0) -> list[torch.Tensor]:
-    """Per image: decode, clip, drop tiny boxes, keep the ``pre_nms`` best, NMS, keep ``post_nms``."""
-    out = []
-    scores = logits.float().softmax(-1)[..., 1]
-    for s, d in zip(scores, deltas.float()):
-        boxes = clip_boxes(decode_deltas(anchors, d), image_size, image_size)
-        wh = boxes[:, 2:] - boxes[:, :2]
-        keep = (wh >= min_size).all(1)
-        boxes, s = boxes[keep], s[keep]
-        top = s.topk(min(pre_nms, len(s))).indices
-        boxes, s = boxes[top], s[top]
-        out.append(boxes[nms(boxes, s, nms_iou)[:post_nms]])
-    return out
+    def forward(self, features: torch.Tensor, image_size: int, targets: Targets | None = None,
+                loss: RPNLoss | None = None) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Proposals of each image (train or test counts by ``self.training``) and, given targets
+        and a loss, the RPN's loss terms."""
+        logits, deltas = self.scores(features)
+        anchors = self.anchors(features)
+        mode = 0 if self.training else 1
+        found = proposals(anchors, logits.detach(), deltas.detach(), image_size, self.pre_nms[mode],
+                          self.post_nms[mode], self.nms_iou)
+        if targets is None or loss is None:
+            return found, {}
+        labels, target_deltas = self.targets(anchors, targets, image_size)
+        return found, loss(logits, deltas, labels, target_deltas, features.shape[-2] * features.shape[-1])

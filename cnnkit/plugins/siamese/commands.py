@@ -1,8 +1,9 @@
 """`cnnkit enroll`, `cnnkit verify` and `cnnkit gallery list|remove|export`.
 
-Which weights: ``--weights CKPT`` when given; otherwise the checkpoint the gallery was enrolled
-with (recorded in it); otherwise an error asking for ``--weights``: a gallery is tied to one
-model, so cnnkit never guesses one from ``runs/``.
+Which weights: ``--weights CKPT`` when given; otherwise what the gallery was enrolled with (a
+checkpoint's path or a registered model's name, recorded in it); otherwise the pretrained
+``face-resnet`` (dlib's face ResNet). A gallery is tied to one model (its fingerprint), so
+cnnkit never swaps in another one.
 """
 
 from __future__ import annotations
@@ -15,24 +16,26 @@ import typer
 
 from cnnkit.core.errors import CnnkitError
 
-WEIGHTS_HELP = ("Embedder checkpoint (from `cnnkit train siamese-small`). Default: the checkpoint the gallery "
-                "was enrolled with; an empty gallery needs it.")
+WEIGHTS_HELP = ("Embedder checkpoint (from `cnnkit train`) or a registered model's name. Default: what the "
+                "gallery was enrolled with, else the pretrained face-resnet.")
 GALLERY_HELP = "Gallery database (SQLite)."
-DETECT_HELP = "Images are already face crops: embed them whole instead of finding the face."
+DETECT_HELP = "Images are already aligned face chips: embed them whole instead of finding the face."
+DETECTOR_HELP = "Face detector: cnn (dlib's MMOD network) or haar (OpenCV's cascade)."
 gallery_app = typer.Typer(help="Look after the gallery of enrolled people.", no_args_is_help=True)
 
 
-def _weights(weights: Optional[Path], gallery: Any) -> Path:
+def _weights(weights: Optional[str], gallery: Any) -> str:
+    from cnnkit.plugins.siamese.pipeline import PRETRAINED, is_model_name
+
     if weights is not None:
         return weights
     model = gallery.model
     if model is None:
-        raise CnnkitError(f"no --weights given and {gallery.path} has no model yet: pass --weights CKPT "
-                          "(e.g. runs/siamese-small/weights/best.pt)")
-    if not Path(model.checkpoint).is_file():
+        return PRETRAINED
+    if not is_model_name(model.checkpoint) and not Path(model.checkpoint).is_file():
         raise CnnkitError(f"{gallery.path} was enrolled with {model.checkpoint}, which no longer exists: "
                           "pass --weights with the same checkpoint")
-    return Path(model.checkpoint)
+    return model.checkpoint
 
 
 def _images(sources: list[str]) -> list[Path]:
@@ -47,14 +50,15 @@ def _images(sources: list[str]) -> list[Path]:
 def enroll_cmd(
     name: str = typer.Argument(..., help="The person's name."),
     images: list[str] = typer.Argument(..., help="Photos of the person (files or folders)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     gallery_path: Path = typer.Option(Path("gallery.db"), "--gallery", help=GALLERY_HELP),
     no_detect: bool = typer.Option(False, "--no-detect", help=DETECT_HELP),
+    detector: str = typer.Option("cnn", "--detector", help=DETECTOR_HELP),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Enroll NAME from a few photos: the largest face of each is embedded and stored.
 
-    All photos or none: a photo without a face stops the enrollment before anything is written.
+    All photos or none: a photo without a face stops the enrollment (exit 2) before anything is written.
     """
     from cnnkit.plugins.siamese.gallery import Gallery
     from cnnkit.plugins.siamese.pipeline import Embedder
@@ -63,55 +67,67 @@ def enroll_cmd(
     with Gallery(gallery_path) as gallery:
         embedder = Embedder(_weights(weights, gallery), device)
         gallery.check(embedder.info)
-        crops = [embedder.crops(p, detect=not no_detect)[0][0] for p in paths]
+        crops = [embedder.crops(p, detect=not no_detect, detector=detector)[0][0] for p in paths]
         total = gallery.enroll(name, embedder.embed(crops), [str(p) for p in paths], embedder.info)
     print(f"enrolled {name}: {len(paths)} image(s) added, {total} in {gallery_path}")
 
 
 def verify_cmd(
-    image: Path = typer.Argument(..., help="The photo to verify."),
+    images: list[str] = typer.Argument(..., help="Photos to verify (files or folders)."),
     claim: Optional[str] = typer.Option(None, "--claim", help="1:1: is this NAME? (default 1:N: who is this?)"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Accept at distance <= F (default: the "
-                                              "threshold chosen on validation, stored in the checkpoint)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+                                              "model's threshold: chosen on validation, or the pretrained one's)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     gallery_path: Path = typer.Option(Path("gallery.db"), "--gallery", help=GALLERY_HELP),
     no_detect: bool = typer.Option(False, "--no-detect", help=DETECT_HELP),
     all_faces: bool = typer.Option(False, "--all-faces", help="Verify every face found (default: the largest)."),
+    detector: str = typer.Option("cnn", "--detector", help=DETECTOR_HELP),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    as_json: bool = typer.Option(False, "--json", help='Print {"match", "name", "distance", "threshold"}.'),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per image (per face with "
+                                 "--all-faces): image, face, match, name, closest, distance, threshold."),
 ) -> None:
-    """Verify a photo against the gallery. Exit code 0: verified, 1: not verified, 2: error.
-
-    With --all-faces the exit code is 0 when any face is verified and the JSON is a list.
-    """
+    """Verify photos against the gallery. Exit code 0: every photo verified, 1: any not (or
+    without a face, reported as "face": null), 2: bad input."""
+    from cnnkit.plugins.siamese.faces import NoFaceError
     from cnnkit.plugins.siamese.gallery import Gallery
-    from cnnkit.plugins.siamese.pipeline import Embedder, decide
+    from cnnkit.plugins.siamese.pipeline import Decision, Embedder, decide
 
-    with Gallery(gallery_path, create=False) as gallery:
+    paths = _images(images)
+    with Gallery(gallery_path, create=False, readonly=True) as gallery:
         embedder = Embedder(_weights(weights, gallery), device)
         gallery.check(embedder.info)
         names, matrix = gallery.embeddings(claim)
     limit = threshold if threshold is not None else embedder.threshold
     if limit is None:
         raise CnnkitError(f"{embedder.checkpoint} has no stored threshold: pass --threshold")
-    crops = embedder.crops(image, detect=not no_detect, all_faces=all_faces)
-    vectors = embedder.embed([c for c, _ in crops])
     decisions = []
-    for (_, face), vector in zip(crops, vectors):
-        d = decide(embedder.scorer, vector, names, matrix, limit, claim)
-        d.image, d.face = str(image), face.as_list() if face else None
-        decisions.append(d)
+    for path in paths:
+        try:
+            crops = embedder.crops(path, detect=not no_detect, all_faces=all_faces, detector=detector)
+        except NoFaceError:
+            decisions.append(Decision(False, None, None, limit, image=str(path)))
+            continue
+        for (_, face), vector in zip(crops, embedder.embed([c for c, _ in crops])):
+            d = decide(embedder.scorer, vector, names, matrix, limit, claim)
+            d.image, d.face = str(path), face.as_list() if face else None
+            decisions.append(d)
     if as_json:
-        out = [d.as_dict() for d in decisions]
-        print(json.dumps(out if all_faces else out[0], indent=2))
+        print(json.dumps([d.as_dict() for d in decisions], indent=2))
     else:
         for d in decisions:
-            where = f" (face at {d.face})" if all_faces and d.face else ""
-            verdict = f"verified: {d.name}" if d.match else \
-                f"not verified: {'not ' + claim if claim else 'closest is ' + str(d.closest)}"
-            print(f"{image}{where}: {verdict} (distance {d.distance:.4f} "
-                  f"{'<=' if d.match else '>'} threshold {d.threshold:.4f})")
-    raise typer.Exit(0 if any(d.match for d in decisions) else 1)
+            print(_describe(d, claim, all_faces))
+    raise typer.Exit(0 if all(d.match for d in decisions) else 1)
+
+
+def _describe(d: Any, claim: Optional[str], all_faces: bool) -> str:
+    """One line for one decision."""
+    if d.distance is None:
+        return f"{d.image}: no face found"
+    where = f" (face at {d.face})" if all_faces and d.face else ""
+    verdict = f"verified: {d.name}" if d.match else \
+        f"not verified: {'not ' + claim if claim else 'closest is ' + str(d.closest)}"
+    return (f"{d.image}{where}: {verdict} (distance {d.distance:.4f} "
+            f"{'<=' if d.match else '>'} threshold {d.threshold:.4f})")
 
 
 @gallery_app.command("list")
@@ -127,7 +143,7 @@ def gallery_list(
 
     from cnnkit.plugins.siamese.gallery import Gallery
 
-    with Gallery(gallery_path, create=False) as gallery:
+    with Gallery(gallery_path, create=False, readonly=True) as gallery:
         people, model = gallery.people(), gallery.model
     if as_json:
         print(json.dumps({"model": vars(model) if model else None, "people": people}, indent=2))
@@ -165,16 +181,19 @@ def gallery_export(
     import numpy as np
 
     from cnnkit.core.atomic import atomic_path
+    from cnnkit.core.paths import writable_file
     from cnnkit.plugins.siamese.gallery import Gallery
 
-    with Gallery(gallery_path, create=False) as gallery:
+    if out is not None:
+        if out.suffix not in (".json", ".npz"):
+            raise CnnkitError(f"{out}: export to a .json or .npz file")
+        writable_file(out, "--out")
+    with Gallery(gallery_path, create=False, readonly=True) as gallery:
         data = gallery.export()
         names, matrix = gallery.embeddings()
     if out is None:
         print(json.dumps(data, indent=2))
         return
-    if out.suffix not in (".json", ".npz"):
-        raise CnnkitError(f"{out}: export to a .json or .npz file")
     with atomic_path(out) as tmp:
         if out.suffix == ".npz":
             with open(tmp, "wb") as fh:

@@ -1,8 +1,10 @@
-"""Face detection and cropping with OpenCV's frontal-face Haar cascade (ships with opencv 4.x).
+"""Find faces and cut them out as aligned 150x150 chips.
 
-Detection runs on a greyscale, histogram-equalised copy whose long side is ``DETECT_SIDE``
-pixels; at that size the cascade finds exactly one face in every enrollment photo of the test
-set with ``MIN_NEIGHBORS`` anywhere from 6 to 10 (8 is the middle of that stable range).
+Detectors: ``cnn`` (default), dlib's MMOD network (``mmod.py``): a face is a window scoring above
+0; ``haar``, OpenCV's frontal-face cascade (ships with opencv 4.x), run on a greyscale,
+histogram-equalised copy whose long side is ``DETECT_SIDE`` pixels. Every box then gets dlib's five
+landmarks and must pass a geometry check (the points fit the mean face shape by a similarity
+transform, at a scale that matches the box); the chip is cut around the landmarks (``align.py``).
 """
 
 from __future__ import annotations
@@ -15,21 +17,30 @@ import numpy as np
 
 from cnnkit.core.errors import CnnkitError
 
+DETECTORS = ("cnn", "haar")
 CASCADE = "haarcascade_frontalface_default.xml"
 DETECT_SIDE = 800  # long side of the image the cascade sees
 MIN_NEIGHBORS = 8
-MIN_FACE = 0.08  # smallest face, as a fraction of the image's short side
-MARGIN = 0.2  # context kept around the cascade's box, as a fraction of its side
+MIN_FACE = 0.08  # smallest Haar face, as a fraction of the image's short side
+MAX_SHAPE_RESIDUAL = 0.1  # landmarks' RMS distance from the fitted mean shape, in face widths (faces: < 0.05)
+SHAPE_SCALE = (0.4, 1.6)  # fitted mean-shape width / box width (faces: 0.7 to 0.95)
+
+
+class NoFaceError(CnnkitError):
+    """An image in which no face was found."""
 
 
 @dataclass(frozen=True)
 class Face:
-    """A face box in original image pixels (``x, y`` top-left, ``w, h`` size)."""
+    """A face box in original image pixels (``x, y`` top-left, ``w, h`` size), the detector's
+    score (None for Haar) and the five landmarks."""
 
     x: int
     y: int
     w: int
     h: int
+    score: float | None = None
+    landmarks: tuple[tuple[float, float], ...] = ()
 
     @property
     def area(self) -> int:
@@ -49,8 +60,7 @@ def _cascade() -> Any:
     return cascade
 
 
-def detect_faces(image: np.ndarray) -> list[Face]:
-    """Faces in an RGB uint8 image, largest first."""
+def _haar_boxes(image: np.ndarray) -> list[tuple[int, int, int, int, float | None]]:
     import cv2
 
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
@@ -60,22 +70,51 @@ def detect_faces(image: np.ndarray) -> list[Face]:
     small = cv2.equalizeHist(small)
     side = max(20, int(MIN_FACE * min(small.shape)))
     boxes = _cascade().detectMultiScale(small, scaleFactor=1.1, minNeighbors=MIN_NEIGHBORS, minSize=(side, side))
-    faces = [Face(*(int(round(v / scale)) for v in box)) for box in np.asarray(boxes).reshape(-1, 4)]
+    return [(*(int(round(v / scale)) for v in box), None) for box in np.asarray(boxes).reshape(-1, 4)]
+
+
+def _cnn_boxes(image: np.ndarray) -> list[tuple[int, int, int, int, float | None]]:
+    from cnnkit.plugins.siamese.mmod import mmod_detector
+
+    out = []
+    for det in mmod_detector()(image):
+        x1, y1, x2, y2 = (int(round(v)) for v in det.box)
+        out.append((x1, y1, x2 - x1 + 1, y2 - y1 + 1, det.score))
+    return out
+
+
+def plausible(points: np.ndarray, w: int) -> bool:
+    """Do five landmarks look like a face of width ``w``? (see ``MAX_SHAPE_RESIDUAL``)"""
+    from cnnkit.plugins.siamese.align import TEMPLATE, similarity_transform
+
+    a, t = similarity_transform(TEMPLATE, points)
+    scale = float(np.hypot(a[0, 0], a[1, 0]))
+    if scale <= 0:
+        return False
+    residual = np.sqrt(((TEMPLATE @ a.T + t - points) ** 2).sum(1).mean()) / scale
+    return residual <= MAX_SHAPE_RESIDUAL and SHAPE_SCALE[0] <= scale / w <= SHAPE_SCALE[1]
+
+
+def detect_faces(image: np.ndarray, detector: str = "cnn") -> list[Face]:
+    """Faces in an RGB uint8 image with their landmarks, largest first."""
+    from cnnkit.plugins.siamese.align import landmarker
+
+    if detector not in DETECTORS:
+        raise CnnkitError(f"unknown --detector '{detector}' ({', '.join(DETECTORS)})")
+    faces = []
+    for x, y, w, h, score in (_cnn_boxes if detector == "cnn" else _haar_boxes)(image):
+        points = landmarker()(image, (x, y, x + w - 1, y + h - 1))
+        if plausible(points, w):
+            faces.append(Face(x, y, w, h, score, tuple((float(px), float(py)) for px, py in points)))
     return sorted(faces, key=lambda f: f.area, reverse=True)
 
 
-def crop(image: np.ndarray, face: Face, margin: float = MARGIN) -> np.ndarray:
-    """The face with ``margin`` of context on every side, clipped to the image."""
-    h, w = image.shape[:2]
-    mx, my = int(face.w * margin), int(face.h * margin)
-    x1, y1 = max(face.x - mx, 0), max(face.y - my, 0)
-    x2, y2 = min(face.x + face.w + mx, w), min(face.y + face.h + my, h)
-    return np.ascontiguousarray(image[y1:y2, x1:x2])
+def face_chips(image: np.ndarray, all_faces: bool = False, source: str = "image",
+               detector: str = "cnn") -> list[tuple[np.ndarray, Face]]:
+    """The largest face's aligned chip (or every face's, largest first); a clear error when there is none."""
+    from cnnkit.plugins.siamese.align import extract_chip
 
-
-def face_crops(image: np.ndarray, all_faces: bool = False, source: str = "image") -> list[tuple[np.ndarray, Face]]:
-    """The largest face (or every face, largest first) cropped; a clear error when there is none."""
-    faces = detect_faces(image)
+    faces = detect_faces(image, detector)
     if not faces:
-        raise CnnkitError(f"{source}: no face found (pass --no-detect if the image is already a face crop)")
-    return [(crop(image, f), f) for f in (faces if all_faces else faces[:1])]
+        raise NoFaceError(f"{source}: no face found (pass --no-detect if the image is already a face crop)")
+    return [(extract_chip(image, np.asarray(f.landmarks)), f) for f in (faces if all_faces else faces[:1])]

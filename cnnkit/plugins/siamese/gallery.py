@@ -9,7 +9,9 @@ nothing.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,24 +47,50 @@ class ModelInfo:
     dim: int
 
 
-class Gallery:
-    """Open (or create) the gallery at ``path``; use as a context manager or call :meth:`close`."""
+TABLES = {"meta", "identities", "embeddings"}
+BUSY_TIMEOUT_S = 30.0  # sqlite's wait for another writer, per try (CNNKIT_GALLERY_TIMEOUT overrides)
+BUSY_TRIES = 4
 
-    def __init__(self, path: str | Path, create: bool = True) -> None:
+
+class Gallery:
+    """Open (or create) the gallery at ``path``; use as a context manager or call :meth:`close`.
+
+    ``create=False``: the file must exist and hold a gallery's tables (nothing is added to another
+    database). ``readonly=True``: opened with sqlite's ``mode=ro`` (list, export, verify), so reading
+    never changes the file.
+    """
+
+    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.db_timeout = float(os.environ.get("CNNKIT_GALLERY_TIMEOUT") or BUSY_TIMEOUT_S)
         if not create and not self.path.is_file():
             raise CnnkitError(f"{self.path}: no such gallery (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.executescript(SCHEMA)
+            if readonly:
+                self.db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True,
+                                          isolation_level=None, timeout=self.db_timeout)
+            else:
+                self.db = sqlite3.connect(self.path, isolation_level=None, timeout=self.db_timeout)
+            if not create:
+                self._check_schema()
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.execute("PRAGMA foreign_keys=ON")
+                self.db.executescript(SCHEMA)
             version = self._meta().get("schema", SCHEMA_VERSION)
         except sqlite3.DatabaseError as exc:
             raise CnnkitError(f"{self.path}: not a cnnkit gallery ({exc})") from None
         if version != SCHEMA_VERSION:
             raise CnnkitError(f"{self.path}: gallery schema {version} is not supported (this cnnkit writes {SCHEMA_VERSION})")
+
+    def _check_schema(self) -> None:
+        """Refuse a database without the gallery's tables before touching it."""
+        found = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not TABLES <= found:
+            self.db.close()
+            raise CnnkitError(f"{self.path}: not a cnnkit gallery (no {', '.join(sorted(TABLES - found))} "
+                              "table); it was left untouched")
 
     def __enter__(self) -> "Gallery":
         return self
@@ -76,7 +104,18 @@ class Gallery:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """All or nothing: committed at the end, rolled back on any exception (Ctrl-C included)."""
-        self.db.execute("BEGIN IMMEDIATE")
+        for attempt in range(1, BUSY_TRIES + 1):
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if attempt == BUSY_TRIES:
+                    raise CnnkitError(f"{self.path} is locked by another cnnkit process; gave up after "
+                                      f"{attempt} tries of {self.db_timeout:g} s: try again when it is done") from None
+                print(f"{self.path} is busy (another process is writing); waiting, try {attempt + 1} of {BUSY_TRIES}",
+                      file=sys.stderr)
         try:
             yield self.db
         except BaseException:

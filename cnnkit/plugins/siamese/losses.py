@@ -4,7 +4,8 @@
   the batch's triplets, mined online from a P identities x K images batch: ``batch-hard``
   (hardest positive and negative per anchor), ``semi-hard`` (every anchor-positive pair with
   the closest negative farther than the positive) or ``all`` (every valid triplet).
-- :class:`ContrastiveLoss` (Hadsell et al.): ``d^2`` for genuine pairs, ``max(m - d, 0)^2`` for impostors.
+- :class:`ContrastiveLoss` (Hadsell et al. 2006): ``1/2 d^2`` for genuine pairs, ``1/2 max(m - d, 0)^2``
+  for impostors, averaged over all pairs of the batch.
 - :class:`SimilarityLoss`: the learned ``sigmoid(sum_k w_k |f_i - f_j|_k + b)`` trained with
   binary cross-entropy on every pair of the batch.
 """
@@ -88,20 +89,26 @@ class TripletLoss(nn.Module):
 
 
 class ContrastiveLoss(nn.Module):
-    """``d^2`` for genuine pairs and ``max(margin - d, 0)^2`` for impostor pairs (Euclidean ``d``),
-    each kind averaged so the many impostor pairs of a PK batch do not drown the genuine ones."""
+    """Hadsell, Chopra & LeCun (2006), eq. 4: ``1/2 d^2`` for a genuine pair and
+    ``1/2 max(margin - d, 0)^2`` for an impostor pair (Euclidean ``d``), averaged over every
+    pair (i < j) of the batch."""
 
     def __init__(self, margin: float | None = None) -> None:
         super().__init__()
         self.margin = 1.0 if margin is None else float(margin)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        d2 = squared_distances(embeddings.float())
-        pos, neg = _masks(labels)
-        genuine = d2[pos].mean() if pos.any() else d2.sum() * 0
-        d = (d2[neg] + 1e-12).sqrt()
-        impostor = F.relu(self.margin - d).pow(2).mean() if neg.any() else d2.sum() * 0
-        return {"loss": genuine + impostor, "genuine": genuine.detach(), "impostor": impostor.detach()}
+        i, j = torch.triu_indices(len(labels), len(labels), 1, device=labels.device)
+        d2 = squared_distances(embeddings.float())[i, j]
+        same = labels[i] == labels[j]
+        d = (d2 + 1e-12).sqrt()
+        terms = torch.where(same, 0.5 * d2, 0.5 * F.relu(self.margin - d).pow(2))
+        if terms.numel() == 0:
+            zero = embeddings.sum() * 0
+            return {"loss": zero, "genuine": zero.detach(), "impostor": zero.detach()}
+        n = terms.numel()
+        return {"loss": terms.mean(), "genuine": (terms[same].sum() / n).detach(),
+                "impostor": (terms[~same].sum() / n).detach()}
 
 
 class SimilarityLoss(nn.Module):

@@ -29,22 +29,30 @@ class SimilarityHead(nn.Module):
 
 
 class Embedder(nn.Module):
-    """``features`` (any network returning (B, C) or (B, C, H, W)) -> linear -> L2 normalisation."""
+    """``features`` (any network returning (B, C) or (B, C, H, W)) -> linear -> L2 normalisation
+    (``normalize=False`` keeps the linear layer's output, as dlib's face ResNet does)."""
 
-    def __init__(self, features: nn.Module, feature_dim: int, embedding_dim: int = 128) -> None:
+    def __init__(self, features: nn.Module, feature_dim: int, embedding_dim: int = 128,
+                 normalize: bool = True, bias: bool = True) -> None:
         super().__init__()
         self.features = features
-        self.head = nn.Linear(feature_dim, embedding_dim) if feature_dim else nn.Identity()
+        self.head = nn.Linear(feature_dim, embedding_dim, bias=bias) if feature_dim else nn.Identity()
         self.similarity = SimilarityHead(embedding_dim)
         self.embedding_dim = embedding_dim
+        self.normalize = normalize
+        self.feature_channels = feature_dim or embedding_dim
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's output before pooling and the embedding layer (the backbone contract)."""
+        h = self.features(x)
+        return h[0] if isinstance(h, (tuple, list)) else h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)
-        if isinstance(h, (tuple, list)):  # Inception-style (logits, aux) in training mode
-            h = h[0]
+        h = self.forward_features(x)  # Inception-style (logits, aux) in training mode: the logits
         if h.dim() == 4:
             h = F.adaptive_avg_pool2d(h, 1)
-        return F.normalize(self.head(h.flatten(1)).float(), dim=1)
+        out = self.head(h.flatten(1)).float()
+        return F.normalize(out, dim=1) if self.normalize else out
 
 
 def _block(cin: int, cout: int, convs: int) -> list[nn.Module]:

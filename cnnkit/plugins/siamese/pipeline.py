@@ -1,4 +1,7 @@
-"""Image -> face crop -> embedding -> gallery decision: what `enroll` and `verify` run."""
+"""Image -> aligned face chip -> embedding -> gallery decision: what `enroll` and `verify` run.
+
+The embedder is a checkpoint or, by default, the pretrained ``face-resnet`` (dlib's face ResNet):
+a gallery records which (a registered model's name or the checkpoint's path)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from cnnkit.core.data.images import read_image
 from cnnkit.core.device import resolve_device
 from cnnkit.core.engine import load_for_eval
 from cnnkit.core.errors import CnnkitError
-from cnnkit.plugins.siamese.faces import Face, face_crops
+from cnnkit.plugins.siamese.faces import Face, face_chips
 from cnnkit.plugins.siamese.gallery import ModelInfo
 from cnnkit.core.scoring import Scorer
 
@@ -42,15 +45,25 @@ class Decision:
     face: list[int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"match": self.match, "name": self.name, "distance": self.distance, "threshold": self.threshold,
-                "closest": self.closest, "image": self.image, "face": self.face}
+        return {"image": self.image, "face": self.face, "match": self.match, "name": self.name,
+                "closest": self.closest, "distance": self.distance, "threshold": self.threshold}
+
+
+PRETRAINED = "face-resnet"  # the embedder when neither --weights nor the gallery names one
+
+
+def is_model_name(source: str) -> bool:
+    """Does a gallery's recorded source name a registered model (rather than a checkpoint file)?"""
+    from cnnkit.core.registry import models
+
+    return not Path(source).exists() and source in models
 
 
 class Embedder:
-    """A trained embedder loaded from its checkpoint, with its fingerprint and threshold."""
+    """An embedder (a checkpoint, or a registered model's own weights) with its fingerprint and threshold."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
-        self.checkpoint = Path(checkpoint).resolve()
+    def __init__(self, checkpoint: str | Path = PRETRAINED, device: str = "cpu") -> None:
+        self.checkpoint = str(checkpoint) if is_model_name(str(checkpoint)) else str(Path(checkpoint).resolve())
         self.task, self.model, ck = load_for_eval(checkpoint)
         if ck["task"] != "embed":
             raise CnnkitError(f"{checkpoint}: a {ck['task']} checkpoint ({ck['model']}), not an embedder "
@@ -61,15 +74,16 @@ class Embedder:
         self.threshold: float | None = float(state["threshold"]) if "threshold" in state else None
         self.scorer = Scorer.from_state(state.get("metric", "l2"), {k: v.numpy() for k, v in ck["model_state"].items()
                                                                     if k.startswith("similarity.")})
-        self.info = ModelInfo(fingerprint(ck["model_state"]), ck["model"], str(self.checkpoint),
+        self.info = ModelInfo(fingerprint(ck["model_state"]), ck["model"], self.checkpoint,
                               self.scorer.metric, int(self.model.embedding_dim))
 
-    def crops(self, path: str | Path, detect: bool = True, all_faces: bool = False) -> list[tuple[np.ndarray, Face | None]]:
-        """The face crop(s) of an image file (the whole image with ``detect=False``)."""
+    def crops(self, path: str | Path, detect: bool = True, all_faces: bool = False,
+              detector: str = "cnn") -> list[tuple[np.ndarray, Face | None]]:
+        """The aligned face chip(s) of an image file (the whole image with ``detect=False``)."""
         image = read_image(path)
         if not detect:
             return [(image, None)]
-        return [(c, f) for c, f in face_crops(image, all_faces=all_faces, source=str(path))]
+        return face_chips(image, all_faces=all_faces, source=str(path), detector=detector)
 
     def embed(self, images: list[np.ndarray]) -> np.ndarray:
         """(N, D) float32 embeddings of RGB face crops."""

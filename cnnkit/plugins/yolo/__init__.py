@@ -1,6 +1,6 @@
 """YOLO v1/v2/v3 detectors with Darknet backbones (hook implementations only)."""
 
-from cnnkit.api import LossSpec, ModelSpec, hookimpl
+from cnnkit.api import LossSpec, ModelSpec, WeightsSpec, hookimpl
 
 MODELS = "cnnkit.plugins.yolo.models"
 TASK = "cnnkit.plugins.yolo.task:YoloTask"
@@ -56,6 +56,30 @@ CLASSIFIERS = [
 def register_models(register):
     for spec in DETECTORS + CLASSIFIERS:
         register(spec)
+
+
+PJREDDIE = "https://pjreddie.com/media/files/"
+DARKNET_LICENSE = "public domain (Darknet's YOLO LICENSE)"
+# pjreddie publishes no hashes; sizes are those of the files our writer produces for these networks
+# (header + float32 values), so a truncated download is still refused.
+WEIGHTS = [
+    WeightsSpec(name="yolov3.weights", model="yolov3", file="yolov3.weights", url=PJREDDIE + "yolov3.weights",
+                size=248_007_048, license=DARKNET_LICENSE, variant="yolov3.cfg, COCO 80 classes", format="darknet"),
+    WeightsSpec(name="yolov3-tiny.weights", model="yolov3-tiny", file="yolov3-tiny.weights",
+                url=PJREDDIE + "yolov3-tiny.weights", size=35_434_956, license=DARKNET_LICENSE,
+                variant="yolov3-tiny.cfg, COCO 80 classes", format="darknet"),
+    WeightsSpec(name="yolov2.weights", model="yolov2", file="yolov2.weights", url=PJREDDIE + "yolov2.weights",
+                size=203_934_260, license=DARKNET_LICENSE, variant="yolov2.cfg (608), COCO 80 classes", format="darknet"),
+    WeightsSpec(name="darknet53.conv.74", model="yolov3", file="darknet53.conv.74", url=PJREDDIE + "darknet53.conv.74",
+                size=162_482_580, license=DARKNET_LICENSE, format="darknet",
+                variant="Darknet-53's first 74 layers (ImageNet), the start of YOLOv3 training"),
+]
+
+
+@hookimpl
+def register_weights(register):
+    for entry in WEIGHTS:
+        register(entry)
 
 
 @hookimpl

@@ -206,12 +206,24 @@ class YOLOv1Loss(nn.Module):
             twh = (gt[:, 2:] / img_size).sqrt()
             box = self.lambda_coord * (((r[:, :2] - txy) ** 2).sum() + ((r[:, 2:4] - twh) ** 2).sum())
             pos = ((r[:, 4] - ious.gather(1, j[:, None])[:, 0]) ** 2).sum()
-            onehot = F.one_hot(labels, self.num_classes).float()
-            cls = ((p[index, gj, gi, nb * 5:] - onehot) ** 2).sum()
+            cls = self._class_error(p[..., nb * 5:], index, gj, gi, labels)
         obj = pos + self.lambda_noobj * (conf[~responsible] ** 2).sum()
         n = len(p)
         box, obj, cls = box / n, obj / n, cls / n
         return {"loss": box + obj + cls, "box": box, "obj": obj, "cls": cls}
+
+    def _class_error(self, probs: torch.Tensor, index: torch.Tensor, gj: torch.Tensor, gi: torch.Tensor,
+                     labels: torch.Tensor) -> torch.Tensor:
+        """Eq. 3's last term: once per cell that holds an object (``1_i^obj``), not once per object.
+        The target is Pr(class | object) in that cell: one-hot, or the share of each class when
+        several objects fall into one cell."""
+        s = probs.shape[1]
+        flat = (index * s + gj) * s + gi
+        cells, which = flat.unique(return_inverse=True)
+        target = probs.new_zeros(len(cells), self.num_classes)
+        target.index_put_((which, labels), torch.ones_like(labels, dtype=target.dtype), accumulate=True)
+        target = target / target.sum(1, keepdim=True)
+        return ((probs.reshape(-1, self.num_classes)[cells] - target) ** 2).sum()
 
 
 # ---------------------------------------------------------------- factories: build(model, task)

@@ -4,6 +4,7 @@ training, the family's loss, and decoding + class-wise NMS for evaluation and ``
 from __future__ import annotations
 
 import math
+import re
 import random
 from typing import Any
 
@@ -77,7 +78,7 @@ class YoloTask(DetectionTask):
         """``--weights`` also takes a Darknet .weights file (for this network with its reference
         number of classes): read into that twin, then every tensor that fits is copied, so a
         COCO-trained head is skipped when fine-tuning on other classes."""
-        if not str(path).endswith(".weights"):
+        if not re.search(r"\.weights$|\.conv\.\d+$", str(path)):  # yolov3.weights, darknet53.conv.74
             return super().load_weights(model, path)
         from cnnkit.core.checkpoint import load_weights_into
         from cnnkit.plugins.yolo.darknet import load_darknet_weights
@@ -107,6 +108,13 @@ class YoloTask(DetectionTask):
         return anchors[(anchors[:, 0] * anchors[:, 1]).argsort()]
 
     # ---------------------------------------------------------------- training
+    @property
+    def fixed_input_size(self) -> bool:
+        """Multi-scale training changes the shape every ``scale_every`` batches, so cuDNN would
+        autotune each of its ~10 sizes (and batch lengths) on first sight; the engine leaves
+        autotuning off then (``bench/gpu_check.sh`` measures both)."""
+        return not self.option("multi_scale")
+
     def train_size(self, step: int) -> int:
         """The input size for batch ``step``: a new one every ``scale_every`` batches, fixed by ``step``."""
         return random.Random(step // self.scale_every).choice(scale_choices(self.config.img_size))

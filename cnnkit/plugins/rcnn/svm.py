@@ -1,0 +1,107 @@
+"""R-CNN's post-training classifiers (Girshick et al. 2014, sec. 2.3 and appendix C): one linear
+SVM a class on the fc features with hard negative mining, and class-specific ridge box regression
+on the pooled conv features, both with scikit-learn."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit.core.boxes import box_iou
+from cnnkit.plugins.rcnn.matching import UNIT_CODER
+from cnnkit.plugins.rcnn.roi_heads import with_index
+
+
+def train_svm(pos: torch.Tensor, neg: torch.Tensor, lam: float, rounds: int = 4,
+              pos_weight: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linear L2-SVM (squared hinge, liblinear via ``LinearSVC``) minimising
+    sum_i c_i hinge_i^2 / n + lam/2 |w|^2, with hard negative mining: start from a random set of
+    negatives, add every negative inside the margin (score > -1), refit."""
+    from sklearn.svm import LinearSVC
+
+    gen = np.random.default_rng(0)
+    p, n = pos.double().numpy(), neg.double().numpy()
+    active = gen.permutation(len(n))[: max(4 * len(p), 1000)]
+    w, b = np.zeros(p.shape[1]), 0.0
+    for _ in range(rounds):
+        x = np.concatenate([p, n[active]])
+        y = np.concatenate([np.ones(len(p)), -np.ones(len(active))])
+        svm = LinearSVC(C=1.0 / (lam * len(x)), class_weight={1: pos_weight, -1: 1.0}, intercept_scaling=10.0,
+                        max_iter=5000, tol=1e-5).fit(x, y)
+        w, b = svm.coef_[0], float(svm.intercept_[0])
+        hard = np.flatnonzero(n @ w + b > -1.0)
+        new = np.setdiff1d(hard, active)
+        if len(new) == 0:
+            break
+        active = np.concatenate([active, new])
+    return torch.from_numpy(w).float(), torch.tensor(b, dtype=torch.float32)
+
+
+def ridge(x: torch.Tensor, t: torch.Tensor, lam: float) -> torch.Tensor:
+    """Ridge regression with an unshrunk bias: (D + 1, 4) weights minimising |[x 1] W - t|^2 + lam |W|^2."""
+    from sklearn.linear_model import Ridge
+
+    fit = Ridge(alpha=lam).fit(x.double().numpy(), t.double().numpy())
+    return torch.from_numpy(np.concatenate([fit.coef_.T, fit.intercept_[None]])).float()
+
+
+Features = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@torch.no_grad()
+def collect(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any, list[torch.Tensor]]]) -> Features:
+    """From ``(images, targets, proposals)`` batches (ground-truth boxes join the candidates):
+    fc features, each candidate's best IoU with each class's boxes, its ground-truth class (1..K;
+    0 for a proposal) and, for candidates with IoU >= 0.6, pooled features, box targets and class."""
+    k = model.num_classes
+    fcs, ious, gt_rows, reg_x, reg_t, reg_c = [], [], [], [], [], []
+    for images, targets, found in batches:
+        device = images.device
+        cands = [torch.cat([t["boxes"].to(device), p]) for t, p in zip(targets, found)]
+        pooled, fc = model.region_features(images, with_index(cands).to(device))
+        start = 0
+        for c, t in zip(cands, targets):
+            gt, gl = t["boxes"].to(device), t["labels"].to(device)
+            p, f = pooled[start:start + len(c)], fc[start:start + len(c)]
+            start += len(c)
+            iou = torch.zeros(len(c), k, device=device)
+            if len(gt):
+                overlaps = box_iou(c, gt)
+                for j in gl.unique().tolist():
+                    iou[:, j] = overlaps[:, gl == j].max(1).values
+                best, match = overlaps.max(1)
+                sel = best >= 0.6
+                reg_x.append(p[sel].float().cpu())
+                reg_t.append(UNIT_CODER.encode_single(gt[match[sel]], c[sel]).cpu())
+                reg_c.append(gl[match[sel]].cpu())
+            is_gt = torch.zeros(len(c), dtype=torch.long, device=device)
+            is_gt[: len(gt)] = gl + 1
+            fcs.append(f.float().cpu())
+            ious.append(iou.cpu())
+            gt_rows.append(is_gt.cpu())
+    empty = torch.zeros(0)
+    return (torch.cat(fcs), torch.cat(ious), torch.cat(gt_rows), torch.cat(reg_x) if reg_x else empty,
+            torch.cat(reg_t) if reg_t else empty, torch.cat(reg_c) if reg_c else empty.long())
+
+
+@torch.no_grad()
+def fit_classifiers(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any, list[torch.Tensor]]],
+                    svm_lambda: float, ridge_lambda: float) -> None:
+    """Fill ``model``'s SVM and regressor buffers: SVMs take ground-truth boxes as positives and
+    proposals with IoU < 0.3 as negatives; regressors learn from IoU >= 0.6 (the paper's)."""
+    fc, iou, gt_cls, reg_x, reg_t, reg_c = collect(model, batches)
+    weight, bias = torch.zeros(model.num_classes, fc.shape[1]), torch.zeros(model.num_classes)
+    for j in range(model.num_classes):
+        pos, neg = fc[gt_cls == j + 1], fc[(gt_cls == 0) & (iou[:, j] < 0.3)]
+        if len(pos) and len(neg):
+            weight[j], bias[j] = train_svm(pos, neg, svm_lambda)
+    reg = torch.zeros_like(model.reg_weight).cpu()
+    for j in reg_c.unique().tolist():
+        reg[j] = ridge(reg_x[reg_c == j], reg_t[reg_c == j], ridge_lambda)
+    model.svm_weight.copy_(weight)
+    model.svm_bias.copy_(bias)
+    model.reg_weight.copy_(reg)
+    model.svm_ready.fill_(True)

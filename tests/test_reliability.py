@@ -1,0 +1,306 @@
+"""Issue 16: killed runs, unwritable outputs, hostile images, concurrent first use, bad configs.
+Each case: its exit code, one line without a traceback, and nothing already written lost.
+Signals and second processes run in subprocesses, each bounded in time."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+from struct import pack
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import ROOT, Result, one_clear_line
+
+TRAIN = ["train", "resnet18", "--data", "synthetic:textures?n=8&size=32", "--img-size", "32", "--batch-size", "4"]
+NO_TRACK = [*TRAIN, "--epochs", "1", "--no-track"]
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "OMP_NUM_THREADS": "1", **extra}
+
+
+def _cnnkit(tmp_path: Path, *args: str, timeout: float = 300, **env: str) -> Result:
+    p = subprocess.run([sys.executable, "-m", "cnnkit", *args], cwd=tmp_path, env=_env(tmp_path, **env),
+                       capture_output=True, text=True, timeout=timeout)
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cnnkit", *args], cwd=tmp_path, env=_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(condition, proc: subprocess.Popen, timeout: float = 240) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode} first: {proc.stderr.read()}")
+        if time.monotonic() > end:
+            proc.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.2)
+
+
+def _runs(tmp_path: Path) -> list[tuple[str, str]]:
+    db = tmp_path / "mlflow.db"
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+            return c.execute("SELECT run_uuid, status FROM runs").fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height pixels (a decompression bomb's shape)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return pack(">I", len(data)) + kind + data + pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    return path
+
+
+# ---------------------------------------------------------------- 1. killed training
+@pytest.mark.slow
+def test_sigterm_saves_last_marks_killed_and_resume_continues_the_same_run(tmp_path):
+    proc = _start(tmp_path, *TRAIN, "--epochs", "1", "--out", "r")
+    _wait_for(lambda: any(s == "RUNNING" for _, s in _runs(tmp_path)), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    line = one_clear_line(Result(proc.returncode, "", err), "SIGTERM", "--resume r/weights/last.pt",
+                          code=143, prefix="stopped: ")
+    assert "saved r/weights/last.pt" in line
+    [(run_id, status)] = _runs(tmp_path)
+    assert status == "KILLED"
+    ck = torch.load(tmp_path / "r/weights/last.pt", weights_only=True)
+    assert ck["interrupted"]["signal"] == "SIGTERM" and ck["mlflow_run_id"] == run_id and ck["epoch"] == -1
+
+    r = _cnnkit(tmp_path, *TRAIN, "--resume", "r/weights/last.pt")
+    assert r.code == 0, r.stderr
+    assert _runs(tmp_path) == [(run_id, "FINISHED")]  # one training, one run
+    assert f"mlflow run: {run_id}" in r.stdout
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_a_stale_run_that_runs_shows_and_resume_continues(tmp_path):
+    proc = _start(tmp_path, *TRAIN, "--epochs", "2", "--out", "r")
+    _wait_for(lambda: (tmp_path / "r/weights/last.pt").exists(), proc)
+    proc.kill()
+    proc.wait(timeout=30)
+    [(run_id, status)] = _runs(tmp_path)
+    assert status == "RUNNING"
+    rows = json.loads(_cnnkit(tmp_path, "runs", "--json").stdout)
+    assert [(r["run_id"], r["status"]) for r in rows] == [(run_id, "STALE")]
+
+    orphan = tmp_path / "r/weights/.last.pt.x1y2.tmp"  # a save cut short by the kill
+    orphan.write_bytes(b"\0" * 1024)
+    kept = (tmp_path / "r/weights/best.pt").read_bytes()
+    r = _cnnkit(tmp_path, *TRAIN, "--resume", "r/weights/last.pt")
+    assert r.code == 0, r.stderr
+    assert "left RUNNING by a killed process" in r.stderr and "removed 1 unfinished checkpoint" in r.stderr
+    assert not orphan.exists()
+    assert _runs(tmp_path) == [(run_id, "FINISHED")]
+    assert len(kept) > 0 and (tmp_path / "r/weights/best.pt").exists()
+
+
+def test_resume_of_a_finished_training_is_an_error_not_a_success(cli, tmp_path):
+    assert cli(*NO_TRACK, "--out", "r").code == 0
+    before = (tmp_path / "r/weights/last.pt").read_bytes()
+    one_clear_line(cli(*TRAIN, "--resume", "r/weights/last.pt", "--no-track"), "already trained 1 of 1", "--epochs")
+    assert (tmp_path / "r/weights/last.pt").read_bytes() == before
+
+
+# ---------------------------------------------------------------- 2. unwritable outputs
+@pytest.mark.parametrize("args, flag", [
+    (["train", "resnet18", "--out", "blocker/run"], "--out"),
+    (["detect", "any.pt", "x.png", "--save-dir", "blocker/det"], "--save-dir"),
+    (["stylize", "x.png", "y.png", "-o", "blocker/out.png"], "-o"),
+    (["gallery", "export", "--gallery", "g.db", "--out", "blocker/g.json"], "--out"),
+])
+def test_unwritable_outputs_fail_before_any_work(cli, tmp_path, args, flag):
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    started = time.monotonic()
+    line = one_clear_line(cli(*args), flag, "blocker")
+    assert "is a file, not a folder" in line
+    assert time.monotonic() - started < 30  # no epoch, optimisation or model load first
+    assert (tmp_path / "blocker").read_text() == "a file where a folder should be"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
+def test_read_only_out_folder(cli, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        one_clear_line(cli(*NO_TRACK, "--out", "ro/run"), "--out ro/run", "cannot write")
+    finally:
+        ro.chmod(0o700)
+
+
+# ---------------------------------------------------------------- 3. concurrent first use of a store
+PROBE = """
+import sys
+from cnnkit.core.tracking import Tracker
+t = Tracker(True, sys.argv[1], "cnnkit")
+t.start("probe", {"i": sys.argv[2]}, {})
+t.log_metrics({"loss": 1.0}, 0)
+t.end()
+print(t.uri)
+"""
+
+
+@pytest.mark.parametrize("trial", range(2))
+def test_processes_starting_together_on_a_new_store_lose_no_run(tmp_path, trial):
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", PROBE, uri, str(i)], env=_env(tmp_path),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    results = [p.communicate(timeout=240) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-500:] for _, err in results]
+    with sqlite3.connect(tmp_path / "new.db") as c:
+        assert c.execute("SELECT COUNT(*) FROM runs WHERE status = 'FINISHED'").fetchone() == (4,)
+        assert c.execute("SELECT COUNT(*) FROM experiments WHERE name = 'cnnkit'").fetchone() == (1,)
+
+
+# ---------------------------------------------------------------- 4. configuration validated once
+@pytest.mark.parametrize("yaml_text, needles", [
+    ("epochs: 0\n", ("epochs: 0", "config file cfg.yaml", "at least 1")),
+    ("batch_size: 0\n", ("batch_size: 0", "config file cfg.yaml")),
+    ("img_size: 7\n", ("img_size: 7", "at least 8")),
+    ("lr: -1\n", ("lr: -1", "0 or more")),
+    ("epochs: ten\n", ("epochs: 'ten'", "not an int")),
+])
+def test_config_file_values_are_validated_naming_key_and_layer(cli, tmp_path, yaml_text, needles):
+    (tmp_path / "cfg.yaml").write_text(yaml_text)
+    one_clear_line(cli("train", "resnet18", "--config", "cfg.yaml", "--data", "no/such/data"), *needles)
+    assert not (tmp_path / "runs").exists()  # nothing built, no run folder
+
+
+def test_flag_values_are_validated_before_the_dataset(cli, tmp_path):
+    # "no/such/data" would be the error if the dataset were built first
+    one_clear_line(cli("train", "resnet18", "--lr", "-1", "--data", "no/such/data"),
+                   "lr: -1.0", "from the command line")
+    one_clear_line(cli("train", "resnet18", "--momentum", "1.5", "--data", "no/such/data"), "momentum")
+
+
+# ---------------------------------------------------------------- 5. hostile images (decoding)
+def test_decompression_bomb_is_one_line_in_every_command(cli, tmp_path):
+    bomb = _png_header(tmp_path / "bomb.png", 100_000, 100_000)
+    one_clear_line(cli("stylize", bomb, bomb, "--no-track"), "bomb.png", "100000x100000 pixels", "--max-image-pixels")
+    from cnnkit.core.data.images import read_image
+
+    with pytest.raises(Exception) as info:
+        read_image(bomb)
+    assert "bomb.png" in str(info.value) and info.type.__name__ == "CnnkitError"
+
+
+def test_decompression_bomb_in_detect_and_train(cli, tmp_path):
+    from cnnkit.core.data.images import write_image
+
+    assert cli(*NO_TRACK, "--out", "r").code == 0
+    bomb = _png_header(tmp_path / "bomb.png", 100_000, 100_000)
+    one_clear_line(cli("detect", "r/weights/last.pt", bomb), "bomb.png", "above the limit")
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            write_image(tmp_path / "ds" / split / cls / "ok.png", np.zeros((32, 32, 3), np.uint8))
+    _png_header(tmp_path / "ds" / "train" / "a" / "bomb.png", 100_000, 100_000)
+    one_clear_line(cli("train", "resnet18", "--data", "ds", "--img-size", "32", "--batch-size", "4", "--epochs",
+                       "1", "--no-track"), "bomb.png", "above the limit")
+
+
+def test_pixel_limit_can_be_lowered_and_raised(cli, tmp_path):
+    from cnnkit.core.data.images import write_image
+
+    image = write_image(tmp_path / "small.png", np.zeros((20, 30, 3), np.uint8))
+    one_clear_line(cli("--max-image-pixels", "100", "stylize", image, image, "--no-track"),
+                   "small.png", "30x20 pixels", "limit of 100")
+    big = _png_header(tmp_path / "big.png", 10_000, 10_000)  # 100 M pixels: refused by default
+    one_clear_line(cli("stylize", big, big, "--no-track"), "big.png", "10000x10000")
+    r = cli("--max-image-pixels", str(200_000_000), "stylize", big, big, "--no-track")
+    one_clear_line(r, "big.png", "cannot read image")  # the header passes now; its short payload does not
+
+
+# ---------------------------------------------------------------- 7. gallery commands on other files
+def _sqlite_file(path: Path) -> bytes:
+    with sqlite3.connect(path) as c:
+        c.execute("CREATE TABLE notes (text TEXT)")
+        c.execute("INSERT INTO notes VALUES ('keep me')")
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("args", [["gallery", "list"], ["gallery", "remove", "ann"], ["gallery", "export"]])
+def test_gallery_commands_refuse_a_database_that_is_not_a_gallery(cli, tmp_path, args):
+    before = _sqlite_file(tmp_path / "notes.db")
+    one_clear_line(cli(*args, "--gallery", "notes.db"), "notes.db", "not a cnnkit gallery")
+    assert (tmp_path / "notes.db").read_bytes() == before
+    with sqlite3.connect(tmp_path / "notes.db") as c:
+        assert c.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+
+
+def test_gallery_list_opens_read_only(cli, tmp_path):
+    from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo
+
+    with Gallery(tmp_path / "g.db") as g:
+        g.enroll("ann", np.ones((1, 4)), ["a.png"], ModelInfo("f" * 64, "siamese-small", "x.pt", "l2", 4))
+    r = cli("gallery", "list", "--gallery", "g.db", "--json")
+    assert r.code == 0 and json.loads(r.stdout)["people"][0]["name"] == "ann"
+
+
+# ---------------------------------------------------------------- 8. smaller ones
+def test_gallery_lock_contention_retries_then_one_line(tmp_path):
+    from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo
+
+    with Gallery(tmp_path / "g.db") as g:
+        g.enroll("ann", np.ones((1, 4)), ["a.png"], ModelInfo("f" * 64, "siamese-small", "x.pt", "l2", 4))
+    holder = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process is mid-enrollment
+    try:
+        r = _cnnkit(tmp_path, "gallery", "remove", "ann", "--gallery", "g.db", timeout=120,
+                    CNNKIT_GALLERY_TIMEOUT="0.3")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    one_clear_line(r, "g.db is locked by another cnnkit process", "gave up after 4 tries")
+    assert r.stderr.count("is busy") == 3
+    with Gallery(tmp_path / "g.db", create=False, readonly=True) as g:
+        assert [p["name"] for p in g.people()] == ["ann"]
+
+
+def test_checkpoint_errors_never_suggest_weights_only_false(cli, tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo should-never-run",))
+
+    torch.save({"model": Payload()}, tmp_path / "evil.pt")
+    for args in (["eval", "evil.pt"], [*NO_TRACK, "--weights", "evil.pt"], [*NO_TRACK, "--resume", "evil.pt"]):
+        r = cli(*args)
+        line = one_clear_line(r, "evil.pt", "safe load refuses")
+        assert "weights_only" not in r.stderr and "should-never-run" not in r.stdout + r.stderr, line
+
+
+def test_models_lists_at_once_and_counts_on_request(cli, monkeypatch):
+    from cnnkit.core import summary
+
+    built = []
+    monkeypatch.setattr(summary, "count_params", lambda spec, num_classes=None: built.append(spec.name) or 7)
+    r = cli("models", "--json")
+    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    assert r.code == 0 and not built and rows["resnet18"]["params"] is None
+    assert rows["resnet18"]["paper_params"]
+    r = cli("models", "--task", "classify", "--count", "--json")
+    assert r.code == 0 and "resnet18" in built
+    counted = len(built)
+    r = cli("models", "--json")  # the cache: no model built again
+    assert len(built) == counted and {m["name"]: m for m in json.loads(r.stdout)}["resnet18"]["params"] == 7
