@@ -173,8 +173,8 @@ def train_cmd(
         resume_values = dict(load_checkpoint(resume)["config"])
         resume_values.pop("resume", None)
     flags = dict(data=data, val=val, val_fraction=val_fraction, epochs=epochs, batch_size=batch_size,
-                 img_size=img_size, lr=lr, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay, device=device, amp=amp,
-                 channels_last=channels_last, compile=compile_model, workers=workers, seed=seed, resume=resume,
+                 img_size=img_size, lr=lr, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
+                 device=device, amp=amp, channels_last=channels_last, compile=compile_model, workers=workers, seed=seed, resume=resume,
                  save_period=save_period, weights=weights, pretrained=pretrained,
                  experiment=experiment, tracking_uri=tracking_uri, track=False if no_track else None)
     extra = parse_extra(ctx.args)
