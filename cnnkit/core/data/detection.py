@@ -97,9 +97,9 @@ def _objects(s: DetectionSample) -> Iterable[tuple[list[float], int, int]]:
         yield b, int(c), 2 if crowd else 1
 
 
-def write_yolo(splits: dict[str, DetectionDataset], out: str | Path) -> Path:
-    """Write ``{split: dataset}`` as a YOLO layout (which has no ignore regions: they are left
-    out); returns the data.yaml path."""
+def write_yolo(splits: dict[str, DetectionDataset], out: str | Path, ext: str = "png") -> Path:
+    """Write ``{split: dataset}`` as a YOLO layout (images as ``ext`` files; YOLO has no ignore
+    regions: they are left out); returns the data.yaml path."""
     out = Path(out)
     classes = next(iter(splits.values())).classes
     for split, dataset in splits.items():
