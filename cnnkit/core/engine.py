@@ -24,6 +24,7 @@ from cnnkit.core.callbacks import Callback, Run, console, tracked_run
 from cnnkit.core.checkpoint import (copy_checkpoint, load_checkpoint, load_weights_into, remove_orphans, rng_state,
                                     save_checkpoint, set_rng_state)
 from cnnkit.core.config import TrainConfig, validate_config
+from cnnkit.core.data.splits import split_summary
 from cnnkit.core.errors import CnnkitError, Interrupted
 from cnnkit.core.optim import build_optimizer, build_scheduler
 from cnnkit.core.paths import writable_dir
@@ -136,6 +137,7 @@ class Trainer:
     def build_datasets(self) -> None:
         """The train and val splits (the task learns its classes from them)."""
         self.train_ds, self.val_ds = self.task.dataset("train"), self.task.dataset("val")
+        self.data_lines, self.data_params = split_summary(self.train_ds, self.val_ds)
 
     def setup_model(self) -> None:
         """Build the model (with ``--weights``), its loss, the optimizer, schedule and precision."""
@@ -249,7 +251,9 @@ class Trainer:
     def new_run(self) -> Run:
         """The run's lifecycle: MLflow (rank 0, unless --no-track), progress, and any extra callbacks."""
         cfg, task = self.config, self.task
-        run = tracked_run(f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", cfg.to_dict(),
+        for line in self.data_lines if self.dist.is_main else []:  # data: train N images (SOURCE), val ...
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
+        run = tracked_run(f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", cfg.to_dict() | self.data_params,
                           {"cnnkit.plugin": self.spec.plugin, "cnnkit.model": self.spec.name,
                            "cnnkit.task": self.spec.task, "cnnkit.key_metric": f"val_{task.key_metric}",
                            "cnnkit.data": task.data_spec},
@@ -427,8 +431,8 @@ def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Modu
         raise CnnkitError(f"{checkpoint}: made by model '{ck['model']}', which no loaded plugin provides")
     spec = models.get(ck["model"])
     config = TrainConfig.from_dict(ck["config"])
-    if data:
-        config.data = data
+    if data:  # evaluate on it: its val split, else all of it
+        config.data, config.val, config.val_fraction = data, data, 0.0
     task = make_task(spec, config, classes=ck.get("classes"), state=ck.get("task_state"))
     model = task.build_model()
     load_weights_into(model, ck["model_state"], spec.name, checkpoint)
@@ -438,7 +442,8 @@ def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Modu
 
 def _built_for_eval(spec: ModelSpec, data: str) -> tuple[Task, nn.Module, dict[str, Any]]:
     shipped = {"pretrained": True} if "pretrained" in spec.options else {}  # weights that ship in a package
-    config = TrainConfig(model=spec.name, data=data or spec.default_data, img_size=spec.img_size, options=shipped,
+    config = TrainConfig(model=spec.name, data=data or spec.default_data, val=data, img_size=spec.img_size,
+                         options=shipped,
                          **{k: v for k, v in spec.defaults.items() if k == "batch_size"})
     task = make_task(spec, config)
     model = task.build_model().eval()
@@ -447,13 +452,13 @@ def _built_for_eval(spec: ModelSpec, data: str) -> tuple[Task, nn.Module, dict[s
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "auto",
-                        batch_size: int = 0) -> dict[str, float]:
-    """Metrics of a checkpoint on the val split of ``data`` (or the data it was trained on)."""
+                        batch_size: int = 0, split: str = "val") -> dict[str, float]:
+    """Metrics of a checkpoint on the ``split`` of ``data`` (or of the data it was trained on)."""
     task, model, _ = load_for_eval(checkpoint, data)
     if batch_size:
         task.config.batch_size = batch_size
     dev = devices.resolve_device(device)
     model.to(dev)
     task.config.device = str(dev)
-    ds = task.dataset("val")
+    ds = task.dataset(split)
     return task.evaluate(model, task.loader(ds, train=False), dev)
