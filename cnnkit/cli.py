@@ -14,6 +14,7 @@ from rich.table import Table
 
 from cnnkit import __version__
 from cnnkit.core import plugins
+from cnnkit.core.data.check import check_cmd
 from cnnkit.core.errors import CnnkitError, Interrupted
 from cnnkit.weights_cli import app as weights_app
 
@@ -132,6 +133,9 @@ def train_cmd(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="A registered model name (see `cnnkit models`)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset path or synthetic:NAME[?k=v]."),
+    val: Optional[str] = typer.Option(None, "--val", help="Validate on this data (any layout) instead of --data's val split."),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", min=0.0, max=0.99,
+                                                 help="Validate on this share of the training images (seeded cut)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=8),
@@ -168,9 +172,9 @@ def train_cmd(
 
         resume_values = dict(load_checkpoint(resume)["config"])
         resume_values.pop("resume", None)
-    flags = dict(data=data, epochs=epochs, batch_size=batch_size, img_size=img_size, lr=lr, optimizer=optimizer,
-                 scheduler=scheduler, weight_decay=weight_decay, device=device, amp=amp,
-                 channels_last=channels_last, compile=compile_model, workers=workers, seed=seed, resume=resume,
+    flags = dict(data=data, val=val, val_fraction=val_fraction, epochs=epochs, batch_size=batch_size,
+                 img_size=img_size, lr=lr, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
+                 device=device, amp=amp, channels_last=channels_last, compile=compile_model, workers=workers, seed=seed, resume=resume,
                  save_period=save_period, weights=weights, pretrained=pretrained,
                  experiment=experiment, tracking_uri=tracking_uri, track=False if no_track else None)
     extra = parse_extra(ctx.args)
@@ -195,12 +199,15 @@ def eval_cmd(
     data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this data (default: the training data)."),
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(0, "--batch-size", min=0, help="0: the training batch size."),
+    split: str = typer.Option("val", "--split", help="val, or test (the only command that reads a test split)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Evaluate a checkpoint on the validation split; everything else comes from the checkpoint."""
     from cnnkit.core.engine import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(checkpoint, data or "", device, batch_size)
+    if split not in ("val", "test"):
+        raise CnnkitError(f"--split {split}: choose val or test")
+    metrics = evaluate_checkpoint(checkpoint, data or "", device, batch_size, split)
     if as_json:
         print_json(metrics)
         return
@@ -307,6 +314,10 @@ def runs_cmd(
                       "-" if r["value"] is None else f"{r['value']:.4f}")
     console.print(table)
 
+
+data_app = typer.Typer(name="data", help="Inspect datasets without training.", no_args_is_help=True)
+data_app.command("check")(check_cmd)
+app.add_typer(data_app)
 
 _mounted: list[bool] = []
 

@@ -90,4 +90,4 @@ def test_perfect_and_empty_detections():
     empty = [Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), gt, labels)]
     assert coco_map(empty, 2)["map50"] == 0.0
     recall, precision = pr_curve(perfect, 2)[0]
-    assert recall[-1] == 1.0 and precision[-1] == 1.0
+    assert recall[-1] == 1.0 and precision[-1] == pytest.approx(1.0)

@@ -103,7 +103,6 @@ def test_fast_rcnn_loss_is_multitask_with_normalised_targets():
 
 
 def test_rpn_loss_ignores_unsampled_anchors():
-    anchors = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]])
     logits = torch.tensor([[0.0, 5.0], [5.0, 0.0], [5.0, 0.0]])  # third is confidently wrong but ignored
     labels = torch.tensor([1, 0, -1])
     parts = rpn_loss(logits, torch.zeros(3, 4), labels, torch.zeros(3, 4), 3, mode="pyfaster")

@@ -97,7 +97,7 @@ def test_sigterm_saves_last_marks_killed_and_resume_continues_the_same_run(tmp_p
 @pytest.mark.slow
 def test_sigkill_leaves_a_stale_run_that_runs_shows_and_resume_continues(tmp_path):
     proc = _start(tmp_path, *TRAIN, "--epochs", "2", "--out", "r")
-    _wait_for(lambda: (tmp_path / "r/weights/last.pt").exists(), proc)
+    _wait_for(lambda: (tmp_path / "r/weights/best.pt").exists(), proc)  # copied after last.pt
     proc.kill()
     proc.wait(timeout=30)
     [(run_id, status)] = _runs(tmp_path)

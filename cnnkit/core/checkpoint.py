@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cnnkit.core.atomic import atomic_path
@@ -100,3 +103,29 @@ def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor], na
                           "tensors match by name and shape")
     model.load_state_dict(fits, strict=False)
     return len(fits)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch, Python and NumPy RNG states as tensors and primitives (a checkpoint can hold them)."""
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete the temp files (``.last.pt.*.tmp``, ...) that a killed save left in ``folder``."""
+    orphans = sorted(folder.glob(".*.pt.*.tmp")) if folder.is_dir() else []
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    if orphans:
+        print(f"removed {len(orphans)} unfinished checkpoint file(s) left in {folder} by a killed run", file=sys.stderr)
+    return orphans

@@ -19,6 +19,8 @@ class TrainConfig:
 
     model: str = ""
     data: str = ""
+    val: str = ""  # validation data from another source (any layout)
+    val_fraction: float = 0.0  # or this share of the training images, cut by seed
     epochs: int = 10
     batch_size: int = 32
     img_size: int = 64
@@ -90,6 +92,7 @@ LIMITS: dict[str, tuple[Any, str]] = {
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "workers": (lambda v: v >= -1, "0 or more (-1: from the CPU count)"),
     "save_period": (lambda v: v >= 0, "0 or more"),
+    "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
 }
 
 

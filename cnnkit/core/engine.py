@@ -5,7 +5,6 @@ listen to the loop's events as callbacks (:mod:`cnnkit.core.callbacks`)."""
 from __future__ import annotations
 
 import math
-import random
 import signal
 import threading
 import time
@@ -14,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DistributedSampler, RandomSampler
@@ -23,9 +21,12 @@ from cnnkit import __version__
 from cnnkit.core import device as devices
 from cnnkit.core import weights
 from cnnkit.core.callbacks import Callback, Run, console, tracked_run
-from cnnkit.core.checkpoint import copy_checkpoint, load_checkpoint, load_weights_into, save_checkpoint
+from cnnkit.core.checkpoint import (copy_checkpoint, load_checkpoint, load_weights_into, remove_orphans, rng_state,
+                                    save_checkpoint, set_rng_state)
 from cnnkit.core.config import TrainConfig, validate_config
+from cnnkit.core.data.splits import split_summary
 from cnnkit.core.errors import CnnkitError, Interrupted
+from cnnkit.core.optim import build_optimizer, build_scheduler
 from cnnkit.core.paths import writable_dir
 from cnnkit.core.plots import line_plot
 from cnnkit.core.registry import ModelSpec, models, resolve, tasks
@@ -55,51 +56,6 @@ def make_task(spec: ModelSpec, config: TrainConfig, classes: list[str] | None = 
         raise CnnkitError(f"model '{spec.name}' names the unknown task '{spec.task}' "
                           f"(known: {', '.join(sorted(tasks.names()))})")
     return cls(spec, config, classes=classes, state=state)
-
-
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum and weight decay (the VGG recipe), Adam/AdamW, or RMSProp (Inception-v3)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    name = config.optimizer.lower()
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    if name == "rmsprop":  # Inception-v3: decay 0.9, epsilon 1.0
-        return torch.optim.RMSprop(params, lr=config.lr, alpha=0.9, eps=1.0, momentum=config.momentum,
-                                   weight_decay=config.weight_decay)
-    raise CnnkitError(f"unknown optimizer '{config.optimizer}' (sgd, adam, adamw, rmsprop)")
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, key_mode: str) -> Any:
-    """Per-epoch schedule: cosine, step, plateau (on the key metric) or none."""
-    name = config.scheduler.lower()
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
-    if name == "step":
-        step = config.step_size or max(config.epochs // 3, 1)
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=config.gamma)
-    if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=key_mode, factor=config.gamma, patience=2)
-    if name == "none":
-        return None
-    raise CnnkitError(f"unknown scheduler '{config.scheduler}' (cosine, step, plateau, none)")
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
 
 
 def _better(value: float, best: float | None, mode: str) -> bool:
@@ -181,6 +137,7 @@ class Trainer:
     def build_datasets(self) -> None:
         """The train and val splits (the task learns its classes from them)."""
         self.train_ds, self.val_ds = self.task.dataset("train"), self.task.dataset("val")
+        self.data_lines, self.data_params = split_summary(self.train_ds, self.val_ds)
 
     def setup_model(self) -> None:
         """Build the model (with ``--weights``), its loss, the optimizer, schedule and precision."""
@@ -229,7 +186,7 @@ class Trainer:
         if ck.get("scaler_state"):
             self.precision.scaler.load_state_dict(ck["scaler_state"])
         self.start_epoch, self.best = int(ck["epoch"]) + 1, ck.get("best_metric")
-        _set_rng_state(ck["rng"])
+        set_rng_state(ck["rng"])
         self.history = list(ck.get("history", []))
 
     def build_loaders(self) -> None:
@@ -261,7 +218,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> FitResult:
-        cfg, task = self.config, self.task
+        cfg = self.config
         devices.seed_everything(cfg.seed + self.dist.rank)
         if self.dist.is_main:
             remove_orphans(self.last_path.parent)
@@ -294,7 +251,9 @@ class Trainer:
     def new_run(self) -> Run:
         """The run's lifecycle: MLflow (rank 0, unless --no-track), progress, and any extra callbacks."""
         cfg, task = self.config, self.task
-        run = tracked_run(f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", cfg.to_dict(),
+        for line in self.data_lines if self.dist.is_main else []:  # data: train N images (SOURCE), val ...
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
+        run = tracked_run(f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", cfg.to_dict() | self.data_params,
                           {"cnnkit.plugin": self.spec.plugin, "cnnkit.model": self.spec.name,
                            "cnnkit.task": self.spec.task, "cnnkit.key_metric": f"val_{task.key_metric}",
                            "cnnkit.data": task.data_spec},
@@ -442,20 +401,10 @@ class Trainer:
             "best_metric": self.best,
             "key_metric": self.task.key_metric,
             "metrics": metrics,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "history": self.history,
             "mlflow_run_id": self.run.run_id if self.run is not None else "",
         }
-
-
-def remove_orphans(folder: Path) -> list[Path]:
-    """Delete the temp files (``.last.pt.*.tmp``, ...) that a killed save left in ``folder``."""
-    orphans = sorted(folder.glob(".*.pt.*.tmp")) if folder.is_dir() else []
-    for path in orphans:
-        path.unlink(missing_ok=True)
-    if orphans:
-        console.print(f"removed {len(orphans)} unfinished checkpoint file(s) left in {folder} by a killed run")
-    return orphans
 
 
 def loss_curve(history: list[dict[str, float]]) -> Any:
@@ -482,8 +431,8 @@ def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Modu
         raise CnnkitError(f"{checkpoint}: made by model '{ck['model']}', which no loaded plugin provides")
     spec = models.get(ck["model"])
     config = TrainConfig.from_dict(ck["config"])
-    if data:
-        config.data = data
+    if data:  # evaluate on it: its val split, else all of it
+        config.data, config.val, config.val_fraction = data, data, 0.0
     task = make_task(spec, config, classes=ck.get("classes"), state=ck.get("task_state"))
     model = task.build_model()
     load_weights_into(model, ck["model_state"], spec.name, checkpoint)
@@ -492,7 +441,9 @@ def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Modu
 
 
 def _built_for_eval(spec: ModelSpec, data: str) -> tuple[Task, nn.Module, dict[str, Any]]:
-    config = TrainConfig(model=spec.name, data=data or spec.default_data, img_size=spec.img_size,
+    shipped = {"pretrained": True} if "pretrained" in spec.options else {}  # weights that ship in a package
+    config = TrainConfig(model=spec.name, data=data or spec.default_data, val=data, img_size=spec.img_size,
+                         options=shipped,
                          **{k: v for k, v in spec.defaults.items() if k == "batch_size"})
     task = make_task(spec, config)
     model = task.build_model().eval()
@@ -501,13 +452,13 @@ def _built_for_eval(spec: ModelSpec, data: str) -> tuple[Task, nn.Module, dict[s
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "auto",
-                        batch_size: int = 0) -> dict[str, float]:
-    """Metrics of a checkpoint on the val split of ``data`` (or the data it was trained on)."""
+                        batch_size: int = 0, split: str = "val") -> dict[str, float]:
+    """Metrics of a checkpoint on the ``split`` of ``data`` (or of the data it was trained on)."""
     task, model, _ = load_for_eval(checkpoint, data)
     if batch_size:
         task.config.batch_size = batch_size
     dev = devices.resolve_device(device)
     model.to(dev)
     task.config.device = str(dev)
-    ds = task.dataset("val")
+    ds = task.dataset(split)
     return task.evaluate(model, task.loader(ds, train=False), dev)

@@ -1,17 +1,14 @@
-"""Metrics: top-k accuracy, COCO-style mAP (as pycocotools computes it), and verification ROC."""
+"""Metrics: top-k accuracy, detection mAP (pycocotools' COCOeval), and verification ROC."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+import contextlib
+import io
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-
-from cnnkit.core.boxes import box_iou
-
-COCO_IOUS = np.linspace(0.5, 0.95, 10)
-COCO_RECALLS = np.linspace(0.0, 1.0, 101)
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, int]:
@@ -22,92 +19,107 @@ def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] 
     return {k: int(hits[:, : min(k, maxk)].any(1).sum()) for k in ks}
 
 
+def _no_boxes() -> np.ndarray:
+    return np.zeros((0, 4), np.float32)
+
+
 @dataclass
 class Detections:
-    """One image's predictions and ground truth (xyxy pixels)."""
+    """One image's predictions and ground truth (xyxy pixels), with its ignore regions
+    (``ignore_crowd``: a COCO crowd region, else a VOC difficult object)."""
 
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
     gt_boxes: np.ndarray
     gt_labels: np.ndarray
+    ignore_boxes: np.ndarray = field(default_factory=_no_boxes)
+    ignore_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    ignore_crowd: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
-def _match(dt: np.ndarray, gt: np.ndarray, iou_thr: np.ndarray) -> np.ndarray:
-    """COCO greedy matching: detections in score order take the best unmatched gt (IoU >= thr).
-    Returns (T, D) booleans: detection d is a true positive at threshold t."""
-    tp = np.zeros((len(iou_thr), len(dt)), dtype=bool)
-    if len(dt) == 0 or len(gt) == 0:
-        return tp
-    ious = box_iou(torch.as_tensor(dt, dtype=torch.float64), torch.as_tensor(gt, dtype=torch.float64)).numpy()
-    for t, thr in enumerate(iou_thr):
-        taken = np.zeros(len(gt), dtype=bool)
-        for d in range(len(dt)):
-            best, best_g = min(thr, 1 - 1e-10), -1
-            for g in range(len(gt)):
-                if taken[g] or ious[d, g] < best:
-                    continue
-                best, best_g = ious[d, g], g
-            if best_g >= 0:
-                taken[best_g] = True
-                tp[t, d] = True
-    return tp
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1)
+
+
+def _annotations(boxes: np.ndarray, labels: np.ndarray, image_id: int, first_id: int,
+                 **extra: Any) -> list[dict[str, Any]]:
+    out = []
+    for n, (box, label) in enumerate(zip(_xywh(boxes).tolist(), np.asarray(labels).tolist())):
+        ann = {"id": first_id + n, "image_id": image_id, "category_id": int(label), "bbox": box,
+               "area": box[2] * box[3], "iscrowd": 0}
+        out.append(ann | {k: (v[n].item() if isinstance(v, np.ndarray) else v) for k, v in extra.items()})
+    return out
+
+
+def coco_eval(images: Sequence[Detections], num_classes: int, iou_thrs: Sequence[float] | None = None,
+              max_dets: int = 100) -> Any:
+    """pycocotools' ``COCOeval`` (bbox), evaluated and accumulated on these images.
+
+    Crowd regions are ``iscrowd`` ground truth; difficult objects are ground truth flagged
+    ``ignore`` (matched with plain IoU: a detection on one is neither a true nor a false
+    positive, as in VOC, though a second detection on it is a false positive, as in COCO)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    class IgnoringEval(COCOeval):
+        def _prepare(self) -> None:
+            super()._prepare()
+            for gts in self._gts.values():
+                for g in gts:
+                    g["ignore"] = g["ignore"] or g.get("difficult", False)
+
+    gts, dts = [], []
+    for i, im in enumerate(images):
+        gts += _annotations(im.gt_boxes, im.gt_labels, i, len(gts) + 1)
+        gts += _annotations(im.ignore_boxes, im.ignore_labels, i, len(gts) + 1,
+                            iscrowd=im.ignore_crowd.astype(int), difficult=~im.ignore_crowd)
+        dts += _annotations(im.boxes, im.labels, i, len(dts) + 1, score=np.asarray(im.scores, np.float64))
+    meta = {"images": [{"id": i} for i in range(len(images))],
+            "categories": [{"id": c, "name": str(c)} for c in range(num_classes)]}
+    gt, dt = COCO(), COCO()
+    gt.dataset, dt.dataset = {**meta, "annotations": gts}, {**meta, "annotations": dts}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt.createIndex()
+        ev = IgnoringEval(gt, dt, "bbox")
+        if iou_thrs is not None:
+            ev.params.iouThrs = np.asarray(iou_thrs, np.float64)
+        ev.params.maxDets = [1, 10, max_dets]
+        ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]  # what cnnkit reports
+        ev.evaluate()
+        ev.accumulate()
+    return ev
+
+
+def _mean(precision: np.ndarray) -> float:
+    valid = precision[precision > -1]
+    return float(valid.mean()) if valid.size else 0.0
 
 
 def coco_map(images: Sequence[Detections], num_classes: int, max_dets: int = 100) -> dict[str, float]:
-    """``map`` (IoU 0.50:0.95) and ``map50`` over classes that have ground truth, computed the way
-    pycocotools' COCOeval does for area "all" (101-point interpolated precision)."""
-    ap = np.full((len(COCO_IOUS), num_classes), np.nan)
-    for c in range(num_classes):
-        scores, tps, n_gt = [], [], 0
-        for im in images:
-            gt = im.gt_boxes[im.gt_labels == c]
-            mask = im.labels == c
-            order = np.argsort(-im.scores[mask], kind="mergesort")[:max_dets]
-            dt = im.boxes[mask][order]
-            n_gt += len(gt)
-            scores.append(im.scores[mask][order])
-            tps.append(_match(dt, gt, COCO_IOUS))
-        if n_gt == 0:
-            continue
-        s = np.concatenate(scores) if scores else np.zeros(0)
-        order = np.argsort(-s, kind="mergesort")
-        tp = np.concatenate(tps, axis=1)[:, order] if tps else np.zeros((len(COCO_IOUS), 0), bool)
-        tp_sum = np.cumsum(tp, axis=1, dtype=np.float64)
-        fp_sum = np.cumsum(~tp, axis=1, dtype=np.float64)
-        for t in range(len(COCO_IOUS)):
-            recall = tp_sum[t] / n_gt
-            precision = tp_sum[t] / np.maximum(tp_sum[t] + fp_sum[t], np.spacing(1))
-            precision = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
-            idx = np.searchsorted(recall, COCO_RECALLS, side="left")
-            q = np.zeros(len(COCO_RECALLS))
-            valid = idx < len(precision)
-            q[valid] = precision[idx[valid]]
-            ap[t, c] = q.mean()
-    with np.errstate(all="ignore"):
-        has = ~np.isnan(ap[0])
-        if not has.any():
-            return {"map": 0.0, "map50": 0.0, "map75": 0.0}
-        return {"map": float(np.nanmean(ap[:, has])), "map50": float(np.nanmean(ap[0, has])),
-                "map75": float(np.nanmean(ap[5, has]))}
+    """``map`` (IoU 0.50:0.95), ``map50`` and ``map75`` over the classes that have ground truth:
+    COCOeval's bbox AP for area "all" and ``max_dets`` detections an image."""
+    if not any(len(im.gt_labels) for im in images):
+        return {"map": 0.0, "map50": 0.0, "map75": 0.0}
+    ev = coco_eval(images, num_classes, max_dets=max_dets)
+    precision = ev.eval["precision"][:, :, :, 0, -1]  # (iou, recall, class) for area all, max_dets
+    return {"map": _mean(precision), "map50": _mean(precision[0]), "map75": _mean(precision[5])}
 
 
 def pr_curve(images: Sequence[Detections], num_classes: int, iou: float = 0.5) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per-class (recall, precision) arrays at one IoU threshold, for plotting."""
+    """Per-class COCOeval precision at its 101 recall points for one IoU threshold, up to the
+    highest recall reached (empty for a class without ground truth), for plotting."""
     curves = []
+    if not any(len(im.gt_labels) for im in images):
+        return [(np.zeros(0), np.zeros(0)) for _ in range(num_classes)]
+    ev = coco_eval(images, num_classes, iou_thrs=[iou])
+    recalls = ev.params.recThrs
     for c in range(num_classes):
-        scores, tps, n_gt = [], [], 0
-        for im in images:
-            gt = im.gt_boxes[im.gt_labels == c]
-            mask = im.labels == c
-            order = np.argsort(-im.scores[mask], kind="mergesort")
-            n_gt += len(gt)
-            scores.append(im.scores[mask][order])
-            tps.append(_match(im.boxes[mask][order], gt, np.array([iou]))[0])
-        s, tp = np.concatenate(scores), np.concatenate(tps)
-        tp = tp[np.argsort(-s, kind="mergesort")]
-        tp_sum, fp_sum = np.cumsum(tp), np.cumsum(~tp)
-        curves.append((tp_sum / max(n_gt, 1), tp_sum / np.maximum(tp_sum + fp_sum, 1)))
+        precision = ev.eval["precision"][0, :, c, 0, -1]
+        reached = recalls <= ev.eval["recall"][0, c, 0, -1] if precision[0] > -1 else np.zeros(len(recalls), bool)
+        curves.append((recalls[reached], precision[reached]))
     return curves
 
 

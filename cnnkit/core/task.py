@@ -148,7 +148,8 @@ class Task:
 
     def raw_dataset(self, split: str) -> Any:
         """The dataset split as the adapter yields it, classes checked against the checkpoint."""
-        ds = open_dataset(self.data_spec, split, self.data_tasks)
+        ds = open_dataset(self.data_spec, split, self.data_tasks, val=self.config.val,
+                          val_fraction=self.config.val_fraction, seed=self.config.seed)
         found = list(getattr(ds, "classes", []) or [])
         if self.classes is None:
             self.classes = found

@@ -1,4 +1,5 @@
-"""``--data SPEC`` resolution: a path recognised by its layout, or ``synthetic:NAME?k=v``."""
+"""``--data SPEC`` resolution: a path recognised by its layout, or ``synthetic:NAME?k=v``; and
+the explicit splits of a run (``--val PATH``, ``--val-fraction F``, see ``splits.py``)."""
 
 from __future__ import annotations
 
@@ -15,19 +16,19 @@ SYNTHETIC_PREFIX = "synthetic:"
 
 def register_builtin(register: Callable[[registry.DatasetSpec], None]) -> None:
     """Register core's own adapters (always present, whatever plugins are loaded)."""
-    from cnnkit.core.data import classification, detection, identities
+    from cnnkit.core.data import classification, coco, identities, voc, yolo
 
     DS = registry.DatasetSpec
-    register(DS("yolo", "detect", "cnnkit.core.data.detection:yolo_dataset", detection.is_yolo,
-                "YOLO data.yaml with images/ and labels/ folders"))
-    register(DS("coco", "detect", "cnnkit.core.data.detection:coco_dataset", detection.is_coco,
-                "COCO annotation json"))
-    register(DS("voc", "detect", "cnnkit.core.data.detection:voc_dataset", detection.is_voc,
-                "Pascal VOC root (Annotations/, JPEGImages/, ImageSets/Main/)"))
-    register(DS("image-folder", "classify", "cnnkit.core.data.classification:image_folder_dataset",
-                classification.is_image_folder, "train/ and val/ with one folder a class"))
+    register(DS("yolo", "detect", "cnnkit.core.data.yolo:yolo_dataset", yolo.is_yolo,
+                "YOLO data.yaml (or a Roboflow YOLO export holding one) with images/ and labels/"))
+    register(DS("coco", "detect", "cnnkit.core.data.coco:coco_dataset", coco.is_coco,
+                "COCO annotation json, COCO root (annotations/instances_*.json) or Roboflow COCO export"))
+    register(DS("voc", "detect", "cnnkit.core.data.voc:voc_dataset", voc.is_voc,
+                "Pascal VOC root (Annotations/, JPEGImages/, ImageSets/Main/) or VOCdevkit/"))
     register(DS("identities", "embed", "cnnkit.core.data.identities:identity_dataset",
                 identities.is_identity_root, "one folder a person"))
+    register(DS("image-folder", "classify", "cnnkit.core.data.classification:image_folder_dataset",
+                classification.is_image_folder, "train/ with val/ (or valid/) and test/, one folder a class"))
     for name, task, cls in (("textures", "classify", "Textures"), ("shapes", "detect", "Shapes"),
                             ("glyphs", "embed", "Glyphs")):
         register(DS(f"synthetic:{name}", task, f"cnnkit.core.data.synthetic:{cls}", None,
@@ -50,8 +51,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, params
 
 
-def find_dataset(spec: str) -> tuple[registry.DatasetSpec, str, dict[str, Any]]:
-    """The adapter for ``spec`` with its source and parameters, or a clear error."""
+def find_dataset(spec: str, tasks: tuple[str, ...] | None = None) -> tuple[registry.DatasetSpec, str, dict[str, Any]]:
+    """The adapter for ``spec`` (preferring one of ``tasks``) with its source and parameters."""
     name, params = parse_spec(spec)
     if name.startswith(SYNTHETIC_PREFIX):
         if name not in registry.datasets:
@@ -61,17 +62,21 @@ def find_dataset(spec: str) -> tuple[registry.DatasetSpec, str, dict[str, Any]]:
     path = Path(name)
     if not path.exists():
         raise CnnkitError(f"{path}: no such file or folder")
+    first = None
     for _, ds in registry.datasets.items():
         if ds.matches is not None and ds.matches(path):
-            return ds, str(path), params
+            if tasks is None or ds.task in tasks:
+                return ds, str(path), params
+            first = first or ds
+    if first is not None:
+        return first, str(path), params
     raise CnnkitError(
-        f"{path}: unrecognised data layout (expected a YOLO data.yaml, a COCO json, a VOC root, "
-        "an ImageFolder root with train/ and val/, an identity root, or synthetic:NAME)")
+        f"{path}: unrecognised data layout (expected a YOLO data.yaml, a COCO json or root, a Roboflow "
+        "export, a VOC root, an ImageFolder root with train/ and val/, an identity root, or synthetic:NAME)")
 
 
-def open_dataset(spec: str, split: str = "train", tasks: tuple[str, ...] | None = None) -> Any:
-    """Build the ``split`` of the dataset named by ``spec``; ``tasks`` limits what fits."""
-    ds, source, params = find_dataset(spec)
+def _build(spec: str, split: str, tasks: tuple[str, ...] | None) -> Any:
+    ds, source, params = find_dataset(spec, tasks)
     if tasks is not None and ds.task not in tasks:
         raise CnnkitError(f"--data {spec} is a {ds.task} dataset ({ds.name}); this model needs {' or '.join(tasks)} data")
     build = registry.resolve(ds.build)
@@ -81,8 +86,37 @@ def open_dataset(spec: str, split: str = "train", tasks: tuple[str, ...] | None 
         if unknown:
             raise CnnkitError(f"{name_of(spec)}: unknown parameter(s) {', '.join(sorted(unknown))} "
                               f"(accepted: {', '.join(sorted(accepted))})")
-        return build(split=split, **params)
-    return build(source, split=split, **params)
+        data = build(split=split, **params)
+    else:
+        data = build(source, split=split, **params)
+    if not getattr(data, "source", ""):
+        try:
+            data.source = f"{spec} {split}"
+        except AttributeError:
+            pass
+    return data
+
+
+def open_dataset(spec: str, split: str = "train", tasks: tuple[str, ...] | None = None, *,
+                 val: str = "", val_fraction: float = 0.0, seed: int = 0) -> Any:
+    """Build the ``split`` ("train", "val" or "test") of the dataset named by ``spec``; ``tasks``
+    limits what fits. ``val`` names another source for the val split (its own val split if it
+    has one, else all of it); ``val_fraction`` carves train and val from the training images.
+    A missing val split is refused with a line naming both."""
+    from cnnkit.core.data import splits
+
+    splits.check_fraction(val, val_fraction)
+    if split == "val" and val:
+        try:
+            return _build(val, "val", tasks)
+        except splits.MissingSplit:
+            return _build(val, "train", tasks)
+    if split in ("train", "val") and val_fraction:
+        return splits.carve(_build(spec, "train", tasks), split, val_fraction, seed)
+    try:
+        return _build(spec, split, tasks)
+    except splits.MissingSplit as exc:
+        raise splits.no_val(spec, exc) if split == "val" else splits.MissingSplit(f"--data {spec}: {exc}") from None
 
 
 def name_of(spec: str) -> str:

@@ -1,4 +1,5 @@
-"""ImageFolder layout: ``root/train/<class>/*.jpg`` and ``root/val/<class>/*.jpg``."""
+"""ImageFolder layout: ``root/train/<class>/*.jpg`` with ``val/`` (or ``valid/``) and ``test/``
+beside it, or one folder of class folders (a single split, e.g. what ``--val`` names)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,34 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.core.data.images import list_images, read_image
+from cnnkit.core.data.splits import SPLIT_WORDS, MissingSplit
 from cnnkit.core.errors import CnnkitError
 
 
+def _class_folder(path: Path) -> bool:
+    """A folder of class folders, each holding images directly."""
+    if not path.is_dir() or (path / "train").is_dir():
+        return False
+    classes = [p for p in path.iterdir() if p.is_dir()]
+    return bool(classes) and all(list_images(p) for p in classes)
+
+
 def is_image_folder(path: Path) -> bool:
-    return path.is_dir() and (path / "train").is_dir() and any(p.is_dir() for p in (path / "train").iterdir())
+    train = path / "train"
+    return (path.is_dir() and train.is_dir() and any(p.is_dir() for p in train.iterdir())) or _class_folder(path)
+
+
+def split_folder(root: Path, split: str) -> Path:
+    """``root/<split>/`` (``val/``, ``valid/`` or ``validation/`` for val); a single folder of
+    class folders is its own train split."""
+    if not (root / "train").is_dir():
+        if split == "train":
+            return root
+        raise MissingSplit(f"{root} is a single folder of classes")
+    for word in SPLIT_WORDS[split]:
+        if (root / word).is_dir():
+            return root / word
+    raise MissingSplit(f"{root} has no {' or '.join(w + '/' for w in SPLIT_WORDS[split])} folder")
 
 
 class LabelledImages:
@@ -43,11 +67,14 @@ class FolderDataset(LabelledImages):
             raise CnnkitError(f"{root}: no images found")
         self.targets = [label for _, label in self.items]
 
+    def paths(self) -> list[Path]:
+        return [p for p, _ in self.items]
+
 
 def image_folder_dataset(source: str | Path, split: str = "train") -> FolderDataset:
     root = Path(source)
-    train_classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    folder = root / split
-    if not folder.is_dir():
-        raise CnnkitError(f"{root}: no '{split}/' folder")
-    return FolderDataset(folder, classes=train_classes)
+    train = split_folder(root, "train")
+    folder = split_folder(root, split)
+    ds = FolderDataset(folder, classes=sorted(p.name for p in train.iterdir() if p.is_dir()))
+    ds.source = f"ImageFolder {folder}"
+    return ds

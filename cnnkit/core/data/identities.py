@@ -14,6 +14,7 @@ import numpy as np
 
 from cnnkit.core.data.classification import FolderDataset, LabelledImages
 from cnnkit.core.data.images import list_images
+from cnnkit.core.data.splits import MissingSplit
 from cnnkit.core.errors import CnnkitError
 
 SPLITS = ("train", "val")
@@ -55,7 +56,12 @@ class IdentityDataset(FolderDataset):
 
 
 def identity_dataset(source: str | Path, split: str = "train") -> IdentityDataset:
-    return IdentityDataset(source, split)
+    """Train or val identities of a root (it has no test split: evaluate on a pairs file)."""
+    if split not in SPLITS:
+        raise MissingSplit(f"{source} has train and val identities only")
+    ds = IdentityDataset(source, split)
+    ds.source = f"identities {source} ({len(ds.classes)} people; val people chosen by name hash)"
+    return ds
 
 
 # --------------------------------------------------------------------------- LFW pairs

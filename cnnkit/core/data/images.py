@@ -16,6 +16,7 @@ from cnnkit.core.errors import CnnkitError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 PIXELS_ENV = "CNNKIT_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own default (1024 * 1024 * 1024 // 4 // 3)
+EXIF_SWAPS = {5, 6, 7, 8}  # EXIF orientations that display the image turned by 90 degrees
 
 
 def max_image_pixels() -> int:
@@ -45,13 +46,21 @@ def _open(path: Path) -> Image.Image:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the header alone, or a one-line :class:`CnnkitError`."""
+    """(width, height) as displayed (EXIF rotation applied) from the header alone, or a one-line
+    :class:`CnnkitError` (``PATH: missing``, ``PATH: not a readable image (...)``, the pixel limit).
+    Only EXIF that a format keeps ahead of the pixels is read: a PNG's eXIf after them is not."""
     path = Path(path)
     try:
         with _open(path) as img:
-            return img.size
+            w, h = img.size
+            if (img.format in ("JPEG", "MPO", "TIFF") or "exif" in img.info) and \
+                    img.getexif().get(0x0112, 1) in EXIF_SWAPS:
+                w, h = h, w
+            return w, h
+    except FileNotFoundError:
+        raise CnnkitError(f"{path}: missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise CnnkitError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from None
+        raise CnnkitError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
 
 
 def is_image(path: Path) -> bool:

@@ -40,7 +40,8 @@ def classification_pipeline(img_size: int, train: bool) -> A.Compose:
 
 
 def detection_pipeline(img_size: int, train: bool) -> A.Compose:
-    """Letterbox to ``img_size`` square; in training also scale jitter, flips and HSV."""
+    """Letterbox to ``img_size`` square; in training also scale jitter, flips and HSV. Boxes
+    come with two label fields: ``labels`` and ``kind`` (0 object, 1 difficult, 2 crowd)."""
     steps: list[A.BasicTransform] = []
     if train:
         steps += [
@@ -50,7 +51,7 @@ def detection_pipeline(img_size: int, train: bool) -> A.Compose:
             A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=40, val_shift_limit=30, p=0.5),
         ]
     steps += letterbox_steps(img_size)
-    return A.Compose(steps, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"],
+    return A.Compose(steps, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels", "kind"],
                                                      min_visibility=0.3, min_area=4))
 
 

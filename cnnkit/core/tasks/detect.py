@@ -27,17 +27,25 @@ Prediction = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (N,4) xyxy
 
 
 class DetectionTransform:
-    """Albumentations (bbox-aware) letterbox/augment -> ``(image tensor, {"boxes", "labels"})``."""
+    """Albumentations (bbox-aware) letterbox/augment -> ``(image tensor, target)``; the target
+    holds ``boxes`` and ``labels``, and the ignore regions ``ignore_boxes``, ``ignore_labels``,
+    ``ignore_crowd`` moved with them (see ``cnnkit.core.data.detection``)."""
 
     def __init__(self, img_size: int, train: bool, normalize: bool = False) -> None:
         self.pipeline = detection_pipeline(img_size, train)
         self.normalize = normalize
 
     def __call__(self, sample: DetectionSample) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = self.pipeline(image=sample.image, bboxes=sample.boxes, labels=sample.labels)
+        kind = np.r_[np.zeros(len(sample.labels)), 1 + sample.ignore_crowd].astype(np.int64)
+        out = self.pipeline(image=sample.image, bboxes=np.concatenate([sample.boxes, sample.ignore_boxes]),
+                            labels=np.r_[sample.labels, sample.ignore_labels].astype(np.int64), kind=kind)
         boxes = torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4))
         labels = torch.as_tensor(np.asarray(out["labels"], dtype=np.int64).reshape(-1))
-        return to_tensor(out["image"], self.normalize), {"boxes": boxes, "labels": labels}
+        kind = torch.as_tensor(np.asarray(out["kind"], dtype=np.int64).reshape(-1))
+        obj = kind == 0
+        return to_tensor(out["image"], self.normalize), {
+            "boxes": boxes[obj], "labels": labels[obj],
+            "ignore_boxes": boxes[~obj], "ignore_labels": labels[~obj], "ignore_crowd": kind[~obj] == 2}
 
 
 def collate_detections(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
@@ -95,7 +103,8 @@ class DetectionTask(Task):
             for (boxes, scores, labels), t in zip(
                     self.predict_batch(model, images.to(device), self.eval_conf, self.eval_iou), targets):
                 out.append(Detections(boxes.float().cpu().numpy(), scores.float().cpu().numpy(),
-                                      labels.cpu().numpy(), t["boxes"].numpy(), t["labels"].numpy()))
+                                      labels.cpu().numpy(), t["boxes"].numpy(), t["labels"].numpy(),
+                                      *(t[k].numpy() for k in ("ignore_boxes", "ignore_labels", "ignore_crowd") if k in t)))
         return out
 
     @torch.no_grad()

@@ -118,7 +118,8 @@ def _floats(r: DatReader, n: int) -> list[float]:
 def _con(r: DatReader) -> dict[str, Any]:
     params = r.tensor().reshape(-1)
     filters, nr, nc, sy, sx, py, px = (r.int() for _ in range(7))
-    weight_shape, bias_shape = r.alias(), r.alias()
+    weight_shape = r.alias()
+    r.alias()  # the bias alias: its shape is (filters,)
     _floats(r, 4)  # learning-rate and weight-decay multipliers
     n_weight = int(np.prod(weight_shape))
     return {"weight": params[:n_weight].reshape(weight_shape), "bias": params[n_weight:n_weight + filters],

@@ -1,0 +1,83 @@
+"""``cnnkit data check``: what training would read from ``--data``, split by split, without training."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import typer
+
+from cnnkit.core.errors import CnnkitError
+
+
+def check(spec: str, val: str = "", val_fraction: float = 0.0, seed: int = 0,
+          task: str | None = None) -> dict[str, Any]:
+    """The layout, classes and, for each split, its source, counts and scan warnings (a split
+    that is absent says why)."""
+    from dataclasses import asdict
+
+    from cnnkit.core.data import find_dataset, open_dataset
+    from cnnkit.core.data.splits import MissingSplit, report_of, source_of
+
+    tasks = (task,) if task else None
+    adapter, _, _ = find_dataset(spec, tasks)
+    out: dict[str, Any] = {"data": spec, "layout": adapter.name, "task": adapter.task, "classes": [], "splits": {}}
+    for split in ("train", "val", "test"):
+        try:
+            ds = open_dataset(spec, split, tasks, val=val, val_fraction=val_fraction, seed=seed)
+        except MissingSplit as exc:
+            out["splits"][split] = {"missing": str(exc)}
+            continue
+        out["classes"] = out["classes"] or list(getattr(ds, "classes", None) or [])
+        report = getattr(ds, "report", None)  # a cut (--val-fraction) has its source's warnings only
+        entry: dict[str, Any] = {"source": source_of(ds), "images": len(ds)}
+        if report is not None:
+            entry |= {k: v for k, v in asdict(report).items() if k not in ("source", "images")}
+        if report_of(ds) is not None:
+            entry["warnings"] = report_of(ds).warnings()
+        if report is None and hasattr(ds, "targets") and out["classes"]:
+            entry["per_class"] = {c: 0 for c in out["classes"]}
+            for t in ds.targets:
+                entry["per_class"][out["classes"][t]] += 1
+        out["splits"][split] = entry
+    return out
+
+
+def _describe(split: str, entry: dict[str, Any]) -> list[str]:
+    if "missing" in entry:
+        return [f"{split}: none ({entry['missing']})"]
+    counts = [f"{entry['images']} images"]
+    if "boxes" in entry:
+        counts += [f"{entry['boxes']} boxes", f"{entry['empty']} without objects"]
+        if entry["ignored"]:
+            counts.append(f"{entry['ignored']} ignore regions (crowd/difficult)")
+    line = f"{split}: {', '.join(counts)} ({entry['source']})"
+    if "seconds" in entry:
+        line += f"; scan {entry['seconds']:.2f} s, cache {entry['cache']}"
+    return [line] + [f"  warning: {w}" for w in entry.get("warnings", [])]
+
+
+def check_cmd(
+    data: str = typer.Option(..., "--data", help="Dataset path or synthetic:NAME[?k=v]."),
+    val: Optional[str] = typer.Option(None, "--val", help="Validation data from another source (any layout)."),
+    val_fraction: float = typer.Option(0.0, "--val-fraction", min=0.0, max=0.99,
+                                       help="Validate on this share of the training images."),
+    seed: int = typer.Option(0, "--seed", help="The seed of the --val-fraction cut."),
+    task: Optional[str] = typer.Option(None, "--task", help="Read the data as this task's (classify, detect, embed)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Scan a dataset as training would: splits, sources, counts, skipped images and bad boxes."""
+    result = check(data, val or "", val_fraction, seed, task)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    classes = result["classes"]
+    shown = ", ".join(classes[:10]) + (f", ... ({len(classes)} in all)" if len(classes) > 10 else "")
+    print(f"data: {data} ({result['layout']}, {result['task']}); classes: {shown or '-'}")
+    for split, entry in result["splits"].items():
+        for line in _describe(split, entry):
+            print(line)
+    if "missing" in result["splits"]["val"]:
+        print("training needs a validation split: --val PATH or --val-fraction F")
+    if not any("missing" not in e for e in result["splits"].values()):
+        raise CnnkitError(f"--data {data}: no split could be read")

@@ -1,0 +1,42 @@
+"""Optimizers and per-epoch learning-rate schedules, as the papers' recipes name them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnkit.core.config import TrainConfig
+from cnnkit.core.errors import CnnkitError
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum and weight decay (the VGG recipe), Adam/AdamW, or RMSProp (Inception-v3)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    name = config.optimizer.lower()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if name == "rmsprop":  # Inception-v3: decay 0.9, epsilon 1.0
+        return torch.optim.RMSprop(params, lr=config.lr, alpha=0.9, eps=1.0, momentum=config.momentum,
+                                   weight_decay=config.weight_decay)
+    raise CnnkitError(f"unknown optimizer '{config.optimizer}' (sgd, adam, adamw, rmsprop)")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, key_mode: str) -> Any:
+    """Per-epoch schedule: cosine, step, plateau (on the key metric) or none."""
+    name = config.scheduler.lower()
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+    if name == "step":
+        step = config.step_size or max(config.epochs // 3, 1)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=config.gamma)
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=key_mode, factor=config.gamma, patience=2)
+    if name == "none":
+        return None
+    raise CnnkitError(f"unknown scheduler '{config.scheduler}' (cosine, step, plateau, none)")
