@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -53,8 +54,8 @@ class TreeLabels:
     def __getitem__(self, index: int) -> Any:
         sample = self.base[index]
         if isinstance(sample, DetectionSample):
-            return DetectionSample(sample.image, sample.boxes, self.nodes[np.asarray(sample.labels, np.int64)],
-                                   sample.path)
+            return replace(sample, labels=self.nodes[np.asarray(sample.labels, np.int64)],
+                           ignore_labels=self.nodes[np.asarray(sample.ignore_labels, np.int64)])
         image, label = sample
         return image, int(self.nodes[label])
 

@@ -91,7 +91,9 @@ class YoloTask(DetectionTask):
         from cnnkit.core.data import open_dataset
         from cnnkit.plugins.yolo.joint import on_tree
 
-        return on_tree(open_dataset(self.data_spec, split, self.data_tasks), self.tree, f"--data {self.data_spec}")
+        ds = open_dataset(self.data_spec, split, self.data_tasks, val=self.config.val,
+                          val_fraction=self.config.val_fraction, seed=self.config.seed)
+        return on_tree(ds, self.tree, f"--data {self.data_spec}")
 
     def dataset(self, split: str) -> Any:
         detections = super().dataset(split)
