@@ -226,3 +226,27 @@ def test_stylize_without_cache_or_mirror_names_the_vgg_file(cli, cache, tmp_path
                       "--no-track"))
     assert "vgg19-dcbb9e9d.pth" in line and str(cache / "vgg19-dcbb9e9d.pth") in line
     assert "--weights random" in line
+
+
+def test_faster_rcnn_backbone_starts_from_its_imagenet_weights(cli, cache):
+    """`--backbone resnet18 --pretrained` (and vgg16 alike): the trunk starts from the registry's file;
+    the 4-step schedule's two trunks both do, as in the paper."""
+    from cnnkit.core.registry import models
+
+    plugins.load_plugins()
+    torch.manual_seed(5)
+    source = models.get("resnet18").create(num_classes=1000).state_dict()
+    cache.mkdir(parents=True)
+    torch.save(source, cache / "resnet18-f37072fd.pth")
+    common = ["--data", "synthetic:shapes?n=8&size=64", "--lr", "0", "--no-track", "--backbone", "resnet18",
+              "--pretrained"]
+    for schedule, epochs in (("joint", "1"), ("4step", "4")):  # 4-step: one epoch a step
+        r = cli("train", "faster-rcnn", *common, "--schedule", schedule, "--epochs", epochs, "--out", schedule)
+        assert r.code == 0, r.stderr
+        state = torch.load(f"{schedule}/weights/last.pt", weights_only=True)["model_state"]
+        firsts = sorted(k for k in state if k.endswith("body.conv1.weight"))
+        assert firsts == (["trunk.body.conv1.weight"] if schedule == "joint"
+                          else ["det_trunk.body.conv1.weight", "trunk.body.conv1.weight"])
+        assert all(torch.equal(state[k], source["conv1.weight"]) for k in firsts)
+    line = _error(cli("train", "faster-rcnn", "--pretrained", "--no-track"))  # the small trunk has no weights
+    assert "no published weights" in line

@@ -175,22 +175,25 @@ def read_state(entry: WeightsSpec, path: Path) -> dict[str, Any]:
 
 
 def load_entry(task: Any, model: Any, entry: WeightsSpec) -> tuple[int, Path]:
-    """Load ``entry`` (downloaded if needed) into ``model``, or into its backbone when the weights
-    are a backbone's; heads that do not fit are left as built. Returns (tensors loaded, file)."""
+    """Load ``entry`` (downloaded if needed) into ``model``, or into each of its backbones when
+    the weights are a backbone's (Faster R-CNN's 4-step schedule starts both of its trunks from
+    them, as the paper does); heads that do not fit are left as built. Returns (tensors loaded
+    into the model or its first backbone, file)."""
     from cnnkit.core.backbone import Trunk
     from cnnkit.core.checkpoint import load_weights_into
 
-    target = model
+    targets = [model]
     if entry.model not in (task.spec.name, *task.spec.aliases):  # a backbone's weights
-        trunks = [m.body for m in model.modules() if isinstance(m, Trunk)]
-        if len(trunks) != 1:
+        targets = [m.body for m in model.modules() if isinstance(m, Trunk)]
+        if not targets:
             raise CnnkitError(f"{task.spec.name} does not build its backbone through cnnkit's backbone contract, "
                               f"so {entry.name} has nowhere to go; use --weights PATH")
-        target = trunks[0]
     path = fetch(entry)
     if entry.format == "darknet":  # the family reads its own format
         return task.load_weights(model, str(path)), path
-    return load_weights_into(target, read_state(entry, path), entry.model or task.spec.name, path, strict=False), path
+    state = read_state(entry, path)
+    loaded = [load_weights_into(t, state, entry.model or task.spec.name, path, strict=False) for t in targets]
+    return loaded[0], path
 
 
 def registered(value: str) -> WeightsSpec | None:

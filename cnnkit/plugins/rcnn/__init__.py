@@ -6,7 +6,7 @@ _M = "cnnkit.plugins.rcnn.models:"
 _T = "cnnkit.plugins.rcnn.task:"
 _L = "cnnkit.plugins.rcnn.losses:"
 SHAPES = "synthetic:shapes?n=256&size=64"
-TRUNK = {"backbone": "small", "pretrained": False}  # small | resnet18 | vgg16
+TRUNK = {"backbone": "small"}  # small | resnet18 | vgg16 (--pretrained: ImageNet weights for the last two)
 HEAD = {"rois_per_image": 64, "fg_fraction": 0.25}
 
 

@@ -33,19 +33,17 @@ def _dilate(layer: nn.Module, rate: int) -> None:
                 m.dilation, m.padding = (rate, rate), (rate, rate)
 
 
-def trunk(*, backbone: str = "small", width: int = 16, pretrained: bool = False) -> tuple[nn.Module, int, int]:
+def trunk(*, backbone: str = "small", width: int = 16) -> tuple[nn.Module, int, int]:
     """A feature extractor, its channels and its stride.
 
     ``small`` (stride 4, for small images): VGG-style conv3x3-BN-ReLU blocks (width, 2w, 4w, 4w)
     with two 2x2 max pools. ``resnet18`` (stride 8) and ``vgg16`` (conv5_3, stride 16: the
     papers') come through the backbone contract (:func:`cnnkit.core.backbone.build_backbone`);
-    resnet18's last two stages are dilated instead of strided, VGG-16's last max pool is dropped.
+    resnet18's last two stages are dilated instead of strided, VGG-16's last max pool is dropped
+    (neither changes a weight's name, so ``--pretrained`` loads the ImageNet files into them).
     """
     if backbone not in BACKBONES:
         raise CnnkitError(f"--backbone {backbone}: choose {', '.join(BACKBONES)}")
-    if pretrained:  # hook: load the registry's ImageNet weights for ``backbone`` into the trunk here
-        raise CnnkitError("--pretrained: the R-CNN family's trunks do not take the registry's backbone weights "
-                          "yet; pass --weights FILE instead")
     if backbone == "small":
         w = width
         return nn.Sequential(_conv(3, w), nn.MaxPool2d(2), _conv(w, 2 * w), nn.MaxPool2d(2),
@@ -70,10 +68,10 @@ class RCNN(nn.Module):
     context = 16 / 227
 
     def __init__(self, num_classes: int, crop: int = 32, backbone: str = "small", width: int = 16,
-                 fc: int = 256, pretrained: bool = False) -> None:
+                 fc: int = 256) -> None:
         super().__init__()
         self.num_classes, self.crop = num_classes, crop
-        self.trunk, channels, _ = trunk(backbone=backbone, width=width, pretrained=pretrained)
+        self.trunk, channels, _ = trunk(backbone=backbone, width=width)
         self.pool = nn.AdaptiveMaxPool2d(4)
         pool_dim = channels * 16
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(pool_dim, fc), nn.ReLU(inplace=True), nn.Dropout(0.5),
@@ -113,11 +111,10 @@ class FastRCNN(nn.Module):
     (background RoIs with IoU in [0.1, 0.5), as the paper)."""
 
     def __init__(self, num_classes: int, backbone: str = "small", width: int = 16, pool: int = 7,
-                 fc: int = 256, rois_per_image: int = 64, fg_fraction: float = 0.25, bg_low: float = 0.1,
-                 pretrained: bool = False) -> None:
+                 fc: int = 256, rois_per_image: int = 64, fg_fraction: float = 0.25, bg_low: float = 0.1) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.trunk, channels, self.stride = trunk(backbone=backbone, width=width, pretrained=pretrained)
+        self.trunk, channels, self.stride = trunk(backbone=backbone, width=width)
         self.head = RoIHead(channels, num_classes, self.stride, pool, fc, rois_per_image, fg_fraction, bg_low)
 
     def forward(self, images: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,12 +130,12 @@ class FasterRCNN(nn.Module):
                  fc: int = 256, anchor_sizes: tuple[float, ...] = (16, 32, 64),
                  aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0), rpn_channels: int = 128,
                  rpn: dict[str, Any] | None = None, rois_per_image: int = 64, fg_fraction: float = 0.25,
-                 pretrained: bool = False, separate_trunks: bool = False) -> None:
+                 separate_trunks: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.trunk, channels, self.stride = trunk(backbone=backbone, width=width, pretrained=pretrained)
+        self.trunk, channels, self.stride = trunk(backbone=backbone, width=width)
         if separate_trunks:
-            self.det_trunk = trunk(backbone=backbone, width=width, pretrained=pretrained)[0]
+            self.det_trunk = trunk(backbone=backbone, width=width)[0]
         self.rpn = RPN(channels, rpn_channels, tuple(anchor_sizes), tuple(aspect_ratios), self.stride, **(rpn or {}))
         self.head = RoIHead(channels, num_classes, self.stride, pool, fc, rois_per_image, fg_fraction, 0.0)
 
