@@ -33,11 +33,38 @@ def test_one_epoch_per_family(cli, family):
     assert r.code == 0, r.stderr
     assert Path("run/weights/best.pt").is_file() and "metrics:" in r.stdout
     top1 = float(r.stdout.split("top1 ")[1].split()[0])
-    assert 0.0 <= top1 <= 1.0
     if family == "resnet":  # the shortcut option travels in the checkpoint: eval rebuilds option A
         r = cli("eval", "run/weights/best.pt", "--json")
         assert r.code == 0, r.stderr
         assert json.loads(r.stdout)["top1"] == pytest.approx(top1)
+
+
+@pytest.mark.parametrize("model", ["resnet18", "resnext50-32x4d", "densenet121"])
+def test_classifier_fits_one_batch_above_chance(model):
+    """12 Adam steps on one batch of 8 textures (8 classes): an untrained or broken network stays at
+    chance (1/8); measured top-1 on the batch, batch-norm in training mode, 1.0 for all three
+    (losses 2.6 -> 0.001, 2.6 -> 0.003, 2.1 -> 0.005). AlexNet, VGG and GoogLeNet (dropout, no
+    batch norm) need far more steps to fit a batch and are left to the one-epoch smoke test."""
+    import torch
+
+    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.engine import make_task
+    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.registry import models
+    from tests.conftest import optimise
+
+    load_plugins()
+    torch.manual_seed(0)
+    task = make_task(models.get(model), TrainConfig(model=model, data="synthetic:textures?n=16&size=32", img_size=32))
+    ds = task.dataset("train")
+    images, labels = torch.utils.data.default_collate([ds[i] for i in range(8)])
+    net = task.build_model()
+    with torch.no_grad():
+        untrained = float((net(images).argmax(1) == labels).float().mean())
+    optimise(task, net, (images, labels), torch.optim.Adam(net.parameters(), lr=1e-3), steps=12)
+    with torch.no_grad():
+        fitted = float((net(images).argmax(1) == labels).float().mean())
+    assert untrained <= 0.375 and fitted >= 0.875, (untrained, fitted)
 
 
 def test_train_refuses_sizes_below_the_architecture_minimum(cli):
