@@ -96,6 +96,16 @@ class Distributed:
             dist.destroy_process_group()
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The network itself under DistributedDataParallel (``.module``) and ``torch.compile`` (``._orig_mod``)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or (
+            model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else None)
+        if inner is None:
+            return model
+        model = inner
+
+
 def setup_distributed(device: torch.device) -> Distributed:
     """Join the process group when launched by ``torchrun`` (gloo on CPU, nccl on GPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

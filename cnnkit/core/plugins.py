@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import pluggy
 
+from cnnkit import __version__
 from cnnkit.core import hookspecs, registry
 from cnnkit.core.errors import CnnkitError
 
@@ -84,7 +85,7 @@ def load_plugins() -> pluggy.PluginManager:
 
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    core = PluginInfo("core", _version("cnnkit"), "builtin")
+    core = PluginInfo("core", __version__, "builtin")
     _infos.append(core)
     _add(pm, importlib.import_module(CORE), core)
     wanted = {n.strip() for n in os.environ.get("CNNKIT_PLUGINS", "").split(",") if n.strip()}
@@ -106,15 +107,6 @@ def load_plugins() -> pluggy.PluginManager:
     for hook, (reg, kind) in REGISTRIES.items():
         call_hook(pm, hook, lambda plugin, reg=reg, kind=kind: _registrar(reg, kind, plugin))
     return pm
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "?"
 
 
 def _registrar(reg: registry.Registry, kind: type, plugin: str) -> Callable[[Any], None]:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cnnkit.core.device import unwrap
 from cnnkit.core.errors import CnnkitError
 
 MINING = ("batch-hard", "semi-hard", "all")
@@ -142,7 +143,7 @@ def contrastive(model: nn.Module, task: Any) -> ContrastiveLoss:
 
 def similarity(model: nn.Module, task: Any) -> SimilarityLoss:
     """``--loss similarity``: trains the model's own similarity head (``model.similarity``)."""
-    head = getattr(getattr(model, "module", model), "similarity", None)
+    head = getattr(unwrap(model), "similarity", None)
     if head is None:
         raise CnnkitError(f"--loss similarity needs a model with a similarity head; {task.spec.name} has none")
     return SimilarityLoss(head)

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnkit.core.boxes import box_convert, wh_iou
+from cnnkit.core.device import unwrap
 
 Targets = Sequence[dict[str, torch.Tensor]]
 
@@ -250,25 +251,21 @@ class YOLOv1Loss(nn.Module):
 
 
 # ---------------------------------------------------------------- factories: build(model, task)
-def _core(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)  # under DistributedDataParallel
-
-
 def yolov1(model: nn.Module, task: Any) -> YOLOv1Loss:
     """Sum-squared error over the S x S grid (Redmon et al. 2016, eq. 3)."""
-    core = _core(model)
+    core = unwrap(model)
     return YOLOv1Loss(num_classes=core.num_classes, boxes=core.boxes)
 
 
 def yolov2(model: nn.Module, task: Any) -> YOLOv2Loss:
     """Anchor-based loss with softmax classes (YOLOv2 / Darknet's region layer), hierarchical
     over the model's WordTree when it has one (YOLO9000)."""
-    core = _core(model)
+    core = unwrap(model)
     return YOLOv2Loss(num_classes=core.num_classes, anchors=core.anchors, tree=getattr(core, "tree", None))
 
 
 def yolov3(model: nn.Module, task: Any) -> YOLOv3Loss:
     """Three-scale loss with logistic classes; ``--ignore-thresh`` (0.5 in the paper)."""
-    core = _core(model)
+    core = unwrap(model)
     return YOLOv3Loss(num_classes=core.num_classes, anchors=core.anchors,
                       ignore_thresh=float(task.option("ignore_thresh")))

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnkit.core.boxes import batched_nms, box_convert, clip_boxes
+from cnnkit.core.device import unwrap
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.tasks.detect import DetectionTask, Prediction
 from cnnkit.plugins.yolo.losses import decode_anchor_boxes, decode_v1_boxes, grid_view
@@ -45,9 +46,6 @@ def scale_choices(img_size: int) -> list[int]:
     hi = max(lo, math.floor(1.5 * img_size / 32) * 32)
     return list(range(lo, hi + 1, 32))
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 class YoloTask(DetectionTask):
