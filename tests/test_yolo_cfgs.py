@@ -16,6 +16,7 @@ from cnnkit.core.registry import models
 from cnnkit.core.summary import count_params
 from cnnkit.plugins.yolo.darknet import CFG_DIR, model_from_cfg
 from cnnkit.plugins.yolo.layers import DetectionOutput, LocallyConnected, Reorg
+from cnnkit.plugins.yolo.task import decode
 from cnnkit.plugins.yolo.weights import load_darknet_weights, save_darknet_weights
 
 CONFIGS = ["yolov1", "yolov1-tiny", "yolov2", "yolov2-tiny", "yolov2-voc", "yolov2-tiny-voc", "yolov3",
@@ -283,11 +284,13 @@ def test_handwritten_yolov2_is_the_cfg_network(name, tmp_path):
     file = save_darknet_weights(cfg, tmp_path / "w.weights")
     ours = models.get(name).create(num_classes=3).eval()
     load_darknet_weights(ours, file)
-    grid = cfg.width // 32  # [region] anchors are in grid cells: the same cells at the .cfg's size and at 416
-    assert torch.allclose(cfg.anchors[0] * grid, ours.anchors[0] * 13)
-    x = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        assert torch.allclose(cfg(x)[0], ours(x)[0], atol=1e-5)
+    assert torch.equal(cfg.anchors[0], ours.anchors[0])  # [region] anchors: grid cells, as the file has them
+    for size in (64, 96):  # and the two decode the same boxes at every input size
+        x = torch.rand(1, 3, size, size)
+        with torch.no_grad():
+            a, b = cfg(x), ours(x)
+            assert torch.allclose(a[0], b[0], atol=1e-5)
+            assert torch.allclose(decode(cfg, a, size)[0], decode(ours, b, size)[0], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["yolov2-tiny-voc", "yolov3-tiny", "yolov2"])

@@ -41,7 +41,7 @@ def _v3_output(obj_logit_other: float = 3.0) -> torch.Tensor:
 
 
 def test_v3_one_anchor_per_ground_truth_and_ignore_thresh():
-    anchors = [torch.tensor([[0.5, 0.5], [0.25, 0.25]])]
+    anchors = [torch.tensor([[32.0, 32.0], [16.0, 16.0]])]  # [yolo] anchors: input pixels
     out = _v3_output()
     ignoring = YOLOv3Loss(2, anchors, ignore_thresh=0.5)([out], GT, 64)
     not_ignoring = YOLOv3Loss(2, anchors, ignore_thresh=1.0)([out], GT, 64)
@@ -57,14 +57,14 @@ def test_v3_one_anchor_per_ground_truth_and_ignore_thresh():
 def test_v3_images_without_objects_only_have_objectness_loss():
     out = torch.randn(2, 3 * 8, 2, 2)
     empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}] * 2
-    parts = YOLOv3Loss(3, [torch.tensor([[0.2, 0.2], [0.4, 0.4], [0.8, 0.8]])])([out], empty, 64)
+    parts = YOLOv3Loss(3, [torch.tensor([[13.0, 13.0], [26.0, 26.0], [51.0, 51.0]])])([out], empty, 64)
     assert float(parts["box"]) == 0 and float(parts["cls"]) == 0
     expected = torch.nn.functional.softplus(grid_view(out, 3)[..., 4]).sum() / 2
     assert float(parts["obj"]) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_v2_objectness_target_is_the_iou():
-    anchors = [torch.tensor([[0.5, 0.5], [0.25, 0.25]])]
+    anchors = [torch.tensor([[2.0, 2.0], [1.0, 1.0]])]  # [region] anchors: grid cells (16 px at 64 px, 4x4)
     out = torch.zeros(1, 2 * 7, 4, 4)
     p = grid_view(out, 2)
     p[..., 4] = -30.0  # no other prediction claims an object

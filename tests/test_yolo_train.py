@@ -37,7 +37,7 @@ def test_tiny_yolov3_train_eval_detect_with_custom_anchors(cli, tmp_path):
             "--ignore-thresh", "0.7")
     assert r.code == 0, r.stderr
     ck = load_checkpoint("run/weights/best.pt")
-    stored = ck["task_state"]["anchors"] * 64
+    stored = ck["task_state"]["anchors"]  # [yolo] anchors: input pixels, as given
     assert torch.allclose(stored, torch.tensor([[float(v) for v in p.split(",")] for p in anchors.split()]))
     assert ck["config"]["options"] == {"anchors": anchors, "ignore_thresh": 0.7}
     assert _losses("run/weights/last.pt")[-1] < _losses("run/weights/last.pt")[0]

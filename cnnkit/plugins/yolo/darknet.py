@@ -4,8 +4,8 @@ Sections: ``[net]``, ``[convolutional]``, ``[maxpool]``, ``[avgpool]``, ``[reorg
 ``[shortcut]``, ``[upsample]``, ``[local]``, ``[connected]``, ``[dropout]``, ``[crop]``,
 ``[softmax]``, ``[cost]`` and the heads ``[yolo]`` (YOLOv3), ``[region]`` (YOLOv2, YOLO9000 with
 ``tree=``) and ``[detection]`` (YOLOv1) -- every section pjreddie/darknet's YOLO configs use.
-``[region]`` anchors are in grid cells (Darknet scales them with the grid); like every anchor of
-this plugin they become fractions of the input, taken at the .cfg's ``[net]`` size.
+Anchors stay in the file's (Darknet's) units at every input size: ``[yolo]`` anchors in input
+pixels, ``[region]`` anchors in grid cells.
 The configs ship in ``cfg/`` beside this file (:func:`packaged_cfg`); .weights files are read and
 written by :mod:`cnnkit.plugins.yolo.weights`.
 """
@@ -102,8 +102,8 @@ class DarknetModel(nn.Module):
     """A network read from a .cfg. Detectors return their head maps as the family's models do
     (``[yolo]``/``[region]``: a list of ``(B, A*(5+C), H, W)`` maps, coarsest first as in the
     file; ``[detection]``: a ``(B, S, S, boxes*5+C)`` tensor); classifiers return logits
-    (``[softmax]`` and ``[cost]`` are left to the loss). ``num_classes`` and ``anchors`` (fractions
-    of the input, sorted by area) override the file's; ``tree`` (a WordTree) that of ``[region] tree=``."""
+    (``[softmax]`` and ``[cost]`` are left to the loss). ``num_classes`` and ``anchors`` (Darknet's
+    units: pixels for ``[yolo]``, grid cells for ``[region]``) override the file's; ``tree`` (a WordTree) that of ``[region] tree=``."""
 
     def __init__(self, sections: list[Section], num_classes: int | None = None, anchors: Any = None,
                  tree: Any = None, source: Path | None = None) -> None:
@@ -144,7 +144,7 @@ class DarknetModel(nn.Module):
             pad = k // 2 if int(s.get("pad", 0)) else int(s.get("padding", 0))
             bn = bool(int(s.get("batch_normalize", 0)))
             conv = nn.Conv2d(c_in, filters, k, stride, pad, groups=int(s.get("groups", 1)), bias=not bn)
-            module = _block(conv, nn.BatchNorm2d(filters) if bn else None, _activation(s, where))
+            module = _block(conv, nn.BatchNorm2d(filters, eps=L.BN_EPS) if bn else None, _activation(s, where))
             return module, filters, [(d + 2 * pad - k) // stride + 1 for d in size]
         if kind == "maxpool":
             stride = int(s.get("stride", 1))
@@ -184,7 +184,7 @@ class DarknetModel(nn.Module):
             out, bn = int(s["output"]), bool(int(s.get("batch_normalize", 0)))
             inputs = c_in * size[0] * size[1]
             module = _block(L.PoolTo(tuple(size)), nn.Flatten(), nn.Linear(inputs, out, bias=not bn),
-                            nn.BatchNorm1d(out) if bn else None, _activation(s, where))
+                            nn.BatchNorm1d(out, eps=L.BN_EPS) if bn else None, _activation(s, where))
             return module, out, [1, 1]
         if kind == "dropout":
             return nn.Dropout(float(s.get("probability", 0.5))), c_in, size
@@ -195,15 +195,13 @@ class DarknetModel(nn.Module):
             return nn.Identity(), c_in, size
         if kind == "yolo":
             table = torch.tensor(_floats(s["anchors"]), dtype=torch.float32, device="cpu").view(-1, 2)
-            table = table / torch.tensor([self.width, self.height], device="cpu")
             self.anchor_table = self._given(anchors, table, where)
             self.anchors.append(self.anchor_table[_ints(s["mask"])])
             return L.YoloOutput(), c_in, size
         if kind == "region":
             self._check_head(s, c_in, int(s.get("num", 1)) * (self.num_classes + 5), where)
             table = torch.tensor(_floats(s["anchors"]), dtype=torch.float32, device="cpu").view(-1, 2)
-            grid = torch.tensor([size[1], size[0]], dtype=torch.float32, device="cpu")
-            self.anchor_table = self._given(anchors, table / grid, where)
+            self.anchor_table = self._given(anchors, table, where)
             self.anchors.append(self.anchor_table)
             return L.RegionOutput(), c_in, size
         if kind == "detection":

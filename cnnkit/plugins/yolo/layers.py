@@ -10,6 +10,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+# Darknet normalises by sqrt(variance) + .000001f; OpenCV's Darknet reader by sqrt(variance + 1e-6).
+# torch's default eps (1e-5) is ten times that: with published weights' small variances the boxes part.
+BN_EPS = 1e-6
+
 
 class Reorg(nn.Module):
     """Darknet's ``[reorg]`` exactly as ``forward_reorg_layer`` calls ``reorg_cpu``: with the

@@ -33,15 +33,25 @@ def grid_view(p: torch.Tensor, num_anchors: int) -> torch.Tensor:
     return p.view(b, num_anchors, -1, h, w).permute(0, 1, 3, 4, 2)
 
 
-def decode_anchor_boxes(p: torch.Tensor, anchors: torch.Tensor, img_size: int) -> torch.Tensor:
+def anchor_pixels(anchors: torch.Tensor, cells: bool, img_size: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Anchors in Darknet's units as input pixels: ``[yolo]`` anchors are pixels at every input
+    size (``get_yolo_box``: ``biases / net.w``); ``[region]`` anchors (``cells=True``) are grid
+    cells (``get_region_box``: ``biases / l.w``), so one cell is ``img_size / grid`` pixels."""
+    if not cells:
+        return anchors
+    h, w = grid
+    return anchors * torch.tensor([img_size / w, img_size / h], device=anchors.device)
+
+
+def decode_anchor_boxes(p: torch.Tensor, anchors: torch.Tensor, img_size: int, cells: bool = False) -> torch.Tensor:
     """Direct location prediction: ``b_xy = (sigmoid(t_xy) + c) * stride``, ``b_wh = p_wh * e^t_wh``.
-    ``p`` is a ``(B, A, H, W, 5+C)`` view, ``anchors`` ``(A, 2)`` fractions of the input; returns
-    cxcywh pixel boxes ``(B, A, H, W, 4)``."""
+    ``p`` is a ``(B, A, H, W, 5+C)`` view, ``anchors`` ``(A, 2)`` in Darknet's units (pixels, or
+    grid cells when ``cells``); returns cxcywh pixel boxes ``(B, A, H, W, 4)``."""
     _, _, h, w, _ = p.shape
     gy, gx = torch.meshgrid(torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij")
     stride = torch.tensor([img_size / w, img_size / h], device=p.device)
     xy = (p[..., :2].sigmoid() + torch.stack([gx, gy], -1)) * stride
-    wh = p[..., 2:4].clamp(max=10).exp() * (anchors.to(p.device) * img_size)[None, :, None, None]
+    wh = p[..., 2:4].clamp(max=10).exp() * anchor_pixels(anchors.to(p.device), cells, img_size, (h, w))[None, :, None, None]
     return torch.cat([xy, wh], -1)
 
 
@@ -95,7 +105,7 @@ class YOLOv3Loss(nn.Module):
     def forward(self, outputs: Sequence[torch.Tensor], targets: Targets, img_size: int) -> dict[str, torch.Tensor]:
         device = outputs[0].device
         index, gt, labels = flatten_targets(targets, device)
-        all_anchors = torch.cat(self.anchors).to(device) * img_size
+        all_anchors = torch.cat(self.anchors).to(device)  # pixels at every input size
         scale_of = torch.cat([torch.full((len(a),), i, device=device) for i, a in enumerate(self.anchors)])
         local_of = torch.cat([torch.arange(len(a), device=device) for a in self.anchors])
         best = wh_iou(gt[:, 2:], all_anchors).argmax(1) if len(gt) else torch.zeros(0, dtype=torch.long, device=device)
@@ -118,7 +128,7 @@ class YOLOv3Loss(nn.Module):
             if len(b):
                 pp = p[b, a, gj, gi]
                 txy = torch.stack([g[:, 0] * w / img_size - gi, g[:, 1] * h / img_size - gj], 1)
-                twh = torch.log(g[:, 2:] / (anchors.to(device)[a] * img_size)).clamp(min=-10)
+                twh = torch.log(g[:, 2:] / anchors.to(device)[a]).clamp(min=-10)
                 scale = 2.0 - g[:, 2] * g[:, 3] / img_size ** 2
                 box = box + (scale[:, None] * ((pp[:, :2].sigmoid() - txy) ** 2 + (pp[:, 2:4] - twh) ** 2)).sum()
                 onehot = F.one_hot(c, self.num_classes).float()
@@ -159,7 +169,8 @@ class YOLOv2Loss(nn.Module):
         index, gt, labels = flatten_targets(targets, device)
         p = grid_view(outputs[0].float(), len(anchors))
         _, _, h, w, _ = p.shape
-        pred = decode_anchor_boxes(p, anchors, img_size)
+        pred = decode_anchor_boxes(p, anchors, img_size, cells=True)
+        anchors = anchor_pixels(anchors, True, img_size, (h, w))  # grid cells -> pixels at this size
         conf = p[..., 4].sigmoid()
         classify = [i for i, t in enumerate(targets) if "image_label" in t]
         with torch.no_grad():
@@ -168,13 +179,13 @@ class YOLOv2Loss(nn.Module):
         zero = p.new_zeros(())
         box, cls, pos = zero, zero, zero
         if len(gt):
-            a = wh_iou(gt[:, 2:], anchors * img_size).argmax(1)
+            a = wh_iou(gt[:, 2:], anchors).argmax(1)
             gi = (gt[:, 0] * w / img_size).long().clamp(0, w - 1)
             gj = (gt[:, 1] * h / img_size).long().clamp(0, h - 1)
             noobj[index, a, gj, gi] = 0.0
             pp = p[index, a, gj, gi]
             txy = torch.stack([gt[:, 0] * w / img_size - gi, gt[:, 1] * h / img_size - gj], 1)
-            twh = torch.log(gt[:, 2:] / (anchors[a] * img_size)).clamp(min=-10)
+            twh = torch.log(gt[:, 2:] / anchors[a]).clamp(min=-10)
             scale = 2.0 - gt[:, 2] * gt[:, 3] / img_size ** 2
             box = (scale[:, None] * ((pp[:, :2].sigmoid() - txy) ** 2 + (pp[:, 2:4] - twh) ** 2)).sum()
             iou = _cxcywh_iou(pred[index, a, gj, gi].detach(), gt)

@@ -2,8 +2,9 @@
 define them (so parameter counts match Darknet's and ``.weights`` files load in module order).
 
 Detectors return raw head maps: YOLOv1 a ``(B, S, S, B*5+C)`` tensor, YOLOv2/v3 a list of
-``(B, A*(5+C), H, W)`` maps (coarsest first). Anchors are stored as fractions of the input size
-(``model.anchors``: one ``(A, 2)`` tensor a head), so one model serves every input size.
+``(B, A*(5+C), H, W)`` maps (coarsest first). Anchors are kept in Darknet's units
+(``model.anchors``: one ``(A, 2)`` tensor a head): YOLOv3's in input pixels, YOLOv2's ([region])
+in grid cells, fixed at every input size as Darknet's ``get_yolo_box`` / ``get_region_box`` use them.
 """
 
 from __future__ import annotations
@@ -14,16 +15,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.plugins.yolo.layers import DetectionOutput, Reorg
+from cnnkit.plugins.yolo.layers import BN_EPS, DetectionOutput, Reorg
 
-# Darknet's anchors, as fractions of the input size.
-YOLOV2_ANCHORS = [(0.57273, 0.677385), (1.87446, 2.06253), (3.33843, 5.47434), (7.88282, 3.52778),
-                  (9.77052, 9.16828)]  # yolov2.cfg, in 13x13 grid cells
-V2_ANCHORS = [(w / 13, h / 13) for w, h in YOLOV2_ANCHORS]
-V3_ANCHORS = [(w / 416, h / 416) for w, h in [(10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119),
-                                              (116, 90), (156, 198), (373, 326)]]
-V3_TINY_ANCHORS = [(w / 416, h / 416) for w, h in [(10, 14), (23, 27), (37, 58), (81, 82), (135, 169),
-                                                   (344, 319)]]
+# Darknet's anchors in Darknet's units: [region] (YOLOv2) in grid cells, [yolo] (YOLOv3) in input pixels.
+V2_ANCHORS = [(0.57273, 0.677385), (1.87446, 2.06253), (3.33843, 5.47434), (7.88282, 3.52778),
+              (9.77052, 9.16828)]  # yolov2.cfg and yolov2-tiny.cfg
+V3_ANCHORS = [(10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326)]
+V3_TINY_ANCHORS = [(10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319)]
 
 Anchors = Sequence[Sequence[float]]
 
@@ -36,10 +34,10 @@ class ConvLeaky(nn.Sequential):
 
 
 class ConvBN(nn.Sequential):
-    """Darknet's ``[convolutional]``: conv (no bias) + batch norm + leaky ReLU 0.1, 'same' padding."""
+    """Darknet's ``[convolutional]``: conv (no bias) + batch norm (Darknet's epsilon) + leaky ReLU 0.1, 'same' padding."""
 
     def __init__(self, c_in: int, c_out: int, k: int = 3, stride: int = 1) -> None:
-        super().__init__(nn.Conv2d(c_in, c_out, k, stride, (k - 1) // 2, bias=False), nn.BatchNorm2d(c_out),
+        super().__init__(nn.Conv2d(c_in, c_out, k, stride, (k - 1) // 2, bias=False), nn.BatchNorm2d(c_out, eps=BN_EPS),
                          nn.LeakyReLU(0.1, inplace=True))
 
 

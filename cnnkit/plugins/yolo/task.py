@@ -25,11 +25,11 @@ from cnnkit.plugins.yolo.losses import decode_anchor_boxes, decode_v1_boxes, gri
 
 MAX_DETECTIONS = 100
 MAX_CANDIDATES = 3000  # highest-scoring (box, class) pairs an image keeps before NMS
+ANCHOR_UNITS = "darknet"  # state["anchor_units"]: anchors kept as Darknet keeps them (not input fractions)
 
 
-def parse_anchors(value: Any, img_size: int) -> torch.Tensor:
-    """``"w,h w,h ..."`` (pixels at ``img_size``; a list of pairs from a config file works too)
-    -> ``(K, 2)`` fractions of the input size."""
+def parse_anchors(value: Any) -> torch.Tensor:
+    """``"w,h w,h ..."`` (input pixels; a list of pairs from a config file works too) -> ``(K, 2)``."""
     pairs = value if isinstance(value, (list, tuple)) else str(value).replace(";", " ").split()
     try:
         wh = [[float(v) for v in (p.split(",") if isinstance(p, str) else p)] for p in pairs]
@@ -37,7 +37,7 @@ def parse_anchors(value: Any, img_size: int) -> torch.Tensor:
         wh = []
     if not wh or any(len(p) != 2 or min(p) <= 0 for p in wh):
         raise CnnkitError(f"--anchors {value!r}: expected positive 'w,h' pixel pairs separated by spaces")
-    return torch.tensor(wh, dtype=torch.float32) / img_size
+    return torch.tensor(wh, dtype=torch.float32)
 
 
 def scale_choices(img_size: int) -> list[int]:
@@ -49,10 +49,12 @@ def scale_choices(img_size: int) -> list[int]:
 
 
 class YoloTask(DetectionTask):
-    """YOLOv1/v2/v3 (and Darknet .cfg detectors). ``state["anchors"]`` keeps the anchors used."""
+    """YOLOv1/v2/v3 (and Darknet .cfg detectors). ``state["anchors"]`` keeps the anchors used, in
+    Darknet's units (``state["anchor_units"] == "darknet"``: ``[yolo]`` pixels, ``[region]`` grid
+    cells); a checkpoint from before kept fractions of its ``--img-size`` and is converted."""
 
     options = {
-        "anchors": "",  # "w,h w,h ..." in pixels at --img-size, or "auto" (k-means on the training boxes)
+        "anchors": "",  # "w,h w,h ..." in input pixels, or "auto" (k-means on the training boxes at --img-size)
         "multi_scale": True,  # YOLOv2/v3: a new input size every `scale_every` batches
         "tree": "",  # YOLO9000: a WordTree file (Darknet's `name parent_index` lines); the classes are its nodes
         "cls_data": "",  # YOLO9000 joint training: a classification set mixed into the batches (needs --tree)
@@ -114,6 +116,8 @@ class YoloTask(DetectionTask):
         tree = self.tree
         num_classes = len(tree) if tree is not None else len(self.classes or []) or self.spec.num_classes
         anchors = self.state.get("anchors")
+        if anchors is not None and self.state.get("anchor_units") != ANCHOR_UNITS:  # fractions of img_size
+            anchors = self._darknet_units(torch.as_tensor(anchors, device="cpu").float() * self.config.img_size, num_classes)
         if anchors is None and self.option("anchors"):
             anchors = self._requested_anchors(num_classes)
         kwargs: dict[str, Any] = {} if anchors is None else {"anchors": anchors.tolist()}
@@ -134,6 +138,7 @@ class YoloTask(DetectionTask):
                 table = torch.cat(model.anchors).float()
                 table = table[table.prod(1).argsort(stable=True)]
             self.state["anchors"] = table.float().clone()
+            self.state["anchor_units"] = ANCHOR_UNITS
         return model
 
     def load_weights(self, model: nn.Module, path: str) -> int:
@@ -151,9 +156,23 @@ class YoloTask(DetectionTask):
         load_darknet_weights(twin, path)
         return load_weights_into(model, twin.state_dict(), self.spec.name, path, strict=False)
 
-    def _requested_anchors(self, num_classes: int) -> torch.Tensor:
+    def _probe(self, num_classes: int) -> nn.Module:
         with torch.device("meta"):
-            probe = self.spec.create(num_classes=num_classes)
+            return self.spec.create(num_classes=num_classes)
+
+    def _darknet_units(self, pixels: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """Anchors given in input pixels, in the model's units: pixels for ``[yolo]`` heads, grid
+        cells of the ``[region]`` head (its stride at ``--img-size``) for YOLOv2."""
+        probe = self._probe(num_classes)
+        if getattr(probe, "family", "") != "yolov2":
+            return pixels
+        size = self.config.img_size
+        with torch.no_grad():
+            grid = probe(torch.empty(1, 3, size, size, device="meta"))[0].shape[-1]
+        return pixels / (size / grid)
+
+    def _requested_anchors(self, num_classes: int) -> torch.Tensor:
+        probe = self._probe(num_classes)
         if getattr(probe, "anchors", None) is None:
             raise CnnkitError(f"{self.spec.name} has no anchors; drop --anchors")
         k, heads = sum(len(a) for a in probe.anchors), len(probe.anchors)
@@ -161,13 +180,13 @@ class YoloTask(DetectionTask):
         if str(value).strip().lower() == "auto":
             from cnnkit.plugins.yolo.anchors import dataset_box_sizes, kmeans_anchors
 
-            size = self.config.img_size
-            return kmeans_anchors(dataset_box_sizes(self.raw_dataset("train"), size), k)[0] / size
-        anchors = parse_anchors(value, self.config.img_size)
+            pixels = kmeans_anchors(dataset_box_sizes(self.raw_dataset("train"), self.config.img_size), k)[0]
+            return self._darknet_units(pixels, num_classes)
+        anchors = parse_anchors(value)
         if len(anchors) % heads:
             raise CnnkitError(f"--anchors: {self.spec.name} has {heads} output scales, so it needs a multiple "
                               f"of {heads} anchors (got {len(anchors)})")
-        return anchors[(anchors[:, 0] * anchors[:, 1]).argsort()]
+        return self._darknet_units(anchors[(anchors[:, 0] * anchors[:, 1]).argsort()], num_classes)
 
     # ---------------------------------------------------------------- training
     @property
@@ -250,6 +269,7 @@ def decode(model: nn.Module, outputs: Any, img_size: int, tree_thresh: float = 0
             cls = p[..., 5:].softmax(-1)
         else:
             cls = p[..., 5:].sigmoid()
-        all_boxes.append(decode_anchor_boxes(p, anchors, img_size).reshape(len(p), -1, 4))
+        boxes = decode_anchor_boxes(p, anchors, img_size, cells=model.family == "yolov2")
+        all_boxes.append(boxes.reshape(len(p), -1, 4))
         all_scores.append((p[..., 4:5].sigmoid() * cls).reshape(len(p), -1, cls.shape[-1]))
     return torch.cat(all_boxes, 1), torch.cat(all_scores, 1)
