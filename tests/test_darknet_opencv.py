@@ -31,8 +31,10 @@ def random_darknet(cfg: Path, seed: int = 0) -> torch.nn.Module:
     """The .cfg's network with random weights whose activations stay near unit scale at any depth:
     batch-norm statistics taken from one random image and folded into the convolution, so every
     running variance is 1 (a data-dependent init that leaves no near-zero variance, where Darknet's
-    ``sqrt(var) + 1e-6`` and OpenCV's ``sqrt(var + 1e-6)`` would part); the heads' objectness and class
-    outputs scaled up so that many scores clear OpenCV's 0.2 (it writes 0 below that)."""
+    ``sqrt(var) + 1e-6`` and OpenCV's ``sqrt(var + 1e-6)`` would part); the heads' box outputs scaled down
+    (float32 rounding over 100 layers moves t_w by ~1e-4 of its size, and e^t_w carries that into
+    the box), objectness and class outputs scaled up so that many scores clear OpenCV's threshold
+    (it writes 0 below it)."""
     torch.manual_seed(seed)
     model = model_from_cfg(cfg=cfg)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -50,10 +52,13 @@ def random_darknet(cfg: Path, seed: int = 0) -> torch.nn.Module:
                 conv.weight.div_(std[:, None, None, None])
                 bn.running_mean.div_(std)
                 bn.running_var.fill_(1.0)
-        for i, anchors in zip(model.heads, model.anchors):  # peaked classes: OpenCV zeroes low scores
+        peak = 6.0 if model.family == "yolov2" else 2.0  # a softmax over 80 classes needs peaked logits
+        for i, anchors in zip(model.heads, model.anchors):
             conv = model.layers[i - 1][0]
             for t in (conv.weight, conv.bias):
-                t.view(len(anchors), 5 + model.num_classes, -1)[:, 4:].mul_(6.0)
+                rows = t.view(len(anchors), 5 + model.num_classes, -1)
+                rows[:, :4].mul_(0.5)  # t_x..t_h within about +-1: box sizes e^-1..e^1 times the anchors
+                rows[:, 4:].mul_(peak)
     return model.eval()
 
 

@@ -1,5 +1,6 @@
 """YOLO v1/v2/v3 detectors with Darknet backbones (hook implementations only)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 from cnnkit.api import DatasetSpec, LossSpec, ModelSpec, WeightsSpec, hookimpl
@@ -10,6 +11,7 @@ DATA = "synthetic:shapes?n=1024&size=128"
 V1 = "You Only Look Once: Unified, Real-Time Object Detection (Redmon et al. 2016)"
 V2 = "YOLO9000: Better, Faster, Stronger (Redmon & Farhadi 2017)"
 V3 = "YOLOv3: An Incremental Improvement (Redmon & Farhadi 2018)"
+PAPERS = {"yolov1": V1, "yolov2": V2, "yolov3": V3}
 
 # Training recipes for CPU-sized runs on the synthetic shapes (Darknet's own: SGD, lr 1e-3, burn-in).
 DETECT_RECIPE = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "scheduler": "cosine",
@@ -23,6 +25,26 @@ PAPER_MACS = {"yolov3": 65.86e9 / 2, "yolov3-tiny": 5.56e9 / 2}
 def _detector(name: str, build: str, **kw) -> ModelSpec:
     return ModelSpec(name=name, task="detect", build=build, task_class=TASK, default_data=DATA,
                      defaults={**DETECT_RECIPE, "img_size": 128}, paper_macs=PAPER_MACS.get(name), **kw)
+
+
+class CfgSpec(ModelSpec):
+    """``darknet-cfg``: a .cfg given by path is built as written -- its ``[net]`` width is the
+    default input size, its head's ``classes=`` the classes, its head the loss and paper (a file
+    without a head is a classifier); ``--img-size`` / ``--num-classes`` still override."""
+
+    def for_file(self, path: str) -> ModelSpec:
+        from cnnkit.plugins.yolo.cfgfile import describe
+
+        about = describe(path)
+        family = str(about["family"])
+        size = int(about["img_size"])
+        spec = replace(super().for_file(path), img_size=size, description=f"Darknet .cfg {Path(path).name}",
+                       defaults={**self.defaults, "img_size": size})
+        if family == "classify":
+            return replace(spec, task="classify", task_class=None, loss="", paper="", default_data="synthetic:textures",
+                           num_classes=int(about["num_classes"]), defaults={**BACKBONE_RECIPE, "img_size": size})
+        return replace(spec, num_classes=int(about["num_classes"]), loss=family, paper=PAPERS[family],
+                       min_img_size=64 if family == "yolov1" else 32)
 
 
 CFG_DIR = Path(__file__).parent / "cfg"
@@ -62,10 +84,10 @@ DETECTORS = [
                 min_img_size=64 if loss == "yolov1" else 32, num_classes=classes, description=description,
                 build_kwargs={"cfg": str(CFG_DIR / f"{cfg}.cfg")})
       for name, cfg, loss, paper, size, classes, description in _CFGS],
-    # the loss follows the cfg's head ([yolo]: yolov3, [region]: yolov2, [detection]: yolov1)
-    _detector("darknet-cfg", "cnnkit.plugins.yolo.darknet:model_from_cfg", aliases=("*.cfg",), paper=V3,
-              img_size=416, num_classes=80,
-              description="A detector read from a Darknet .cfg file (pass the path as the model)"),
+    # a .cfg given by path: built as written (CfgSpec.for_file reads its size, classes and head)
+    CfgSpec(**vars(_detector("darknet-cfg", "cnnkit.plugins.yolo.darknet:model_from_cfg", aliases=("*.cfg",),
+                             img_size=416, num_classes=80,
+                             description="A network read from a Darknet .cfg file (pass the path as the model)"))),
 ]
 BACKBONE_RECIPE = {"optimizer": "sgd", "lr": 0.05, "img_size": 64, "batch_size": 32}
 CLASSIFIERS = [
@@ -123,10 +145,13 @@ def register_datasets(register):
 
 @hookimpl
 def register_losses(register):
+    # a .cfg's head sets these for its model (Darknet's coord_scale, noobject_scale, thresh, ...); flags win
     register(LossSpec("yolov1", "cnnkit.plugins.yolo.losses:yolov1", ("detect",),
-                      description="YOLOv1 sum-squared error (lambda_coord 5, lambda_noobj 0.5)"))
+                      {"coord_scale": 5.0, "noobject_scale": 0.5},
+                      "YOLOv1 sum-squared error (--coord-scale 5, --noobject-scale 0.5)"))
     register(LossSpec("yolov2", "cnnkit.plugins.yolo.losses:yolov2", ("detect",),
-                      description="YOLOv2 anchor loss, softmax classes"))
+                      {"ignore_thresh": 0.6, "object_scale": 5.0, "noobject_scale": 1.0},
+                      "YOLOv2 anchor loss, softmax classes (--ignore-thresh, --object-scale, --noobject-scale)"))
     register(LossSpec("yolov3", "cnnkit.plugins.yolo.losses:yolov3", ("detect",), {"ignore_thresh": 0.5},
                       "YOLOv3 three-scale loss, logistic classes (--ignore-thresh)"))
 

@@ -20,12 +20,14 @@ from torch import nn
 
 from cnnkit.core.errors import CnnkitError
 from cnnkit.plugins.yolo import layers as L
+from cnnkit.plugins.yolo.cfgfile import (HEADS, MAX_CHANNELS, MAX_SIDE, Section, get_anchors, get_float, get_int,
+                                         get_ints, head_settings, net_size, parse_cfg)
+from cnnkit.plugins.yolo.cfgfile import where as section_at
 
-Section = dict[str, str]
 CFG_DIR = Path(__file__).resolve().parent / "cfg"
 ACTIVATIONS = {"leaky": lambda: nn.LeakyReLU(0.1, inplace=True), "relu": lambda: nn.ReLU(inplace=True),
                "linear": None, "logistic": nn.Sigmoid}
-HEADS = {"yolo": "yolov3", "region": "yolov2", "detection": "yolov1"}  # head section -> family (its loss)
+MAX_LAYER_VALUES = 1 << 31  # weights of one layer (8 GiB of float32): a larger one is refused before allocating
 
 
 def packaged_cfg(name: str) -> Path:
@@ -35,40 +37,6 @@ def packaged_cfg(name: str) -> Path:
         known = ", ".join(sorted(p.stem for p in CFG_DIR.glob("*.cfg")))
         raise CnnkitError(f"no packaged Darknet config '{name}' (there are: {known})")
     return path
-
-
-def parse_cfg(path: str | Path) -> list[Section]:
-    """The ``[section]`` blocks of a Darknet .cfg as dicts (``type`` holds the section name)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CnnkitError(f"{path}: unreadable .cfg ({exc.__class__.__name__})") from None
-    sections: list[Section] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#")[0].split(";")[0].strip()
-        if not line:
-            continue
-        if line.startswith("["):
-            if not line.endswith("]"):
-                raise CnnkitError(f"{path}:{number}: unclosed section header '{line}'")
-            sections.append({"type": line[1:-1].strip().lower(), "line": str(number)})
-        elif "=" in line and sections:
-            key, value = line.split("=", 1)
-            sections[-1][key.strip()] = value.strip()
-        else:
-            raise CnnkitError(f"{path}:{number}: expected '[section]' or 'key=value', got '{line}'")
-    if not sections or sections[0]["type"] not in ("net", "network"):
-        raise CnnkitError(f"{path}: a Darknet .cfg starts with a [net] section")
-    return sections
-
-
-def _ints(value: str) -> list[int]:
-    return [int(v) for v in value.split(",") if v.strip()]
-
-
-def _floats(value: str) -> list[float]:
-    return [float(v) for v in value.split(",") if v.strip()]
 
 
 def _activation(s: Section, where: str) -> nn.Module | None:
@@ -82,20 +50,28 @@ def _block(*modules: nn.Module | None) -> nn.Sequential:
     return nn.Sequential(*[m for m in modules if m is not None])
 
 
-def _set_classes(layers: list[Section], heads: list[int], num_classes: int, where: str) -> None:
+def _set_classes(layers: list[Section], heads: list[int], num_classes: int) -> None:
     """Rewrite the heads (and the layers feeding them) for ``num_classes`` classes."""
     for i in heads:
         head, before = layers[i], layers[i - 1]
         head["classes"] = str(num_classes)
         if head["type"] == "yolo":
-            before["filters"] = str(len(_ints(head["mask"])) * (num_classes + 5))
+            count = len(get_ints(head, "mask")) if "mask" in head else len(get_anchors(head)) // 2
+            before["filters"] = str(count * (num_classes + 5))
         elif head["type"] == "region":
-            before["filters"] = str(int(head.get("num", 1)) * (num_classes + int(head.get("coords", 4)) + 1))
+            before["filters"] = str(get_int(head, "num", 1, 1) * (num_classes + get_int(head, "coords", 4) + 1))
         else:
-            side, num = int(head.get("side", 7)), int(head.get("num", 1))
+            side, num = get_int(head, "side", 7, 1, MAX_SIDE), get_int(head, "num", 1, 1, MAX_CHANNELS)
             if before["type"] != "connected":
-                raise CnnkitError(f"{where}: [detection] must follow a [connected] layer")
-            before["output"] = str(side * side * (num * (int(head.get("coords", 4)) + 1) + num_classes))
+                raise CnnkitError(f"{section_at(head)}: [detection] must follow a [connected] layer")
+            before["output"] = str(side * side * (num * (get_int(head, "coords", 4) + 1) + num_classes))
+
+
+def _checked(values: int, s: Section) -> None:
+    """Refuse a layer whose weights would not fit in memory, before any allocation."""
+    if values > MAX_LAYER_VALUES:
+        raise CnnkitError(f"{section_at(s)}: {values:,} weights in one layer; sizes this large are not a network "
+                          "cnnkit can build")
 
 
 class DarknetModel(nn.Module):
@@ -109,24 +85,28 @@ class DarknetModel(nn.Module):
                  tree: Any = None, source: Path | None = None) -> None:
         super().__init__()
         net, layers = sections[0], [dict(s) for s in sections[1:]]
-        self.width, self.height = int(net.get("width", 416)), int(net.get("height", 416))
+        self.height, self.width = net_size(net)
         heads = [i for i, s in enumerate(layers) if s["type"] in HEADS]
         kinds = {layers[i]["type"] for i in heads}
         if len(kinds) > 1:
             raise CnnkitError(f"{source or '.cfg'}: mixes head types {sorted(kinds)}")
         self.family = HEADS[kinds.pop()] if heads else "classify"
-        file_classes = int(layers[heads[0]].get("classes", 80)) if heads else 0
+        file_classes = get_int(layers[heads[0]], "classes", 20, 1) if heads else 0
         if num_classes is not None and heads:
-            _set_classes(layers, heads, num_classes, str(source or ".cfg"))
-        self.num_classes = int(layers[heads[0]].get("classes", 80)) if heads else 0
+            _set_classes(layers, heads, num_classes)
+        self.num_classes = get_int(layers[heads[0]], "classes", 20, 1) if heads else 0
+        # the loss settings the (first) head trains with: ignore_thresh, object_scale, ...
+        self.head_settings = head_settings(layers[heads[0]]) if heads else {}
         self.anchors: list[torch.Tensor] | None = [] if self.family != "yolov1" else None
         self.tree = tree
         self.layers = nn.ModuleList()
-        channels, size = [int(net.get("channels", 3))], [self.height, self.width]
+        channels, size = [get_int(net, "channels", 3, 1, MAX_CHANNELS)], [self.height, self.width]
         sizes = [list(size)]  # spatial size after every layer, input first
         for i, s in enumerate(layers):
-            where = f"line {s['line']} [{s['type']}]"
-            module, c_out, size = self._layer(s, i, channels, sizes, size, where, anchors, source)
+            module, c_out, size = self._layer(s, i, channels, sizes, size, section_at(s), anchors, source)
+            if min(size) < 1 or c_out < 1:
+                raise CnnkitError(f"{section_at(s)}: its output would be {c_out}x{size[0]}x{size[1]} for a "
+                                  f"{self.height}x{self.width} input")
             self.layers.append(module)
             channels.append(c_out)
             sizes.append(list(size))
@@ -140,21 +120,25 @@ class DarknetModel(nn.Module):
                where: str, anchors: Any, source: Path | None) -> tuple[nn.Module, int, list[int]]:
         kind, c_in = s["type"], channels[-1]
         if kind == "convolutional":
-            filters, k, stride = int(s["filters"]), int(s.get("size", 1)), int(s.get("stride", 1))
-            pad = k // 2 if int(s.get("pad", 0)) else int(s.get("padding", 0))
-            bn = bool(int(s.get("batch_normalize", 0)))
-            conv = nn.Conv2d(c_in, filters, k, stride, pad, groups=int(s.get("groups", 1)), bias=not bn)
+            filters, k = get_int(s, "filters", None, 1, MAX_CHANNELS), get_int(s, "size", 1, 1, MAX_SIDE)
+            stride, groups = get_int(s, "stride", 1, 1, MAX_SIDE), get_int(s, "groups", 1, 1, MAX_CHANNELS)
+            pad = k // 2 if get_int(s, "pad", 0) else get_int(s, "padding", 0, 0, MAX_SIDE)
+            if c_in % groups or filters % groups:
+                raise CnnkitError(f"{where}: groups={groups} does not divide {c_in} inputs and {filters} filters")
+            _checked(c_in * filters * k * k // groups, s)
+            bn = bool(get_int(s, "batch_normalize", 0))
+            conv = nn.Conv2d(c_in, filters, k, stride, pad, groups=groups, bias=not bn)
             module = _block(conv, nn.BatchNorm2d(filters, eps=L.BN_EPS) if bn else None, _activation(s, where))
             return module, filters, [(d + 2 * pad - k) // stride + 1 for d in size]
         if kind == "maxpool":
-            stride = int(s.get("stride", 1))
-            k = int(s.get("size", stride))
-            padding = int(s.get("padding", k - 1))
+            stride = get_int(s, "stride", 1, 1, MAX_SIDE)
+            k = get_int(s, "size", stride, 1, MAX_SIDE)
+            padding = get_int(s, "padding", k - 1, 0, MAX_SIDE)
             return L.MaxPool(k, stride, padding), c_in, [(d + padding - k) // stride + 1 for d in size]
         if kind == "avgpool":
             return L.GlobalAvgPool(), c_in, [1, 1]
         if kind == "reorg":
-            stride, reverse = int(s.get("stride", 1)), bool(int(s.get("reverse", 0)))
+            stride, reverse = get_int(s, "stride", 1, 1, MAX_SIDE), bool(get_int(s, "reverse", 0))
             if reverse:
                 if c_in % stride ** 2:
                     raise CnnkitError(f"{where}: {c_in} channels do not split into stride² = {stride ** 2}")
@@ -163,50 +147,66 @@ class DarknetModel(nn.Module):
                 raise CnnkitError(f"{where}: a {c_in}x{size[0]}x{size[1]} input does not reorganise by stride {stride}")
             return L.Reorg(stride), c_in * stride ** 2, [d // stride for d in size]
         if kind == "upsample":
-            stride = int(s.get("stride", 2))
+            stride = get_int(s, "stride", 2, 1, 64)
+            if max(size) * stride > MAX_SIDE:
+                raise CnnkitError(f"{where}: upsampling {size[0]}x{size[1]} by {stride} exceeds {MAX_SIDE} pixels")
             return L.Upsample(stride), c_in, [d * stride for d in size]
         if kind == "shortcut":
-            return L.Shortcut(self._absolute(int(s["from"]), i, where)), c_in, size
+            source_layer = self._absolute(get_int(s, "from"), i, where)
+            if channels[source_layer + 1] != c_in or sizes[source_layer + 1] != size:
+                raise CnnkitError(f"{where}: from={s['from']} gives {channels[source_layer + 1]}x"
+                                  f"{sizes[source_layer + 1][0]}x{sizes[source_layer + 1][1]}, not {c_in}x{size[0]}x{size[1]}")
+            return L.Shortcut(source_layer), c_in, size
         if kind == "route":
-            sources = [self._absolute(v, i, where) for v in _ints(s["layers"])]
-            if len({tuple(sizes[j + 1]) for j in sources}) > 1:
+            sources = [self._absolute(v, i, where) for v in get_ints(s, "layers")]
+            if not sources or len({tuple(sizes[j + 1]) for j in sources}) > 1:
                 raise CnnkitError(f"{where}: the routed layers differ in size")
             return L.Route(sources), sum(channels[j + 1] for j in sources), sizes[sources[0] + 1]
         if kind == "local":
-            filters, k, stride = int(s.get("filters", 1)), int(s.get("size", 1)), int(s.get("stride", 1))
-            pad = int(s.get("pad", 0))
+            filters, k = get_int(s, "filters", 1, 1, MAX_CHANNELS), get_int(s, "size", 1, 1, MAX_SIDE)
+            stride, pad = get_int(s, "stride", 1, 1, MAX_SIDE), get_int(s, "pad", 0, 0, 1)
             darknet_out = [(d - (1 if pad else k)) // stride + 1 for d in size]  # local_out_height
+            if min(darknet_out) < 1:
+                raise CnnkitError(f"{where}: size={k} does not fit a {size[0]}x{size[1]} input")
+            _checked(darknet_out[0] * darknet_out[1] * filters * c_in * k * k, s)
             local = L.LocallyConnected(c_in, filters, k, stride, pad, (size[0], size[1]))
             if list(local.out_hw) != darknet_out:
                 raise CnnkitError(f"{where}: size={k} with pad={pad} is not a layout Darknet computes consistently")
             return _block(L.PoolTo(tuple(size)), local, _activation(s, where)), filters, darknet_out
         if kind == "connected":
-            out, bn = int(s["output"]), bool(int(s.get("batch_normalize", 0)))
+            out, bn = get_int(s, "output", None, 1, MAX_LAYER_VALUES), bool(get_int(s, "batch_normalize", 0))
             inputs = c_in * size[0] * size[1]
+            _checked(inputs * out, s)
             module = _block(L.PoolTo(tuple(size)), nn.Flatten(), nn.Linear(inputs, out, bias=not bn),
                             nn.BatchNorm1d(out, eps=L.BN_EPS) if bn else None, _activation(s, where))
             return module, out, [1, 1]
         if kind == "dropout":
-            return nn.Dropout(float(s.get("probability", 0.5))), c_in, size
+            return nn.Dropout(min(max(get_float(s, "probability", 0.5), 0.0), 1.0)), c_in, size
         if kind == "crop":
-            h, w = int(s.get("crop_height", size[0])), int(s.get("crop_width", size[1]))
-            return L.Crop(h, w, not int(s.get("noadjust", 0))), c_in, [min(h, size[0]), min(w, size[1])]
+            h = get_int(s, "crop_height", size[0], 1, MAX_SIDE)
+            w = get_int(s, "crop_width", size[1], 1, MAX_SIDE)
+            return L.Crop(h, w, not get_int(s, "noadjust", 0)), c_in, [min(h, size[0]), min(w, size[1])]
         if kind in ("softmax", "cost"):
             return nn.Identity(), c_in, size
         if kind == "yolo":
-            table = torch.tensor(_floats(s["anchors"]), dtype=torch.float32, device="cpu").view(-1, 2)
+            table = torch.tensor(get_anchors(s), dtype=torch.float32, device="cpu").view(-1, 2)
+            mask = get_ints(s, "mask") if "mask" in s else list(range(len(table)))
+            if not mask or min(mask) < 0 or max(mask) >= len(table):
+                raise CnnkitError(f"{where}: mask={s.get('mask')} must pick among the {len(table)} anchors (0..{len(table) - 1})")
+            self._check_head(s, c_in, len(mask) * (self.num_classes + 5), where)
             self.anchor_table = self._given(anchors, table, where)
-            self.anchors.append(self.anchor_table[_ints(s["mask"])])
+            self.anchors.append(self.anchor_table[mask])
             return L.YoloOutput(), c_in, size
         if kind == "region":
-            self._check_head(s, c_in, int(s.get("num", 1)) * (self.num_classes + 5), where)
-            table = torch.tensor(_floats(s["anchors"]), dtype=torch.float32, device="cpu").view(-1, 2)
+            num = get_int(s, "num", 1, 1, MAX_CHANNELS)
+            self._check_head(s, c_in, num * (self.num_classes + 5), where)
+            table = torch.tensor(get_anchors(s, num), dtype=torch.float32, device="cpu").view(-1, 2)
             self.anchor_table = self._given(anchors, table, where)
             self.anchors.append(self.anchor_table)
             return L.RegionOutput(), c_in, size
         if kind == "detection":
-            side, num = int(s.get("side", 7)), int(s.get("num", 1))
-            if int(s.get("sqrt", 0)) != 1 or int(s.get("softmax", 0)) or int(s.get("coords", 4)) != 4:
+            side, num = get_int(s, "side", 7, 1, MAX_SIDE), get_int(s, "num", 1, 1, MAX_CHANNELS)
+            if get_int(s, "sqrt", 0) != 1 or get_int(s, "softmax", 0) or get_int(s, "coords", 4) != 4:
                 raise CnnkitError(f"{where}: only sqrt=1, softmax=0, coords=4 (YOLOv1's choices) are supported")
             if c_in != side * side * (num * 5 + self.num_classes):
                 raise CnnkitError(f"{where}: the layer before gives {c_in} values, not side²·(num·5 + classes) = "
@@ -219,7 +219,7 @@ class DarknetModel(nn.Module):
 
     @staticmethod
     def _check_head(s: Section, c_in: int, expected: int, where: str) -> None:
-        if int(s.get("coords", 4)) != 4:
+        if get_int(s, "coords", 4) != 4:
             raise CnnkitError(f"{where}: only coords=4 is supported")
         if c_in != expected:
             raise CnnkitError(f"{where}: the layer before gives {c_in} channels, not num·(classes + 5) = {expected}")

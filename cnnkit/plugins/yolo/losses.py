@@ -262,21 +262,34 @@ class YOLOv1Loss(nn.Module):
 
 
 # ---------------------------------------------------------------- factories: build(model, task)
+def setting(model: nn.Module, task: Any, name: str, default: float, head_key: str = "") -> float:
+    """A loss setting: the user's ``--name``, else what the model's .cfg head sets (``head_key``,
+    default ``name``: Darknet's [region] calls its ignore threshold ``thresh``), else ``default``."""
+    if name in task.config.options:
+        return float(task.config.options[name])
+    return float(getattr(model, "head_settings", {}).get(head_key or name, default))
+
+
 def yolov1(model: nn.Module, task: Any) -> YOLOv1Loss:
     """Sum-squared error over the S x S grid (Redmon et al. 2016, eq. 3)."""
     core = unwrap(model)
-    return YOLOv1Loss(num_classes=core.num_classes, boxes=core.boxes)
+    return YOLOv1Loss(num_classes=core.num_classes, boxes=core.boxes,
+                      lambda_coord=setting(core, task, "coord_scale", 5.0),
+                      lambda_noobj=setting(core, task, "noobject_scale", 0.5))
 
 
 def yolov2(model: nn.Module, task: Any) -> YOLOv2Loss:
     """Anchor-based loss with softmax classes (YOLOv2 / Darknet's region layer), hierarchical
     over the model's WordTree when it has one (YOLO9000)."""
     core = unwrap(model)
-    return YOLOv2Loss(num_classes=core.num_classes, anchors=core.anchors, tree=getattr(core, "tree", None))
+    return YOLOv2Loss(num_classes=core.num_classes, anchors=core.anchors, tree=getattr(core, "tree", None),
+                      ignore_thresh=setting(core, task, "ignore_thresh", 0.6, "thresh"),
+                      object_scale=setting(core, task, "object_scale", 5.0),
+                      noobject_scale=setting(core, task, "noobject_scale", 1.0))
 
 
 def yolov3(model: nn.Module, task: Any) -> YOLOv3Loss:
-    """Three-scale loss with logistic classes; ``--ignore-thresh`` (0.5 in the paper)."""
+    """Three-scale loss with logistic classes; ``--ignore-thresh`` (0.5 in the paper; a .cfg's own)."""
     core = unwrap(model)
     return YOLOv3Loss(num_classes=core.num_classes, anchors=core.anchors,
-                      ignore_thresh=float(task.option("ignore_thresh")))
+                      ignore_thresh=setting(core, task, "ignore_thresh", 0.5))

@@ -37,7 +37,7 @@ def parse_anchors(value: Any) -> torch.Tensor:
         wh = []
     if not wh or any(len(p) != 2 or min(p) <= 0 for p in wh):
         raise CnnkitError(f"--anchors {value!r}: expected positive 'w,h' pixel pairs separated by spaces")
-    return torch.tensor(wh, dtype=torch.float32)
+    return torch.tensor(wh, dtype=torch.float32, device="cpu")
 
 
 def scale_choices(img_size: int) -> list[int]:

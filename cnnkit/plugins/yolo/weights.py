@@ -57,9 +57,12 @@ def load_darknet_weights(model: nn.Module, path: str | Path) -> tuple[int, int]:
     except OSError as exc:
         raise CnnkitError(f"{path}: unreadable weights file ({exc.__class__.__name__})") from None
     if len(data) < 16:
-        raise CnnkitError(f"{path}: too short for a Darknet .weights file")
+        raise CnnkitError(f"{path}: too short for a Darknet .weights file ({len(data)} bytes)")
     major, minor, _ = (int(v) for v in np.frombuffer(data[:12], dtype=np.int32))
     wide = major * 10 + minor >= 2 and major < 1000 and minor < 1000
+    if wide and len(data) < 20:
+        raise CnnkitError(f"{path}: too short for a Darknet .weights file ({len(data)} bytes; "
+                          f"a version {major}.{minor} header alone takes 20)")
     transpose = major > 1000 or minor > 1000
     seen = int(np.frombuffer(data[12:20 if wide else 16], dtype=np.int64 if wide else np.int32)[0])
     body = data[20 if wide else 16:]
