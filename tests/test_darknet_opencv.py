@@ -7,6 +7,8 @@ sizes by default; the large ones at 320 by default and at all three in the slow 
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +111,48 @@ def oracle_errors(name: str, size: int, tmp_path: Path) -> tuple[float, float]:
 def test_boxes_and_scores_equal_opencvs(name, size, tmp_path):
     box_err, score_err = oracle_errors(name, size, tmp_path)
     assert box_err <= 1e-4 and score_err <= 1e-4, (box_err, score_err)
+
+
+def opencv_detections(cfg: Path, weights: Path, image_path: Path, size: int, conf: float, iou: float) -> list:
+    """Darknet's detect as an OpenCV user writes it: every (box, class) whose score (objectness x class
+    probability) exceeds ``conf``, boxes clipped to the image, class-wise NMS (cv2.dnn.NMSBoxesBatched)."""
+    image = cv2.imread(str(image_path))
+    blob = cv2.dnn.blobFromImage(image, 1 / 255, (size, size), swapRB=True, crop=False)
+    rows = opencv_rows(cfg, weights, blob)
+    h, w = image.shape[:2]
+    found = []
+    for row in rows:
+        for label in np.nonzero(row[5:] > conf)[0]:
+            cx, cy, bw, bh = row[:4] * [w, h, w, h]
+            x1, y1 = max(cx - bw / 2, 0.0), max(cy - bh / 2, 0.0)
+            x2, y2 = min(cx + bw / 2, float(w)), min(cy + bh / 2, float(h))
+            found.append(([x1, y1, x2, y2], float(row[5 + label]), int(label)))
+    rects = [[x1, y1, x2 - x1, y2 - y1] for (x1, y1, x2, y2), _, _ in found]
+    keep = cv2.dnn.NMSBoxesBatched(rects, [s for _, s, _ in found], [c for _, _, c in found], conf, iou)
+    return sorted((found[i] for i in np.array(keep).reshape(-1)), key=lambda d: -d[1])
+
+
+def test_cli_detect_with_a_cfg_and_weights_equals_opencvs_detections(cli, tmp_path):
+    """`cnnkit detect CFG --weights FILE.weights IMAGE --img-size 608 --json` against OpenCV's
+    detections after NMS. The preprocessings are made equal by the image: a 608 x 608 PNG (lossless),
+    so cnnkit's letterbox and OpenCV's blobFromImage resize are both the identity, and both feed
+    RGB / 255 (swapRB=True, scale 1/255); boxes are clipped to the image before NMS on both sides."""
+    from cnnkit.core.data.images import write_image
+
+    cfg = Path(shutil.copy(packaged_cfg("yolov3-tiny"), tmp_path / "tiny.cfg"))
+    weights = save_darknet_weights(random_darknet(cfg, seed=1), tmp_path / "tiny.weights")
+    image = tmp_path / "scene.png"
+    yy, xx = np.mgrid[0:608, 0:608]
+    pixels = np.stack([(xx * 255 // 607), (yy * 255 // 607), ((xx + yy) % 256)], -1).astype(np.uint8)
+    write_image(image, pixels)
+    conf, iou = 0.9, 0.45  # random weights: 25 detections above 0.9
+    r = cli("detect", cfg, "--weights", weights, image, "--img-size", "608", "--conf", conf, "--iou", iou,
+            "--json", "--no-save")
+    assert r.code == 0, r.stderr
+    ours = json.loads(r.stdout)[0]["detections"]
+    theirs = opencv_detections(cfg, weights, image, 608, conf, iou)
+    assert 3 <= len(theirs) <= 100 and len(ours) == len(theirs)
+    for d, (box, score, label) in zip(ours, theirs):
+        assert d["label"] == label and d["class"] == str(label)  # no --names: class numbers
+        assert d["score"] == pytest.approx(score, abs=1e-4)
+        assert d["box"] == pytest.approx(box, abs=0.02)

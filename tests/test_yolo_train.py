@@ -182,7 +182,7 @@ def test_auto_anchors_come_from_the_training_boxes():
     task = YoloTask(models.get("yolov3-tiny"), config)
     task.raw_dataset("train")
     model = task.build_model()
-    anchors = torch.cat(model.anchors) * 64
+    anchors = torch.cat(model.anchors)  # [yolo] anchors: input pixels at --img-size 64
     assert len(anchors) == 6 and anchors.min() > 8 and anchors.max() < 40
     areas = task.state["anchors"].prod(1).numpy()
     assert np.allclose(np.sort(areas), areas)
