@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+REGION_STRIDE = 32  # the grid cell of every Darknet [region] head (YOLOv2, tiny, VOC, 9000)
+
 
 def anchors_cmd(
     data: str = typer.Option("synthetic:shapes", "--data", help="Dataset path or synthetic:NAME[?k=v]."),
@@ -15,7 +17,10 @@ def anchors_cmd(
     split: str = typer.Option("train", "--split", help="Which split's boxes to cluster."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """K-means on the data's box sizes with distance 1 - IoU: anchors sorted by area, and their mean IoU."""
+    """K-means on the data's box sizes with distance 1 - IoU: anchors sorted by area, and their mean IoU.
+
+    Printed in Darknet's units: input pixels ([yolo] anchors, the same at every input size) and
+    32-pixel grid cells ([region] anchors)."""
     from rich.console import Console
 
     from cnnkit.core.data import open_dataset
@@ -27,16 +32,20 @@ def anchors_cmd(
         raise CnnkitError(f"--data {data}: the {split} split has no boxes")
     anchors, mean_iou = kmeans_anchors(wh, k)
     pairs = [[round(float(w), 1), round(float(h), 1)] for w, h in anchors]
+    cells = [[round(float(w) / REGION_STRIDE, 4), round(float(h) / REGION_STRIDE, 4)] for w, h in anchors]
     flag = " ".join(f"{w:g},{h:g}" for w, h in pairs)
     if as_json:
-        print(json.dumps({"anchors": pairs, "mean_iou": round(mean_iou, 4), "img_size": img_size,
-                          "boxes": len(wh)}, indent=2))
+        print(json.dumps({"anchors": pairs, "grid_cells": cells, "mean_iou": round(mean_iou, 4),
+                          "img_size": img_size, "boxes": len(wh)}, indent=2))
         return
     console = Console()
-    for i, (w, h) in enumerate(pairs):
-        console.print(f"{i:>2}  {w:>7.1f} x {h:<7.1f}")
+    for i, ((w, h), (cw, ch)) in enumerate(zip(pairs, cells)):
+        console.print(f"{i:>2}  {w:>7.1f} x {h:<7.1f} px   {cw:>7.4f} x {ch:<7.4f} cells")
     console.print(f"mean IoU {mean_iou:.4f} over {len(wh)} boxes at --img-size {img_size}")
-    console.print(f"train with: --anchors \"{flag}\" --img-size {img_size}")
+    console.print(f"train with: --anchors \"{flag}\" --img-size {img_size}  (pixels; a [region] model keeps them "
+                  f"as {REGION_STRIDE}-px grid cells)")
+    console.print(f".cfg: [yolo] anchors = {', '.join(f'{w:g},{h:g}' for w, h in pairs)}")
+    console.print(f".cfg: [region] anchors = {', '.join(f'{w:g},{h:g}' for w, h in cells)}")
 
 
 darknet_app = typer.Typer(help="Darknet interop: .weights files to and from cnnkit.", no_args_is_help=True)
@@ -53,9 +62,11 @@ def import_cmd(
     import torch
 
     from cnnkit.core.atomic import atomic_path
+    from cnnkit.core.paths import writable_file
     from cnnkit.core.registry import models
     from cnnkit.plugins.yolo.weights import load_darknet_weights
 
+    writable_file(out, "--out")  # before reading hundreds of MB
     spec = models.get(model)
     net = spec.create(num_classes=num_classes or spec.num_classes)
     layers, seen = load_darknet_weights(net, weights)
@@ -71,8 +82,10 @@ def export_cmd(
 ) -> None:
     """Write a trained checkpoint's network as a Darknet .weights file."""
     from cnnkit.core.engine import load_for_eval
+    from cnnkit.core.paths import writable_file
     from cnnkit.plugins.yolo.weights import save_darknet_weights
 
+    writable_file(out, "--out")
     _, net, _ = load_for_eval(checkpoint)
     save_darknet_weights(net, out)
     print(f"{checkpoint} -> {out}")
