@@ -160,6 +160,8 @@ def test_anchors_command(cli):
     assert len(areas) == 4 and areas == sorted(areas)
     assert 0.5 < out["mean_iou"] <= 1 and out["img_size"] == 128
     assert all(20 < w < 70 and 20 < h < 70 for w, h in out["anchors"])  # shapes are 18-45% of the image
+    # [region] anchors in Darknet's units: 32-pixel grid cells
+    assert np.allclose(out["grid_cells"], np.array(out["anchors"]) / 32, atol=2e-3)
     r = cli("anchors", "--data", "synthetic:shapes?n=4", "-k", "50")
     assert r.code == 2 and "too few" in r.stderr
 

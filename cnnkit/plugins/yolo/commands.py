@@ -43,9 +43,9 @@ def anchors_cmd(
         console.print(f"{i:>2}  {w:>7.1f} x {h:<7.1f} px   {cw:>7.4f} x {ch:<7.4f} cells")
     console.print(f"mean IoU {mean_iou:.4f} over {len(wh)} boxes at --img-size {img_size}")
     console.print(f"train with: --anchors \"{flag}\" --img-size {img_size}  (pixels; a [region] model keeps them "
-                  f"as {REGION_STRIDE}-px grid cells)")
-    console.print(f".cfg: [yolo] anchors = {', '.join(f'{w:g},{h:g}' for w, h in pairs)}")
-    console.print(f".cfg: [region] anchors = {', '.join(f'{w:g},{h:g}' for w, h in cells)}")
+                  f"as {REGION_STRIDE}-px grid cells)", markup=False)
+    console.print(f".cfg: [yolo] anchors = {', '.join(f'{w:g},{h:g}' for w, h in pairs)}", markup=False)
+    console.print(f".cfg: [region] anchors = {', '.join(f'{w:g},{h:g}' for w, h in cells)}", markup=False)
 
 
 darknet_app = typer.Typer(help="Darknet interop: .weights files to and from cnnkit.", no_args_is_help=True)
