@@ -156,3 +156,21 @@ def test_train_starts_from_darknet_weights_of_the_80_class_network(cli, tmp_path
     state = load_checkpoint("ft/weights/last.pt")["model_state"]
     first = next(k for k in state if k.endswith("weight") and state[k].dim() == 4)
     assert state[first].shape == coco.state_dict()[first].shape
+
+
+def test_detect_with_a_cfg_by_path_uses_its_classes_and_numbers_them_without_names(cli, tmp_path):
+    """yolov2-tiny-voc.cfg says 20 classes: its .weights load completely into the network built as
+    written (an 80-class build would skip the head), and without --names the classes are numbers."""
+    from cnnkit.core.data.images import write_image
+
+    cfg = shutil.copy(CFG_DIR / "yolov2-tiny-voc.cfg", tmp_path / "voc.cfg")
+    weights = save_darknet_weights(_randomize(model_from_cfg(cfg=cfg)), tmp_path / "voc.weights")
+    image = tmp_path / "a.png"
+    write_image(image, (torch.rand(96, 128, 3) * 255).to(torch.uint8).numpy())
+    r = cli("detect", cfg, "--weights", weights, image, "--conf", "0.0", "--img-size", "96", "--json", "--no-save")
+    assert r.code == 0, r.stderr
+    total = len(model_from_cfg(cfg=cfg).state_dict())
+    assert f"{total}/{total} tensors from" in r.stderr
+    found = json.loads(r.stdout)[0]["detections"]
+    assert found and all(d["class"] == str(d["label"]) and 0 <= d["label"] < 20 for d in found)
+    assert {d["label"] for d in found} - set(range(10))  # labels past 10 exist: 20 classes, not fewer
