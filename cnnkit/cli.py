@@ -155,6 +155,7 @@ def train_cmd(
     save_period: Optional[int] = typer.Option(None, "--save-period", min=0, help="Also keep weights/epochN.pt every N epochs."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Start from these weights (a state dict file or a name from `cnnkit weights list`)."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from the published weights (downloaded on first use)."),
+    allow_partial: Optional[bool] = typer.Option(None, "--allow-partial", help="Let --weights/--pretrained leave tensors the file lacks as built."),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
@@ -175,7 +176,7 @@ def train_cmd(
     flags = dict(data=data, val=val, val_fraction=val_fraction, epochs=epochs, batch_size=batch_size,
                  img_size=img_size, lr=lr, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
                  device=device, amp=amp, channels_last=channels_last, compile=compile_model, workers=workers, seed=seed, resume=resume,
-                 save_period=save_period, weights=weights, pretrained=pretrained,
+                 save_period=save_period, weights=weights, pretrained=pretrained, allow_partial=allow_partial,
                  experiment=experiment, tracking_uri=tracking_uri, track=False if no_track else None)
     extra = parse_extra(ctx.args)
     if extra:

@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import threading
+from dataclasses import replace
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
@@ -75,6 +76,33 @@ def entries(monkeypatch):
     return specs
 
 
+@pytest.fixture
+def place(cache, monkeypatch):
+    """``place(name, state)``: save ``state`` in the cache under registry entry ``name``'s file name
+    and make that file's SHA-256 the one the registry expects there (a stand-in for the publisher's
+    bytes); a safetensors entry gets a safetensors file."""
+
+    def put(name, state):
+        plugins.load_plugins()
+        entry = registry.weights.get(name)
+        cache.mkdir(parents=True, exist_ok=True)
+        path = cache / entry.file
+        if entry.format == "safetensors":
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+        else:
+            torch.save(state, path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        for other_name, other in registry.weights.items():
+            if other.file == entry.file:
+                known = {"hash_prefix": digest[:8]} if other.hash_prefix else {"sha256": digest}
+                monkeypatch.setitem(registry.weights._items, other_name, replace(other, size=None, **known))
+        return path
+
+    return put
+
+
 def _error(r):
     lines = r.stderr.strip().splitlines()
     assert r.code == 2 and "Traceback" not in r.stderr, r.stderr
@@ -87,7 +115,7 @@ def test_download_is_checked_cached_and_not_repeated(cli, mirror, cache, entries
     assert r.code == 0, r.stderr
     assert (cache / "tiny.bin").read_bytes() == PAYLOAD
     assert mirror.requests == ["/tiny.bin"]
-    assert [p.name for p in cache.iterdir()] == ["tiny.bin"]  # no temporary file left behind
+    assert not list(cache.glob("*.tmp"))  # no temporary file left behind
     r = cli("weights", "pull", "tiny-test")
     assert r.code == 0 and mirror.requests == ["/tiny.bin"]  # served from the cache
     r = cli("weights", "path", "tiny-test")
@@ -131,15 +159,14 @@ def test_offline_and_http_errors_say_where_to_put_the_file(cli, mirror, cache, e
     assert "unknown weights" in _error(cli("weights", "pull", "nothing-like-this"))
 
 
-def test_pretrained_loads_a_cached_file_without_network(cli, cache):
+def test_pretrained_loads_a_cached_file_without_network(cli, cache, place):
     """The published resnet18 file is already in $TORCH_HOME (here our own tensors under its name);
     the mirror is a closed port, so any download attempt would fail."""
     from cnnkit.plugins.classify.models import resnet
 
     torch.manual_seed(3)
     source = resnet(arch="resnet18", num_classes=1000).state_dict()
-    cache.mkdir(parents=True)
-    torch.save(source, cache / "resnet18-f37072fd.pth")
+    place("resnet18", source)
     r = cli("train", "resnet18", "--pretrained", "--data", "synthetic:textures?n=16&size=32", "--img-size", "32",
             "--epochs", "1", "--batch-size", "8", "--lr", "0", "--no-track", "--out", "r18")
     assert r.code == 0, r.stderr
@@ -149,15 +176,14 @@ def test_pretrained_loads_a_cached_file_without_network(cli, cache):
     assert state["fc.weight"].shape[0] != 1000
 
 
-def test_weights_by_registry_name_and_backbones(cli, cache):
+def test_weights_by_registry_name_and_backbones(cli, cache, place):
     from cnnkit.core.registry import models
     from cnnkit.core.weights import pretrained_entry
 
     plugins.load_plugins()
     torch.manual_seed(4)
     source = models.get("resnet18").create(num_classes=1000).state_dict()
-    cache.mkdir(parents=True)
-    torch.save(source, cache / "resnet18-f37072fd.pth")
+    place("resnet18", source)
     r = cli("train", "siamese-resnet18", "--pretrained", "--data", "synthetic:glyphs?ids=8&per_id=4",
             "--img-size", "32", "--epochs", "1", "--lr", "0", "--no-track", "--out", "sia")
     assert r.code == 0, r.stderr
@@ -228,7 +254,7 @@ def test_stylize_without_cache_or_mirror_names_the_vgg_file(cli, cache, tmp_path
     assert "--weights random" in line
 
 
-def test_faster_rcnn_backbone_starts_from_its_imagenet_weights(cli, cache):
+def test_faster_rcnn_backbone_starts_from_its_imagenet_weights(cli, cache, place):
     """`--backbone resnet18 --pretrained` (and vgg16 alike): the trunk starts from the registry's file;
     the 4-step schedule's two trunks both do, as in the paper."""
     from cnnkit.core.registry import models
@@ -236,8 +262,7 @@ def test_faster_rcnn_backbone_starts_from_its_imagenet_weights(cli, cache):
     plugins.load_plugins()
     torch.manual_seed(5)
     source = models.get("resnet18").create(num_classes=1000).state_dict()
-    cache.mkdir(parents=True)
-    torch.save(source, cache / "resnet18-f37072fd.pth")
+    place("resnet18", source)
     common = ["--data", "synthetic:shapes?n=8&size=64", "--lr", "0", "--no-track", "--backbone", "resnet18",
               "--pretrained"]
     for schedule, epochs in (("joint", "1"), ("4step", "4")):  # 4-step: one epoch a step

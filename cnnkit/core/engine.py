@@ -135,23 +135,28 @@ class Trainer:
 
     # ---------------------------------------------------------------- set-up steps
     def build_datasets(self) -> None:
-        """The train and val splits (the task learns its classes from them)."""
+        """The train and val splits (the task learns its classes from them), normalised as the
+        published weights the model starts from were trained."""
+        self.weights_choice = self.published_weights()
+        entry = self.weights_choice[0]
+        if entry is not None and self.config.mean is None:
+            self.config.mean, self.config.std = list(entry.mean), list(entry.std)
         self.train_ds, self.val_ds = self.task.dataset("train"), self.task.dataset("val")
         self.data_lines, self.data_params = split_summary(self.train_ds, self.val_ds)
 
     def setup_model(self) -> None:
         """Build the model (with ``--weights``), its loss, the optimizer, schedule and precision."""
         cfg, task = self.config, self.task
-        entry = self.published_weights()
+        entry, path = getattr(self, "weights_choice", None) or self.published_weights()
         self.model = task.build_model().to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if entry is not None:
-            loaded, source = weights.load_entry(task, self.model, entry)
-            console.print(f"weights: {loaded}/{len(self.model.state_dict())} tensors from {entry.name} ({source})")
+            loaded, source = weights.load_entry(task, self.model, entry, path)
+            console.print(f"weights: {loaded} tensors from {entry.name} ({source}){getattr(loaded, 'notes', '')}")
         elif cfg.weights and self.resume_ckpt is None:
             loaded = task.load_weights(self.model, cfg.weights)
-            console.print(f"weights: {loaded}/{len(self.model.state_dict())} tensors from {cfg.weights}")
+            console.print(f"weights: {loaded} tensors from {cfg.weights}{getattr(loaded, 'notes', '')}")
         if task.loss_spec is not None:  # a bad loss setting fails now, not after the data is built
             criterion = task.criterion(self.model)
             if isinstance(criterion, nn.Module):
@@ -160,19 +165,25 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, task.key_mode)
         self.precision = devices.Precision(self.device, cfg.amp)
 
-    def published_weights(self) -> Any:
-        """The registry's weights for ``--pretrained`` or ``--weights NAME`` (None: a file or
-        nothing); the architecture variant they need goes into the config's options first."""
+    def published_weights(self) -> tuple[Any, Path | None]:
+        """The registry's weights for ``--pretrained``, ``--weights NAME`` or ``--weights PATH`` of a
+        file that is a registered one (by name or contents), and that file (None: the cache's);
+        (None, None) for another file or nothing. The architecture variant the weights need goes
+        into the config's options first."""
         cfg = self.config
         if self.resume_ckpt is not None:
-            return None
+            return None, None
         if cfg.weights:
-            entry = weights.registered(cfg.weights)
-            return None if entry is None else weights.use_variant(entry, self.spec, cfg.options)
+            entry, path = weights.registered(cfg.weights), None
+            if entry is None and Path(cfg.weights).is_file():
+                entry, path = weights.identify(cfg.weights, self.spec), Path(cfg.weights)
+                if entry is None:
+                    weights.refuse_other_variant(cfg.weights, self.spec, cfg.options)
+            return (None, None) if entry is None else (weights.use_variant(entry, self.spec, cfg.options), path)
         if cfg.pretrained and "pretrained" in self.spec.options:  # weights shipped in a package: the builder loads them
             cfg.options["pretrained"] = True
-            return None
-        return weights.pretrained_entry(self.spec, cfg.options) if cfg.pretrained else None
+            return None, None
+        return (weights.pretrained_entry(self.spec, cfg.options) if cfg.pretrained else None), None
 
     def resume(self) -> None:
         """Restore model, optimizer, schedule, scaler, epoch, best metric, history and RNG."""
