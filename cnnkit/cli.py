@@ -194,21 +194,28 @@ def train_cmd(
           + (f"\nmlflow run: {result.run_id}" if result.run_id else ""))
 
 
+SOURCE_HELP = "A checkpoint written by `cnnkit train`, a registered model name (its published weights) or a .cfg."
+WEIGHTS_HELP = "With a model name or .cfg: a weights file or a name from `cnnkit weights list` (default: the model's own)."
+NAMES_HELP = "With a model name or .cfg: a Darknet .names file, one class a line (default: the weights' classes)."
+
+
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `cnnkit train`."),
+    checkpoint: str = typer.Argument(..., help=SOURCE_HELP),
     data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this data (default: the training data)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    names: Optional[str] = typer.Option(None, "--names", help=NAMES_HELP),
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(0, "--batch-size", min=0, help="0: the training batch size."),
     split: str = typer.Option("val", "--split", help="val, or test (the only command that reads a test split)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
-    """Evaluate a checkpoint on the validation split; everything else comes from the checkpoint."""
+    """Evaluate a checkpoint (or a published model) on the validation split."""
     from cnnkit.core.engine import evaluate_checkpoint
 
     if split not in ("val", "test"):
         raise CnnkitError(f"--split {split}: choose val or test")
-    metrics = evaluate_checkpoint(checkpoint, data or "", device, batch_size, split)
+    metrics = evaluate_checkpoint(checkpoint, data or "", device, batch_size, split, weights, names)
     if as_json:
         print_json(metrics)
         return
@@ -220,8 +227,10 @@ def eval_cmd(
 
 @app.command("detect")
 def detect_cmd(
-    checkpoint: Path = typer.Argument(..., help="A detector checkpoint."),
+    checkpoint: str = typer.Argument(..., help=SOURCE_HELP),
     sources: list[str] = typer.Argument(..., help="Images or folders of images."),
+    weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    names: Optional[str] = typer.Option(None, "--names", help=NAMES_HELP),
     conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Score threshold."),
     iou: float = typer.Option(0.45, "--iou", min=0.0, max=1.0, help="NMS IoU threshold."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Inference size (default: training size)."),
@@ -231,7 +240,7 @@ def detect_cmd(
     batch_size: int = typer.Option(0, "--batch-size", min=0, help="Images a batch (0: the training batch size, at most 64)."),
     as_json: bool = typer.Option(False, "--json", help="Print detections as JSON."),
 ) -> None:
-    """Detect objects in images with a trained detector; boxes are in original image pixels."""
+    """Detect objects in images with a trained or published detector; boxes are in original image pixels."""
     from cnnkit.core.data.detection import image_paths
     from cnnkit.core.data.images import ImageFiles, write_image
     from cnnkit.core.detect import draw_detections
@@ -244,7 +253,7 @@ def detect_cmd(
     paths = image_paths(sources)
     if not paths:
         raise CnnkitError("no images found in " + ", ".join(sources))
-    task, model, _ = load_for_eval(checkpoint)
+    task, model, _ = load_for_eval(checkpoint, weights_ref=weights, names=names)
     dev = resolve_device(device)
     model.to(dev)
     task.config.device = str(dev)

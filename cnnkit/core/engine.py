@@ -430,42 +430,85 @@ def fit(config: TrainConfig) -> FitResult:
     return Trainer(config).fit()
 
 
-def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Module, dict[str, Any]]:
-    """Rebuild the task and model from a checkpoint alone (``data`` overrides its --data).
-
-    A registered model's name (where no such file exists) gives the model as its builder makes
-    it: the published weights of a model that ships them (e.g. ``face-resnet``)."""
-    if not Path(checkpoint).exists() and str(checkpoint) in models:
-        return _built_for_eval(models.get(str(checkpoint)), data)
-    ck = load_checkpoint(checkpoint)
+def load_for_eval(source: str | Path, data: str = "", weights_ref: str | None = None,
+                  names: str | None = None) -> tuple[Task, nn.Module, dict[str, Any]]:
+    """The task and model to run: a checkpoint written by ``cnnkit train`` (everything comes from it),
+    or a registered model's name or a definition file a plugin builds (a Darknet ``.cfg``) with its
+    published weights (:func:`published_for_eval`). ``data`` overrides the training data."""
+    if is_model_source(source):
+        return published_for_eval(models.get(str(source)), data, weights_ref, names)
+    if weights_ref or names:
+        raise CnnkitError(f"{source}: a checkpoint carries its own weights and classes; "
+                          "--weights and --names go with a model name or a .cfg")
+    ck = load_checkpoint(source)
     if ck["model"] not in models:
-        raise CnnkitError(f"{checkpoint}: made by model '{ck['model']}', which no loaded plugin provides")
+        raise CnnkitError(f"{source}: made by model '{ck['model']}', which no loaded plugin provides")
     spec = models.get(ck["model"])
     config = TrainConfig.from_dict(ck["config"])
     if data:  # evaluate on it: its val split, else all of it
         config.data, config.val, config.val_fraction = data, data, 0.0
     task = make_task(spec, config, classes=ck.get("classes"), state=ck.get("task_state"))
     model = task.build_model()
-    load_weights_into(model, ck["model_state"], spec.name, checkpoint)
+    load_weights_into(model, ck["model_state"], spec.name, source)
     model.eval()
     return task, model, ck
 
 
-def _built_for_eval(spec: ModelSpec, data: str) -> tuple[Task, nn.Module, dict[str, Any]]:
-    shipped = {"pretrained": True} if "pretrained" in spec.options else {}  # weights that ship in a package
+def is_model_source(source: str | Path) -> bool:
+    """A registered model name (where no such file exists) or a definition file a plugin builds."""
+    name = str(source)
+    return models.is_definition_file(name) or (name in models and not Path(name).exists())
+
+
+def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None = None,
+                       names: str | None = None) -> tuple[Task, nn.Module, dict[str, Any]]:
+    """``spec`` built with published weights: ``weights_ref`` (a registry name or a file), else the
+    model's first registered file (downloaded on first use), else weights that ship in a package
+    (``face-resnet``). The classes are ``names`` (a ``.names`` file), else the weights' own list."""
+    from cnnkit.core.classnames import class_names, read_names
+
+    shipped = "pretrained" in spec.options
     config = TrainConfig(model=spec.name, data=data or spec.default_data, val=data, img_size=spec.img_size,
-                         options=shipped,
+                         options={"pretrained": True} if shipped and not weights_ref else {},
                          **{k: v for k, v in spec.defaults.items() if k == "batch_size"})
-    task = make_task(spec, config)
-    model = task.build_model().eval()
-    ck = {"model": spec.name, "task": spec.task, "model_state": model.state_dict(), "config": config.to_dict()}
+    entry, path = None, None
+    if weights_ref:
+        entry = weights.registered(weights_ref)
+        if entry is None and not Path(weights_ref).is_file():
+            raise CnnkitError(f"--weights {weights_ref}: no such file, and no registered weights of that name "
+                              "(see `cnnkit weights list`)")
+        path = None if entry is not None else weights_ref
+    elif not shipped:
+        found = weights.for_model(spec.name)
+        if not found:
+            raise CnnkitError(f"{spec.name} has no published weights (see `cnnkit weights list`); "
+                              "pass --weights FILE, or train it first and use the checkpoint")
+        entry = found[0]
+    if entry is not None:
+        weights.use_variant(entry, spec, config.options)
+    classes = read_names(names) if names else (class_names(entry.classes) if entry and entry.classes else None)
+    task = make_task(spec, config, classes=classes)
+    model = task.build_model()
+    if entry is not None:
+        loaded, source = weights.load_entry(task, model, entry)
+        console.print(f"weights: {loaded}/{len(model.state_dict())} tensors from {entry.name} ({source})")
+    elif path is not None:
+        loaded = task.load_weights(model, path)
+        console.print(f"weights: {loaded}/{len(model.state_dict())} tensors from {path}")
+    if task.classes is None:  # no names: the class numbers
+        task.classes = [str(i) for i in range(int(getattr(model, "num_classes", 0) or spec.num_classes))]
+    model.eval()
+    ck = {"model": spec.name, "task": spec.task, "model_state": model.state_dict(), "config": config.to_dict(),
+          "classes": list(task.classes), "weights": entry.name if entry else (path or "")}
     return task, model, ck
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "auto",
-                        batch_size: int = 0, split: str = "val") -> dict[str, float]:
-    """Metrics of a checkpoint on the ``split`` of ``data`` (or of the data it was trained on)."""
-    task, model, _ = load_for_eval(checkpoint, data)
+                        batch_size: int = 0, split: str = "val", weights_ref: str | None = None,
+                        names: str | None = None) -> dict[str, float]:
+    """Metrics of a checkpoint (or a published model, see :func:`load_for_eval`) on the ``split`` of
+    ``data`` (or of the data it was trained on)."""
+    task, model, _ = load_for_eval(checkpoint, data, weights_ref, names)
     if batch_size:
         task.config.batch_size = batch_size
     dev = devices.resolve_device(device)

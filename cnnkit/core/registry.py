@@ -154,6 +154,7 @@ class WeightsSpec:
     crop: int = 224
     interpolation: str = "bilinear"
     plugin: str = ""
+    classes: str = ""  # the class list they were trained with (cnnkit.core.classnames: imagenet, coco, coco91)
 
 
 class Registry:
@@ -188,7 +189,11 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         if self._aliases.get(name, name) in self._items:
             return True
-        return "*" + Path(name).suffix.lower() in self._aliases and Path(name).is_file()  # a file a plugin builds
+        return self.is_definition_file(name)
+
+    def is_definition_file(self, name: str) -> bool:
+        """A file a plugin builds a model from (e.g. a Darknet .cfg), by its suffix."""
+        return "*" + Path(name).suffix.lower() in self._aliases and Path(name).is_file()
 
     def names(self, with_aliases: bool = False) -> list[str]:
         names = list(self._items)
