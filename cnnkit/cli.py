@@ -16,12 +16,14 @@ from cnnkit import __version__
 from cnnkit.core import plugins
 from cnnkit.core.data.check import check_cmd
 from cnnkit.core.errors import CnnkitError, Interrupted
+from cnnkit.classify_cli import classify_cmd
 from cnnkit.weights_cli import app as weights_app
 
 app = typer.Typer(name="cnnkit", help="The classic CNN playbook: train, run and track every family.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 console = Console()
 app.add_typer(weights_app, name="weights")
+app.command("classify")(classify_cmd)
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 

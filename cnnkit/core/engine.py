@@ -174,11 +174,7 @@ class Trainer:
         if self.resume_ckpt is not None:
             return None, None
         if cfg.weights:
-            entry, path = weights.registered(cfg.weights), None
-            if entry is None and Path(cfg.weights).is_file():
-                entry, path = weights.identify(cfg.weights, self.spec), Path(cfg.weights)
-                if entry is None:
-                    weights.refuse_other_variant(cfg.weights, self.spec, cfg.options)
+            entry, path = weights.choose(cfg.weights, self.spec, cfg.options)
             return (None, None) if entry is None else (weights.use_variant(entry, self.spec, cfg.options), path)
         if cfg.pretrained and "pretrained" in self.spec.options:  # weights shipped in a package: the builder loads them
             cfg.options["pretrained"] = True
@@ -473,11 +469,7 @@ def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None 
                          **{k: v for k, v in spec.defaults.items() if k == "batch_size"})
     entry, path = None, None
     if weights_ref:
-        entry = weights.registered(weights_ref)
-        if entry is None and not Path(weights_ref).is_file():
-            raise CnnkitError(f"--weights {weights_ref}: no such file, and no registered weights of that name "
-                              "(see `cnnkit weights list`)")
-        path = None if entry is not None else weights_ref
+        entry, path = weights.choose(weights_ref, spec, config.options)
     elif not shipped:
         found = weights.for_model(spec.name)
         if not found:
@@ -486,20 +478,24 @@ def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None 
         entry = found[0]
     if entry is not None:
         weights.use_variant(entry, spec, config.options)
+        config.mean, config.std = list(entry.mean), list(entry.std)  # the input transform they were trained with
     classes = read_names(names) if names else (class_names(entry.classes) if entry and entry.classes else None)
     task = make_task(spec, config, classes=classes)
     model = task.build_model()
     if entry is not None:
-        loaded, source = weights.load_entry(task, model, entry)
-        console.print(f"weights: {loaded}/{len(model.state_dict())} tensors from {entry.name} ({source})")
+        loaded, source = weights.load_entry(task, model, entry, path)
+        console.print(f"weights: {loaded} tensors from {entry.name} ({source}){getattr(loaded, 'notes', '')}")
+        if getattr(loaded, "heads", None):  # run as published: nothing may be re-initialised
+            raise CnnkitError(f"{source}: {loaded.heads[0]} does not fit {spec.name} built for {len(task.classes or [])} "
+                              f"classes; --names must list as many classes as the weights have")
     elif path is not None:
-        loaded = task.load_weights(model, path)
-        console.print(f"weights: {loaded}/{len(model.state_dict())} tensors from {path}")
+        loaded = task.load_weights(model, str(path))
+        console.print(f"weights: {loaded} tensors from {path}{getattr(loaded, 'notes', '')}")
     if task.classes is None:  # no names: the class numbers
         task.classes = [str(i) for i in range(int(getattr(model, "num_classes", 0) or spec.num_classes))]
     model.eval()
     ck = {"model": spec.name, "task": spec.task, "model_state": model.state_dict(), "config": config.to_dict(),
-          "classes": list(task.classes), "weights": entry.name if entry else (path or "")}
+          "classes": list(task.classes), "weights": entry.name if entry else str(path or "")}
     return task, model, ck
 
 

@@ -315,12 +315,19 @@ def use_variant(entry: WeightsSpec, spec: ModelSpec, options: dict[str, Any]) ->
         raise CnnkitError(f"{entry.name}: {spec.name} has no option(s) {', '.join(sorted(unknown))}")
     clash = {k: v for k, v in entry.options.items() if k in options and options[k] != v}
     if clash:
-        wanted = ", ".join(f"--{k.replace('_', '-')} {str(v).lower() if isinstance(v, bool) else v}"
-                           for k, v in clash.items())
+        wanted = ", ".join(flag(k, v) for k, v in clash.items())
         raise CnnkitError(f"{entry.name} weights were trained for {entry.variant}: they need {wanted}; "
                           "drop the conflicting option or do without them")
     options.update(entry.options)
     return entry
+
+
+def flag(key: str, value: Any) -> str:
+    """The option as a user types it; None (the builder's own choice) is the option left out."""
+    name = "--" + key.replace("_", "-")
+    if value is None:
+        return f"no {name}"
+    return f"{name} {str(value).lower() if isinstance(value, bool) else value}"
 
 
 def read_state(entry: WeightsSpec, path: Path) -> dict[str, Any]:
@@ -368,6 +375,23 @@ def registered(value: str) -> WeightsSpec | None:
     if not value or Path(value).is_file() or value not in weights:
         return None
     return weights.get(value)
+
+
+def choose(value: str, spec: ModelSpec, options: dict[str, Any]) -> tuple[WeightsSpec | None, Path | None]:
+    """``--weights VALUE`` for ``spec``: a registered name gives (entry, None: its cache file); a
+    file that is a registered one (:func:`identify`) gives (entry, the file), so it loads as that
+    name does; another file gives (None, the file), refused first when it may need other wiring
+    (:func:`refuse_other_variant`). Neither: one line."""
+    entry = registered(value)
+    if entry is not None:
+        return entry, None
+    if not Path(value).is_file():
+        raise CnnkitError(f"--weights {value}: no such file, and no registered weights of that name "
+                          "(see `cnnkit weights list`)")
+    entry = identify(value, spec)
+    if entry is None:
+        refuse_other_variant(value, spec, options)
+    return entry, Path(value)
 
 
 def identify(path: str | Path, spec: ModelSpec) -> WeightsSpec | None:

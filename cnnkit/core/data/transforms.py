@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import albumentations as A
 import cv2
@@ -87,3 +88,15 @@ def letterbox(image: np.ndarray, size: int, fill: int = 114) -> tuple[np.ndarray
     (h, w), (nh, nw) = image.shape[:2], resized.shape[:2]
     top, left = (size - nh) // 2, (size - nw) // 2  # PadIfNeeded's centre split
     return pad(image=resized)["image"], Letterbox(size / max(h, w), (float(left), float(top)))
+
+
+def publisher_transform(entry: Any) -> Any:
+    """The evaluation transform published weights (a ``WeightsSpec``) were measured with, as
+    torchvision's ``weights.transforms()`` and timm's ``create_transform(resolve_data_config)`` do
+    on a PIL image: resize the short side to ``entry.resize``, centre crop ``entry.crop``, scale to
+    [0, 1], normalise with the weights' mean/std."""
+    from torchvision import transforms as T
+
+    mode = T.InterpolationMode(entry.interpolation)
+    return T.Compose([T.Resize(entry.resize, interpolation=mode), T.CenterCrop(entry.crop), T.ToTensor(),
+                      T.Normalize(entry.mean, entry.std)])

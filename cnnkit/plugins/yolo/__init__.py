@@ -1,5 +1,6 @@
 """YOLO v1/v2/v3 detectors with Darknet backbones (hook implementations only)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 from cnnkit.api import DatasetSpec, LossSpec, ModelSpec, WeightsSpec, hookimpl
@@ -109,8 +110,8 @@ WEIGHTS = [
 
 @hookimpl
 def register_weights(register):
-    for entry in WEIGHTS:
-        register(entry)
+    for entry in WEIGHTS:  # Darknet's networks see pixels in [0, 1] as they are
+        register(replace(entry, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
 
 
 @hookimpl
