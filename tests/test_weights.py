@@ -455,3 +455,21 @@ def test_sizes_are_exact_or_absent_and_messages_name_typeable_options():
     with pytest.raises(CnnkitError) as exc:
         pretrained_entry(models.get("inception-resnet-v2"), {"residual_scale": 0.2})
     assert "no --residual-scale" in str(exc.value) and "None" not in str(exc.value)
+
+
+@pytest.mark.slow
+def test_a_backbone_file_says_what_came_from_it(cli, cache):
+    """darknet53.conv.74 fills YOLOv3's first 52 convolutions: the line says so, not "438/438"."""
+    from cnnkit.plugins.yolo.weights import layer_tensors, save_darknet_weights, weight_layers
+
+    plugins.load_plugins()
+    model = registry.models.get("yolov3").create(num_classes=80)
+    cache.mkdir(parents=True)
+    full = save_darknet_weights(model, cache / "full.weights")
+    n = sum(t.numel() for layer, bn in list(weight_layers(model))[:52] for t in layer_tensors(layer, bn))
+    (cache / "darknet53.conv.74").write_bytes(full.read_bytes()[:20 + 4 * n])
+    full.unlink()
+    r = cli("train", "yolov3", "--weights", "darknet53.conv.74", "--data", "synthetic:shapes?n=2&size=64",
+            "--img-size", "64", "--epochs", "1", "--batch-size", "2", "--lr", "0", "--no-track")
+    assert r.code == 0, r.stderr
+    assert "weights: backbone 52 convs from darknet53.conv.74; heads initialised" in r.stderr

@@ -89,6 +89,13 @@ class Loaded:
     total: int
     heads: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # not in the file: left as built (--allow-partial)
+    summary: str = ""  # what came from the file, said by a family that reads its own format
+
+    def line(self, origin: str) -> str:
+        """The ``weights:`` line the CLI prints: what came from ``origin`` and what did not."""
+        if self.summary:
+            return f"weights: {self.summary} ({origin})"
+        return f"weights: {self} tensors from {origin}{self.notes}"
 
     def __str__(self) -> str:
         return f"{self.count}/{self.total}"

@@ -153,10 +153,10 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         if entry is not None:
             loaded, source = weights.load_entry(task, self.model, entry, path)
-            console.print(f"weights: {loaded} tensors from {entry.name} ({source}){getattr(loaded, 'notes', '')}")
+            console.print(loaded.line(f"{entry.name}, {source}"))
         elif cfg.weights and self.resume_ckpt is None:
             loaded = task.load_weights(self.model, cfg.weights)
-            console.print(f"weights: {loaded} tensors from {cfg.weights}{getattr(loaded, 'notes', '')}")
+            console.print(loaded.line(cfg.weights))
         if task.loss_spec is not None:  # a bad loss setting fails now, not after the data is built
             criterion = task.criterion(self.model)
             if isinstance(criterion, nn.Module):
@@ -484,13 +484,13 @@ def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None 
     model = task.build_model()
     if entry is not None:
         loaded, source = weights.load_entry(task, model, entry, path)
-        console.print(f"weights: {loaded} tensors from {entry.name} ({source}){getattr(loaded, 'notes', '')}")
+        console.print(loaded.line(f"{entry.name}, {source}"))
         if getattr(loaded, "heads", None):  # run as published: nothing may be re-initialised
             raise CnnkitError(f"{source}: {loaded.heads[0]} does not fit {spec.name} built for {len(task.classes or [])} "
                               f"classes; --names must list as many classes as the weights have")
     elif path is not None:
         loaded = task.load_weights(model, str(path))
-        console.print(f"weights: {loaded} tensors from {path}{getattr(loaded, 'notes', '')}")
+        console.print(loaded.line(str(path)))
     if task.classes is None:  # no names: the class numbers
         task.classes = [str(i) for i in range(int(getattr(model, "num_classes", 0) or spec.num_classes))]
     model.eval()
