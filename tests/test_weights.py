@@ -473,3 +473,15 @@ def test_a_backbone_file_says_what_came_from_it(cli, cache):
             "--img-size", "64", "--epochs", "1", "--batch-size", "2", "--lr", "0", "--no-track")
     assert r.code == 0, r.stderr
     assert "weights: backbone 52 convs from darknet53.conv.74; heads initialised" in r.stderr
+
+
+def test_fine_tuning_from_a_checkpoint_keeps_its_input_transform(cli, tmp_path):
+    (tmp_path / "half.yaml").write_text("mean: [0.5, 0.5, 0.5]\nstd: [0.5, 0.5, 0.5]\n")
+    common = ["--data", "synthetic:textures?n=8&size=32", "--img-size", "32", "--epochs", "1", "--batch-size", "8",
+              "--lr", "0", "--no-track"]
+    r = cli("train", "resnet18", *common, "--config", tmp_path / "half.yaml", "--out", "a")
+    assert r.code == 0, r.stderr
+    r = cli("train", "resnet18", *common, "--weights", "a/weights/last.pt", "--out", "b")
+    assert r.code == 0, r.stderr
+    config = torch.load("b/weights/last.pt", weights_only=True)["config"]
+    assert config["mean"] == config["std"] == [0.5, 0.5, 0.5]

@@ -138,9 +138,11 @@ class Trainer:
         """The train and val splits (the task learns its classes from them), normalised as the
         published weights the model starts from were trained."""
         self.weights_choice = self.published_weights()
-        entry = self.weights_choice[0]
-        if entry is not None and self.config.mean is None:
-            self.config.mean, self.config.std = list(entry.mean), list(entry.std)
+        entry, cfg = self.weights_choice[0], self.config
+        if entry is not None and cfg.mean is None:
+            cfg.mean, cfg.std = list(entry.mean), list(entry.std)
+        elif cfg.weights and cfg.mean is None and self.resume_ckpt is None:  # a checkpoint: as it was trained
+            cfg.mean, cfg.std = weights.checkpoint_norm(cfg.weights)
         self.train_ds, self.val_ds = self.task.dataset("train"), self.task.dataset("val")
         self.data_lines, self.data_params = split_summary(self.train_ds, self.val_ds)
 

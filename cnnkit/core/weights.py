@@ -394,6 +394,18 @@ def choose(value: str, spec: ModelSpec, options: dict[str, Any]) -> tuple[Weight
     return entry, Path(value)
 
 
+def checkpoint_norm(path: str | Path) -> tuple[Any, Any]:
+    """The input transform a cnnkit checkpoint was trained with ((None, None) for a bare state dict
+    or a checkpoint from before transforms were recorded)."""
+    from cnnkit.core.checkpoint import load_checkpoint
+
+    try:
+        config = load_checkpoint(path)["config"]
+    except CnnkitError:
+        return None, None
+    return config.get("mean"), config.get("std")
+
+
 def identify(path: str | Path, spec: ModelSpec) -> WeightsSpec | None:
     """The registry entry a file given by path is (for ``spec`` or its backbone): by its file
     name (torchvision's names carry their hash prefix), else by its contents' SHA-256."""
