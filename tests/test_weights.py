@@ -485,3 +485,16 @@ def test_fine_tuning_from_a_checkpoint_keeps_its_input_transform(cli, tmp_path):
     assert r.code == 0, r.stderr
     config = torch.load("b/weights/last.pt", weights_only=True)["config"]
     assert config["mean"] == config["std"] == [0.5, 0.5, 0.5]
+
+
+def test_a_published_model_run_with_a_head_for_other_classes_is_refused(cli, tmp_path):
+    """Running (not fine-tuning) never re-initialises a head: a 10-class file for resnet18 is one line."""
+    import numpy as np
+
+    from cnnkit.core.data.images import write_image
+
+    plugins.load_plugins()
+    torch.save(registry.models.get("resnet18").create(num_classes=10).state_dict(), tmp_path / "ten.pth")
+    write_image(tmp_path / "a.png", np.full((40, 40, 3), 128, np.uint8))
+    one_clear_line(cli("classify", "resnet18", "--weights", tmp_path / "ten.pth", tmp_path / "a.png"),
+                   "fc.weight does not fit resnet18 built for 1000 classes")

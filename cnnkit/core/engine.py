@@ -484,15 +484,17 @@ def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None 
     classes = read_names(names) if names else (class_names(entry.classes) if entry and entry.classes else None)
     task = make_task(spec, config, classes=classes)
     model = task.build_model()
+    loaded = None
     if entry is not None:
         loaded, source = weights.load_entry(task, model, entry, path)
         console.print(loaded.line(f"{entry.name}, {source}"))
-        if getattr(loaded, "heads", None):  # run as published: nothing may be re-initialised
-            raise CnnkitError(f"{source}: {loaded.heads[0]} does not fit {spec.name} built for {len(task.classes or [])} "
-                              f"classes; --names must list as many classes as the weights have")
     elif path is not None:
-        loaded = task.load_weights(model, str(path))
+        loaded, source = task.load_weights(model, str(path)), path
         console.print(loaded.line(str(path)))
+    if getattr(loaded, "heads", None):  # run as published: nothing may be re-initialised
+        raise CnnkitError(f"{source}: {loaded.heads[0]} does not fit {spec.name} built for "
+                          f"{len(task.classes or []) or spec.num_classes} classes; --names must list as many "
+                          "classes as the weights have")
     if task.classes is None:  # no names: the class numbers
         task.classes = [str(i) for i in range(int(getattr(model, "num_classes", 0) or spec.num_classes))]
     model.eval()
