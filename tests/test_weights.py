@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import threading
+import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,15 +20,19 @@ from cnnkit.core import plugins, registry
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.registry import WeightsSpec
 
+import published_files
+from conftest import one_clear_line
+
 PAYLOAD = b"cnnkit test weights\n" * 100
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class Mirror:
-    """A folder served on 127.0.0.1; ``requests`` lists the paths asked for."""
+    """A folder served on 127.0.0.1; ``requests`` lists the paths asked for. A file named in ``cut``
+    is announced whole and cut after 100 bytes; one in ``slow`` trickles out for a minute."""
 
     def __init__(self, root):
-        self.root, self.requests = root, []
+        self.root, self.requests, self.cut, self.slow = root, [], set(), set()
         mirror = self
 
         class Handler(SimpleHTTPRequestHandler):
@@ -36,6 +41,20 @@ class Mirror:
 
             def do_GET(self):
                 mirror.requests.append(self.path)
+                name = self.path.lstrip("/")
+                if name in mirror.cut or name in mirror.slow:
+                    data = (root / name).read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if name in mirror.cut:
+                        self.wfile.write(data[:100])
+                        return
+                    for i in range(0, len(data), 1000):
+                        self.wfile.write(data[i:i + 1000])
+                        self.wfile.flush()
+                        time.sleep(0.5)
+                    return
                 super().do_GET()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
@@ -75,6 +94,12 @@ def entries(monkeypatch):
     return specs
 
 
+@pytest.fixture
+def place(cache, monkeypatch):
+    """``place(name, state)``: ``state`` in the cache as entry ``name``'s file, its hash the registry's."""
+    return partial(published_files.place, monkeypatch, cache)
+
+
 def _error(r):
     lines = r.stderr.strip().splitlines()
     assert r.code == 2 and "Traceback" not in r.stderr, r.stderr
@@ -87,7 +112,7 @@ def test_download_is_checked_cached_and_not_repeated(cli, mirror, cache, entries
     assert r.code == 0, r.stderr
     assert (cache / "tiny.bin").read_bytes() == PAYLOAD
     assert mirror.requests == ["/tiny.bin"]
-    assert [p.name for p in cache.iterdir()] == ["tiny.bin"]  # no temporary file left behind
+    assert not list(cache.glob("*.tmp"))  # no temporary file left behind
     r = cli("weights", "pull", "tiny-test")
     assert r.code == 0 and mirror.requests == ["/tiny.bin"]  # served from the cache
     r = cli("weights", "path", "tiny-test")
@@ -131,15 +156,14 @@ def test_offline_and_http_errors_say_where_to_put_the_file(cli, mirror, cache, e
     assert "unknown weights" in _error(cli("weights", "pull", "nothing-like-this"))
 
 
-def test_pretrained_loads_a_cached_file_without_network(cli, cache):
+def test_pretrained_loads_a_cached_file_without_network(cli, cache, place):
     """The published resnet18 file is already in $TORCH_HOME (here our own tensors under its name);
     the mirror is a closed port, so any download attempt would fail."""
     from cnnkit.plugins.classify.models import resnet
 
     torch.manual_seed(3)
     source = resnet(arch="resnet18", num_classes=1000).state_dict()
-    cache.mkdir(parents=True)
-    torch.save(source, cache / "resnet18-f37072fd.pth")
+    place("resnet18", source)
     r = cli("train", "resnet18", "--pretrained", "--data", "synthetic:textures?n=16&size=32", "--img-size", "32",
             "--epochs", "1", "--batch-size", "8", "--lr", "0", "--no-track", "--out", "r18")
     assert r.code == 0, r.stderr
@@ -149,15 +173,14 @@ def test_pretrained_loads_a_cached_file_without_network(cli, cache):
     assert state["fc.weight"].shape[0] != 1000
 
 
-def test_weights_by_registry_name_and_backbones(cli, cache):
+def test_weights_by_registry_name_and_backbones(cli, cache, place):
     from cnnkit.core.registry import models
     from cnnkit.core.weights import pretrained_entry
 
     plugins.load_plugins()
     torch.manual_seed(4)
     source = models.get("resnet18").create(num_classes=1000).state_dict()
-    cache.mkdir(parents=True)
-    torch.save(source, cache / "resnet18-f37072fd.pth")
+    place("resnet18", source)
     r = cli("train", "siamese-resnet18", "--pretrained", "--data", "synthetic:glyphs?ids=8&per_id=4",
             "--img-size", "32", "--epochs", "1", "--lr", "0", "--no-track", "--out", "sia")
     assert r.code == 0, r.stderr
@@ -228,7 +251,7 @@ def test_stylize_without_cache_or_mirror_names_the_vgg_file(cli, cache, tmp_path
     assert "--weights random" in line
 
 
-def test_faster_rcnn_backbone_starts_from_its_imagenet_weights(cli, cache):
+def test_faster_rcnn_backbone_starts_from_its_imagenet_weights(cli, cache, place):
     """`--backbone resnet18 --pretrained` (and vgg16 alike): the trunk starts from the registry's file;
     the 4-step schedule's two trunks both do, as in the paper."""
     from cnnkit.core.registry import models
@@ -236,8 +259,7 @@ def test_faster_rcnn_backbone_starts_from_its_imagenet_weights(cli, cache):
     plugins.load_plugins()
     torch.manual_seed(5)
     source = models.get("resnet18").create(num_classes=1000).state_dict()
-    cache.mkdir(parents=True)
-    torch.save(source, cache / "resnet18-f37072fd.pth")
+    place("resnet18", source)
     common = ["--data", "synthetic:shapes?n=8&size=64", "--lr", "0", "--no-track", "--backbone", "resnet18",
               "--pretrained"]
     for schedule, epochs in (("joint", "1"), ("4step", "4")):  # 4-step: one epoch a step
@@ -250,3 +272,229 @@ def test_faster_rcnn_backbone_starts_from_its_imagenet_weights(cli, cache):
         assert all(torch.equal(state[k], source["conv1.weight"]) for k in firsts)
     line = _error(cli("train", "faster-rcnn", "--pretrained", "--no-track"))  # the small trunk has no weights
     assert "no published weights" in line
+
+
+# ------------------------------------------------------------------ the issue's defects, each a test
+def _safetensors_bytes(n=4):
+    from safetensors.torch import save
+
+    return save({"w": torch.arange(n, dtype=torch.float32)})
+
+
+def test_a_file_lacking_tensors_is_refused_by_name_unless_allow_partial(cli, tmp_path):
+    """Defect 1's rule: what stays unloaded is named; only a head re-initialised on purpose is quiet."""
+    from cnnkit.core.registry import models
+
+    plugins.load_plugins()
+    state = models.get("resnet18").create(num_classes=1000).state_dict()
+    del state["layer4.1.conv2.weight"]
+    torch.save(state, tmp_path / "partial.pth")
+    common = ["train", "resnet18", "--weights", tmp_path / "partial.pth", "--data", "synthetic:textures?n=8&size=32",
+              "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--lr", "0", "--no-track"]
+    line = one_clear_line(cli(*common, "--out", "a"), "layer4.1.conv2.weight", "--allow-partial")
+    assert "1 tensor(s) are not in the file" in line
+    r = cli(*common, "--allow-partial", "--out", "b")
+    assert r.code == 0, r.stderr
+    assert "layer4.1.conv2.weight not in the file" in r.stderr and "fc.weight, fc.bias initialised" in r.stderr
+
+
+def test_faster_rcnn_old_key_names_are_upgraded_not_left_random(cache, place):
+    """Defect 1: torchvision's pre-0.13 FPN/RPN names load through the modules' own version upgrade."""
+    import torchvision
+
+    from cnnkit.core.checkpoint import load_weights_into
+    from published_files import rcnn_layout
+
+    plugins.load_plugins()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        theirs = torchvision.models.get_model("fasterrcnn_mobilenet_v3_large_fpn", weights=None,
+                                              weights_backbone=None, num_classes=91)
+        ours = registry.models.get("fasterrcnn_mobilenet_v3_large_fpn").create(num_classes=90)
+    loaded = load_weights_into(ours, rcnn_layout(theirs.state_dict()), "frcnn", "file", strict=False)
+    ours_state = ours.state_dict()
+    for k in ("backbone.fpn.inner_blocks.0.0.weight", "backbone.fpn.layer_blocks.1.0.bias", "rpn.head.conv.0.0.weight"):
+        assert torch.equal(ours_state[k], theirs.state_dict()[k]), k
+    assert (loaded.count, loaded.total, loaded.heads, loaded.missing) == (330, 330, [], [])
+
+
+def test_pretrained_trunks_and_published_weights_carry_their_input_transform(cli, cache, place):
+    """Defect 2: the input transform belongs to the weights and is kept in the checkpoint."""
+    imagenet_mean, imagenet_std, half = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], (0.5, 0.5, 0.5)
+    plugins.load_plugins()
+    torch.manual_seed(5)
+    place("resnet18", registry.models.get("resnet18").create(num_classes=1000).state_dict())
+    r = cli("train", "faster-rcnn", "--data", "synthetic:shapes?n=4&size=64", "--lr", "0", "--no-track",
+            "--backbone", "resnet18", "--pretrained", "--epochs", "1", "--out", "det")
+    assert r.code == 0, r.stderr
+    config = torch.load("det/weights/last.pt", weights_only=True)["config"]
+    from cnnkit.core.engine import load_for_eval
+
+    task, _, _ = load_for_eval("det/weights/last.pt")
+    x = task.dataset("val")[0][0]
+    assert float(x.min()) < -0.5  # ImageNet-normalised, not pixels in [0, 1]
+    assert config["mean"] == imagenet_mean and config["std"] == imagenet_std
+    assert registry.weights.get("inception-v3").mean == half  # torchvision's transform_input
+    assert registry.weights.get("inception-v4").std == half  # timm's tf_in1k: mean = std = 0.5
+    assert registry.weights.get("inception-resnet-v2").mean == half
+    assert registry.weights.get("fasterrcnn_resnet50_fpn").std == (1.0, 1.0, 1.0)  # it normalises inside
+
+
+def test_a_state_dict_by_path_that_may_need_other_wiring_is_refused_naming_the_option(cli, tmp_path):
+    """Defect 3: a resnet50 state dict that is not torchvision's file (by name or hash) is refused
+    with the option to type; typed, it loads."""
+    from conftest import one_clear_line as line_of
+
+    plugins.load_plugins()
+    torch.save(registry.models.get("resnet50").create(num_classes=1000).state_dict(), tmp_path / "mine.pth")
+    photo = tmp_path / "a.png"
+    from cnnkit.core.data.images import write_image
+    import numpy as np
+
+    write_image(photo, np.full((40, 40, 3), 128, np.uint8))
+    common = ["train", "resnet50", "--weights", tmp_path / "mine.pth", "--data", "synthetic:textures?n=4&size=32",
+              "--img-size", "32", "--epochs", "1", "--batch-size", "4", "--lr", "0", "--no-track"]
+    line_of(cli(*common, "--out", "a"), "--stride-in-1x1 false")
+    line = line_of(cli("classify", "resnet50", "--weights", tmp_path / "mine.pth", photo), "--stride-in-1x1 false")
+    assert "mine.pth" in line
+    r = cli(*common, "--stride-in-1x1", "true", "--out", "b")
+    assert r.code == 0, r.stderr
+
+
+def test_hashless_downloads_must_parse_before_they_are_kept(cli, mirror, cache):
+    """Defect 4: Hugging Face gives no hash; an HTML page, random bytes or a truncated file is refused
+    and nothing is cached."""
+    plugins.load_plugins()
+    file = registry.weights.get("inception-v4").file
+    good = _safetensors_bytes()
+    for body, needle in ((b"<!DOCTYPE html><html><body>Rate limited</body></html>\n" * 2, "header"),
+                         (bytes(range(256)) * 4, "header"), (good[:-3], "truncated")):
+        (mirror.root / file).write_bytes(body)
+        line = one_clear_line(cli("weights", "pull", "inception-v4"), file, "discarded")
+        assert needle in line, line
+        assert not cache.exists() or not any(cache.iterdir())
+    (mirror.root / file).write_bytes(good)
+    r = cli("weights", "pull", "inception-v4")
+    assert r.code == 0 and (cache / file).read_bytes() == good, r.stderr
+
+
+def test_a_darknet_file_of_zeros_is_refused(cli, mirror, cache):
+    plugins.load_plugins()
+    entry = registry.weights.get("yolov2-tiny.weights")
+    (mirror.root / entry.file).write_bytes(bytes(entry.size))
+    one_clear_line(cli("weights", "pull", entry.name), "version header 0.0")
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_a_cached_file_is_checked_before_each_use_and_hashed_once(cli, cache, place, monkeypatch):
+    """Defect 4: a file put by hand under a registry name is not trusted as is; a good one is hashed
+    once (remembered by size and mtime), a changed one again."""
+    from cnnkit.core import weights
+
+    plugins.load_plugins()
+    cache.mkdir(parents=True)
+    torch.save(registry.models.get("resnet18").create(num_classes=1000).state_dict(), cache / "resnet18-f37072fd.pth")
+    line = one_clear_line(cli("train", "resnet18", "--pretrained", "--no-track"), "does not match the registry",
+                          "weights pull resnet18")
+    assert "f37072fd" in line
+    path = place("resnet18", registry.models.get("resnet18").create(num_classes=1000).state_dict())
+    calls = []
+    real = weights.sha256_of
+    monkeypatch.setattr(weights, "sha256_of", lambda p: calls.append(p) or real(p))
+    entry = registry.weights.get("resnet18")
+    assert weights.fetch(entry) == weights.fetch(entry) == path
+    assert len(calls) == 1
+    with open(path, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(CnnkitError, match="SHA-256 mismatch"):
+        weights.fetch(entry)
+    assert len(calls) == 2
+    (cache / "inception_v4.tf_in1k.safetensors").write_bytes(b"\0" * 64)  # no hash to check: parsed at load
+    r = cli("weights", "verify")
+    assert r.code == 2 and "inception-v4: FAILED" in r.stdout
+
+
+def test_a_mirror_that_cuts_the_stream_is_one_line(cli, mirror, cache, entries):
+    mirror.cut.add("tiny.bin")
+    line = one_clear_line(cli("weights", "pull", "tiny-test"), "closed before the end", "by hand")
+    assert "IncompleteRead" not in line
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_sigterm_during_pull_leaves_no_partial_file(mirror, cache, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    plugins.load_plugins()
+    file = registry.weights.get("inception-v4").file
+    (mirror.root / file).write_bytes(_safetensors_bytes(20000))
+    mirror.slow.add(file)
+    env = {**os.environ, "TORCH_HOME": str(cache.parent.parent), "CNNKIT_WEIGHTS_MIRROR": mirror.url}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "weights", "pull", "inception-v4"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(cache.glob("*.tmp")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert list(cache.glob("*.tmp")), "the download never started"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert not any(cache.iterdir())
+
+
+def test_sizes_are_exact_or_absent_and_messages_name_typeable_options():
+    from cnnkit.core.registry import models
+    from cnnkit.core.weights import pretrained_entry
+
+    plugins.load_plugins()
+    for name, entry in registry.weights.items():
+        assert entry.size is None or entry.size % 1000, name  # never a MB figure times 1e6
+    assert registry.weights.get("vgg16").size is None  # torchvision states MiB only
+    with pytest.raises(CnnkitError) as exc:
+        pretrained_entry(models.get("inception-resnet-v2"), {"residual_scale": 0.2})
+    assert "no --residual-scale" in str(exc.value) and "None" not in str(exc.value)
+
+
+@pytest.mark.slow
+def test_a_backbone_file_says_what_came_from_it(cli, cache):
+    """darknet53.conv.74 fills YOLOv3's first 52 convolutions: the line says so, not "438/438"."""
+    from cnnkit.plugins.yolo.weights import layer_tensors, save_darknet_weights, weight_layers
+
+    plugins.load_plugins()
+    model = registry.models.get("yolov3").create(num_classes=80)
+    cache.mkdir(parents=True)
+    full = save_darknet_weights(model, cache / "full.weights")
+    n = sum(t.numel() for layer, bn in list(weight_layers(model))[:52] for t in layer_tensors(layer, bn))
+    (cache / "darknet53.conv.74").write_bytes(full.read_bytes()[:20 + 4 * n])
+    full.unlink()
+    r = cli("train", "yolov3", "--weights", "darknet53.conv.74", "--data", "synthetic:shapes?n=2&size=64",
+            "--img-size", "64", "--epochs", "1", "--batch-size", "2", "--lr", "0", "--no-track")
+    assert r.code == 0, r.stderr
+    assert "weights: backbone 52 convs from darknet53.conv.74; heads initialised" in r.stderr
+
+
+def test_fine_tuning_from_a_checkpoint_keeps_its_input_transform(cli, tmp_path):
+    (tmp_path / "half.yaml").write_text("mean: [0.5, 0.5, 0.5]\nstd: [0.5, 0.5, 0.5]\n")
+    common = ["--data", "synthetic:textures?n=8&size=32", "--img-size", "32", "--epochs", "1", "--batch-size", "8",
+              "--lr", "0", "--no-track"]
+    r = cli("train", "resnet18", *common, "--config", tmp_path / "half.yaml", "--out", "a")
+    assert r.code == 0, r.stderr
+    r = cli("train", "resnet18", *common, "--weights", "a/weights/last.pt", "--out", "b")
+    assert r.code == 0, r.stderr
+    config = torch.load("b/weights/last.pt", weights_only=True)["config"]
+    assert config["mean"] == config["std"] == [0.5, 0.5, 0.5]
+
+
+def test_a_published_model_run_with_a_head_for_other_classes_is_refused(cli, tmp_path):
+    """Running (not fine-tuning) never re-initialises a head: a 10-class file for resnet18 is one line."""
+    import numpy as np
+
+    from cnnkit.core.data.images import write_image
+
+    plugins.load_plugins()
+    torch.save(registry.models.get("resnet18").create(num_classes=10).state_dict(), tmp_path / "ten.pth")
+    write_image(tmp_path / "a.png", np.full((40, 40, 3), 128, np.uint8))
+    one_clear_line(cli("classify", "resnet18", "--weights", tmp_path / "ten.pth", tmp_path / "a.png"),
+                   "fc.weight does not fit resnet18 built for 1000 classes")

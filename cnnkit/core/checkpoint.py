@@ -6,6 +6,8 @@ import os
 import random
 import shutil
 import sys
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,31 +80,85 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor], name: str,
-                      source: str | Path, strict: bool = True) -> int:
-    """Load ``state`` into ``model``; returns how many tensors were loaded.
+@dataclass
+class Loaded:
+    """What one load took from a file: ``count`` of the model's ``total`` tensors; ``heads`` were
+    re-initialised on purpose (the file's shape differs: a classifier for other classes)."""
 
-    ``strict``: every tensor must fit (resume, eval). Otherwise (fine-tuning from ``--weights``)
-    tensors whose name or shape differ, such as a classifier head for another number of classes,
-    are skipped, but at least half of the model must fit. Either way a misfit is one clear line.
+    count: int
+    total: int
+    heads: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # not in the file: left as built (--allow-partial)
+    summary: str = ""  # what came from the file, said by a family that reads its own format
+
+    def line(self, origin: str) -> str:
+        """The ``weights:`` line the CLI prints: what came from ``origin`` and what did not."""
+        if self.summary:
+            return f"weights: {self.summary} ({origin})"
+        return f"weights: {self} tensors from {origin}{self.notes}"
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.total}"
+
+    @property
+    def notes(self) -> str:
+        """What did not come from the file ("" when everything did)."""
+        text = ""
+        if self.heads:
+            text += f"; {_few(self.heads)} initialised (shapes differ from the file)"
+        if self.missing:
+            text += f"; {_few(self.missing)} not in the file, left as built"
+        return text
+
+
+def _few(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without DDP's ``module.`` prefix, keeping the ``_metadata`` versions torch.save wrote
+    (a module's ``_load_from_state_dict`` upgrades old key names by them)."""
+    meta = getattr(state, "_metadata", None)
+    out: Any = OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
+    if meta is not None:
+        out._metadata = OrderedDict((k.removeprefix("module.") if k != "module" else "", v) for k, v in meta.items())
+    return out
+
+
+def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor], name: str,
+                      source: str | Path, strict: bool = True, allow_partial: bool = False) -> Loaded:
+    """Load ``state`` into ``model`` through the module's own ``load_state_dict`` (so its version
+    upgrades run: torchvision's FPN and RPN renames) and say what stayed unloaded.
+
+    ``strict``: every tensor must come from the file (resume, eval). Otherwise (``--weights``,
+    ``--pretrained``) a tensor whose shape differs, such as a classifier for another number of
+    classes, is a head re-initialised on purpose; a tensor the file lacks is an error naming it
+    unless ``allow_partial`` (then at least half of the model must fit). A misfit is one line.
     """
     own = model.state_dict()
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if strict and len(fits) != len(own):
-        if wrong:
-            k = wrong[0]
-            raise CnnkitError(f"{source}: weights do not fit {name}: {len(wrong)} tensor(s) differ in shape "
-                              f"(e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-        missing = [k for k in own if k not in state]
-        raise CnnkitError(f"{source}: weights do not fit {name}: {len(missing)} tensor(s) missing "
-                          f"(e.g. {missing[0]})")
-    if not strict and len(fits) < len(own) / 2:
-        raise CnnkitError(f"{source}: weights do not fit {name}: only {len(fits)} of its {len(own)} "
+    state = _renamed(state)
+    heads = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if strict and heads:
+        k = heads[0]
+        raise CnnkitError(f"{source}: weights do not fit {name}: {len(heads)} tensor(s) differ in shape "
+                          f"(e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+    for k in heads:
+        del state[k]
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a renamed tensor whose shape differs
+        reason = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise CnnkitError(f"{source}: weights do not fit {name}: {reason[:200]}") from None
+    missing = [k for k in result.missing_keys if k not in heads]
+    loaded = Loaded(len(own) - len(result.missing_keys), len(own), heads, missing)
+    if missing and (strict or not allow_partial):
+        hint = "" if strict else " (--allow-partial loads the rest)"
+        raise CnnkitError(f"{source}: weights do not fit {name}: {len(missing)} tensor(s) are not in the file "
+                          f"and would stay as built: {_few(missing)}{hint}")
+    if loaded.count < len(own) / 2:
+        raise CnnkitError(f"{source}: weights do not fit {name}: only {loaded.count} of its {len(own)} "
                           "tensors match by name and shape")
-    model.load_state_dict(fits, strict=False)
-    return len(fits)
+    return loaded
 
 
 def rng_state() -> dict[str, Any]:

@@ -7,19 +7,22 @@ from pathlib import Path
 
 from cnnkit.core.errors import CnnkitError
 
-KEYS = ("imagenet", "coco", "coco91")
+KEYS = ("imagenet", "coco", "coco91", "coco90")
 
 
 def class_names(key: str) -> list[str]:
     """``imagenet``: ImageNet-1k's 1000 names in index order; ``coco91``: torchvision's detection
     labels (index = COCO category id, ``__background__`` and ``N/A`` included); ``coco``: COCO's 80
-    names in Darknet's order (``coco.names``). The lists are torchvision's own."""
+    names in Darknet's order (``coco.names``); ``coco90``: ``coco91`` without the background (cnnkit's
+    zero-based torchvision Faster R-CNN: index = COCO category id - 1). The lists are torchvision's own."""
     from torchvision.models import _meta
 
     if key == "imagenet":
         return list(_meta._IMAGENET_CATEGORIES)
     if key == "coco91":
         return list(_meta._COCO_CATEGORIES)
+    if key == "coco90":
+        return list(_meta._COCO_CATEGORIES[1:])
     if key == "coco":
         return [c for c in _meta._COCO_CATEGORIES if c not in ("__background__", "N/A")]
     raise CnnkitError(f"unknown class list '{key}' (known: {', '.join(KEYS)})")

@@ -44,6 +44,9 @@ class TrainConfig:
     resume: str = ""
     weights: str = ""  # a state dict file or a registered weights name (`cnnkit weights list`)
     pretrained: bool = False  # start from the model's (or its backbone's) published weights
+    allow_partial: bool = False  # --weights/--pretrained may leave tensors the file lacks as built
+    mean: list[float] | None = None  # the input transform (pixels in [0, 1]); None: the task's own,
+    std: list[float] | None = None  # set from the weights when they come from the registry
     experiment: str = "cnnkit"
     tracking_uri: str = ""
     track: bool = True

@@ -135,23 +135,30 @@ class Trainer:
 
     # ---------------------------------------------------------------- set-up steps
     def build_datasets(self) -> None:
-        """The train and val splits (the task learns its classes from them)."""
+        """The train and val splits (the task learns its classes from them), normalised as the
+        published weights the model starts from were trained."""
+        self.weights_choice = self.published_weights()
+        entry, cfg = self.weights_choice[0], self.config
+        if entry is not None and cfg.mean is None:
+            cfg.mean, cfg.std = list(entry.mean), list(entry.std)
+        elif cfg.weights and cfg.mean is None and self.resume_ckpt is None:  # a checkpoint: as it was trained
+            cfg.mean, cfg.std = weights.checkpoint_norm(cfg.weights)
         self.train_ds, self.val_ds = self.task.dataset("train"), self.task.dataset("val")
         self.data_lines, self.data_params = split_summary(self.train_ds, self.val_ds)
 
     def setup_model(self) -> None:
         """Build the model (with ``--weights``), its loss, the optimizer, schedule and precision."""
         cfg, task = self.config, self.task
-        entry = self.published_weights()
+        entry, path = getattr(self, "weights_choice", None) or self.published_weights()
         self.model = task.build_model().to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if entry is not None:
-            loaded, source = weights.load_entry(task, self.model, entry)
-            console.print(f"weights: {loaded}/{len(self.model.state_dict())} tensors from {entry.name} ({source})")
+            loaded, source = weights.load_entry(task, self.model, entry, path)
+            console.print(loaded.line(f"{entry.name}, {source}"))
         elif cfg.weights and self.resume_ckpt is None:
             loaded = task.load_weights(self.model, cfg.weights)
-            console.print(f"weights: {loaded}/{len(self.model.state_dict())} tensors from {cfg.weights}")
+            console.print(loaded.line(cfg.weights))
         if task.loss_spec is not None:  # a bad loss setting fails now, not after the data is built
             criterion = task.criterion(self.model)
             if isinstance(criterion, nn.Module):
@@ -160,19 +167,21 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, task.key_mode)
         self.precision = devices.Precision(self.device, cfg.amp)
 
-    def published_weights(self) -> Any:
-        """The registry's weights for ``--pretrained`` or ``--weights NAME`` (None: a file or
-        nothing); the architecture variant they need goes into the config's options first."""
+    def published_weights(self) -> tuple[Any, Path | None]:
+        """The registry's weights for ``--pretrained``, ``--weights NAME`` or ``--weights PATH`` of a
+        file that is a registered one (by name or contents), and that file (None: the cache's);
+        (None, None) for another file or nothing. The architecture variant the weights need goes
+        into the config's options first."""
         cfg = self.config
         if self.resume_ckpt is not None:
-            return None
+            return None, None
         if cfg.weights:
-            entry = weights.registered(cfg.weights)
-            return None if entry is None else weights.use_variant(entry, self.spec, cfg.options)
+            entry, path = weights.choose(cfg.weights, self.spec, cfg.options)
+            return (None, None) if entry is None else (weights.use_variant(entry, self.spec, cfg.options), path)
         if cfg.pretrained and "pretrained" in self.spec.options:  # weights shipped in a package: the builder loads them
             cfg.options["pretrained"] = True
-            return None
-        return weights.pretrained_entry(self.spec, cfg.options) if cfg.pretrained else None
+            return None, None
+        return (weights.pretrained_entry(self.spec, cfg.options) if cfg.pretrained else None), None
 
     def resume(self) -> None:
         """Restore model, optimizer, schedule, scaler, epoch, best metric, history and RNG."""
@@ -462,11 +471,7 @@ def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None 
                          **{k: v for k, v in spec.defaults.items() if k == "batch_size"})
     entry, path = None, None
     if weights_ref:
-        entry = weights.registered(weights_ref)
-        if entry is None and not Path(weights_ref).is_file():
-            raise CnnkitError(f"--weights {weights_ref}: no such file, and no registered weights of that name "
-                              "(see `cnnkit weights list`)")
-        path = None if entry is not None else weights_ref
+        entry, path = weights.choose(weights_ref, spec, config.options)
     elif not shipped:
         found = weights.for_model(spec.name)
         if not found:
@@ -475,20 +480,26 @@ def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None 
         entry = found[0]
     if entry is not None:
         weights.use_variant(entry, spec, config.options)
+        config.mean, config.std = list(entry.mean), list(entry.std)  # the input transform they were trained with
     classes = read_names(names) if names else (class_names(entry.classes) if entry and entry.classes else None)
     task = make_task(spec, config, classes=classes)
     model = task.build_model()
+    loaded = None
     if entry is not None:
-        loaded, source = weights.load_entry(task, model, entry)
-        console.print(f"weights: {loaded}/{len(model.state_dict())} tensors from {entry.name} ({source})")
+        loaded, source = weights.load_entry(task, model, entry, path)
+        console.print(loaded.line(f"{entry.name}, {source}"))
     elif path is not None:
-        loaded = task.load_weights(model, path)
-        console.print(f"weights: {loaded}/{len(model.state_dict())} tensors from {path}")
+        loaded, source = task.load_weights(model, str(path)), path
+        console.print(loaded.line(str(path)))
+    if getattr(loaded, "heads", None):  # run as published: nothing may be re-initialised
+        raise CnnkitError(f"{source}: {loaded.heads[0]} does not fit {spec.name} built for "
+                          f"{len(task.classes or []) or spec.num_classes} classes; --names must list as many "
+                          "classes as the weights have")
     if task.classes is None:  # no names: the class numbers
         task.classes = [str(i) for i in range(int(getattr(model, "num_classes", 0) or spec.num_classes))]
     model.eval()
     ck = {"model": spec.name, "task": spec.task, "model_state": model.state_dict(), "config": config.to_dict(),
-          "classes": list(task.classes), "weights": entry.name if entry else (path or "")}
+          "classes": list(task.classes), "weights": entry.name if entry else str(path or "")}
     return task, model, ck
 
 

@@ -15,6 +15,10 @@ from typing import Any, Callable
 from cnnkit.core.errors import CnnkitError
 
 Ref = str | Callable[..., Any]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the input transform most published weights were trained with
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RAW_MEAN, RAW_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # pixels in [0, 1] as they are
+HALF = (0.5, 0.5, 0.5)  # mean = std = 0.5: inputs in [-1, 1] (Google's Inception weights)
 
 
 def resolve(ref: Ref) -> Callable[..., Any]:
@@ -123,7 +127,10 @@ class WeightsSpec:
     architecture ``variant`` they were trained for); ``mismatch``, when set, says why they cannot
     load into cnnkit's ``model`` and ``--pretrained`` refuses with it. ``format``: ``torch``,
     ``safetensors`` or ``darknet``; ``convert`` maps the file's state dict to ours (key renames).
-    ``size`` is in bytes (torchvision states MB to three decimals: those are rounded to 1 kB).
+    ``size`` is the exact byte count where the publisher states it (None otherwise).
+    ``mean``/``std`` are the input transform the weights were trained with (pixels in [0, 1]);
+    ``resize``/``crop``/``interpolation`` the publisher's evaluation preprocessing (resize the
+    short side, centre crop), as torchvision's ``weights.transforms()`` and timm's data config do.
     """
 
     name: str
@@ -141,6 +148,11 @@ class WeightsSpec:
     mismatch: str = ""
     description: str = ""
     aliases: tuple[str, ...] = ()
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    resize: int = 256
+    crop: int = 224
+    interpolation: str = "bilinear"
     plugin: str = ""
     classes: str = ""  # the class list they were trained with (cnnkit.core.classnames: imagenet, coco, coco91)
 

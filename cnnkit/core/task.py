@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cnnkit.core.checkpoint import load_state_dict, load_weights_into
+from cnnkit.core.checkpoint import Loaded, load_state_dict, load_weights_into
+from cnnkit.core.data.transforms import IMAGENET, Norm
 from cnnkit.core.config import TrainConfig
 from cnnkit.core.data import open_dataset
 from cnnkit.core.errors import CnnkitError
@@ -204,13 +205,26 @@ class Task:
         """The model's architecture options as chosen (``None``: the builder's default)."""
         return {k: self.option(k) for k in self.spec.options if self.option(k) is not None}
 
+    def default_norm(self) -> Norm:
+        """The input transform of a model trained from scratch by this task (ImageNet's)."""
+        return IMAGENET
+
+    def input_norm(self) -> Norm:
+        """``(mean, std)`` of the inputs: the config's (from the weights it started from, kept in
+        the checkpoint), else the task's own."""
+        cfg = self.config
+        if cfg.mean is None:
+            return self.default_norm()
+        return tuple(cfg.mean), tuple(cfg.std or (1.0, 1.0, 1.0))
+
     def build_model(self) -> nn.Module:
         return self.spec.create(num_classes=len(self.classes or []) or self.spec.num_classes, **self.arch_options())
 
-    def load_weights(self, model: nn.Module, path: str) -> int:
-        """``--weights PATH``: copy the tensors that fit (a state dict or a cnnkit checkpoint);
-        returns how many. Families with other weight formats override this."""
-        return load_weights_into(model, load_state_dict(path), self.spec.name, path, strict=False)
+    def load_weights(self, model: nn.Module, path: str) -> Loaded:
+        """``--weights PATH``: load a state dict or a cnnkit checkpoint (a head for other classes is
+        re-initialised; see :func:`load_weights_into`). Families with other weight formats override this."""
+        return load_weights_into(model, load_state_dict(path), self.spec.name, path, strict=False,
+                                 allow_partial=self.config.allow_partial)
 
     def loss(self, model: nn.Module, batch: Any, step: int) -> dict[str, torch.Tensor]:
         """Loss terms for one batch; ``"loss"`` is the total that is back-propagated.

@@ -9,13 +9,18 @@ the URL and the cache path where the file can be put by hand on an offline machi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
+import signal
 import sys
+import threading
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from cnnkit.core.atomic import atomic_path
 from cnnkit.core.errors import CnnkitError
@@ -57,32 +62,187 @@ def check(entry: WeightsSpec, digest: str, size: int) -> str:
         return f"SHA-256 mismatch (expected {entry.sha256}, got {digest})"
     if entry.hash_prefix and not digest.startswith(entry.hash_prefix):
         return f"SHA-256 mismatch (expected {entry.hash_prefix}..., got {digest})"
-    if not (entry.sha256 or entry.hash_prefix) and entry.size and size != entry.size:
+    if entry.size and size != entry.size:
         return f"size mismatch (expected {entry.size} bytes, got {size})"
     return ""
 
 
+def hashed(entry: WeightsSpec) -> bool:
+    return bool(entry.sha256 or entry.hash_prefix)
+
+
+def known_sha256(path: Path) -> str:
+    """The file's SHA-256, hashed once: remembered in a sidecar ``.<file>.sha256`` keyed by its size
+    and mtime, so a changed file is hashed again."""
+    stat = path.stat()
+    key = f"{stat.st_size} {stat.st_mtime_ns}"
+    sidecar = path.with_name(f".{path.name}.sha256")
+    try:
+        stored_key, digest = sidecar.read_text().rsplit(" ", 1)
+        if stored_key == key and len(digest) == 64:
+            return digest
+    except (OSError, ValueError):
+        pass
+    digest = sha256_of(path)
+    try:
+        with atomic_path(sidecar) as tmp:
+            tmp.write_text(f"{key} {digest}")
+    except OSError:  # a read-only cache: hash again next time
+        pass
+    return digest
+
+
+def verify_cached(entry: WeightsSpec, path: Path) -> None:
+    """Refuse a cached file whose size (or hash, when published) is not the entry's: one line."""
+    size = path.stat().st_size
+    problem = check(entry, known_sha256(path) if hashed(entry) else "", size) if hashed(entry) or entry.size else ""
+    if problem:
+        raise CnnkitError(f"{path}: the cached {entry.name} file does not match the registry ({problem}); "
+                          f"delete it and run `cnnkit weights pull {entry.name}`")
+
+
+def parse_problem(entry: WeightsSpec, path: Path) -> str:
+    """Why ``path`` does not parse completely as ``entry``'s format ("" when it does): the
+    safetensors header and every tensor's byte range, a weights-only torch.load, a Darknet header
+    and payload."""
+    if entry.format == "safetensors":
+        return safetensors_problem(path)
+    if entry.format == "darknet":
+        return darknet_problem(path)
+    from cnnkit.core.checkpoint import load_state_dict
+
+    try:
+        load_state_dict(path)
+    except CnnkitError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    return ""
+
+
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def safetensors_problem(path: Path) -> str:
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensors' bytes; each
+    tensor's byte range must hold its shape and dtype, and together they must tile the data."""
+    import json
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return "not a safetensors file (shorter than its header)"
+        n = int.from_bytes(head, "little")
+        if n <= 0 or 8 + n > size:
+            return "not a safetensors file (its header length runs past the end)"
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, ValueError):
+            return "not a safetensors file (its header is not JSON)"
+    if not isinstance(header, dict):
+        return "not a safetensors file (its header is not a table)"
+    ranges = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(v) for v in info["data_offsets"])
+            count = 1
+            for d in info["shape"]:
+                count *= int(d)
+            width = DTYPE_BYTES[info["dtype"]]
+        except (KeyError, TypeError, ValueError):
+            return f"a malformed safetensors header (tensor {name})"
+        if end - begin != count * width:
+            return f"tensor {name} has {end - begin} bytes for {count} {info['dtype']} values"
+        ranges.append((begin, end))
+    ranges.sort()
+    position = 0
+    for begin, end in ranges:
+        if begin != position:
+            return "its tensors' byte ranges overlap or leave gaps"
+        position = end
+    if not ranges or 8 + n + position != size:
+        return f"truncated or padded: the header describes {8 + n + position} bytes, the file has {size}"
+    return ""
+
+
+def darknet_problem(path: Path) -> str:
+    """A Darknet .weights file: a version header Darknet writes, then float32 values, not all zero."""
+    import numpy as np
+
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 20)
+    if len(head) < 20:
+        return "too short for a Darknet .weights file"
+    major, minor, _ = (int(v) for v in np.frombuffer(head[:12], dtype=np.int32))
+    if not (major, minor) > (0, 0) or max(major, minor) > 1000:
+        return f"not a Darknet .weights file (version header {major}.{minor})"
+    if not np.frombuffer(head[20:len(head) // 4 * 4], dtype=np.uint8).any():
+        return "not a Darknet .weights file (its values are all zero)"
+    return ""
+
+
+def clean_partial(target: Path) -> None:
+    """Remove temporary files a killed download of ``target`` left beside it."""
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+class Terminated(BaseException):
+    """SIGTERM during a download: unwinds so the temporary file is removed."""
+
+
+@contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def fetch(entry: WeightsSpec) -> Path:
-    """``entry``'s file in the cache, downloaded first if it is not there yet."""
+    """``entry``'s file in the cache (checked before each use), downloaded first if it is not there
+    yet; a download is moved into place only once its hash matches (or, when its publisher gives
+    none, once it parses completely)."""
     target = cache_path(entry)
     if target.is_file():
+        verify_cached(entry, target)
         return target
     url = source_url(entry)
     by_hand = f"put {entry.file} at {target} by hand (or set {MIRROR}=URL)"
+    clean_partial(target)
     try:
-        with atomic_path(target) as tmp:
+        with _terminate_cleanly(), atomic_path(target) as tmp:
             digest, size = _download(url, tmp, entry)
-            problem = check(entry, digest, size)
+            problem = check(entry, digest, size) or ("" if hashed(entry) else parse_problem(entry, tmp))
             if problem:
                 raise CnnkitError(f"{entry.file}: {problem}; the download from {url} was discarded")
+    except Terminated:
+        print(f"error: download of {entry.file} stopped by SIGTERM; nothing was kept", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except urllib.error.HTTPError as exc:
         raise CnnkitError(f"cannot download {url} (HTTP {exc.code} {exc.reason}); {by_hand}") from None
     except urllib.error.URLError as exc:
         raise CnnkitError(f"cannot download {url} ({_reason(exc.reason)}); {by_hand}") from None
-    except (OSError, ValueError) as exc:  # timeouts, resets, a malformed mirror URL, a full disk
+    except http.client.IncompleteRead:
+        raise CnnkitError(f"cannot download {url} (the connection closed before the end of the file); "
+                          f"{by_hand}") from None
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # timeouts, resets, a bad URL, a full disk
         raise CnnkitError(f"cannot download {url} ({_reason(exc)}); {by_hand}") from None
-    if not (entry.sha256 or entry.hash_prefix):
-        print(f"warning: {entry.file}: its publisher gives no hash; kept unverified", file=sys.stderr)
+    if hashed(entry):
+        with contextlib.suppress(OSError):  # remember the hash just checked
+            known_sha256(target)
+    else:
+        print(f"warning: {entry.file}: its publisher gives no hash; kept because it parses completely",
+              file=sys.stderr)
     return target
 
 
@@ -99,15 +259,17 @@ def _download(url: str, tmp: Path, entry: WeightsSpec) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
     request = urllib.request.Request(url, headers={"User-Agent": "cnnkit"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or entry.size
+        announced = int(response.headers.get("Content-Length") or 0)
         columns = (TextColumn(entry.file), BarColumn(), DownloadColumn(), TransferSpeedColumn())
         with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-            bar = progress.add_task("download", total=total)
+            bar = progress.add_task("download", total=announced or entry.size)
             while chunk := response.read(CHUNK):
                 out.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
                 progress.advance(bar, len(chunk))
+    if announced and size != announced:
+        raise http.client.IncompleteRead(b"", announced - size)
     return digest.hexdigest(), size
 
 
@@ -153,17 +315,27 @@ def use_variant(entry: WeightsSpec, spec: ModelSpec, options: dict[str, Any]) ->
         raise CnnkitError(f"{entry.name}: {spec.name} has no option(s) {', '.join(sorted(unknown))}")
     clash = {k: v for k, v in entry.options.items() if k in options and options[k] != v}
     if clash:
-        wanted = ", ".join(f"--{k.replace('_', '-')} {str(v).lower() if isinstance(v, bool) else v}"
-                           for k, v in clash.items())
+        wanted = ", ".join(flag(k, v) for k, v in clash.items())
         raise CnnkitError(f"{entry.name} weights were trained for {entry.variant}: they need {wanted}; "
                           "drop the conflicting option or do without them")
     options.update(entry.options)
     return entry
 
 
+def flag(key: str, value: Any) -> str:
+    """The option as a user types it; None (the builder's own choice) is the option left out."""
+    name = "--" + key.replace("_", "-")
+    if value is None:
+        return f"no {name}"
+    return f"{name} {str(value).lower() if isinstance(value, bool) else value}"
+
+
 def read_state(entry: WeightsSpec, path: Path) -> dict[str, Any]:
-    """The file's tensors as a state dict in our key names."""
+    """The file's tensors as a state dict in our key names (a file that does not parse: one line)."""
     if entry.format == "safetensors":
+        problem = safetensors_problem(path)
+        if problem:
+            raise CnnkitError(f"{path}: {problem}; delete it and pull {entry.name} again")
         from safetensors.torch import load_file
 
         state = load_file(str(path))
@@ -174,11 +346,11 @@ def read_state(entry: WeightsSpec, path: Path) -> dict[str, Any]:
     return resolve(entry.convert)(state) if entry.convert else state
 
 
-def load_entry(task: Any, model: Any, entry: WeightsSpec) -> tuple[int, Path]:
-    """Load ``entry`` (downloaded if needed) into ``model``, or into each of its backbones when
-    the weights are a backbone's (Faster R-CNN's 4-step schedule starts both of its trunks from
-    them, as the paper does); heads that do not fit are left as built. Returns (tensors loaded
-    into the model or its first backbone, file)."""
+def load_entry(task: Any, model: Any, entry: WeightsSpec, path: Path | None = None) -> tuple[Any, Path]:
+    """Load ``entry`` (from ``path``, else its cache file, downloaded if needed) into ``model``, or
+    into each of its backbones when the weights are a backbone's (Faster R-CNN's 4-step schedule
+    starts both of its trunks from them, as the paper does). Returns (what the model or its first
+    backbone took from the file, the file)."""
     from cnnkit.core.backbone import Trunk
     from cnnkit.core.checkpoint import load_weights_into
 
@@ -188,11 +360,13 @@ def load_entry(task: Any, model: Any, entry: WeightsSpec) -> tuple[int, Path]:
         if not targets:
             raise CnnkitError(f"{task.spec.name} does not build its backbone through cnnkit's backbone contract, "
                               f"so {entry.name} has nowhere to go; use --weights PATH")
-    path = fetch(entry)
+    path = path or fetch(entry)
     if entry.format == "darknet":  # the family reads its own format
         return task.load_weights(model, str(path)), path
     state = read_state(entry, path)
-    loaded = [load_weights_into(t, state, entry.model or task.spec.name, path, strict=False) for t in targets]
+    partial = bool(task.config.allow_partial)
+    loaded = [load_weights_into(t, state, entry.model or task.spec.name, path, strict=False, allow_partial=partial)
+              for t in targets]
     return loaded[0], path
 
 
@@ -201,3 +375,83 @@ def registered(value: str) -> WeightsSpec | None:
     if not value or Path(value).is_file() or value not in weights:
         return None
     return weights.get(value)
+
+
+def choose(value: str, spec: ModelSpec, options: dict[str, Any]) -> tuple[WeightsSpec | None, Path | None]:
+    """``--weights VALUE`` for ``spec``: a registered name gives (entry, None: its cache file); a
+    file that is a registered one (:func:`identify`) gives (entry, the file), so it loads as that
+    name does; another file gives (None, the file), refused first when it may need other wiring
+    (:func:`refuse_other_variant`). Neither: one line."""
+    entry = registered(value)
+    if entry is not None:
+        return entry, None
+    if not Path(value).is_file():
+        raise CnnkitError(f"--weights {value}: no such file, and no registered weights of that name "
+                          "(see `cnnkit weights list`)")
+    entry = identify(value, spec)
+    if entry is None:
+        refuse_other_variant(value, spec, options)
+    return entry, Path(value)
+
+
+def checkpoint_norm(path: str | Path) -> tuple[Any, Any]:
+    """The input transform a cnnkit checkpoint was trained with ((None, None) for a bare state dict
+    or a checkpoint from before transforms were recorded)."""
+    from cnnkit.core.checkpoint import load_checkpoint
+
+    try:
+        config = load_checkpoint(path)["config"]
+    except CnnkitError:
+        return None, None
+    return config.get("mean"), config.get("std")
+
+
+def identify(path: str | Path, spec: ModelSpec) -> WeightsSpec | None:
+    """The registry entry a file given by path is (for ``spec`` or its backbone): by its file
+    name (torchvision's names carry their hash prefix), else by its contents' SHA-256."""
+    path = Path(path)
+    found = [w for _, w in weights.items() if w.model in (spec.name, *spec.aliases)]
+    backbone = spec.build_kwargs.get("backbone")
+    if isinstance(backbone, str) and backbone in models:
+        found += for_model(backbone)
+    by_name = [w for w in found if w.file == path.name]
+    if by_name:
+        return by_name[0]
+    if not any(hashed(w) for w in found):
+        return None
+    digest = sha256_of(path)
+    return next((w for w in found if (w.sha256 and w.sha256 == digest)
+                 or (w.hash_prefix and digest.startswith(w.hash_prefix))), None)
+
+
+def refuse_other_variant(path: str | Path, spec: ModelSpec, options: dict[str, Any]) -> None:
+    """A bare state dict no entry identifies, for a model whose published weights need options
+    the user left at their defaults (resnet50's ``stride_in_1x1``: the same keys, other wiring):
+    refused in one line naming the option, never loaded into the wiring it may not fit."""
+    from cnnkit.core.checkpoint import load_checkpoint
+
+    try:
+        load_checkpoint(path)
+        return  # a cnnkit checkpoint: the user's own training
+    except CnnkitError:
+        pass
+    for entry in for_model(spec.name):
+        differ = {k: v for k, v in entry.options.items()
+                  if k not in options and k in spec.options and spec.options[k] != v}
+        if differ and not entry.mismatch and _same_layout(spec, entry.options, options):
+            k, v = next(iter(differ.items()))
+            flag = f"--{k.replace('_', '-')}"
+            value = str(v).lower() if isinstance(v, bool) else v
+            default = str(spec.options[k]).lower() if isinstance(spec.options[k], bool) else spec.options[k]
+            raise CnnkitError(f"{path}: a {spec.name} state dict in {entry.name}'s layout, whose published weights "
+                              f"need {flag} {value} ({entry.variant}); pass {flag} {value} for those, or "
+                              f"{flag} {default} for cnnkit's default wiring")
+
+
+def _same_layout(spec: ModelSpec, entry_options: dict[str, Any], options: dict[str, Any]) -> bool:
+    import torch
+
+    with torch.device("meta"):
+        a = spec.create(num_classes=spec.num_classes, **{**spec.options, **options}).state_dict()
+        b = spec.create(num_classes=spec.num_classes, **{**spec.options, **options, **entry_options}).state_dict()
+    return {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from cnnkit.core.registry import IMAGENET_MEAN, IMAGENET_STD, RAW_MEAN, RAW_STD
+
+Norm = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) of pixels in [0, 1]
+IMAGENET: Norm = (IMAGENET_MEAN, IMAGENET_STD)
+RAW: Norm = (RAW_MEAN, RAW_STD)
 
 
-def to_tensor(image: np.ndarray, normalize: bool = True) -> torch.Tensor:
-    """HWC uint8 RGB -> CHW float tensor (ImageNet-normalised unless ``normalize`` is False)."""
+def to_tensor(image: np.ndarray, normalize: bool | Norm = True) -> torch.Tensor:
+    """HWC uint8 RGB -> CHW float tensor in [0, 1], then ``(x - mean) / std``: ``normalize`` is a
+    ``(mean, std)`` pair, True for ImageNet's, False for none."""
     t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
-    if normalize:
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-        t = (t - mean) / std
+    mean, std = IMAGENET if normalize is True else RAW if normalize is False else normalize
+    if (mean, std) != RAW:
+        t = (t - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     return t
 
 
@@ -84,3 +88,15 @@ def letterbox(image: np.ndarray, size: int, fill: int = 114) -> tuple[np.ndarray
     (h, w), (nh, nw) = image.shape[:2], resized.shape[:2]
     top, left = (size - nh) // 2, (size - nw) // 2  # PadIfNeeded's centre split
     return pad(image=resized)["image"], Letterbox(size / max(h, w), (float(left), float(top)))
+
+
+def publisher_transform(entry: Any) -> Any:
+    """The evaluation transform published weights (a ``WeightsSpec``) were measured with, as
+    torchvision's ``weights.transforms()`` and timm's ``create_transform(resolve_data_config)`` do
+    on a PIL image: resize the short side to ``entry.resize``, centre crop ``entry.crop``, scale to
+    [0, 1], normalise with the weights' mean/std."""
+    from torchvision import transforms as T
+
+    mode = T.InterpolationMode(entry.interpolation)
+    return T.Compose([T.Resize(entry.resize, interpolation=mode), T.CenterCrop(entry.crop), T.ToTensor(),
+                      T.Normalize(entry.mean, entry.std)])

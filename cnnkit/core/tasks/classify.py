@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.core.data.transforms import classification_pipeline, to_tensor
+from cnnkit.core.data.transforms import IMAGENET, Norm, classification_pipeline, to_tensor
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.metrics import topk_correct
 from cnnkit.core.task import MappedDataset, Task
@@ -18,15 +18,15 @@ from cnnkit.core.task import MappedDataset, Task
 class ClassifySample:
     """Albumentations pipeline + tensor conversion + label check for one ``(image, label)``."""
 
-    def __init__(self, img_size: int, train: bool, num_classes: int) -> None:
+    def __init__(self, img_size: int, train: bool, num_classes: int, norm: Norm = IMAGENET) -> None:
         self.pipeline = classification_pipeline(img_size, train)
-        self.num_classes = num_classes
+        self.num_classes, self.norm = num_classes, norm
 
     def __call__(self, sample: tuple[np.ndarray, int]) -> tuple[torch.Tensor, int]:
         image, label = sample
         if not 0 <= int(label) < self.num_classes:
             raise CnnkitError(f"label {label} is out of range for {self.num_classes} classes")
-        return to_tensor(self.pipeline(image=image)["image"]), int(label)
+        return to_tensor(self.pipeline(image=image)["image"], self.norm), int(label)
 
 
 class ClassificationLoss(nn.Module):
@@ -64,7 +64,8 @@ class ClassifyTask(Task):
 
     def dataset(self, split: str) -> MappedDataset:
         raw = self.raw_dataset(split)
-        return MappedDataset(raw, ClassifySample(self.config.img_size, split == "train", len(self.classes or [])))
+        return MappedDataset(raw, ClassifySample(self.config.img_size, split == "train", len(self.classes or []),
+                                                 self.input_norm()))
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:

@@ -18,7 +18,7 @@ from torch import nn
 
 from cnnkit.core.boxes import batched_nms
 from cnnkit.core.data.detection import DetectionSample
-from cnnkit.core.data.transforms import detection_pipeline, letterbox, to_tensor
+from cnnkit.core.data.transforms import IMAGENET, RAW, Norm, detection_pipeline, letterbox, to_tensor
 from cnnkit.core.detect import draw_detections, records
 from cnnkit.core.metrics import Detections, coco_map, pr_curve
 from cnnkit.core.task import MappedDataset, Task
@@ -31,7 +31,7 @@ class DetectionTransform:
     holds ``boxes`` and ``labels``, and the ignore regions ``ignore_boxes``, ``ignore_labels``,
     ``ignore_crowd`` moved with them (see ``cnnkit.core.data.detection``)."""
 
-    def __init__(self, img_size: int, train: bool, normalize: bool = False) -> None:
+    def __init__(self, img_size: int, train: bool, normalize: bool | Norm = False) -> None:
         self.pipeline = detection_pipeline(img_size, train)
         self.normalize = normalize
 
@@ -55,7 +55,8 @@ def collate_detections(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 class DetectionTask(Task):
     """Base for YOLO and the R-CNN family. Images reach the model as [0, 1] RGB tensors
-    (``normalize = True`` for ImageNet normalisation) letterboxed to ``img_size``."""
+    (``normalize = True`` for ImageNet normalisation; a pretrained trunk's weights set their own)
+    letterboxed to ``img_size``."""
 
     data_tasks = ("detect",)
     default_data = "synthetic:shapes"
@@ -65,9 +66,12 @@ class DetectionTask(Task):
     eval_conf = 0.001
     eval_iou = 0.6
 
+    def default_norm(self) -> Norm:
+        return IMAGENET if self.normalize else RAW
+
     def dataset(self, split: str) -> MappedDataset:
         return MappedDataset(self.raw_dataset(split),
-                             DetectionTransform(self.config.img_size, split == "train", self.normalize))
+                             DetectionTransform(self.config.img_size, split == "train", self.input_norm()))
 
     def collate(self, batch: list[Any]) -> Any:
         return collate_detections(batch)
@@ -122,7 +126,7 @@ class DetectionTask(Task):
         for i in range(0, len(images), batch_size):
             chunk = images[i:i + batch_size]
             boxed = [letterbox(image, size) for image in chunk]
-            x = torch.stack([to_tensor(b, self.normalize) for b, _ in boxed]).to(device, non_blocking=True)
+            x = torch.stack([to_tensor(b, self.input_norm()) for b, _ in boxed]).to(device, non_blocking=True)
             for image, (_, lb), (boxes, scores, labels) in zip(chunk, boxed, self.predict_batch(model, x, conf, iou)):
                 boxes = lb.unmap(boxes.float().cpu(), image.shape[:2])
                 results.append(records(boxes, scores.cpu(), labels.cpu(), list(self.classes or [])))

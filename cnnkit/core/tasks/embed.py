@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cnnkit.core.data.transforms import to_tensor
+from cnnkit.core.data.transforms import IMAGENET, Norm, to_tensor
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.metrics import Verification, verification_metrics
 from cnnkit.core.data.sampler import PKSampler
@@ -65,12 +65,13 @@ def verification_pairs(targets: list[int], seed: int = 0) -> np.ndarray:
 class EmbedSample:
     """Augmentation (an albumentations ``pipeline``) and tensor conversion of one ``(image, identity)``."""
 
-    def __init__(self, img_size: int, train: bool, flip: bool = False) -> None:
+    def __init__(self, img_size: int, train: bool, flip: bool = False, norm: Norm = IMAGENET) -> None:
         self.pipeline = embed_pipeline(img_size, train, flip)
+        self.norm = norm
 
     def __call__(self, sample: tuple[np.ndarray, int]) -> tuple[torch.Tensor, int]:
         image, identity = sample
-        return to_tensor(self.pipeline(image=image)["image"]), int(identity)
+        return to_tensor(self.pipeline(image=image)["image"], self.norm), int(identity)
 
 
 class EmbedSet(MappedDataset):
@@ -116,7 +117,7 @@ class EmbedTask(Task):
 
     # ---------------------------------------------------------------- data
     def dataset(self, split: str) -> EmbedSet:
-        sample = EmbedSample(self.config.img_size, split == "train", bool(self.option("flip")))
+        sample = EmbedSample(self.config.img_size, split == "train", bool(self.option("flip")), self.input_norm())
         return EmbedSet(self.raw_dataset(split), sample, self.config.seed)
 
     def batch_sampler(self, dataset: Dataset) -> PKSampler:
@@ -174,7 +175,7 @@ class EmbedTask(Task):
                 **kwargs: Any) -> list[np.ndarray]:
         """One embedding (float32, L2-normalised) per RGB uint8 image (a face crop)."""
         pipeline = embed_pipeline(self.config.img_size, train=False)
-        batch = [to_tensor(pipeline(image=image)["image"]) for image in images]
+        batch = [to_tensor(pipeline(image=image)["image"], self.input_norm()) for image in images]
         if not batch:
             return []
         model.eval()

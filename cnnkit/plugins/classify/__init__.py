@@ -68,7 +68,7 @@ MODELS: list[ModelSpec] = [
     _cfg("inception-v2", f"{_M}:inception_v2", img_size=299, min_img_size=299, paper=SZEGEDY16,
          description="Inception-v2: factorised/asymmetric convs, grid reduction, 7x7 stem, aux head with BN convs only"),
     _cfg("inception-v3", f"{_M}:inception_v3", paper_params=25_000_000, paper_macs=5.0e9, img_size=299,
-         min_img_size=299, recipe=INCEPTION_V3_RECIPE, paper=SZEGEDY16,
+         min_img_size=299, options={"aux_bn": True}, recipe=INCEPTION_V3_RECIPE, paper=SZEGEDY16,
          description="Inception-v3: v2 + factorised 7x7, BN-auxiliary head (FC batch-normalised too); RMSProp + label smoothing"),
     _cfg("inception-v4", f"{_M}:timm_model", build_kwargs={"arch": "inception_v4", "drop_rate": 0.2}, img_size=299,
          min_img_size=75, recipe=RMSPROP_RECIPE, paper=SZEGEDY17,

@@ -240,14 +240,16 @@ def bn_auxiliary(in_channels: int, num_classes: int) -> nn.Module:
     return aux
 
 
-def inception_v3(*, num_classes: int = 1000, aux_logits: bool = True) -> nn.Module:
+def inception_v3(*, num_classes: int = 1000, aux_logits: bool = True, aux_bn: bool = True) -> nn.Module:
     """Inception-v3 (Szegedy et al. 2016, Table 1 and Table 3's last row): factorised 3x3 stem,
     35/17/8 grids with 5x5 -> two 3x3, 1x7/7x1 and expanded 1x3/3x1 modules, efficient grid
-    reductions, and the BN-auxiliary classifier on the 17x17 grid (convolutions and FC batch-normalised)."""
-    from torchvision.models.inception import BasicConv2d, Inception3, InceptionA, InceptionB, InceptionC, \
-        InceptionD, InceptionE
+    reductions, and the BN-auxiliary classifier on the 17x17 grid (convolutions and FC batch-normalised;
+    ``aux_bn=False``: torchvision's auxiliary FC with a bias and no BN, as Google's published weights have)."""
+    from torchvision.models.inception import BasicConv2d, Inception3, InceptionA, InceptionAux, InceptionB, \
+        InceptionC, InceptionD, InceptionE
 
-    blocks = [BasicConv2d, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, bn_auxiliary]
+    blocks = [BasicConv2d, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE,
+              bn_auxiliary if aux_bn else InceptionAux]
     return Inception3(num_classes=num_classes, aux_logits=aux_logits, inception_blocks=blocks, init_weights=True)
 
 

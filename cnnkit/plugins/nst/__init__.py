@@ -24,10 +24,10 @@ def register_models(register):
 @hookimpl
 def register_weights(register):
     # the frozen feature extractor of `cnnkit stylize` and the perceptual loss (torchvision's file)
-    for depth, file, size, use in ((19, "vgg19-dcbb9e9d.pth", 548_051_000, "Gatys style transfer"),
-                                   (16, "vgg16-397923af.pth", 527_796_000, "the fast stylizer's perceptual loss")):
+    for depth, file, use in ((19, "vgg19-dcbb9e9d.pth", "Gatys style transfer"),
+                             (16, "vgg16-397923af.pth", "the fast stylizer's perceptual loss")):
         register(WeightsSpec(name=f"vgg{depth}-nst", file=file, url=f"https://download.pytorch.org/models/{file}",
-                             hash_prefix=file[-12:-4], size=size,
+                             hash_prefix=file[-12:-4],
                              license="BSD-3-Clause (torchvision); ImageNet-1k terms apply",
                              variant=f"torchvision VGG-{depth}, ImageNet; its features feed the style losses",
                              description=f"VGG-{depth} features for {use}"))

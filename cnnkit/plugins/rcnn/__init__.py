@@ -54,12 +54,13 @@ def register_losses(register):
 
 @hookimpl
 def register_weights(register):
-    # torchvision's COCO files (91 outputs, background included); a head for other classes is re-initialised
-    for model, file, mb in (("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", 159.743),
-                            ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth",
-                             74.239)):
+    # torchvision's COCO files (91 outputs, background included); a head for other classes is re-initialised.
+    # The model normalises inside (GeneralizedRCNNTransform), so it is fed pixels in [0, 1] as they are.
+    for model, file in (("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"),
+                        ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth")):
         register(WeightsSpec(name=model, model=model, file=file, url="https://download.pytorch.org/models/" + file,
-                             hash_prefix=file.rsplit("-", 1)[1][:-4], size=round(mb * 1000) * 1000,
+                             hash_prefix=file.rsplit("-", 1)[1][:-4], classes="coco90",
+                             mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                              license="BSD-3-Clause (torchvision); COCO terms apply",
                              variant=f"torchvision {model}, COCO train2017 (its frozen BN is trainable BN here)"))
 

@@ -95,7 +95,7 @@ class SelectiveSearchTask(RegionTask):
         self._cache: dict[bytes, torch.Tensor] = {}
 
     def dataset(self, split: str) -> MappedDataset:
-        return MappedDataset(self.raw_dataset(split), DetectionTransform(self.config.img_size, False, self.normalize))
+        return MappedDataset(self.raw_dataset(split), DetectionTransform(self.config.img_size, False, self.input_norm()))
 
     def search(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Selective search boxes of each image, computed once and then served from memory."""

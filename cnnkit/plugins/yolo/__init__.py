@@ -131,8 +131,8 @@ WEIGHTS = [
 
 @hookimpl
 def register_weights(register):
-    for entry in WEIGHTS:
-        register(entry)
+    for entry in WEIGHTS:  # Darknet's networks see pixels in [0, 1] as they are
+        register(replace(entry, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
 
 
 @hookimpl

@@ -148,13 +148,18 @@ class YoloTask(DetectionTask):
         if not re.search(r"\.weights$|\.conv\.\d+$", str(path)):  # yolov3.weights, darknet53.conv.74
             return super().load_weights(model, path)
         from cnnkit.core.checkpoint import load_weights_into
-        from cnnkit.plugins.yolo.weights import load_darknet_weights
+        from pathlib import Path
+
+        from cnnkit.plugins.yolo.weights import load_darknet_weights, weight_layers
 
         anchors = self.state.get("anchors")
         twin = self.spec.create(num_classes=self.spec.num_classes,
                                 **({} if anchors is None else {"anchors": anchors.tolist()}))
-        load_darknet_weights(twin, path)
-        return load_weights_into(model, twin.state_dict(), self.spec.name, path, strict=False)
+        layers, _ = load_darknet_weights(twin, path)
+        loaded = load_weights_into(model, twin.state_dict(), self.spec.name, path, strict=False)
+        if layers < sum(1 for _ in weight_layers(twin)):  # a backbone's file (darknet53.conv.74)
+            loaded.summary = f"backbone {layers} convs from {Path(path).name}; heads initialised"
+        return loaded
 
     def _probe(self, num_classes: int) -> nn.Module:
         with torch.device("meta"):
