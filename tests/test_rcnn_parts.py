@@ -226,3 +226,68 @@ def test_four_step_schedule_gives_each_step_its_own_cosine():
     assert task.phase(10) == (1, pytest.approx(0.5)) and task.phase(79)[1] < 0.01  # and anneals to ~0
     joint = make_task(models.get("faster-rcnn"), TrainConfig(model="faster-rcnn", epochs=8))
     assert joint.phase(50) == (0, 1.0) and joint.config.scheduler == "cosine"
+
+
+def _layers(report):
+    return {row["name"]: row for row in report["layers"]}
+
+
+def test_summary_builds_the_papers_heads_on_the_papers_trunks(cli):
+    """`cnnkit summary MODEL --backbone vgg16` takes the model's options as `train` does; VGG-16 gets
+    the papers' heads (RPN 512, 7x7 RoI pool into fc6/fc7 4096: 137M for 20 classes, py-faster-rcnn's
+    VGG16), AlexNet ZF's RPN 256 and a 6x6 pool, the small trunk keeps its small heads, sizes are options."""
+    import json
+
+    from tests.conftest import one_clear_line
+
+    def report(*args):
+        r = cli("summary", *args, "--json")
+        assert r.code == 0, r.stderr
+        return json.loads(r.stdout)
+
+    vgg = report("faster-rcnn", "--backbone", "vgg16")
+    rows = _layers(vgg)
+    assert vgg["params"] == 137_061_851 and vgg["paper"]["params"] == 137_000_000
+    assert rows["rpn.conv.0"]["output"][0] == 512 and rows["head.fc.1"]["params"] == 512 * 7 * 7 * 4096 + 4096
+    assert rows["head.fc.4"]["output"] == [4096] and rows["head.cls"]["output"] == [21]
+    zf = _layers(report("faster-rcnn", "--backbone", "alexnet"))
+    assert zf["rpn.conv.0"]["output"][0] == 256 and zf["head.fc.1"]["params"] == 256 * 6 * 6 * 4096 + 4096
+    rcnn = report("rcnn", "--backbone", "vgg16", "--img-size", "224")  # fc6 on pool5 of a 224 warp
+    assert _layers(rcnn)["pool"]["output"] == [512, 7, 7] and rcnn["params"] == 134_346_581
+    small = report("faster-rcnn")
+    assert small["params"] == 1_036_331 and "params" not in small["paper"]
+    assert _layers(small)["rpn.conv.0"]["output"][0] == 128 and _layers(small)["head.fc.1"]["output"] == [256]
+    sized = _layers(report("faster-rcnn", "--backbone", "vgg16", "--fc", "1024", "--rpn-channels", "256"))
+    assert sized["head.fc.4"]["output"] == [1024] and sized["rpn.conv.0"]["output"][0] == 256
+    one_clear_line(cli("summary", "faster-rcnn", "--anchors", "3"), "unknown option", "--anchors", "--backbone")
+
+
+def test_pretrained_vgg16_fills_fc6_fc7_from_its_imagenet_classifier(tmp_path, monkeypatch):
+    """`--backbone vgg16 --pretrained`: the trunk and fc6/fc7 come from the registry's VGG-16 file
+    (here a random state dict in torchvision's layout, cached under the registry's file name)."""
+    from cnnkit.core import weights
+    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.engine import make_task
+    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.registry import models
+
+    load_plugins()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.manual_seed(3)
+    source = models.get("vgg16").create(num_classes=1000).state_dict()
+    torch.save(source, cache / "vgg16-397923af.pth")
+    task = make_task(models.get("faster-rcnn"), TrainConfig(model="faster-rcnn", pretrained=True,
+                                                             options={"backbone": "vgg16"}))
+    entry = weights.pretrained_entry(task.spec, task.config.options)
+    model = task.build_model()
+    assert not torch.equal(model.head.fc[1].weight, source["classifier.0.weight"])
+    weights.load_entry(task, model, entry)  # what the trainer's set-up step does
+    assert torch.equal(model.trunk.body.features[28].weight, source["features.28.weight"])  # conv5_3
+    assert torch.equal(model.head.fc[1].weight, source["classifier.0.weight"])  # fc6
+    assert torch.equal(model.head.fc[1].bias, source["classifier.0.bias"])
+    assert torch.equal(model.head.fc[4].weight, source["classifier.3.weight"])  # fc7
+    fc6 = model.head.fc[1].weight.clone()
+    model.load_state_dict(model.state_dict())  # a checkpoint carries no classifier: fc6 stays
+    assert torch.equal(model.head.fc[1].weight, fc6)

@@ -229,7 +229,8 @@ class FasterRCNNTask(RegionTask):
         phase, factor = self.phase(step)
         size, crit = images.shape[-1], self.criterion(model)
         if phase >= 3 and not self.state.get("shared_trunk"):  # steps 3-4 share the detector's convs
-            model.trunk.load_state_dict(model.det_trunk.state_dict())
+            convs = model.trunk.state_dict()  # the detector's trunk also holds the head's fc6/fc7 (vgg16, alexnet)
+            model.trunk.load_state_dict({k: v for k, v in model.det_trunk.state_dict().items() if k in convs})
             self.state["shared_trunk"] = True
         out: dict[str, torch.Tensor] = {}
         if phase in (0, 1):
