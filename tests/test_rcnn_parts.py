@@ -123,17 +123,33 @@ def test_rpn_loss_paper_and_pyfaster_normalisation():
     assert torch.isclose(pyfaster["rpn_box"], torch.tensor(6 * 4 * (0.5 - 0.5 / 9) / 16))  # beta 1/9: L1 part
 
 
-def test_svm_with_hard_negatives_and_ridge():
+def test_svm_hard_negative_mining_finds_the_rare_hard_negatives():
+    """10,000 easy negatives and 5 hard ones the first random 1000 are unlikely to hold: the SVM of
+    the first round alone (no mining) scores all 5 as objects (0/5 right, measured), the mined one
+    rejects all 5, keeping every positive and easy negative."""
     g = torch.Generator().manual_seed(0)
-    pos = torch.randn(50, 8, generator=g) + 2.0
-    neg = torch.randn(3000, 8, generator=g) - 1.0
-    w, b = train_svm(pos, neg, 1e-3)
-    assert ((pos @ w + b) > 0).float().mean() > 0.95
-    assert ((neg @ w + b) < 0).float().mean() > 0.95
-    x = torch.randn(200, 5, generator=g)
-    true = torch.randn(6, 4, generator=g)
+    pos = torch.randn(50, 2, generator=g) * 0.3 + torch.tensor([2.0, 0.0])
+    easy = torch.randn(10000, 2, generator=g) * 0.3 + torch.tensor([-2.0, 0.0])
+    hard = torch.randn(5, 2, generator=g) * 0.1 + torch.tensor([2.0, 3.0])  # near the positives in x, not in y
+    for rounds, hard_rejected in ((1, 0.0), (4, 1.0)):
+        w, b = train_svm(pos, torch.cat([easy, hard]), 1e-3, rounds=rounds)
+        assert float(((hard @ w + b) < 0).float().mean()) == hard_rejected
+        assert bool(((pos @ w + b) > 0).all()) and bool(((easy @ w + b) < 0).all())
+
+
+def test_ridge_at_the_papers_lambda_is_the_closed_form():
+    """lambda = 1000 (the paper's, the default): (Xc'Xc + lambda I)^-1 Xc't on centred data, the
+    bias unshrunk; at this lambda the weights shrink to 0.18 of the true ones (1.0 without ridge)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(200, 5, generator=g).double()
+    true = torch.randn(6, 4, generator=g).double()
     t = torch.nn.functional.pad(x, (0, 1), value=1.0) @ true
-    assert torch.allclose(ridge(x, t, 1e-6), true, atol=1e-3)
+    xc, tc = x - x.mean(0), t - t.mean(0)
+    w = torch.linalg.solve(xc.T @ xc + 1000 * torch.eye(5, dtype=torch.float64), xc.T @ tc)
+    expected = torch.cat([w, (t.mean(0) - x.mean(0) @ w)[None]]).float()
+    got = ridge(x.float(), t.float(), 1000.0)
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert 0.1 < float(got[:5].norm() / true[:5].norm()) < 0.3
 
 
 def test_postprocess_keeps_per_class_boxes_after_nms():
