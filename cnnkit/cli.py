@@ -140,7 +140,7 @@ def train_cmd(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=8),
     lr: Optional[float] = typer.Option(None, "--lr"),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, adam, adamw or rmsprop."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, adam, adamw, rmsprop or rmsprop-tf (epsilon inside the root)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="cosine, step, plateau or none."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
