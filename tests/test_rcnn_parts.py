@@ -17,7 +17,7 @@ from cnnkit.plugins.rcnn.models import (
 )
 from cnnkit.plugins.rcnn.roi_heads import postprocess
 from cnnkit.plugins.rcnn.rpn import RPN, anchor_shapes, grid_anchors, proposals
-from cnnkit.plugins.rcnn.svm import ridge, train_svm
+from cnnkit.plugins.rcnn.svm import feature_scale, ridge, train_svm
 
 
 def test_anchor_shapes_are_3_scales_by_3_ratios():
@@ -124,13 +124,16 @@ def test_rpn_loss_paper_and_pyfaster_normalisation():
 
 
 def test_svm_hard_negative_mining_finds_the_rare_hard_negatives():
-    """10,000 easy negatives and 5 hard ones the first random 1000 are unlikely to hold: the SVM of
-    the first round alone (no mining) scores all 5 as objects (0/5 right, measured), the mined one
-    rejects all 5, keeping every positive and easy negative."""
+    """10,000 easy negatives and 5 hard ones the first random 1000 are unlikely to hold (features scaled
+    to mean norm 20, C = 0.001, as R-CNN): the SVM of the first round alone (no mining) scores all 5 as
+    objects (0/5 right, measured), the mined one rejects all 5, keeping every positive and easy negative."""
     g = torch.Generator().manual_seed(0)
     pos = torch.randn(50, 2, generator=g) * 0.3 + torch.tensor([2.0, 0.0])
     easy = torch.randn(10000, 2, generator=g) * 0.3 + torch.tensor([-2.0, 0.0])
     hard = torch.randn(5, 2, generator=g) * 0.1 + torch.tensor([2.0, 3.0])  # near the positives in x, not in y
+    scale = feature_scale(torch.cat([pos, easy, hard]))
+    assert float((torch.cat([pos, easy, hard]) * scale).norm(dim=1).mean()) == pytest.approx(20.0)
+    pos, easy, hard = pos * scale, easy * scale, hard * scale
     for rounds, hard_rejected in ((1, 0.0), (4, 1.0)):
         w, b = train_svm(pos, torch.cat([easy, hard]), 1e-3, rounds=rounds)
         assert float(((hard @ w + b) < 0).float().mean()) == hard_rejected
