@@ -204,3 +204,20 @@ def test_dlib_metric_loss_is_zero_past_the_margins():
     assert float(DlibMetricLoss()(emb, labels)["loss"]) == pytest.approx(0.02 * 0.5, abs=1e-6)
     with pytest.raises(CnnkitError, match="--margin"):
         DlibMetricLoss(margin=0.0)
+
+
+def test_dlib_metric_is_face_resnets_default_loss_with_its_options():
+    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.engine import make_task
+    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.registry import models
+    from cnnkit.plugins.siamese.losses import DlibMetricLoss
+
+    load_plugins()
+    task = make_task(models.get("face-resnet"), TrainConfig(model="face-resnet", options={"margin": 0.1,
+                                                                                          "distance_threshold": 0.5}))
+    loss = task.criterion(None)
+    assert task.loss_spec.name == "dlib-metric" and isinstance(loss, DlibMetricLoss)
+    assert (loss.margin, loss.threshold) == (0.1, 0.5)
+    other = make_task(models.get("siamese-small"), TrainConfig(model="siamese-small"))
+    assert other.loss_spec.name == "triplet"
