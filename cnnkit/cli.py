@@ -142,7 +142,7 @@ def train_cmd(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=8),
     lr: Optional[float] = typer.Option(None, "--lr"),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, adam, adamw or rmsprop."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, adam, adamw, rmsprop or rmsprop-tf (epsilon inside the root)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="cosine, step, plateau or none."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
@@ -281,18 +281,20 @@ def detect_cmd(
         console.print(f"annotated images in {save_dir}")
 
 
-@app.command("summary")
+@app.command("summary", context_settings=EXTRA_ARGS)
 def summary_cmd(
+    ctx: typer.Context,
     model: str = typer.Argument(..., help="A registered model name (or a definition file a plugin reads)."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size (default: the paper's)."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Outputs (default: the paper's)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """A layer table (output shape, parameters, multiply-adds) with totals and the paper's figures."""
+    """A layer table (output shape, parameters, multiply-adds) with totals and the paper's figures.
+    The model's architecture options go after it, as on `train` (e.g. --backbone vgg16)."""
     from cnnkit.core.registry import models
     from cnnkit.core.summary import render, summarize
 
-    report = summarize(models.get(model), img_size=img_size, num_classes=num_classes)
+    report = summarize(models.get(model), img_size=img_size, num_classes=num_classes, options=parse_extra(ctx.args))
     if as_json:
         print_json(report)
         return

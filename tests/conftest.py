@@ -9,6 +9,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,3 +110,29 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+def assert_detect_maps_back(detections: list[dict], checkpoint: str, image: np.ndarray, conf: float,
+                            iou: float = 0.45) -> None:
+    """`cnnkit detect`'s ``detections`` of ``image`` are the model's own on the letterboxed image
+    (same scores, classes) with boxes mapped back by the scale and centred padding worked out here
+    (a missing pad or scale, or a wrong clip, moves them by pixels)."""
+    import torch
+
+    from cnnkit.core.data.transforms import letterbox, to_tensor
+    from cnnkit.core.engine import load_for_eval
+
+    task, model, _ = load_for_eval(checkpoint)
+    size, (h, w) = task.config.img_size, image.shape[:2]
+    scale = size / max(h, w)
+    left, top = (size - round(w * scale)) // 2, (size - round(h * scale)) // 2
+    boxed, _ = letterbox(image, size)
+    with torch.no_grad():
+        boxes, scores, labels = task.predict_batch(model.eval(), to_tensor(boxed, task.normalize)[None], conf, iou)[0]
+    pad = torch.tensor([left, top, left, top], dtype=torch.float32)
+    mapped = ((boxes.float() - pad) / scale).clamp(min=0).minimum(torch.tensor([w, h, w, h], dtype=torch.float32))
+    expected = sorted(zip([round(float(s), 4) for s in scores], labels.tolist(), mapped.tolist()), key=lambda r: -r[0])
+    assert len(detections) == len(expected) > 0
+    assert [(d["score"], d["label"]) for d in detections] == [(s, c) for s, c, _ in expected]
+    assert torch.allclose(torch.tensor([d["box"] for d in detections]), torch.tensor([b for _, _, b in expected]),
+                          atol=0.01)

@@ -206,3 +206,27 @@ def test_inception_resnet_residual_scale_option():
     model = inception_resnet_v1(num_classes=3).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 75, 75)).shape == (1, 3)
+
+
+def test_init_paper_is_the_papers_initialisation():
+    """`--init paper`: AlexNet's N(0, 0.01) weights with biases 1 in conv2, conv4, conv5, fc6, fc7 (0 elsewhere);
+    VGG's N(0, 0.01) weights and zero biases. The default (`torch`) keeps PyTorch's / torchvision's."""
+    from cnnkit.core.errors import CnnkitError
+    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.registry import models
+
+    load_plugins()
+    torch.manual_seed(0)
+    alex = models.get("alexnet-lrn").create(num_classes=10, init="paper")
+    biases = {n.split(".")[1]: float(p.detach().mean()) for n, p in alex.named_parameters() if n.endswith("bias")}
+    assert biases == {"conv1": 0, "conv2": 1, "conv3": 0, "conv4": 1, "conv5": 1, "fc6": 1, "fc7": 1, "fc8": 0}
+    assert abs(float(alex.classifier.fc6.weight.std()) - 0.01) < 2e-4
+    vgg = models.get("vgg-d").create(num_classes=10, init="paper")
+    convs = [m for m in vgg.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert abs(float(convs[-1].weight.std()) - 0.01) < 2e-4 and all(float(c.bias.abs().sum()) == 0 for c in convs)
+    default = models.get("vgg-d").create(num_classes=10)
+    first = [m for m in default.modules() if isinstance(m, torch.nn.Conv2d)][0]
+    assert float(first.weight.std()) > 0.05  # Kaiming-normal: sqrt(2 / (64 * 9)) = 0.059
+    assert models.get("alexnet-lrn").options["init"] == "torch" and models.get("vgg-d").options["init"] == "torch"
+    with pytest.raises(CnnkitError, match="--init xavier"):
+        models.get("vgg-a").create(num_classes=10, init="xavier")

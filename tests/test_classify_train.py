@@ -91,5 +91,5 @@ def test_inception_v3_recipe_is_the_papers():
     load_plugins()
     v3 = models.get("inception-v3").defaults
     assert (v3["optimizer"], v3["lr"], v3["label_smoothing"], v3["grad_clip"], v3["img_size"]) == \
-        ("rmsprop", 0.045, 0.1, 2.0, 299)
+        ("rmsprop-tf", 0.045, 0.1, 2.0, 299)
     assert models.get("resnet18").defaults == CLASSIFY_RECIPE

@@ -81,6 +81,27 @@ def test_optimizers_and_schedules(cli, optimizer, scheduler):
     assert load_checkpoint("o/weights/last.pt")["config"]["optimizer"] == optimizer
 
 
+def test_rmsprop_tf_puts_epsilon_inside_the_square_root():
+    """Inception-v3's RMSProp as TensorFlow runs it: v = 0.9 v + 0.1 g^2 from v = 1, step lr g / sqrt(v + 1);
+    PyTorch's rmsprop (v from 0, lr g / (sqrt(v) + 1)) takes another step."""
+    import torch
+
+    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.optim import build_optimizer
+
+    g = torch.tensor([0.5, -3.0])
+    steps = {}
+    for name in ("rmsprop-tf", "rmsprop"):
+        p = torch.nn.Parameter(torch.zeros(2))
+        opt = build_optimizer(torch.nn.ParameterList([p]), TrainConfig(optimizer=name, lr=0.1, momentum=0.0,
+                                                                         weight_decay=0.0))
+        p.grad = g.clone()
+        opt.step()
+        steps[name] = -p.detach()
+    assert torch.allclose(steps["rmsprop-tf"], 0.1 * g / (0.9 + 0.1 * g * g + 1.0).sqrt())
+    assert torch.allclose(steps["rmsprop"], 0.1 * g / ((0.1 * g * g).sqrt() + 1.0))
+
+
 def test_amp_and_channels_last_train_on_cpu(cli):
     _train(cli, "--epochs", "1", "--amp", "--channels-last", "--no-track", "--out", "amp")
     assert load_checkpoint("amp/weights/last.pt")["config"]["amp"] is True

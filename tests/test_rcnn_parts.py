@@ -17,7 +17,7 @@ from cnnkit.plugins.rcnn.models import (
 )
 from cnnkit.plugins.rcnn.roi_heads import postprocess
 from cnnkit.plugins.rcnn.rpn import RPN, anchor_shapes, grid_anchors, proposals
-from cnnkit.plugins.rcnn.svm import ridge, train_svm
+from cnnkit.plugins.rcnn.svm import feature_scale, ridge, train_svm
 
 
 def test_anchor_shapes_are_3_scales_by_3_ratios():
@@ -123,17 +123,36 @@ def test_rpn_loss_paper_and_pyfaster_normalisation():
     assert torch.isclose(pyfaster["rpn_box"], torch.tensor(6 * 4 * (0.5 - 0.5 / 9) / 16))  # beta 1/9: L1 part
 
 
-def test_svm_with_hard_negatives_and_ridge():
+def test_svm_hard_negative_mining_finds_the_rare_hard_negatives():
+    """10,000 easy negatives and 5 hard ones the first random 1000 are unlikely to hold (features scaled
+    to mean norm 20, C = 0.001, as R-CNN): the SVM of the first round alone (no mining) scores all 5 as
+    objects (0/5 right, measured), the mined one rejects all 5, keeping every positive and easy negative."""
     g = torch.Generator().manual_seed(0)
-    pos = torch.randn(50, 8, generator=g) + 2.0
-    neg = torch.randn(3000, 8, generator=g) - 1.0
-    w, b = train_svm(pos, neg, 1e-3)
-    assert ((pos @ w + b) > 0).float().mean() > 0.95
-    assert ((neg @ w + b) < 0).float().mean() > 0.95
-    x = torch.randn(200, 5, generator=g)
-    true = torch.randn(6, 4, generator=g)
+    pos = torch.randn(50, 2, generator=g) * 0.3 + torch.tensor([2.0, 0.0])
+    easy = torch.randn(10000, 2, generator=g) * 0.3 + torch.tensor([-2.0, 0.0])
+    hard = torch.randn(5, 2, generator=g) * 0.1 + torch.tensor([2.0, 3.0])  # near the positives in x, not in y
+    scale = feature_scale(torch.cat([pos, easy, hard]))
+    assert float((torch.cat([pos, easy, hard]) * scale).norm(dim=1).mean()) == pytest.approx(20.0)
+    pos, easy, hard = pos * scale, easy * scale, hard * scale
+    for rounds, hard_rejected in ((1, 0.0), (4, 1.0)):
+        w, b = train_svm(pos, torch.cat([easy, hard]), 1e-3, rounds=rounds)
+        assert float(((hard @ w + b) < 0).float().mean()) == hard_rejected
+        assert bool(((pos @ w + b) > 0).all()) and bool(((easy @ w + b) < 0).all())
+
+
+def test_ridge_at_the_papers_lambda_is_the_closed_form():
+    """lambda = 1000 (the paper's, the default): (Xc'Xc + lambda I)^-1 Xc't on centred data, the
+    bias unshrunk; at this lambda the weights shrink to 0.18 of the true ones (1.0 without ridge)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(200, 5, generator=g).double()
+    true = torch.randn(6, 4, generator=g).double()
     t = torch.nn.functional.pad(x, (0, 1), value=1.0) @ true
-    assert torch.allclose(ridge(x, t, 1e-6), true, atol=1e-3)
+    xc, tc = x - x.mean(0), t - t.mean(0)
+    w = torch.linalg.solve(xc.T @ xc + 1000 * torch.eye(5, dtype=torch.float64), xc.T @ tc)
+    expected = torch.cat([w, (t.mean(0) - x.mean(0) @ w)[None]]).float()
+    got = ridge(x.float(), t.float(), 1000.0)
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert 0.1 < float(got[:5].norm() / true[:5].norm()) < 0.3
 
 
 def test_postprocess_keeps_per_class_boxes_after_nms():
@@ -226,3 +245,68 @@ def test_four_step_schedule_gives_each_step_its_own_cosine():
     assert task.phase(10) == (1, pytest.approx(0.5)) and task.phase(79)[1] < 0.01  # and anneals to ~0
     joint = make_task(models.get("faster-rcnn"), TrainConfig(model="faster-rcnn", epochs=8))
     assert joint.phase(50) == (0, 1.0) and joint.config.scheduler == "cosine"
+
+
+def _layers(report):
+    return {row["name"]: row for row in report["layers"]}
+
+
+def test_summary_builds_the_papers_heads_on_the_papers_trunks(cli):
+    """`cnnkit summary MODEL --backbone vgg16` takes the model's options as `train` does; VGG-16 gets
+    the papers' heads (RPN 512, 7x7 RoI pool into fc6/fc7 4096: 137M for 20 classes, py-faster-rcnn's
+    VGG16), AlexNet ZF's RPN 256 and a 6x6 pool, the small trunk keeps its small heads, sizes are options."""
+    import json
+
+    from tests.conftest import one_clear_line
+
+    def report(*args):
+        r = cli("summary", *args, "--json")
+        assert r.code == 0, r.stderr
+        return json.loads(r.stdout)
+
+    vgg = report("faster-rcnn", "--backbone", "vgg16")
+    rows = _layers(vgg)
+    assert vgg["params"] == 137_061_851 and vgg["paper"]["params"] == 137_000_000
+    assert rows["rpn.conv.0"]["output"][0] == 512 and rows["head.fc.1"]["params"] == 512 * 7 * 7 * 4096 + 4096
+    assert rows["head.fc.4"]["output"] == [4096] and rows["head.cls"]["output"] == [21]
+    zf = _layers(report("faster-rcnn", "--backbone", "alexnet"))
+    assert zf["rpn.conv.0"]["output"][0] == 256 and zf["head.fc.1"]["params"] == 256 * 6 * 6 * 4096 + 4096
+    rcnn = report("rcnn", "--backbone", "vgg16", "--img-size", "224")  # fc6 on pool5 of a 224 warp
+    assert _layers(rcnn)["pool"]["output"] == [512, 7, 7] and rcnn["params"] == 134_346_581
+    small = report("faster-rcnn")
+    assert small["params"] == 1_036_331 and "params" not in small["paper"]
+    assert _layers(small)["rpn.conv.0"]["output"][0] == 128 and _layers(small)["head.fc.1"]["output"] == [256]
+    sized = _layers(report("faster-rcnn", "--backbone", "vgg16", "--fc", "1024", "--rpn-channels", "256"))
+    assert sized["head.fc.4"]["output"] == [1024] and sized["rpn.conv.0"]["output"][0] == 256
+    one_clear_line(cli("summary", "faster-rcnn", "--anchors", "3"), "unknown option", "--anchors", "--backbone")
+
+
+def test_pretrained_vgg16_fills_fc6_fc7_from_its_imagenet_classifier(tmp_path, monkeypatch):
+    """`--backbone vgg16 --pretrained`: the trunk and fc6/fc7 come from the registry's VGG-16 file
+    (here a random state dict in torchvision's layout, cached under the registry's file name)."""
+    from cnnkit.core import weights
+    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.engine import make_task
+    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.registry import models
+
+    load_plugins()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.manual_seed(3)
+    source = models.get("vgg16").create(num_classes=1000).state_dict()
+    torch.save(source, cache / "vgg16-397923af.pth")
+    task = make_task(models.get("faster-rcnn"), TrainConfig(model="faster-rcnn", pretrained=True,
+                                                             options={"backbone": "vgg16"}))
+    entry = weights.pretrained_entry(task.spec, task.config.options)
+    model = task.build_model()
+    assert not torch.equal(model.head.fc[1].weight, source["classifier.0.weight"])
+    weights.load_entry(task, model, entry)  # what the trainer's set-up step does
+    assert torch.equal(model.trunk.body.features[28].weight, source["features.28.weight"])  # conv5_3
+    assert torch.equal(model.head.fc[1].weight, source["classifier.0.weight"])  # fc6
+    assert torch.equal(model.head.fc[1].bias, source["classifier.0.bias"])
+    assert torch.equal(model.head.fc[4].weight, source["classifier.3.weight"])  # fc7
+    fc6 = model.head.fc[1].weight.clone()
+    model.load_state_dict(model.state_dict())  # a checkpoint carries no classifier: fc6 stays
+    assert torch.equal(model.head.fc[1].weight, fc6)

@@ -10,11 +10,13 @@ import torch
 from cnnkit.core.checkpoint import load_checkpoint
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.synthetic import Shapes
+from tests.conftest import assert_detect_maps_back
 
 DATA = "synthetic:shapes?n=64&size=64"
-# an untrained faster-rcnn (same data, --lr 0) scores val map50 0.008: boxes from random heads
-# land on shapes by chance only; six epochs reach several times that
-UNTRAINED_MAP50 = 0.008
+# Measured on this data and seed, untrained (--lr 0) -> trained by the runs below:
+# faster-rcnn (6 epochs): val map50 0.0013 -> 0.155, RPN proposal recall 0.806 -> 0.968;
+# fast-rcnn (3 epochs): val map50 0.133 -> 0.450 (selective search recall 1.0 either way: no floor)
+FASTER_MAP50, FASTER_RECALL, FAST_MAP50 = 0.05, 0.9, 0.3
 
 
 def _train(cli, model, *args):
@@ -30,17 +32,17 @@ def test_faster_rcnn_joint_training_detect_and_eval(cli, tmp_path):
     for key in ("train_loss", "train_rpn_obj", "train_cls"):
         assert history[-1][key] < history[0][key], key
     metrics = ck["metrics"]
-    assert metrics["val_proposal_recall"] > 0.3 and metrics["val_map50"] > 5 * UNTRAINED_MAP50, metrics
+    assert metrics["val_proposal_recall"] > FASTER_RECALL and metrics["val_map50"] > FASTER_MAP50, metrics
     run = mlflow.search_runs(experiment_names=["cnnkit"], output_format="list")[0]
     assert {"train_rpn_obj", "train_rpn_box", "train_cls", "train_box", "val_map50",
             "val_proposal_recall"} <= set(run.data.metrics)
-    write_image(tmp_path / "a.png", Shapes("val", n=8, size=80)[1].image)
+    image = Shapes("val", n=8, size=80)[1].image[:60]  # not square: boxes map back through the letterbox
+    write_image(tmp_path / "a.png", image)
     r = cli("detect", "run/weights/best.pt", tmp_path / "a.png", "--json", "--conf", "0.01", "--no-save")
     assert r.code == 0, r.stderr
-    dets = json.loads(r.stdout)[0]["detections"]
-    assert all(0 <= d["box"][0] <= d["box"][2] <= 80 for d in dets)
+    assert_detect_maps_back(json.loads(r.stdout)[0]["detections"], "run/weights/best.pt", image, 0.01)
     r = cli("eval", "run/weights/best.pt", "--json")
-    assert r.code == 0 and json.loads(r.stdout)["map50"] > 5 * UNTRAINED_MAP50, r.stdout
+    assert r.code == 0 and json.loads(r.stdout)["map50"] > FASTER_MAP50, r.stdout
 
 
 @pytest.mark.slow
@@ -64,8 +66,7 @@ def test_fast_rcnn_trains_on_selective_search(cli):
     ck = _train(cli, "fast-rcnn", "--epochs", "3", "--batch-size", "2", "--no-track")
     history = ck["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert ck["metrics"]["val_proposal_recall"] > 0.9
-    assert ck["metrics"]["val_map50"] > 0.1, ck["metrics"]
+    assert ck["metrics"]["val_map50"] > FAST_MAP50, ck["metrics"]
 
 
 @pytest.mark.slow

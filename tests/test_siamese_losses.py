@@ -132,3 +132,92 @@ def test_learned_similarity_is_sigmoid_of_weighted_abs_difference_and_learns():
         loss.backward()
         opt.step()
     assert loss.item() < first * 0.8
+
+
+def _dlib_loss_metric(out, labels, margin=0.04, thresh=0.6):
+    """dlib/dnn/loss.h loss_metric_::compute_loss_value_and_gradient, line for line in numpy:
+    (the loss it reports, the gradient it back-propagates)."""
+    import numpy as np
+
+    n = len(labels)
+    temp = out @ out.T
+    num_pos = num_neg = 0.0001
+    threshs = []
+    for r in range(n):
+        for c in range(r + 1, n):
+            if labels[r] == labels[c]:
+                num_pos += 1
+            else:
+                num_neg += 1
+                threshs.append(max(temp[r, r] + temp[c, c] - 2 * temp[r, c], 0))
+    scale = 0.5 / num_pos
+    neg_thresh = np.sqrt(sorted(threshs)[int(min(num_pos, num_neg) - 1)])
+    gm = np.zeros((n, n))
+    loss = 0.0
+    for r in range(n):
+        for c in range(n):
+            if r == c:
+                continue
+            d2 = temp[r, r] + temp[c, c] - 2 * temp[r, c]
+            d2 = 0 if d2 <= 0 else np.sqrt(d2)
+            if labels[r] == labels[c]:
+                if d2 >= thresh - margin:
+                    loss += scale * (d2 - (thresh - margin))
+                    gm[r, r] += scale / d2
+                    gm[r, c] = -scale / d2
+            elif not (d2 > thresh + margin or d2 > neg_thresh):
+                loss += scale * ((thresh + margin) - d2)
+                d2 = max(d2, 0.001)
+                gm[r, r] -= scale / d2
+                gm[r, c] = scale / d2
+    return loss, gm @ out
+
+
+@pytest.mark.parametrize("seed,p,k", [(0, 4, 3), (1, 3, 4), (2, 6, 2)])
+def test_dlib_metric_loss_is_dlibs_loss_metric(seed, p, k):
+    """Against a line-for-line port of dlib's C++: dlib reports twice our value (it sums both orders
+    of a pair) and back-propagates exactly our gradient; margins 0.04 around 0.6, as many hardest
+    impostor pairs as genuine pairs."""
+    from cnnkit.plugins.siamese.losses import DlibMetricLoss
+
+    g = torch.Generator().manual_seed(seed)
+    emb = (torch.randn(p * k, 128, generator=g) * 0.04).double()  # distances about 0.57 +- 0.05
+    emb = emb.requires_grad_()
+    labels = torch.arange(p).repeat_interleave(k)
+    out = DlibMetricLoss()(emb, labels)
+    out["loss"].backward()
+    loss, grad = _dlib_loss_metric(emb.detach().numpy(), labels.tolist())
+    assert loss > 0.01 and float(out["genuine"]) > 0 and float(out["impostor"]) > 0  # both hinges active
+    assert float(out["loss"]) * 2 == pytest.approx(loss, rel=1e-4)
+    assert torch.allclose(emb.grad, torch.from_numpy(grad), atol=1e-6)
+
+
+def test_dlib_metric_loss_is_zero_past_the_margins():
+    from cnnkit.plugins.siamese.losses import DlibMetricLoss
+
+    # two people, two descriptors each: genuine distance 0.5 < 0.56, impostor distance >= 0.7 > 0.64
+    emb = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.0, 0.7], [0.5, 0.7]])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert float(DlibMetricLoss()(emb, labels)["loss"]) == 0.0
+    # genuine at 0.58 (0.02 past 0.56): each of the 2 genuine pairs adds 0.02 * 0.5 / 2
+    emb = torch.tensor([[0.0, 0.0], [0.58, 0.0], [0.0, 0.7], [0.58, 0.7]])
+    assert float(DlibMetricLoss()(emb, labels)["loss"]) == pytest.approx(0.02 * 0.5, abs=1e-6)
+    with pytest.raises(CnnkitError, match="--margin"):
+        DlibMetricLoss(margin=0.0)
+
+
+def test_dlib_metric_is_face_resnets_default_loss_with_its_options():
+    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.engine import make_task
+    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.registry import models
+    from cnnkit.plugins.siamese.losses import DlibMetricLoss
+
+    load_plugins()
+    task = make_task(models.get("face-resnet"), TrainConfig(model="face-resnet", options={"margin": 0.1,
+                                                                                          "distance_threshold": 0.5}))
+    loss = task.criterion(None)
+    assert task.loss_spec.name == "dlib-metric" and isinstance(loss, DlibMetricLoss)
+    assert (loss.margin, loss.threshold) == (0.1, 0.5)
+    other = make_task(models.get("siamese-small"), TrainConfig(model="siamese-small"))
+    assert other.loss_spec.name == "triplet"

@@ -27,6 +27,25 @@ def _write_identities(root: Path, ids: int = 12, per_id: int = 4) -> Path:
     return root
 
 
+def _check_verification_figures(ck: dict, path: str) -> None:
+    """The checkpoint's val AUC is scikit-learn's on the val pairs' distances; its threshold is the best one."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from cnnkit.core.engine import load_for_eval
+
+    task, model, _ = load_for_eval(path)
+    val = task.dataset("val")
+    emb = task.embeddings(model, task.loader(val, train=False), torch.device("cpu"))
+    pairs = val.pairs
+    d = np.linalg.norm(emb[pairs[:, 0]] - emb[pairs[:, 1]], axis=1)
+    same = pairs[:, 2].astype(bool)
+    assert ck["metrics"]["val_auc"] == pytest.approx(roc_auc_score(same, -d), abs=1e-6)
+    accuracy = [((d <= t) == same).mean() for t in np.r_[d, d.max() + 1]]
+    threshold = ck["task_state"]["threshold"]
+    assert ((d <= threshold) == same).mean() == pytest.approx(max(accuracy))
+
+
 @pytest.mark.slow
 def test_train_then_eval_reports_verification_metrics(cli, tmp_path):
     r = cli("train", "siamese-small", "--data", TINY, "--epochs", "2", "--batch-size", "16",
@@ -38,7 +57,10 @@ def test_train_then_eval_reports_verification_metrics(cli, tmp_path):
     history = load_checkpoint("run/weights/last.pt")["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert METRICS <= {k.removeprefix("val_") for k in ck["metrics"]}
-    assert ck["metrics"]["val_auc"] > 0.6  # better than chance on identities never seen in training
+    # No floor: 2 epochs here give val AUC 0.66-0.71 and the untrained network (--lr 0, batch-norm statistics
+    # still adapting) 0.66-0.73 on these few held-out identities (the identity-root test below has the floor).
+    # Instead the reported AUC and threshold are checked against scikit-learn on the checkpoint's embeddings.
+    _check_verification_figures(ck, "run/weights/best.pt")
 
     run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}

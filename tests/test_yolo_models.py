@@ -48,6 +48,21 @@ def test_yolov1_output_is_s_by_s_by_b5_plus_c(name):
     assert (len(convs), len(fcs)) == ((24, 2) if name == "yolov1" else (9, 1))
     assert all(isinstance(m.negative_slope, float) and m.negative_slope == 0.1
                for m in model.modules() if isinstance(m, torch.nn.LeakyReLU))
+    # as published: no batch norm (it came with YOLOv2), biased convs; YOLOv1's dropout 0.5 after FC 4096
+    assert not [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(c.bias is not None for c in convs)
+    drops = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops == ([0.5] if name == "yolov1" else [])
+    if name == "yolov1":
+        head = list(model.head)
+        assert head.index(fcs[0]) < [i for i, m in enumerate(head) if isinstance(m, torch.nn.Dropout)][0] \
+            < head.index(fcs[1]) and fcs[0].out_features == 4096
+
+
+def test_yolov1_bn_puts_batch_norm_after_every_convolution():
+    with torch.device("meta"):
+        model = models.get("yolov1-bn").create(num_classes=20)
+    assert len([m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]) == 24
 
 
 def test_yolov2_passthrough_turns_26x26x512_into_13x13x2048():

@@ -25,7 +25,7 @@ class TrainConfig:
     batch_size: int = 32
     img_size: int = 64
     lr: float = 0.01
-    optimizer: str = "sgd"  # sgd | adam | adamw | rmsprop
+    optimizer: str = "sgd"  # sgd | adam | adamw | rmsprop | rmsprop-tf
     momentum: float = 0.9
     weight_decay: float = 5e-4
     scheduler: str = "cosine"  # cosine | step | plateau | none

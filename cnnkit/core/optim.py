@@ -12,7 +12,9 @@ from cnnkit.core.errors import CnnkitError
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum and weight decay (the VGG recipe), Adam/AdamW, or RMSProp (Inception-v3)."""
+    """SGD with momentum and weight decay (the VGG recipe), Adam/AdamW, or RMSProp: ``rmsprop``
+    (PyTorch's: g / (sqrt(v) + eps), v from 0) or ``rmsprop-tf`` (TensorFlow's, which trained
+    Inception-v3: g / sqrt(v + eps), v from 1, learning rate inside the momentum; timm's RMSpropTF)."""
     params = [p for p in model.parameters() if p.requires_grad]
     name = config.optimizer.lower()
     if name == "sgd":
@@ -21,10 +23,15 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    if name == "rmsprop":  # Inception-v3: decay 0.9, epsilon 1.0
+    if name == "rmsprop":  # PyTorch's form: epsilon (1.0) added outside the square root
         return torch.optim.RMSprop(params, lr=config.lr, alpha=0.9, eps=1.0, momentum=config.momentum,
                                    weight_decay=config.weight_decay)
-    raise CnnkitError(f"unknown optimizer '{config.optimizer}' (sgd, adam, adamw, rmsprop)")
+    if name == "rmsprop-tf":  # Inception-v3 as trained (TensorFlow): decay 0.9, epsilon 1.0 inside the root
+        from timm.optim import RMSpropTF
+
+        return RMSpropTF(params, lr=config.lr, alpha=0.9, eps=1.0, momentum=config.momentum,
+                         weight_decay=config.weight_decay)
+    raise CnnkitError(f"unknown optimizer '{config.optimizer}' (sgd, adam, adamw, rmsprop, rmsprop-tf)")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, key_mode: str) -> Any:

@@ -112,13 +112,28 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return f"{shape[1]}x{shape[2]}x{shape[0]}" if len(shape) == 3 else "x".join(map(str, shape))
 
 
-def summarize(spec: ModelSpec, *, img_size: int | None = None, num_classes: int | None = None) -> dict[str, Any]:
-    """A layer table for one forward pass of ``spec`` at ``img_size`` (default: the paper's).
+def model_options(spec: ModelSpec, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` architecture options checked against ``spec.options`` (one clear line for an unknown one)."""
+    unknown = sorted(set(given) - set(spec.options))
+    if unknown:
+        known = ", ".join(f"--{k.replace('_', '-')}" for k in spec.options) or "none"
+        raise CnnkitError(f"{spec.name}: unknown option(s) {', '.join('--' + k.replace('_', '-') for k in unknown)} "
+                          f"(its architecture options: {known})")
+    return given
+
+
+def summarize(spec: ModelSpec, *, img_size: int | None = None, num_classes: int | None = None,
+              options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A layer table for one forward pass of ``spec`` at ``img_size`` (default: the paper's),
+    built with the architecture ``options`` (``--backbone vgg16``) as ``cnnkit train`` builds it.
 
     Rows are the layers a paper's table lists (convolutions, fully connected and pooling layers);
-    the batch norms, activations, LRN and dropout that follow a row are folded into it. Returns
-    ``{"model", "img_size", "num_classes", "params", "aux_params", "macs", "paper", "layers"}``;
-    ``paper`` holds the paper's ``params``/``macs`` (and our difference in %) where it gives them.
+    the batch norms, activations, LRN and dropout that follow a row are folded into it. A model
+    whose forward needs more than images (a detector's proposals) defines ``summary_forward(images)``,
+    the pass the table follows. Returns ``{"model", "img_size", "num_classes", "options", "params",
+    "aux_params", "macs", "paper", "layers"}``; ``paper`` holds the paper's ``params``/``macs`` (and
+    our difference in %) where it gives them: the model's own ``paper_params`` (set by a builder
+    whose options make the paper's network) before the spec's.
     """
     import torch
     from torch import nn
@@ -129,10 +144,11 @@ def summarize(spec: ModelSpec, *, img_size: int | None = None, num_classes: int 
     if size < spec.min_img_size:
         raise CnnkitError(f"{spec.name} needs --img-size >= {spec.min_img_size} "
                           f"(its architecture shrinks smaller inputs to nothing)")
+    options = model_options(spec, options or {})
     with torch.device("meta"):
-        model = spec.create(num_classes=classes)
+        model = spec.create(num_classes=classes, **options)
     model.eval()
-    names = {id(m): n for n, m in model.named_modules()}
+    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}  # a shared layer: its last name
     row_types = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
     rows: list[dict[str, Any]] = []
     seen: set[int] = set()
@@ -168,7 +184,7 @@ def summarize(spec: ModelSpec, *, img_size: int | None = None, num_classes: int 
     handles = [h for m in leaves for h in (m.register_forward_pre_hook(pre_hook), m.register_forward_hook(hook))]
     try:
         with counter:
-            model(torch.empty(1, spec.in_channels, size, size, device="meta"))
+            getattr(model, "summary_forward", model)(torch.empty(1, spec.in_channels, size, size, device="meta"))
     except CnnkitError:
         raise
     except Exception as exc:  # e.g. a size the layers cannot take, or a model that wants other inputs
@@ -183,13 +199,15 @@ def summarize(spec: ModelSpec, *, img_size: int | None = None, num_classes: int 
     paper: dict[str, Any] = {}
     if spec.paper:
         paper["source"] = spec.paper
-    if spec.paper_params and classes == spec.num_classes:
-        paper["params"] = spec.paper_params
-        paper["params_diff_pct"] = round(100 * (params - spec.paper_params) / spec.paper_params, 2)
-    if spec.paper_macs and classes == spec.num_classes and size == spec.img_size:
+    paper_params = getattr(model, "paper_params", None) or (None if options else spec.paper_params)
+    if paper_params and classes == spec.num_classes:
+        paper["params"] = paper_params
+        paper["params_diff_pct"] = round(100 * (params - paper_params) / paper_params, 2)
+    if spec.paper_macs and not options and classes == spec.num_classes and size == spec.img_size:
         paper["macs"] = spec.paper_macs
         paper["macs_diff_pct"] = round(100 * (macs - spec.paper_macs) / spec.paper_macs, 2)
-    return {"model": spec.name, "img_size": size, "num_classes": classes, "params": params, "aux_params": aux,
+    return {"model": spec.name, "img_size": size, "num_classes": classes, "options": options, "params": params,
+            "aux_params": aux,
             "macs": macs, "paper": paper, "layers": rows}
 
 
@@ -200,6 +218,10 @@ def _si(n: float) -> str:
     return f"{n:.0f}"
 
 
+def _options_text(options: dict[str, Any]) -> str:
+    return "".join(f" --{k.replace('_', '-')} {v}" for k, v in options.items())
+
+
 def render(report: dict[str, Any], console: Any) -> None:
     """Print a report from :func:`summarize` as a rich table with totals and the paper's figures."""
     from rich.table import Column, Table
@@ -207,7 +229,8 @@ def render(report: dict[str, Any], console: Any) -> None:
     size = report["img_size"]
     table = Table(Column("layer", overflow="fold"), "type", "output", Column("params", justify="right"),
                   Column("MACs", justify="right"),
-                  title=f"{report['model']} at {size}x{size}, {report['num_classes']} classes")
+                  title=f"{report['model']}{_options_text(report.get('options') or {})} at {size}x{size}, "
+                        f"{report['num_classes']} classes")
     for row in report["layers"]:
         table.add_row(row["name"], row["type"], row["output_text"], f"{row['params']:,}", _si(row["macs"]))
     console.print(table)

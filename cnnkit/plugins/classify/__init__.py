@@ -13,9 +13,10 @@ CLASSIFY_RECIPE: dict[str, Any] = {
     "epochs": 15, "img_size": 64, "batch_size": 32, "optimizer": "adam", "lr": 1e-3,
     "weight_decay": 1e-4, "scheduler": "cosine",
 }
-# Inception-v3 (Szegedy et al. 2016, sec. 8): RMSProp (decay 0.9, eps 1.0), lr 0.045 decayed by 0.94
-# every two epochs, gradient clipping at 2.0, label smoothing 0.1. Inception-v4 keeps the optimiser.
-RMSPROP_RECIPE: dict[str, Any] = {"optimizer": "rmsprop", "lr": 0.045, "scheduler": "step", "step_size": 2,
+# Inception-v3 (Szegedy et al. 2016, sec. 8): RMSProp (decay 0.9, eps 1.0) in TensorFlow's form (eps
+# inside the square root), lr 0.045 decayed by 0.94 every two epochs, gradient clipping at 2.0, label
+# smoothing 0.1. Inception-v4 keeps the optimiser.
+RMSPROP_RECIPE: dict[str, Any] = {"optimizer": "rmsprop-tf", "lr": 0.045, "scheduler": "step", "step_size": 2,
                                   "gamma": 0.94, "grad_clip": 2.0}
 INCEPTION_V3_RECIPE: dict[str, Any] = {**RMSPROP_RECIPE, "label_smoothing": 0.1}
 
@@ -44,16 +45,17 @@ def _cfg(name: str, build: str, *, min_img_size: int, recipe: dict[str, Any] | N
                      default_data="synthetic:textures", defaults=defaults, **kw)
 
 
+INIT = {"init": "torch"}  # --init paper: N(0, 0.01) weights (+ AlexNet's biases of 1), the papers'
 SHORTCUT = {"shortcut": "B"}  # He et al. 2016 sec. 4.1: A, B or C
 RESIDUAL_SCALE = {"residual_scale": None}  # Szegedy et al. 2017 sec. 3.3: 0.1-0.3 (None: per-grid defaults)
 
 MODELS: list[ModelSpec] = [
-    _cfg("alexnet-lrn", f"{_M}:alexnet_lrn", paper_params=62_300_000, img_size=227, min_img_size=67,
+    _cfg("alexnet-lrn", f"{_M}:alexnet_lrn", options=INIT, paper_params=62_300_000, img_size=227, min_img_size=67,
          description="AlexNet from the paper: LRN, overlapping pooling, dropout, ungrouped", paper=KRIZHEVSKY),
     _cfg("alexnet", f"{_M}:torchvision_model", build_kwargs={"arch": "alexnet"}, paper_params=61_100_840,
          paper_macs=0.72e9, min_img_size=63, description="AlexNet as torchvision builds it (no LRN, 64-192-384-256-256)",
          paper="Krizhevsky 2014, One weird trick"),
-    *[_cfg(f"vgg-{c.lower()}", f"{_M}:vgg", build_kwargs={"config": c}, options={"batch_norm": False},
+    *[_cfg(f"vgg-{c.lower()}", f"{_M}:vgg", build_kwargs={"config": c}, options={"batch_norm": False, **INIT},
            paper_params=p, paper_macs=m,
            min_img_size=32, description=f"VGG configuration {c}{d}", paper=SIMONYAN, aliases=a)
       for c, p, m, d, a in [("A", 133_000_000, 7.6e9, " (11 layers)", ("vgg11",)),

@@ -112,10 +112,31 @@ def paper_lrn() -> nn.LocalResponseNorm:
     return nn.LocalResponseNorm(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)
 
 
-def alexnet_lrn(*, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
+INITS = ("torch", "paper")
+
+
+def paper_init(model: nn.Module, ones: tuple[str, ...] = ()) -> None:
+    """The papers' initialisation: every conv and FC weight from N(0, 0.01), biases 0, except the
+    biases of the layers named in ``ones`` (AlexNet: conv2, conv4, conv5, fc6, fc7), which are 1."""
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 1.0 if name.rsplit(".", 1)[-1] in ones else 0.0)
+
+
+def _check_init(init: str) -> None:
+    if init not in INITS:
+        raise CnnkitError(f"--init {init}: choose {' or '.join(INITS)}")
+
+
+def alexnet_lrn(*, num_classes: int = 1000, dropout: float = 0.5, init: str = "torch") -> nn.Module:
     """AlexNet as in the 2012 paper (one tower, i.e. ungrouped): 227x227 input, ReLU, LRN after conv1
     and conv2, overlapping 3x3/2 max-pooling, dropout 0.5 on fc6/fc7. 62,378,344 parameters.
-    Inputs other than 227 are average-pooled to pool5's 6x6 (a no-op at 227)."""
+    Inputs other than 227 are average-pooled to pool5's 6x6 (a no-op at 227). ``init="paper"``:
+    N(0, 0.01) weights, biases 1 in conv2, conv4, conv5, fc6 and fc7 (sec. 5); ``torch``: PyTorch's
+    default layer initialisation."""
+    _check_init(init)
 
     def stage(i: int, conv: nn.Conv2d, lrn: bool = False, pool: bool = False) -> list[tuple[str, nn.Module]]:
         return ([(f"conv{i}", conv), (f"relu{i}", nn.ReLU(inplace=True))] + ([(f"norm{i}", paper_lrn())] if lrn else [])
@@ -131,8 +152,11 @@ def alexnet_lrn(*, num_classes: int = 1000, dropout: float = 0.5) -> nn.Module:
         ("fc7", nn.Linear(4096, 4096)), ("relu7", nn.ReLU(inplace=True)), ("drop7", nn.Dropout(dropout)),
         ("fc8", nn.Linear(4096, num_classes)),
     ]))
-    return SequentialClassifier([("features", features), ("avgpool", nn.AdaptiveAvgPool2d(6)),
-                                 ("flatten", nn.Flatten()), ("classifier", classifier)], "features", 256, num_classes)
+    model = SequentialClassifier([("features", features), ("avgpool", nn.AdaptiveAvgPool2d(6)),
+                                  ("flatten", nn.Flatten()), ("classifier", classifier)], "features", 256, num_classes)
+    if init == "paper":
+        paper_init(model, ("conv2", "conv4", "conv5", "fc6", "fc7"))
+    return model
 
 
 # -------------------------------------------------------------------------------------------- VGG
@@ -150,10 +174,14 @@ VGG_CONFIGS: dict[str, Sequence[int | str]] = {
 }
 
 
-def vgg(*, config: str, num_classes: int = 1000, dropout: float = 0.5, batch_norm: bool = False) -> nn.Module:
+def vgg(*, config: str, num_classes: int = 1000, dropout: float = 0.5, batch_norm: bool = False,
+        init: str = "torch") -> nn.Module:
     """VGG configuration A, A-LRN, B, C, D or E (Table 1), on torchvision's ``VGG`` classifier
     (fc 4096-4096-classes with dropout 0.5). The LRN of A-LRN is AlexNet's (k=2, n=5, ...).
-    ``batch_norm`` (not in the paper): BN after each conv, as torchvision's ``vgg*_bn``."""
+    ``batch_norm`` (not in the paper): BN after each conv, as torchvision's ``vgg*_bn``.
+    ``init="paper"``: N(0, 0.01) weights, zero biases (sec. 3.1; the paper trains A so and starts
+    deeper nets from it); ``torch``: torchvision's (Kaiming-normal convs, N(0, 0.01) FCs)."""
+    _check_init(init)
     layers: list[nn.Module] = []
     channels = 3
     for item in VGG_CONFIGS[config]:
@@ -168,6 +196,8 @@ def vgg(*, config: str, num_classes: int = 1000, dropout: float = 0.5, batch_nor
             channels = out
     model = torchvision.models.VGG(nn.Sequential(*layers), num_classes=max(num_classes, 1), init_weights=True,
                                    dropout=dropout)
+    if init == "paper":
+        paper_init(model)
     return with_contract(model, num_classes)
 
 

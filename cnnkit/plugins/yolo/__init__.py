@@ -71,7 +71,7 @@ DETECTORS = [
               build_kwargs={"batch_norm": True},
               description="YOLOv1 with batch norm after every convolution (YOLOv2's first change)"),
     _detector("yolov1-fast", f"{MODELS}:yolov1_fast", loss="yolov1", paper=V1, img_size=448, min_img_size=64,
-              num_classes=20, description="Fast YOLO: 9 conv layers, S=7, B=2"),
+              num_classes=20, description="Fast YOLO as published: 9 conv layers (no batch norm) + 1 FC, S=7, B=2"),
     _detector("yolov2", f"{MODELS}:yolov2", loss="yolov2", paper=V2, img_size=416, num_classes=80,
               description="YOLOv2: Darknet-19, 5 anchors, passthrough layer"),
     _detector("yolov2-tiny", f"{MODELS}:yolov2_tiny", loss="yolov2", paper=V2, img_size=416, num_classes=80,

@@ -178,14 +178,16 @@ def yolov1(*, num_classes: int = 20, grid: int = 7, boxes: int = 2, batch_norm: 
     return YOLOv1(features, 1024, 4096, num_classes, grid, boxes)
 
 
-def yolov1_fast(*, num_classes: int = 20, grid: int = 7, boxes: int = 2) -> nn.Module:
-    """Fast YOLO: 9 conv layers (Darknet's tiny-yolo v1) and one fully connected output layer."""
-    pool = nn.MaxPool2d(2, 2)
+def yolov1_fast(*, num_classes: int = 20, grid: int = 7, boxes: int = 2, batch_norm: bool = False) -> nn.Module:
+    """Fast YOLO as published (Redmon et al. 2016, sec. 2): 9 conv layers ("9 instead of 24", with
+    the widths of Darknet's tiny-yolo v1) and one fully connected output layer, without batch norm
+    like YOLOv1 (``batch_norm=True``: Darknet's later cfgs, which have it)."""
+    pool, conv = nn.MaxPool2d(2, 2), ConvBN if batch_norm else ConvLeaky
     widths = [16, 32, 64, 128, 256, 512]
     layers: list[nn.Module] = []
     for c_in, c_out in zip([3] + widths[:-1], widths):
-        layers += [ConvBN(c_in, c_out), pool]
-    layers += [ConvBN(512, 1024), ConvBN(1024, 1024), ConvBN(1024, 256)]
+        layers += [conv(c_in, c_out), pool]
+    layers += [conv(512, 1024), conv(1024, 1024), conv(1024, 256)]
     return YOLOv1(nn.Sequential(*layers), 256, 0, num_classes, grid, boxes)
 
 
