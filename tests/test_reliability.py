@@ -304,3 +304,40 @@ def test_models_lists_at_once_and_counts_on_request(cli, monkeypatch):
     counted = len(built)
     r = cli("models", "--json")  # the cache: no model built again
     assert len(built) == counted and {m["name"]: m for m in json.loads(r.stdout)}["resnet18"]["params"] == 7
+
+
+# ================================================================ issue 22: reliability, round two
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (its loader workers)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+# ---------------------------------------------------------------- 22.1 a signal to the whole process group
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the worker processes from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_process_group_with_loader_workers_stops_like_one_to_the_main_process(tmp_path, sig):
+    """What `timeout`, Slurm, systemd and Ctrl-C do: every process of the group gets the signal, the
+    loader workers included; they leave it to the main process, which saves and ends the run KILLED."""
+    args = ["train", "resnet18", "--data", "synthetic:textures?n=32&size=32", "--img-size", "32",
+            "--batch-size", "4", "--epochs", "500", "--workers", "2", "--out", "r"]
+    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", *args], cwd=tmp_path, env=_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: any(s == "RUNNING" for _, s in _runs(tmp_path)) and len(_children(proc.pid)) >= 2, proc)
+        os.killpg(proc.pid, sig)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    line = one_clear_line(Result(proc.returncode, "", err), signal.Signals(sig).name, "--resume r/weights/last.pt",
+                          code=128 + sig, prefix="stopped: ")
+    assert "saved r/weights/last.pt" in line and "DataLoader" not in err
+    [(run_id, status)] = _runs(tmp_path)
+    assert status == "KILLED"
+    ck = torch.load(tmp_path / "r/weights/last.pt", weights_only=True)
+    assert ck["interrupted"]["signal"] == signal.Signals(sig).name and ck["mlflow_run_id"] == run_id

@@ -8,8 +8,10 @@ Tasks are registered by name (``register_tasks``); core owns the generic ones in
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any, Iterable
+import signal
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -60,6 +62,15 @@ class MappedDataset(Dataset):
         if pipeline is not None:
             pipeline.set_random_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2**32)
         return self.fn(self.base[index])
+
+
+def _worker_init(init: Callable[[int], None] | None, worker_id: int) -> None:
+    """A loader worker ignores SIGTERM and SIGINT: a signal to the whole process group (``timeout``,
+    Slurm, Ctrl-C) is the main process's to handle, which stops at a step and shuts the workers down."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if init is not None:
+        init(worker_id)
 
 
 def default_workers() -> int:
@@ -176,7 +187,8 @@ class Task:
 
     def loader(self, dataset: Dataset, train: bool, **kwargs: Any) -> DataLoader:
         """A loader over ``dataset``: shuffled batches when training, or ``batch_sampler=`` if given.
-        Workers stay up between epochs and prefetch; batches are pinned for CUDA. The
+        Workers stay up between epochs, prefetch and leave stop signals to the main process;
+        batches are pinned for CUDA. The
         loader draws its workers' seed from its own generator (unless given one), so neither the
         global RNG nor a resumed run depends on when the (persistent) workers were started."""
         if kwargs.get("batch_sampler") is None:
@@ -184,7 +196,8 @@ class Task:
         kwargs.setdefault("generator", torch.Generator().manual_seed(self.config.seed))
         workers = self.workers
         if workers:
-            kwargs = {"persistent_workers": True, "prefetch_factor": 4, **kwargs}
+            kwargs = {"persistent_workers": True, "prefetch_factor": 4, **kwargs,
+                      "worker_init_fn": functools.partial(_worker_init, kwargs.get("worker_init_fn"))}
         cuda = torch.cuda.is_available() and not str(self.config.device).startswith(("cpu", "mps"))
         kwargs.setdefault("collate_fn", self.collate)
         return DataLoader(dataset, num_workers=workers, pin_memory=cuda, **kwargs)
