@@ -341,3 +341,50 @@ def test_a_signal_to_the_process_group_with_loader_workers_stops_like_one_to_the
     assert status == "KILLED"
     ck = torch.load(tmp_path / "r/weights/last.pt", weights_only=True)
     assert ck["interrupted"]["signal"] == signal.Signals(sig).name and ck["mlflow_run_id"] == run_id
+
+
+# ---------------------------------------------------------------- 22.2, 22.3 COCO json of the wrong shape
+def _coco(tmp_path: Path, edit) -> Path:
+    from cnnkit.core.data.images import write_image
+
+    for name in ("a.jpg", "b.jpg"):
+        write_image(tmp_path / "images" / name, np.zeros((32, 32, 3), np.uint8))
+    data = {"images": [{"id": 1, "file_name": "a.jpg", "width": 32, "height": 32},
+                       {"id": 2, "file_name": "b.jpg", "width": 32, "height": 32}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 8, 8]},
+                            {"id": 2, "image_id": 2, "category_id": 2, "bbox": [2, 2, 9, 9]}],
+            "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}
+    edit(data)
+    (tmp_path / "train.json").write_text(json.dumps(data))
+    return tmp_path / "train.json"
+
+
+def _set(path: str, value):
+    def edit(data):
+        *keys, last = path.split(".")
+        target = data
+        for key in keys:
+            target = target[int(key)] if key.isdigit() else target[key]
+        target[int(last) if last.isdigit() else last] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, needles", [
+    (_set("categories.1.id", "2"), ("category 1: 'id' must be int, got '2'",)),
+    (_set("categories.1.id", [2]), ("category 1: 'id' must be int, got [2]",)),
+    (_set("categories.0.id", None), ("category 0: 'id' must be int, got None",)),
+    (_set("annotations.1.category_id", "2"), ("annotation 1 (id 2): 'category_id' must be int",)),
+    (_set("images.0.id", [1]), ("image 0: 'id' must be int or str, got [1]",)),
+    (_set("annotations", 5), ("'annotations' must be a list, got int",)),
+    (_set("categories", {"id": 1, "name": "cat"}), ("'categories' must be a list, got dict",)),
+    (_set("categories.1", "dog"), ("category 1: not an object (str)",)),
+    (_set("images.1.id", 1), ("image 1 has the id 1 of image 0",)),  # 22.3: b.jpg would get a.jpg's boxes
+    (_set("categories.1.id", 1), ("category 1 has the id 1 of category 0",)),  # 22.3: a phantom class
+])
+def test_coco_json_of_the_wrong_types_or_with_duplicate_ids_is_one_line_naming_file_and_index(cli, tmp_path, edit,
+                                                                                              needles):
+    path = _coco(tmp_path, edit)
+    one_clear_line(cli("data", "check", "--data", path), str(path), *needles)
+    one_clear_line(cli("train", "yolov1-fast", "--data", path, "--no-track",
+                       "--epochs", "1"), str(path), *needles)
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("*.cache*"))
