@@ -388,3 +388,39 @@ def test_coco_json_of_the_wrong_types_or_with_duplicate_ids_is_one_line_naming_f
     one_clear_line(cli("train", "yolov1-fast", "--data", path, "--no-track",
                        "--epochs", "1"), str(path), *needles)
     assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("*.cache*"))
+
+
+# ---------------------------------------------------------------- 22.4 names and files that are not UTF-8
+def test_yolo_set_with_file_names_that_are_not_utf8_is_scanned_cached_and_read(cli, tmp_path):
+    from cnnkit.core.data import open_dataset
+    from cnnkit.core.data.images import write_image
+
+    for split in ("train", "val"):
+        for i, name in enumerate((b"ok", b"caf\xe9")):  # Latin-1 bytes, as an old camera or zip writes them
+            folder = tmp_path / "ds" / "images" / split
+            write_image(os.fsdecode(bytes(folder) + b"/" + name + b".png"), np.full((32, 32, 3), 40 * i, np.uint8))
+            labels = tmp_path / "ds" / "labels" / split
+            labels.mkdir(parents=True, exist_ok=True)
+            Path(os.fsdecode(bytes(labels) + b"/" + name + b".txt")).write_text(f"{i} 0.5 0.5 0.25 0.5\n")
+    (tmp_path / "ds" / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: [a, b]\n")
+    for cache in ("written", "hit"):
+        r = cli("data", "check", "--data", "ds/data.yaml")
+        assert r.code == 0 and f"train: 2 images, 2 boxes, 0 without objects" in r.stdout, r.stdout + r.stderr
+        assert f"cache {cache}" in r.stdout
+    ds = open_dataset("ds/data.yaml", "train")
+    sample = ds[[Path(p).name for p in ds.paths()].index(os.fsdecode(b"caf\xe9.png"))]
+    assert sample.image.mean() == 40 and sample.labels.tolist() == [1]
+
+
+def test_voc_id_list_that_is_not_utf8_names_its_files(cli, tmp_path):
+    root = tmp_path / "VOC2007"
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    (root / "JPEGImages").mkdir()
+    (root / "ImageSets" / "Main" / "train.txt").write_bytes(b"00\xff01\n")
+    one_clear_line(cli("data", "check", "--data", root), "VOC2007/Annotations/00", "01.xml", "no such annotation file")
+
+
+def test_a_binary_config_file_is_one_line(cli, tmp_path):
+    (tmp_path / "cfg.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    one_clear_line(cli("train", "resnet18", "--config", "cfg.yaml"), "cfg.yaml: unreadable config", "not UTF-8")

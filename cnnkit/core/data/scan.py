@@ -155,18 +155,19 @@ def _stamp(paths: list[str]) -> str:
     for p in paths:
         try:
             st = os.stat(p)
-            digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(errors="surrogateescape"))
         except OSError:
-            digest.update(f"{p}\0-\n".encode())
+            digest.update(f"{p}\0-\n".encode(errors="surrogateescape"))
     return digest.hexdigest()
 
 
 def _blob(strings: list[str]) -> np.ndarray:
-    return np.frombuffer("\n".join(strings).encode(), np.uint8)
+    """File names as bytes (one not in UTF-8 keeps its bytes, as ``os.fsencode`` does)."""
+    return np.frombuffer("\n".join(strings).encode(errors="surrogateescape"), np.uint8)
 
 
 def _unblob(array: np.ndarray) -> list[str]:
-    text = array.tobytes().decode()
+    text = array.tobytes().decode(errors="surrogateescape")
     return text.split("\n") if text else []
 
 
