@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, Result, one_clear_line
+from tests.conftest import ROOT, Result, one_clear_line, write_image_folder
 
 TRAIN = ["train", "resnet18", "--data", "synthetic:textures?n=8&size=32", "--img-size", "32", "--batch-size", "4"]
 NO_TRACK = [*TRAIN, "--epochs", "1", "--no-track"]
@@ -216,8 +216,8 @@ def test_decompression_bomb_in_detect_and_train(cli, tmp_path):
         for cls in ("a", "b"):
             write_image(tmp_path / "ds" / split / cls / "ok.png", np.zeros((32, 32, 3), np.uint8))
     _png_header(tmp_path / "ds" / "train" / "a" / "bomb.png", 100_000, 100_000)
-    one_clear_line(cli("train", "resnet18", "--data", "ds", "--img-size", "32", "--batch-size", "4", "--epochs",
-                       "1", "--no-track"), "bomb.png", "above the limit")
+    r = cli("train", "resnet18", "--data", "ds", "--img-size", "32", "--batch-size", "4", "--epochs", "1", "--no-track")
+    assert r.code == 0 and "1 image(s) skipped: bomb.png: image is 100000x100000 pixels, above the limit" in r.stderr
 
 
 def test_pixel_limit_can_be_lowered_and_raised(cli, tmp_path):
@@ -424,3 +424,50 @@ def test_voc_id_list_that_is_not_utf8_names_its_files(cli, tmp_path):
 def test_a_binary_config_file_is_one_line(cli, tmp_path):
     (tmp_path / "cfg.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
     one_clear_line(cli("train", "resnet18", "--config", "cfg.yaml"), "cfg.yaml: unreadable config", "not UTF-8")
+
+
+# ---------------------------------------------------------------- 22.5 truncated images and bombs in every layout
+def _truncated_jpeg(path: Path) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(path, quality=95)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # the header intact, half the scan gone
+    return path
+
+
+def test_a_truncated_jpeg_in_a_yolo_set_is_found_by_the_scan_and_skipped_by_name(cli, tmp_path):
+    from cnnkit.core.data.images import write_image
+
+    for split in ("train", "val"):
+        for i in range(3):
+            write_image(tmp_path / "ds" / "images" / split / f"{i}.png", np.zeros((32, 32, 3), np.uint8))
+            (tmp_path / "ds" / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "ds" / "labels" / split / f"{i}.txt").write_text("0 0.5 0.5 0.25 0.5\n")
+    _truncated_jpeg(tmp_path / "ds" / "images" / "train" / "cut.jpg")
+    (tmp_path / "ds" / "labels" / "train" / "cut.txt").write_text("0 0.5 0.5 0.25 0.5\n")
+    (tmp_path / "ds" / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: [a]\n")
+    for cache in ("written", "hit"):
+        r = cli("data", "check", "--data", "ds/data.yaml")
+        assert r.code == 0 and "train: 3 images" in r.stdout and f"cache {cache}" in r.stdout, r.stdout + r.stderr
+        assert "1 image(s) skipped: cut.jpg: not a readable image (OSError: image file is truncated" in r.stdout
+
+
+@pytest.mark.parametrize("hostile", ["truncated", "bomb"])
+def test_an_image_folder_is_scanned_its_unreadable_images_skipped_by_name_and_training_goes_on(cli, tmp_path,
+                                                                                            hostile):
+    write_image_folder(tmp_path / "ds", ("a", "b"), 2, 32)
+    if hostile == "truncated":
+        _truncated_jpeg(tmp_path / "ds" / "train" / "a" / "bad.jpg")
+        reason = "bad.jpg: not a readable image (OSError: image file is truncated"
+    else:
+        _png_header(tmp_path / "ds" / "train" / "a" / "bad.png", 100_000, 100_000)
+        reason = "bad.png: image is 100000x100000 pixels, above the limit"
+    for cache in ("written", "hit"):
+        r = cli("data", "check", "--data", "ds")
+        assert r.code == 0 and "train: 4 images" in r.stdout and f"1 image(s) skipped: {reason}" in r.stdout, \
+            r.stdout + r.stderr
+        assert f"cache {cache}" in r.stdout and "boxes" not in r.stdout
+    r = cli("train", "resnet18", "--data", "ds", "--img-size", "32", "--batch-size", "2", "--epochs", "1",
+            "--no-track", "--workers", "0")
+    assert r.code == 0 and "data: train 4 images" in r.stderr and reason in r.stderr, r.stdout + r.stderr

@@ -45,10 +45,12 @@ def _open(path: Path) -> Image.Image:
     return img
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) as displayed (EXIF rotation applied) from the header alone, or a one-line
+def image_size(path: str | Path, decode: bool = False) -> tuple[int, int]:
+    """(width, height) as displayed (EXIF rotation applied) from the header, or a one-line
     :class:`CnnkitError` (``PATH: missing``, ``PATH: not a readable image (...)``, the pixel limit).
-    Only EXIF that a format keeps ahead of the pixels is read: a PNG's eXIf after them is not."""
+    Only EXIF that a format keeps ahead of the pixels is read: a PNG's eXIf after them is not.
+    ``decode`` also decodes the pixels (a JPEG at 1/8 scale: every byte is still read), so a
+    truncated or corrupt file is found here rather than in the middle of an epoch."""
     path = Path(path)
     try:
         with _open(path) as img:
@@ -56,11 +58,15 @@ def image_size(path: str | Path) -> tuple[int, int]:
             if (img.format in ("JPEG", "MPO", "TIFF") or "exif" in img.info) and \
                     img.getexif().get(0x0112, 1) in EXIF_SWAPS:
                 w, h = h, w
+            if decode:
+                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()
             return w, h
     except FileNotFoundError:
         raise CnnkitError(f"{path}: missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise CnnkitError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+        why = "" if isinstance(exc, UnidentifiedImageError) else f": {str(exc).splitlines()[0]}" if str(exc) else ""
+        raise CnnkitError(f"{path}: not a readable image ({exc.__class__.__name__}{why})") from None
 
 
 def is_image(path: Path) -> bool:

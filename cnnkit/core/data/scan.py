@@ -1,6 +1,6 @@
 """The one-time scan of a detection split: per-image records and a report, cached beside the labels.
 
-A scan reads every image's header (size, and whether it opens at all) and every label, checks
+A scan reads every image (its size from the header, and whether it decodes) and every label, checks
 each box and counts what it found: images, boxes, empty images, ignore regions (COCO crowd, VOC
 difficult), unreadable or missing images (skipped, by name), boxes out of the image (clipped)
 and boxes of zero or negative size (dropped), each with its ``file:line``. Malformed fields are
@@ -27,7 +27,7 @@ from cnnkit.core.atomic import atomic_path
 from cnnkit.core.data.images import image_size
 from cnnkit.core.errors import CnnkitError
 
-SCAN_VERSION = 1
+SCAN_VERSION = 2  # 2: images decoded, not only their headers read
 CACHE_SUFFIX = ".cnnkit.cache"
 EXAMPLES = 5  # file:line examples kept per kind of warning
 
@@ -94,9 +94,9 @@ class Scanner:
 
     def image_size(self, path: str) -> tuple[int, int] | None:
         """(width, height) as displayed, or None, recorded as skipped with the reason, when the
-        file is missing, does not open as an image or is over the pixel limit."""
+        file is missing, does not decode (truncated, corrupt) or is over the pixel limit."""
         try:
-            return image_size(path)
+            return image_size(path, decode=True)
         except CnnkitError as exc:
             reason = str(exc).removeprefix(f"{Path(path)}: ")
             self.report.skipped.append(f"{os.path.basename(path)}: {reason}")
