@@ -471,3 +471,36 @@ def test_an_image_folder_is_scanned_its_unreadable_images_skipped_by_name_and_tr
     r = cli("train", "resnet18", "--data", "ds", "--img-size", "32", "--batch-size", "2", "--epochs", "1",
             "--no-track", "--workers", "0")
     assert r.code == 0 and "data: train 4 images" in r.stderr and reason in r.stderr, r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- 22.6 16-bit PNGs
+def _png16(path: Path, pixels: np.ndarray) -> Path:
+    """A 16-bit PNG (greyscale for (H, W), RGB for (H, W, 3)) written byte by byte, as a scanner or a
+    raw converter writes it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return pack(">I", len(data)) + kind + data + pack(">I", zlib.crc32(kind + data))
+
+    h, w = pixels.shape[:2]
+    rows = pixels.astype(">u2").reshape(h, -1).tobytes()
+    stride = len(rows) // h
+    raw = b"".join(b"\0" + rows[i * stride:(i + 1) * stride] for i in range(h))
+    color = 2 if pixels.ndim == 3 else 0
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", pack(">IIBBBBB", w, h, 16, color, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (24, 40, 3)])
+def test_16_bit_pngs_are_scaled_to_8_bits(tmp_path, shape):
+    import cv2
+
+    from cnnkit.core.data.images import read_image
+
+    pixels = np.random.default_rng(1).integers(0, 65536, shape).astype(np.uint16)
+    path = _png16(tmp_path / "deep.png", pixels)
+    image = read_image(path)
+    reference = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # a second PNG reader: the 16-bit values
+    reference = reference[..., ::-1] if reference.ndim == 3 else np.repeat(reference[..., None], 3, axis=2)
+    assert image.shape == (24, 40, 3) and image.dtype == np.uint8
+    assert np.abs(image.astype(int) - reference.astype(float) / 257).max() <= 1  # not clipped to white
+    assert abs(image.mean() - 127.5) < 3

@@ -74,13 +74,17 @@ def is_image(path: Path) -> bool:
 
 
 def open_image(path: str | Path) -> Image.Image:
-    """Open an image as an upright RGB ``PIL.Image`` or raise a one-line :class:`CnnkitError`."""
+    """Open an image as an upright RGB ``PIL.Image`` (16-bit greyscale scaled to 8 bits) or raise a
+    one-line :class:`CnnkitError`."""
     path = Path(path)
     if not path.exists():
         raise CnnkitError(f"{path}: no such file")
     try:
         with _open(path) as img:
             img = ImageOps.exif_transpose(img)
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit greyscale: convert() would clip it
+                grey = np.clip(np.round(np.asarray(img, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+                return Image.fromarray(grey).convert("RGB")
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
