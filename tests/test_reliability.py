@@ -504,3 +504,20 @@ def test_16_bit_pngs_are_scaled_to_8_bits(tmp_path, shape):
     assert image.shape == (24, 40, 3) and image.dtype == np.uint8
     assert np.abs(image.astype(int) - reference.astype(float) / 257).max() <= 1  # not clipped to white
     assert abs(image.mean() - 127.5) < 3
+
+
+# ---------------------------------------------------------------- 22.7 detect: images of one name
+def test_detect_gives_images_of_one_name_their_own_output_keeping_the_folders(cli, tmp_path):
+    from cnnkit.core.data.images import read_image, write_image
+
+    assert cli("train", "yolov3-tiny", "--data", "synthetic:shapes?n=4&size=64", "--img-size", "64",
+               "--batch-size", "2", "--epochs", "1", "--no-track", "--workers", "0", "--out", "r").code == 0
+    sources = {"a/photo.jpg": 30, "a/photo.png": 120, "b/photo.jpg": 220}
+    for name, grey in sources.items():
+        write_image(tmp_path / name, np.full((48, 64, 3), grey, np.uint8))
+    r = cli("detect", "r/weights/last.pt", *sources, "--conf", "1", "--save-dir", "d")  # no box drawn: the copies
+    assert r.code == 0, r.stderr
+    written = {"a/photo.jpg.jpg": 30, "a/photo.png.jpg": 120, "b/photo.jpg": 220}
+    assert sorted(str(p.relative_to(tmp_path / "d")) for p in (tmp_path / "d").rglob("*.jpg")) == sorted(written)
+    for name, grey in written.items():
+        assert abs(read_image(tmp_path / "d" / name).mean() - grey) < 3, name
