@@ -521,3 +521,18 @@ def test_detect_gives_images_of_one_name_their_own_output_keeping_the_folders(cl
     assert sorted(str(p.relative_to(tmp_path / "d")) for p in (tmp_path / "d").rglob("*.jpg")) == sorted(written)
     for name, grey in written.items():
         assert abs(read_image(tmp_path / "d" / name).mean() - grey) < 3, name
+
+
+# ---------------------------------------------------------------- 22.8 the Haar detector on paintings
+@pytest.mark.parametrize("painting", ["starry_night.jpg", "the_scream.jpg"])  # the cascade sees a face in both
+def test_haar_detector_refuses_paintings_as_the_cnn_does(cli, shared_data, painting):
+    image = shared_data / "nst" / painting
+    one_clear_line(cli("enroll", "vincent", image, "--detector", "haar"), painting, "no face found")
+    r = cli("verify", image, "--detector", "haar", "--gallery", "g.db", "--json")  # a gallery to verify against
+    assert r.code == 2 and "g.db" in r.stderr  # no gallery yet: refused before any detection
+    photo = shared_data / "faces" / "known" / "obama" / "1.jpg"
+    assert cli("enroll", "obama", photo, "--detector", "haar", "--gallery", "g.db").code == 0  # faces still pass
+    r = cli("verify", image, photo, "--detector", "haar", "--gallery", "g.db", "--json")
+    assert r.code == 1, r.stderr
+    painted, real = json.loads(r.stdout)
+    assert painted["face"] is None and painted["match"] is False and real["name"] == "obama"
