@@ -536,3 +536,17 @@ def test_haar_detector_refuses_paintings_as_the_cnn_does(cli, shared_data, paint
     assert r.code == 1, r.stderr
     painted, real = json.loads(r.stdout)
     assert painted["face"] is None and painted["match"] is False and real["name"] == "obama"
+
+
+# ---------------------------------------------------------------- 22.13 names too long for the file system
+LONG = "x" * 300
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["train", "resnet18", "--out", LONG], "--out"),
+    (["detect", "any.pt", "x.png", "--save-dir", f"d/{LONG}"], "--save-dir d/"),
+    (["stylize", "x.png", "y.png", "-o", f"{LONG}.png"], "-o"),
+])
+def test_an_output_name_too_long_for_the_file_system_is_one_line(cli, tmp_path, args, flag):
+    one_clear_line(cli(*args), flag, "bytes, over the file system's limit of")
+    assert list(tmp_path.iterdir()) == []
