@@ -550,3 +550,22 @@ LONG = "x" * 300
 def test_an_output_name_too_long_for_the_file_system_is_one_line(cli, tmp_path, args, flag):
     one_clear_line(cli(*args), flag, "bytes, over the file system's limit of")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- 22.14 disk full while saving a checkpoint
+@pytest.mark.slow
+def test_a_checkpoint_the_disk_cannot_take_is_one_line_and_the_old_one_survives(tmp_path):
+    import resource
+
+    assert _cnnkit(tmp_path, *TRAIN, "--epochs", "1", "--no-track", "--out", "r").code == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r/weights").iterdir()}
+
+    def small_files() -> None:  # what a full disk does to the next write (`ulimit -f 1024`)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+
+    p = subprocess.run([sys.executable, "-m", "cnnkit", *TRAIN, "--epochs", "2", "--no-track", "--workers", "1",
+                        "--resume", "r/weights/last.pt"], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
+                       text=True, timeout=300, preexec_fn=small_files)
+    one_clear_line(Result(p.returncode, p.stdout, p.stderr), "cannot write checkpoint r/weights/last.pt",
+                   "disk full or over a file size limit")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r/weights").iterdir()} == before  # no .tmp left either

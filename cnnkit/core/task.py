@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import threading
 from typing import Any, Callable, Iterable
 
 import torch
@@ -65,12 +66,20 @@ class MappedDataset(Dataset):
 
 
 def _worker_init(init: Callable[[int], None] | None, worker_id: int) -> None:
-    """A loader worker ignores SIGTERM and SIGINT: a signal to the whole process group (``timeout``,
-    Slurm, Ctrl-C) is the main process's to handle, which stops at a step and shuts the workers down."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """A loader worker leaves SIGINT and SIGTERM sent to the whole process group (Ctrl-C, ``timeout``,
+    Slurm, systemd) to the main process, which stops at a step and shuts the workers down; a
+    SIGTERM from the main process itself (multiprocessing's ``terminate`` at exit) still ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=_exit_on_parents_sigterm, args=(os.getppid(),), daemon=True).start()
     if init is not None:
         init(worker_id)
+
+
+def _exit_on_parents_sigterm(parent: int) -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)
 
 
 def default_workers() -> int:
