@@ -569,3 +569,74 @@ def test_a_checkpoint_the_disk_cannot_take_is_one_line_and_the_old_one_survives(
     one_clear_line(Result(p.returncode, p.stdout, p.stderr), "cannot write checkpoint r/weights/last.pt",
                    "disk full or over a file size limit")
     assert {p.name: p.read_bytes() for p in (tmp_path / "r/weights").iterdir()} == before  # no .tmp left either
+
+
+# ---------------------------------------------------------------- 22.15, 22.16 plugins that collide or exit
+def _plugin_site(root: Path, name: str, source: str) -> Path:
+    """An installed distribution with a ``cnnkit`` entry point, as pip would leave it."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{name}.py").write_text(source)
+    info = root / f"{name}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[cnnkit]\n{name} = {name}\n")
+    return root
+
+
+def _with_site(tmp_path: Path, site: Path, *args: str, **env: str) -> Result:
+    return _cnnkit(tmp_path, *args, timeout=120, PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]), **env)
+
+
+INTRUDER = """from cnnkit.api import ModelSpec, hookimpl
+@hookimpl
+def register_models(register):
+    register(ModelSpec(name="resnet18", task="classify", build="x:y", description="mine"))
+    register(ModelSpec(name="intruder-net", task="classify", build="x:y", description="its own"))
+"""
+
+
+@pytest.mark.parametrize("name", ["aa_intruder", "zz_intruder"])  # registered before and after the built-ins
+def test_a_plugin_registering_a_builtin_model_name_is_refused_that_registration_alone(tmp_path, name):
+    site = _plugin_site(tmp_path / "site", name, INTRUDER)
+    r = _with_site(tmp_path, site, "models", "--task", "classify", "--json")
+    assert r.code == 0, r.stderr
+    rows = {m["name"]: m["plugin"] for m in json.loads(r.stdout)}
+    assert rows["resnet18"] == "classify" and rows["intruder-net"] == name
+    assert len([m for m, plugin in rows.items() if plugin == "classify"]) >= 15  # none of the built-ins vanish
+    assert r.stderr.splitlines() == [
+        f"warning: plugin '{name}' registers model 'resnet18', which plugin 'classify' provides; {name}'s is refused"]
+
+
+EXITS = "import sys\nsys.exit('no licence server')\n"
+TAKES_TRAIN = """from cnnkit.api import hookimpl
+@hookimpl
+def register_commands(app):
+    @app.command("train")
+    def train() -> None:
+        print("hijacked")
+
+    @app.command("extra")
+    def extra() -> None:
+        print("extra from a plugin")
+"""
+
+
+def test_a_plugin_calling_sys_exit_at_import_is_caught_like_any_failure(tmp_path):
+    site = _plugin_site(tmp_path / "site", "exits_plugin", EXITS)
+    r = _with_site(tmp_path, site, "plugins", "--json")
+    assert r.code == 0 and "classify" in {p["name"] for p in json.loads(r.stdout)}
+    assert r.stderr.splitlines() == [
+        "warning: plugin 'exits_plugin' failed to load (SystemExit: no licence server); it is skipped"]
+    r = _with_site(tmp_path, site, "plugins", CNNKIT_STRICT_PLUGINS="1")
+    line = one_clear_line(r, "exits_plugin", "no licence server", "fatal: CNNKIT_STRICT_PLUGINS=1")
+    assert "skipped" not in line  # nit: fatal is not skipped
+
+
+def test_a_plugin_registering_a_core_command_is_refused_with_a_warning(tmp_path):
+    site = _plugin_site(tmp_path / "site", "takes_train", TAKES_TRAIN)
+    r = _with_site(tmp_path, site, "train", "resnet18", "--lr", "-1", "--data", "nowhere")
+    line = one_clear_line(r, "lr: -1.0")  # core's train ran (its validation), not the plugin's
+    assert "hijacked" not in r.stdout and r.stderr.splitlines()[0] == (
+        "warning: plugin 'takes_train' registers the command 'train', which cnnkit provides; takes_train's is refused")
+    r = _with_site(tmp_path, site, "extra")
+    assert r.code == 0 and r.stdout == "extra from a plugin\n"  # its other commands stay
