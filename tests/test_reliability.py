@@ -640,3 +640,19 @@ def test_a_plugin_registering_a_core_command_is_refused_with_a_warning(tmp_path)
         "warning: plugin 'takes_train' registers the command 'train', which cnnkit provides; takes_train's is refused")
     r = _with_site(tmp_path, site, "extra")
     assert r.code == 0 and r.stdout == "extra from a plugin\n"  # its other commands stay
+
+
+# ---------------------------------------------------------------- 22.17 caches stay inside the dataset
+def test_a_data_yaml_pointing_outside_its_folder_gets_no_cache_written_there(cli, tmp_path):
+    from cnnkit.core.data.images import write_image
+
+    elsewhere = tmp_path / "elsewhere"  # a folder of images with no labels/ sibling: the anchor is its parent
+    for split in ("train", "val"):
+        write_image(elsewhere / split / "0.png", np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / "ds" / "cfg").mkdir(parents=True)
+    (tmp_path / "ds" / "cfg" / "data.yaml").write_text("path: ../../elsewhere/train\ntrain: .\nval: ../val\nnames: [a]\n")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    r = cli("data", "check", "--data", "ds/cfg/data.yaml")
+    assert r.code == 0 and "cache not written (" in r.stdout and "is outside the dataset's folders" in r.stdout, \
+        r.stdout + r.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -219,14 +219,16 @@ def _load(path: Path) -> tuple[list[Record], dict] | None:
 
 
 def cached_scan(cache: Path, inputs: list[str], salt: str, source: str,
-                scan: Callable[[], Scanner]) -> tuple[list[Record], ScanReport, list[str]]:
+                scan: Callable[[], Scanner], within: tuple[Path, ...] = ()) -> tuple[list[Record], ScanReport, list[str]]:
     """``scan()`` unless ``cache`` holds the result for the same ``inputs`` (the files known
     before reading), the same files found while reading, and the same ``salt`` (class names,
-    options). ``source`` names the split in the report. Returns the records, the report and
-    the label names the records index."""
+    options). ``source`` names the split in the report. A cache outside the folders ``within``
+    (the dataset's own, when its description can point elsewhere) is neither read nor written.
+    Returns the records, the report and the label names the records index."""
     start = time.perf_counter()
     key = f"{SCAN_VERSION}:{salt}:{_stamp(inputs)}"
-    hit = _load(cache) if cache.exists() else None
+    outside = bool(within) and not any(cache.resolve().parent.is_relative_to(f.resolve()) for f in within)
+    hit = _load(cache) if cache.exists() and not outside else None
     if hit is not None:
         records, meta = hit
         if meta.get("key") == key and meta.get("deps_stamp") == _stamp(meta["deps"]):
@@ -238,6 +240,9 @@ def cached_scan(cache: Path, inputs: list[str], salt: str, source: str,
     report.seconds = time.perf_counter() - start
     meta = {"key": key, "deps": scanner.deps, "deps_stamp": _stamp(scanner.deps), "names": scanner.names,
             "report": {**asdict(report), "cache": ""}}
+    if outside:
+        report.cache = f"not written ({cache.parent} is outside the dataset's folders)"
+        return scanner.records, report, scanner.names
     try:
         _save(cache, scanner.records, meta)
         report.cache = "written"
