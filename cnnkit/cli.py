@@ -245,7 +245,7 @@ def detect_cmd(
     """Detect objects in images with a trained or published detector; boxes are in original image pixels."""
     from cnnkit.core.data.detection import image_paths
     from cnnkit.core.data.images import ImageFiles, write_image
-    from cnnkit.core.detect import draw_detections
+    from cnnkit.core.detect import annotated_names, draw_detections
     from cnnkit.core.device import resolve_device
     from cnnkit.core.engine import load_for_eval
     from cnnkit.core.paths import writable_dir
@@ -260,17 +260,17 @@ def detect_cmd(
     model.to(dev)
     task.config.device = str(dev)
     batch = max(1, min(batch_size or task.config.batch_size, 64))
-    results = []
+    results, names = [], annotated_names(paths)
     for images in task.loader(ImageFiles(paths), train=False, batch_size=batch, collate_fn=list):
         bad = next((x for x in images if isinstance(x, str)), None)
         if bad is not None:
             raise CnnkitError(bad)
         found = task.predict(model, images, dev, conf=conf, iou=iou, batch_size=batch,
                              img_size=img_size or task.config.img_size)
-        for path, image, dets in zip(paths[len(results):], images, found):
+        for path, name, image, dets in zip(paths[len(results):], names[len(results):], images, found):
             results.append({"image": str(path), "detections": dets})
             if not no_save:
-                write_image(save_dir / (path.stem + ".jpg"), draw_detections(image, dets))
+                write_image(save_dir / name, draw_detections(image, dets))
     if as_json:
         print_json(results)
         return

@@ -89,9 +89,9 @@ def _coco_with(tmp_path, annotation: dict) -> str:
 
 
 @pytest.mark.parametrize("annotation, message", [
-    ({"area": 4}, r"train\.json: annotation 7: no 'bbox'"),
-    ({"bbox": [1, 2, "x", 4]}, r"train\.json: annotation 7: 'bbox' must be \[x, y, width, height\]"),
-    ({"bbox": [1, 2, 3, 4], "category_id": 9}, r"train\.json: annotation 7: unknown category 9"),
+    ({"area": 4}, r"train\.json: annotation 1 \(id 7\): no 'bbox'"),
+    ({"bbox": [1, 2, "x", 4]}, r"train\.json: annotation 1 \(id 7\): 'bbox' must be \[x, y, width, height\]"),
+    ({"bbox": [1, 2, 3, 4], "category_id": 9}, r"train\.json: annotation 1 \(id 7\): unknown category 9"),
 ])
 def test_malformed_coco_fields_name_the_annotation(tmp_path, annotation, message):
     with pytest.raises(CnnkitError, match=message):
@@ -104,7 +104,7 @@ def test_coco_zero_size_boxes_and_missing_images_are_counted(tmp_path):
     data["images"].append({"id": 2, "file_name": "gone.jpg", "width": 32, "height": 32})
     open(spec, "w").write(json.dumps(data))
     ds = open_dataset(spec, "train")
-    assert ds.report.dropped == 1 and ds.report.dropped_at == [f"{spec}: annotation 7"]
+    assert ds.report.dropped == 1 and ds.report.dropped_at == [f"{spec}: annotation 1 (id 7)"]
     assert ds.report.skipped == ["gone.jpg: missing"] and len(ds) == 1
 
 

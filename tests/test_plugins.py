@@ -157,16 +157,20 @@ def test_unknown_task_names_the_known_ones(tmp_path):
 
 
 def test_hook_order_follows_pluggy_tryfirst(tmp_path):
-    """Hooks run through pluggy: a tryfirst implementation registers before the others."""
-    first = ("from cnnkit.api import ModelSpec, hookimpl\n"
-             "@hookimpl(tryfirst=True)\n"
-             "def register_models(register):\n"
-             "    register(ModelSpec(name='resnet18', task='classify', build='x:y', description='mine'))\n")
-    site = _fake_dist(tmp_path / "site", "zz_first", first)
+    """Hooks run through pluggy: a tryfirst implementation registers before the others (between
+    third-party plugins: built-in names always win, see tests/test_reliability.py)."""
+    def source(mark: str) -> str:
+        return ("from cnnkit.api import ModelSpec, hookimpl\n"
+                f"@hookimpl{mark}\n"
+                "def register_models(register):\n"
+                "    register(ModelSpec(name='mynet', task='classify', build='x:y', description='mine'))\n")
+    site = _fake_dist(tmp_path / "site", "zz_first", source("(tryfirst=True)"))
+    _fake_dist(site, "aa_later", source(""))
     r = _run(["models", "--task", "classify", "--json"], site)
     rows = {m["name"]: m for m in json.loads(r.stdout)}
-    assert rows["resnet18"]["plugin"] == "zz_first"  # it won the name; the classify plugin's copy warned
-    assert "'resnet18' is registered twice" in r.stderr
+    assert rows["mynet"]["plugin"] == "zz_first"  # it won the name; the other's copy warned
+    assert "plugin 'aa_later' registers model 'mynet', which plugin 'zz_first' provides; aa_later's is refused" \
+        in r.stderr
 
 
 def test_invalid_hook_signature_is_refused_by_pluggy(tmp_path):

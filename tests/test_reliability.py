@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, Result, one_clear_line
+from tests.conftest import ROOT, Result, one_clear_line, write_image_folder
 
 TRAIN = ["train", "resnet18", "--data", "synthetic:textures?n=8&size=32", "--img-size", "32", "--batch-size", "4"]
 NO_TRACK = [*TRAIN, "--epochs", "1", "--no-track"]
@@ -216,8 +216,8 @@ def test_decompression_bomb_in_detect_and_train(cli, tmp_path):
         for cls in ("a", "b"):
             write_image(tmp_path / "ds" / split / cls / "ok.png", np.zeros((32, 32, 3), np.uint8))
     _png_header(tmp_path / "ds" / "train" / "a" / "bomb.png", 100_000, 100_000)
-    one_clear_line(cli("train", "resnet18", "--data", "ds", "--img-size", "32", "--batch-size", "4", "--epochs",
-                       "1", "--no-track"), "bomb.png", "above the limit")
+    r = cli("train", "resnet18", "--data", "ds", "--img-size", "32", "--batch-size", "4", "--epochs", "1", "--no-track")
+    assert r.code == 0 and "1 image(s) skipped: bomb.png: image is 100000x100000 pixels, above the limit" in r.stderr
 
 
 def test_pixel_limit_can_be_lowered_and_raised(cli, tmp_path):
@@ -304,3 +304,355 @@ def test_models_lists_at_once_and_counts_on_request(cli, monkeypatch):
     counted = len(built)
     r = cli("models", "--json")  # the cache: no model built again
     assert len(built) == counted and {m["name"]: m for m in json.loads(r.stdout)}["resnet18"]["params"] == 7
+
+
+# ================================================================ issue 22: reliability, round two
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (its loader workers)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+# ---------------------------------------------------------------- 22.1 a signal to the whole process group
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the worker processes from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_process_group_with_loader_workers_stops_like_one_to_the_main_process(tmp_path, sig):
+    """What `timeout`, Slurm, systemd and Ctrl-C do: every process of the group gets the signal, the
+    loader workers included; they leave it to the main process, which saves and ends the run KILLED."""
+    args = ["train", "resnet18", "--data", "synthetic:textures?n=32&size=32", "--img-size", "32",
+            "--batch-size", "4", "--epochs", "500", "--workers", "2", "--out", "r"]
+    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", *args], cwd=tmp_path, env=_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: any(s == "RUNNING" for _, s in _runs(tmp_path)) and len(_children(proc.pid)) >= 2, proc)
+        os.killpg(proc.pid, sig)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    line = one_clear_line(Result(proc.returncode, "", err), signal.Signals(sig).name, "--resume r/weights/last.pt",
+                          code=128 + sig, prefix="stopped: ")
+    assert "saved r/weights/last.pt" in line and "DataLoader" not in err
+    [(run_id, status)] = _runs(tmp_path)
+    assert status == "KILLED"
+    ck = torch.load(tmp_path / "r/weights/last.pt", weights_only=True)
+    assert ck["interrupted"]["signal"] == signal.Signals(sig).name and ck["mlflow_run_id"] == run_id
+
+
+# ---------------------------------------------------------------- 22.2, 22.3 COCO json of the wrong shape
+def _coco(tmp_path: Path, edit) -> Path:
+    from cnnkit.core.data.images import write_image
+
+    for name in ("a.jpg", "b.jpg"):
+        write_image(tmp_path / "images" / name, np.zeros((32, 32, 3), np.uint8))
+    data = {"images": [{"id": 1, "file_name": "a.jpg", "width": 32, "height": 32},
+                       {"id": 2, "file_name": "b.jpg", "width": 32, "height": 32}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 8, 8]},
+                            {"id": 2, "image_id": 2, "category_id": 2, "bbox": [2, 2, 9, 9]}],
+            "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}
+    edit(data)
+    (tmp_path / "train.json").write_text(json.dumps(data))
+    return tmp_path / "train.json"
+
+
+def _set(path: str, value):
+    def edit(data):
+        *keys, last = path.split(".")
+        target = data
+        for key in keys:
+            target = target[int(key)] if key.isdigit() else target[key]
+        target[int(last) if last.isdigit() else last] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, needles", [
+    (_set("categories.1.id", "2"), ("category 1: 'id' must be int, got '2'",)),
+    (_set("categories.1.id", [2]), ("category 1: 'id' must be int, got [2]",)),
+    (_set("categories.0.id", None), ("category 0: 'id' must be int, got None",)),
+    (_set("annotations.1.category_id", "2"), ("annotation 1 (id 2): 'category_id' must be int",)),
+    (_set("images.0.id", [1]), ("image 0: 'id' must be int or str, got [1]",)),
+    (_set("annotations", 5), ("'annotations' must be a list, got int",)),
+    (_set("categories", {"id": 1, "name": "cat"}), ("'categories' must be a list, got dict",)),
+    (_set("categories.1", "dog"), ("category 1: not an object (str)",)),
+    (_set("images.1.id", 1), ("image 1 has the id 1 of image 0",)),  # 22.3: b.jpg would get a.jpg's boxes
+    (_set("categories.1.id", 1), ("category 1 has the id 1 of category 0",)),  # 22.3: a phantom class
+])
+def test_coco_json_of_the_wrong_types_or_with_duplicate_ids_is_one_line_naming_file_and_index(cli, tmp_path, edit,
+                                                                                              needles):
+    path = _coco(tmp_path, edit)
+    one_clear_line(cli("data", "check", "--data", path), str(path), *needles)
+    one_clear_line(cli("train", "yolov1-fast", "--data", path, "--no-track",
+                       "--epochs", "1"), str(path), *needles)
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("*.cache*"))
+
+
+# ---------------------------------------------------------------- 22.4 names and files that are not UTF-8
+def test_yolo_set_with_file_names_that_are_not_utf8_is_scanned_cached_and_read(cli, tmp_path):
+    from cnnkit.core.data import open_dataset
+    from cnnkit.core.data.images import write_image
+
+    for split in ("train", "val"):
+        for i, name in enumerate((b"ok", b"caf\xe9")):  # Latin-1 bytes, as an old camera or zip writes them
+            folder = tmp_path / "ds" / "images" / split
+            write_image(os.fsdecode(bytes(folder) + b"/" + name + b".png"), np.full((32, 32, 3), 40 * i, np.uint8))
+            labels = tmp_path / "ds" / "labels" / split
+            labels.mkdir(parents=True, exist_ok=True)
+            Path(os.fsdecode(bytes(labels) + b"/" + name + b".txt")).write_text(f"{i} 0.5 0.5 0.25 0.5\n")
+    (tmp_path / "ds" / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: [a, b]\n")
+    for cache in ("written", "hit"):
+        r = cli("data", "check", "--data", "ds/data.yaml")
+        assert r.code == 0 and f"train: 2 images, 2 boxes, 0 without objects" in r.stdout, r.stdout + r.stderr
+        assert f"cache {cache}" in r.stdout
+    ds = open_dataset("ds/data.yaml", "train")
+    sample = ds[[Path(p).name for p in ds.paths()].index(os.fsdecode(b"caf\xe9.png"))]
+    assert sample.image.mean() == 40 and sample.labels.tolist() == [1]
+
+
+def test_voc_id_list_that_is_not_utf8_names_its_files(cli, tmp_path):
+    root = tmp_path / "VOC2007"
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    (root / "JPEGImages").mkdir()
+    (root / "ImageSets" / "Main" / "train.txt").write_bytes(b"00\xff01\n")
+    one_clear_line(cli("data", "check", "--data", root), "VOC2007/Annotations/00", "01.xml", "no such annotation file")
+
+
+def test_a_binary_config_file_is_one_line(cli, tmp_path):
+    (tmp_path / "cfg.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    one_clear_line(cli("train", "resnet18", "--config", "cfg.yaml"), "cfg.yaml: unreadable config", "not UTF-8")
+
+
+# ---------------------------------------------------------------- 22.5 truncated images and bombs in every layout
+def _truncated_jpeg(path: Path) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(path, quality=95)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # the header intact, half the scan gone
+    return path
+
+
+def test_a_truncated_jpeg_in_a_yolo_set_is_found_by_the_scan_and_skipped_by_name(cli, tmp_path):
+    from cnnkit.core.data.images import write_image
+
+    for split in ("train", "val"):
+        for i in range(3):
+            write_image(tmp_path / "ds" / "images" / split / f"{i}.png", np.zeros((32, 32, 3), np.uint8))
+            (tmp_path / "ds" / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "ds" / "labels" / split / f"{i}.txt").write_text("0 0.5 0.5 0.25 0.5\n")
+    _truncated_jpeg(tmp_path / "ds" / "images" / "train" / "cut.jpg")
+    (tmp_path / "ds" / "labels" / "train" / "cut.txt").write_text("0 0.5 0.5 0.25 0.5\n")
+    (tmp_path / "ds" / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: [a]\n")
+    for cache in ("written", "hit"):
+        r = cli("data", "check", "--data", "ds/data.yaml")
+        assert r.code == 0 and "train: 3 images" in r.stdout and f"cache {cache}" in r.stdout, r.stdout + r.stderr
+        assert "1 image(s) skipped: cut.jpg: not a readable image (OSError: image file is truncated" in r.stdout
+
+
+@pytest.mark.parametrize("hostile", ["truncated", "bomb"])
+def test_an_image_folder_is_scanned_its_unreadable_images_skipped_by_name_and_training_goes_on(cli, tmp_path,
+                                                                                            hostile):
+    write_image_folder(tmp_path / "ds", ("a", "b"), 2, 32)
+    if hostile == "truncated":
+        _truncated_jpeg(tmp_path / "ds" / "train" / "a" / "bad.jpg")
+        reason = "bad.jpg: not a readable image (OSError: image file is truncated"
+    else:
+        _png_header(tmp_path / "ds" / "train" / "a" / "bad.png", 100_000, 100_000)
+        reason = "bad.png: image is 100000x100000 pixels, above the limit"
+    for cache in ("written", "hit"):
+        r = cli("data", "check", "--data", "ds")
+        assert r.code == 0 and "train: 4 images" in r.stdout and f"1 image(s) skipped: {reason}" in r.stdout, \
+            r.stdout + r.stderr
+        assert f"cache {cache}" in r.stdout and "boxes" not in r.stdout
+    r = cli("train", "resnet18", "--data", "ds", "--img-size", "32", "--batch-size", "2", "--epochs", "1",
+            "--no-track", "--workers", "0")
+    assert r.code == 0 and "data: train 4 images" in r.stderr and reason in r.stderr, r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- 22.6 16-bit PNGs
+def _png16(path: Path, pixels: np.ndarray) -> Path:
+    """A 16-bit PNG (greyscale for (H, W), RGB for (H, W, 3)) written byte by byte, as a scanner or a
+    raw converter writes it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return pack(">I", len(data)) + kind + data + pack(">I", zlib.crc32(kind + data))
+
+    h, w = pixels.shape[:2]
+    rows = pixels.astype(">u2").reshape(h, -1).tobytes()
+    stride = len(rows) // h
+    raw = b"".join(b"\0" + rows[i * stride:(i + 1) * stride] for i in range(h))
+    color = 2 if pixels.ndim == 3 else 0
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", pack(">IIBBBBB", w, h, 16, color, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (24, 40, 3)])
+def test_16_bit_pngs_are_scaled_to_8_bits(tmp_path, shape):
+    import cv2
+
+    from cnnkit.core.data.images import read_image
+
+    pixels = np.random.default_rng(1).integers(0, 65536, shape).astype(np.uint16)
+    path = _png16(tmp_path / "deep.png", pixels)
+    image = read_image(path)
+    reference = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # a second PNG reader: the 16-bit values
+    reference = reference[..., ::-1] if reference.ndim == 3 else np.repeat(reference[..., None], 3, axis=2)
+    assert image.shape == (24, 40, 3) and image.dtype == np.uint8
+    assert np.abs(image.astype(int) - reference.astype(float) / 257).max() <= 1  # not clipped to white
+    assert abs(image.mean() - 127.5) < 3
+
+
+# ---------------------------------------------------------------- 22.7 detect: images of one name
+def test_detect_gives_images_of_one_name_their_own_output_keeping_the_folders(cli, tmp_path):
+    from cnnkit.core.data.images import read_image, write_image
+
+    assert cli("train", "yolov3-tiny", "--data", "synthetic:shapes?n=4&size=64", "--img-size", "64",
+               "--batch-size", "2", "--epochs", "1", "--no-track", "--workers", "0", "--out", "r").code == 0
+    sources = {"a/photo.jpg": 30, "a/photo.png": 120, "b/photo.jpg": 220}
+    for name, grey in sources.items():
+        write_image(tmp_path / name, np.full((48, 64, 3), grey, np.uint8))
+    r = cli("detect", "r/weights/last.pt", *sources, "--conf", "1", "--save-dir", "d")  # no box drawn: the copies
+    assert r.code == 0, r.stderr
+    written = {"a/photo.jpg.jpg": 30, "a/photo.png.jpg": 120, "b/photo.jpg": 220}
+    assert sorted(str(p.relative_to(tmp_path / "d")) for p in (tmp_path / "d").rglob("*.jpg")) == sorted(written)
+    for name, grey in written.items():
+        assert abs(read_image(tmp_path / "d" / name).mean() - grey) < 3, name
+
+
+# ---------------------------------------------------------------- 22.8 the Haar detector on paintings
+@pytest.mark.parametrize("painting", ["starry_night.jpg", "the_scream.jpg"])  # the cascade sees a face in both
+def test_haar_detector_refuses_paintings_as_the_cnn_does(cli, shared_data, painting):
+    image = shared_data / "nst" / painting
+    one_clear_line(cli("enroll", "vincent", image, "--detector", "haar"), painting, "no face found")
+    r = cli("verify", image, "--detector", "haar", "--gallery", "g.db", "--json")  # a gallery to verify against
+    assert r.code == 2 and "g.db" in r.stderr  # no gallery yet: refused before any detection
+    photo = shared_data / "faces" / "known" / "obama" / "1.jpg"
+    assert cli("enroll", "obama", photo, "--detector", "haar", "--gallery", "g.db").code == 0  # faces still pass
+    r = cli("verify", image, photo, "--detector", "haar", "--gallery", "g.db", "--json")
+    assert r.code == 1, r.stderr
+    painted, real = json.loads(r.stdout)
+    assert painted["face"] is None and painted["match"] is False and real["name"] == "obama"
+
+
+# ---------------------------------------------------------------- 22.13 names too long for the file system
+LONG = "x" * 300
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["train", "resnet18", "--out", LONG], "--out"),
+    (["detect", "any.pt", "x.png", "--save-dir", f"d/{LONG}"], "--save-dir d/"),
+    (["stylize", "x.png", "y.png", "-o", f"{LONG}.png"], "-o"),
+])
+def test_an_output_name_too_long_for_the_file_system_is_one_line(cli, tmp_path, args, flag):
+    one_clear_line(cli(*args), flag, "bytes, over the file system's limit of")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- 22.14 disk full while saving a checkpoint
+@pytest.mark.slow
+def test_a_checkpoint_the_disk_cannot_take_is_one_line_and_the_old_one_survives(tmp_path):
+    import resource
+
+    assert _cnnkit(tmp_path, *TRAIN, "--epochs", "1", "--no-track", "--out", "r").code == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r/weights").iterdir()}
+
+    def small_files() -> None:  # what a full disk does to the next write (`ulimit -f 1024`)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+
+    p = subprocess.run([sys.executable, "-m", "cnnkit", *TRAIN, "--epochs", "2", "--no-track", "--workers", "1",
+                        "--resume", "r/weights/last.pt"], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
+                       text=True, timeout=300, preexec_fn=small_files)
+    one_clear_line(Result(p.returncode, p.stdout, p.stderr), "cannot write checkpoint r/weights/last.pt",
+                   "disk full or over a file size limit")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r/weights").iterdir()} == before  # no .tmp left either
+
+
+# ---------------------------------------------------------------- 22.15, 22.16 plugins that collide or exit
+def _plugin_site(root: Path, name: str, source: str) -> Path:
+    """An installed distribution with a ``cnnkit`` entry point, as pip would leave it."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{name}.py").write_text(source)
+    info = root / f"{name}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[cnnkit]\n{name} = {name}\n")
+    return root
+
+
+def _with_site(tmp_path: Path, site: Path, *args: str, **env: str) -> Result:
+    return _cnnkit(tmp_path, *args, timeout=120, PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]), **env)
+
+
+INTRUDER = """from cnnkit.api import ModelSpec, hookimpl
+@hookimpl
+def register_models(register):
+    register(ModelSpec(name="resnet18", task="classify", build="x:y", description="mine"))
+    register(ModelSpec(name="intruder-net", task="classify", build="x:y", description="its own"))
+"""
+
+
+@pytest.mark.parametrize("name", ["aa_intruder", "zz_intruder"])  # registered before and after the built-ins
+def test_a_plugin_registering_a_builtin_model_name_is_refused_that_registration_alone(tmp_path, name):
+    site = _plugin_site(tmp_path / "site", name, INTRUDER)
+    r = _with_site(tmp_path, site, "models", "--task", "classify", "--json")
+    assert r.code == 0, r.stderr
+    rows = {m["name"]: m["plugin"] for m in json.loads(r.stdout)}
+    assert rows["resnet18"] == "classify" and rows["intruder-net"] == name
+    assert len([m for m, plugin in rows.items() if plugin == "classify"]) >= 15  # none of the built-ins vanish
+    assert r.stderr.splitlines() == [
+        f"warning: plugin '{name}' registers model 'resnet18', which plugin 'classify' provides; {name}'s is refused"]
+
+
+EXITS = "import sys\nsys.exit('no licence server')\n"
+TAKES_TRAIN = """from cnnkit.api import hookimpl
+@hookimpl
+def register_commands(app):
+    @app.command("train")
+    def train() -> None:
+        print("hijacked")
+
+    @app.command("extra")
+    def extra() -> None:
+        print("extra from a plugin")
+"""
+
+
+def test_a_plugin_calling_sys_exit_at_import_is_caught_like_any_failure(tmp_path):
+    site = _plugin_site(tmp_path / "site", "exits_plugin", EXITS)
+    r = _with_site(tmp_path, site, "plugins", "--json")
+    assert r.code == 0 and "classify" in {p["name"] for p in json.loads(r.stdout)}
+    assert r.stderr.splitlines() == [
+        "warning: plugin 'exits_plugin' failed to load (SystemExit: no licence server); it is skipped"]
+    r = _with_site(tmp_path, site, "plugins", CNNKIT_STRICT_PLUGINS="1")
+    line = one_clear_line(r, "exits_plugin", "no licence server", "fatal: CNNKIT_STRICT_PLUGINS=1")
+    assert "skipped" not in line  # nit: fatal is not skipped
+
+
+def test_a_plugin_registering_a_core_command_is_refused_with_a_warning(tmp_path):
+    site = _plugin_site(tmp_path / "site", "takes_train", TAKES_TRAIN)
+    r = _with_site(tmp_path, site, "train", "resnet18", "--lr", "-1", "--data", "nowhere")
+    line = one_clear_line(r, "lr: -1.0")  # core's train ran (its validation), not the plugin's
+    assert "hijacked" not in r.stdout and r.stderr.splitlines()[0] == (
+        "warning: plugin 'takes_train' registers the command 'train', which cnnkit provides; takes_train's is refused")
+    r = _with_site(tmp_path, site, "extra")
+    assert r.code == 0 and r.stdout == "extra from a plugin\n"  # its other commands stay
+
+
+# ---------------------------------------------------------------- 22.17 caches stay inside the dataset
+def test_a_data_yaml_pointing_outside_its_folder_gets_no_cache_written_there(cli, tmp_path):
+    from cnnkit.core.data.images import write_image
+
+    elsewhere = tmp_path / "elsewhere"  # a folder of images with no labels/ sibling: the anchor is its parent
+    for split in ("train", "val"):
+        write_image(elsewhere / split / "0.png", np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / "ds" / "cfg").mkdir(parents=True)
+    (tmp_path / "ds" / "cfg" / "data.yaml").write_text("path: ../../elsewhere/train\ntrain: .\nval: ../val\nnames: [a]\n")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    r = cli("data", "check", "--data", "ds/cfg/data.yaml")
+    assert r.code == 0 and "cache not written (" in r.stdout and "is outside the dataset's folders" in r.stdout, \
+        r.stdout + r.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -7,9 +7,10 @@ import random
 import shutil
 import sys
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -20,9 +21,23 @@ from cnnkit.core.errors import CnnkitError
 REQUIRED = ("model", "task", "model_state", "config")
 
 
+@contextmanager
+def _writing(path: str | Path) -> Iterator[Path]:
+    """``atomic_path`` for a checkpoint: a write the file system refuses (disk full, ``ulimit -f``,
+    permissions) leaves the old file intact and no temporary file, and is one line."""
+    try:
+        with atomic_path(path) as tmp:
+            yield tmp
+    except OSError as exc:
+        raise CnnkitError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+    except RuntimeError as exc:  # torch's own writer: "file write failed", "unexpected pos ..."
+        raise CnnkitError(f"cannot write checkpoint {path}: the write was cut short (disk full or over a "
+                          f"file size limit?); any previous {Path(path).name} is kept") from None
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` atomically: a crash mid-write leaves the old file intact."""
-    with atomic_path(path) as tmp:
+    with _writing(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
 
@@ -30,7 +45,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 def copy_checkpoint(source: str | Path, target: str | Path) -> Path:
     """Make ``target`` hold what ``source`` holds, atomically, without serialising again
     (a hard link where the filesystem allows, else a copy)."""
-    with atomic_path(target) as tmp:
+    with _writing(target) as tmp:
         tmp.unlink()
         try:
             os.link(source, tmp)

@@ -71,6 +71,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise CnnkitError(f"{path}: no such config file") from None
+    except UnicodeDecodeError as exc:
+        raise CnnkitError(f"{path}: unreadable config (not UTF-8 text: byte {exc.start})") from None
     except (OSError, yaml.YAMLError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise CnnkitError(f"{path}: unreadable config ({reason})") from None

@@ -3,6 +3,9 @@ drawing them on images."""
 
 from __future__ import annotations
 
+import os
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,3 +38,14 @@ def draw_detections(image: np.ndarray, detections: list[dict[str, Any]]) -> np.n
         draw.rectangle([x1, top, x1 + tw + 4, top + th + 2], fill=colour)
         draw.text((x1 + 2, top + 1), text, fill=(255, 255, 255))
     return np.asarray(img)
+
+
+def annotated_names(paths: list[Path]) -> list[Path]:
+    """Where each image's annotated copy goes under ``--save-dir``: its folder relative to the
+    images' common folder, its stem and ``.jpg``; two images of one stem in one folder
+    (``photo.jpg``, ``photo.png``) keep their own extension (``photo.png.jpg``), so none overwrites another."""
+    absolute = [os.path.abspath(p) for p in paths]
+    common = os.path.commonpath([os.path.dirname(p) for p in absolute]) if absolute else ""
+    plain = [Path(os.path.relpath(os.path.dirname(p), common)) / (Path(p).stem + ".jpg") for p in absolute]
+    taken = Counter(plain)
+    return [name if taken[name] == 1 else name.with_name(Path(p).name + ".jpg") for name, p in zip(plain, absolute)]

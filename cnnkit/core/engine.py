@@ -131,6 +131,7 @@ class Trainer:
         self.extra_callbacks = list(callbacks or [])
         self.start_epoch, self.best, self.history = 0, None, []
         self.stop_signal: int | None = None
+        self.position = (0, 0)  # (epoch, steps done in it): where a stop signal found the loop
         self.run: Run | None = None
 
     # ---------------------------------------------------------------- set-up steps
@@ -239,16 +240,12 @@ class Trainer:
         metrics: dict[str, float] = {}
         try:
             with self.stop_on_signal(), run:
-                for epoch in range(self.start_epoch, cfg.epochs):
-                    train_stats = self.train_epoch(run, epoch)
-                    metrics = self.validate()
-                    self.step_schedule(metrics, train_stats)
-                    row = {**train_stats, **metrics, "lr": self.optimizer.param_groups[0]["lr"]}
-                    self.history.append({"epoch": epoch, **row})
-                    if self.dist.is_main:
-                        run.log_metrics(row, step=epoch)
-                        self.save(epoch, metrics)
-                        run.emit("on_epoch_end", f"epoch {epoch + 1}/{cfg.epochs}", row)
+                try:
+                    metrics = self.epochs(run)
+                except Exception as exc:
+                    if self.stop_signal is None or isinstance(exc, CnnkitError):
+                        raise
+                    self.stop(*self.position)  # a loader worker hit by the signal before it could ignore it
                 if self.dist.is_main:
                     metrics = self.finish(run) or metrics
                     self.log_artifacts(run)
@@ -256,6 +253,21 @@ class Trainer:
             self.dist.close()
         final = load_checkpoint(self.best_path)["metrics"] if self.dist.is_main and self.best_path.exists() else metrics
         return FitResult(self.out, self.last_path, self.best_path, final, self.history, run.run_id)
+
+    def epochs(self, run: Run) -> dict[str, float]:
+        """Train, validate, schedule and save each epoch; the last validation metrics."""
+        cfg, metrics = self.config, {}
+        for epoch in range(self.start_epoch, cfg.epochs):
+            train_stats = self.train_epoch(run, epoch)
+            metrics = self.validate()
+            self.step_schedule(metrics, train_stats)
+            row = {**train_stats, **metrics, "lr": self.optimizer.param_groups[0]["lr"]}
+            self.history.append({"epoch": epoch, **row})
+            if self.dist.is_main:
+                run.log_metrics(row, step=epoch)
+                self.save(epoch, metrics)
+                run.emit("on_epoch_end", f"epoch {epoch + 1}/{cfg.epochs}", row)
+        return metrics
 
     def new_run(self) -> Run:
         """The run's lifecycle: MLflow (rank 0, unless --no-track), progress, and any extra callbacks."""
@@ -288,6 +300,7 @@ class Trainer:
         sums, means = _DeviceSums(self.device), {}
         seen, start, last = 0, time.perf_counter(), len(loader) - 1
         run.emit("on_epoch_start", f"epoch {epoch + 1}/{cfg.epochs}", len(loader))
+        self.position = (epoch, 0)
         for step, batch in enumerate(loader):
             batch = to_device(batch, self.device, cfg.channels_last)
             with precision.autocast():
@@ -306,6 +319,7 @@ class Trainer:
                 means = sums.read(seen, epoch)
                 run.emit("on_step", {"loss": means["loss"],
                                      "img/s": seen / max(time.perf_counter() - start, 1e-9)}, step + 1)
+            self.position = (epoch, step + 1)
             if self.stop_signal is not None:
                 self.stop(epoch, step + 1)
         return {f"train_{k}": v for k, v in means.items()} | \
@@ -344,20 +358,24 @@ class Trainer:
 
     @contextmanager
     def stop_on_signal(self) -> Iterator[None]:
-        """While the loop runs, SIGTERM (what schedulers send) asks for a stop at the next step
-        boundary (:meth:`stop`) instead of killing the process mid-write."""
+        """While the loop runs, SIGTERM (what schedulers send) or SIGINT (Ctrl-C) asks for a stop at
+        the next step boundary (:meth:`stop`) instead of killing the process mid-write; a second
+        Ctrl-C interrupts at once. Loader workers ignore both (:meth:`Task.loader`)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def ask(signum: int, frame: Any) -> None:
+            if signum == signal.SIGINT and self.stop_signal == signal.SIGINT:
+                raise KeyboardInterrupt
             self.stop_signal = signum
 
-        previous = signal.signal(signal.SIGTERM, ask)
+        previous = {s: signal.signal(s, ask) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
     def stop(self, epoch: int, steps: int) -> None:
         """Save ``last.pt`` now (its epoch is the last complete one, so ``--resume`` repeats this

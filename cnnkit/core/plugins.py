@@ -48,11 +48,16 @@ def _strict() -> bool:
     return os.environ.get("CNNKIT_STRICT_PLUGINS", "") not in ("", "0")
 
 
-def _fail(message: str) -> None:
-    """A plugin's failure: fatal under CNNKIT_STRICT_PLUGINS=1, otherwise one warning."""
+def _fail(message: str, outcome: str = "it is skipped") -> None:
+    """A plugin's failure: fatal under CNNKIT_STRICT_PLUGINS=1, otherwise one warning saying what
+    happens instead (``outcome``)."""
     if _strict():
-        raise CnnkitError(message)
-    print(f"warning: {message}", file=sys.stderr)
+        raise CnnkitError(f"{message} (fatal: CNNKIT_STRICT_PLUGINS=1)")
+    print(f"warning: {message}; {outcome}", file=sys.stderr)
+
+
+def _builtin(plugin: str) -> bool:
+    return plugin == "core" or any(i.name == plugin and i.origin == "builtin" for i in _infos)
 
 
 def _add(pm: pluggy.PluginManager, module: ModuleType, info: PluginInfo) -> None:
@@ -66,7 +71,7 @@ def _add(pm: pluggy.PluginManager, module: ModuleType, info: PluginInfo) -> None
                               f"(cnnkit's hooks: {', '.join(sorted(hook_names()))})")
     except Exception as exc:  # pluggy's PluginValidationError, or ours
         info.error = f"{type(exc).__name__}: {exc}"
-        _fail(f"plugin '{info.name}' is invalid and is skipped ({info.error})")
+        _fail(f"plugin '{info.name}' is invalid ({info.error})")
         return
     info.hooks = sorted(c.name for c in pm.get_hookcallers(module) or [])
 
@@ -98,9 +103,9 @@ def load_plugins() -> pluggy.PluginManager:
         _infos.append(info)
         try:
             module = ep.load()
-        except Exception as exc:  # a broken third-party plugin must not take the CLI down
+        except (Exception, SystemExit) as exc:  # a broken third-party plugin must not take the CLI down
             info.error = f"{type(exc).__name__}: {exc}"
-            _fail(f"plugin '{ep.name}' failed to load and is skipped ({info.error})")
+            _fail(f"plugin '{ep.name}' failed to load ({info.error})")
             continue
         _add(pm, module, info)
     _manager = pm
@@ -114,24 +119,75 @@ def _registrar(reg: registry.Registry, kind: type, plugin: str) -> Callable[[Any
     def register(spec: Any) -> None:
         if not isinstance(spec, kind):
             raise CnnkitError(f"register() takes a {kind.__name__}, not {type(spec).__name__}")
+        holder = reg.holder(spec.name)
+        if holder is not None:  # this registration alone is refused; built-in names win whatever the order
+            intruder = holder if _builtin(plugin) and not _builtin(holder) else plugin
+            keeper = plugin if intruder == holder else holder
+            _fail(f"plugin '{intruder}' registers {reg.kind} '{spec.name}', which plugin '{keeper}' provides",
+                  f"{intruder}'s is refused")
+            if intruder == plugin:
+                return
+            reg.remove(spec.name)
         reg.add(spec.name, replace(spec, plugin=plugin), getattr(spec, "aliases", ()))
     return register
 
 
-def call_hook(pm: pluggy.PluginManager, hook: str, make_arg: Callable[[str], Any]) -> None:
+def call_hook(pm: pluggy.PluginManager, hook: str, make_arg: Callable[[str], Any],
+              after: Callable[[str], None] | None = None) -> None:
     """Call ``hook`` on each plugin in pluggy's order (``tryfirst``/``trylast`` honoured), one
-    plugin at a time, so that one failure names its plugin and the others still run."""
+    plugin at a time, so that one failure (an exception or ``sys.exit()``) names its plugin and
+    the others still run; ``after(plugin)`` follows each call."""
     caller = getattr(pm.hook, hook)
     for impl in reversed(caller.get_hookimpls()):
         try:
             impl.function(*[make_arg(impl.plugin_name) for _ in impl.argnames])
-        except Exception as exc:
-            _fail(f"plugin '{impl.plugin_name}' failed in {hook} ({type(exc).__name__}: {exc})")
+        except (Exception, SystemExit) as exc:
+            _fail(f"plugin '{impl.plugin_name}' failed in {hook} ({type(exc).__name__}: {exc})",
+                  "what it registered before failing stays")
+        if after is not None:
+            after(impl.plugin_name)
+
+
+def _commands(app: Any) -> list[tuple[str, Any]]:
+    """(name, entry) for each command and sub-app of a typer app."""
+    from typer.main import get_command_name
+
+    return [(c.name or get_command_name(c.callback.__name__), c) for c in app.registered_commands] + \
+        [(g.name or g.typer_instance.info.name, g) for g in app.registered_groups]
+
+
+def _drop(app: Any, entry: Any) -> None:
+    for entries in (app.registered_commands, app.registered_groups):
+        entries[:] = [e for e in entries if e is not entry]
 
 
 def mount_commands(app: Any) -> None:
-    """Let every loaded plugin add its commands to the typer app."""
-    call_hook(load_plugins(), "register_commands", lambda _plugin: app)
+    """Let every loaded plugin add its commands to the typer app. A name that cnnkit or another
+    plugin has is refused with a warning naming the plugin that tried (built-in plugins win)."""
+    owners = {name: ("core", entry) for name, entry in _commands(app)}
+    seen = {id(entry) for _, entry in _commands(app)}
+
+    def refuse_clashes(plugin: str) -> None:
+        for name, entry in _commands(app):
+            if id(entry) in seen:
+                continue
+            seen.add(id(entry))
+            if name not in owners:
+                owners[name] = (plugin, entry)
+                continue
+            first, kept = owners[name]
+            if first != "core" and _builtin(plugin) and not _builtin(first):
+                _fail(f"plugin '{first}' registers the command '{name}', which plugin '{plugin}' provides",
+                      f"{first}'s is refused")
+                _drop(app, kept)
+                owners[name] = (plugin, entry)
+            else:
+                provider = "cnnkit" if first == "core" else f"plugin '{first}'"
+                _fail(f"plugin '{plugin}' registers the command '{name}', which {provider} provides",
+                      f"{plugin}'s is refused")
+                _drop(app, entry)
+
+    call_hook(load_plugins(), "register_commands", lambda _plugin: app, after=refuse_clashes)
 
 
 def plugin_infos() -> list[PluginInfo]:

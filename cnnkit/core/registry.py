@@ -172,6 +172,17 @@ class Registry:
         for alias in aliases:
             self._aliases[alias] = name
 
+    def remove(self, name: str) -> None:
+        """Take ``name`` and its aliases out (a built-in's registration replacing an intruder's)."""
+        self._items.pop(name, None)
+        for alias in [a for a, target in self._aliases.items() if target == name]:
+            del self._aliases[alias]
+
+    def holder(self, name: str) -> str | None:
+        """The plugin whose registration holds ``name`` (or an alias of that name), None when free."""
+        key = self._aliases.get(name, name)
+        return getattr(self._items[key], "plugin", "?") if key in self._items else None
+
     def get(self, name: str) -> Any:
         key = self._aliases.get(name, name)
         pattern = "*" + Path(name).suffix.lower()

@@ -8,8 +8,11 @@ Tasks are registered by name (``register_tasks``); core owns the generic ones in
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any, Iterable
+import signal
+import threading
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -61,6 +64,23 @@ class MappedDataset(Dataset):
         if pipeline is not None:
             pipeline.set_random_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2**32)
         return self.fn(self.base[index])
+
+
+def _worker_init(init: Callable[[int], None] | None, worker_id: int) -> None:
+    """A loader worker leaves SIGINT and SIGTERM sent to the whole process group (Ctrl-C, ``timeout``,
+    Slurm, systemd) to the main process, which stops at a step and shuts the workers down; a
+    SIGTERM from the main process itself (multiprocessing's ``terminate`` at exit) still ends it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=_exit_on_parents_sigterm, args=(os.getppid(),), daemon=True).start()
+    if init is not None:
+        init(worker_id)
+
+
+def _exit_on_parents_sigterm(parent: int) -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)
 
 
 def default_workers() -> int:
@@ -177,7 +197,8 @@ class Task:
 
     def loader(self, dataset: Dataset, train: bool, **kwargs: Any) -> DataLoader:
         """A loader over ``dataset``: shuffled batches when training, or ``batch_sampler=`` if given.
-        Workers stay up between epochs and prefetch; batches are pinned for CUDA. The
+        Workers stay up between epochs, prefetch and leave stop signals to the main process;
+        batches are pinned for CUDA. The
         loader draws its workers' seed from its own generator (unless given one), so neither the
         global RNG nor a resumed run depends on when the (persistent) workers were started."""
         if kwargs.get("batch_sampler") is None:
@@ -185,7 +206,8 @@ class Task:
         kwargs.setdefault("generator", torch.Generator().manual_seed(self.config.seed))
         workers = self.workers
         if workers:
-            kwargs = {"persistent_workers": True, "prefetch_factor": 4, **kwargs}
+            kwargs = {"persistent_workers": True, "prefetch_factor": 4, **kwargs,
+                      "worker_init_fn": functools.partial(_worker_init, kwargs.get("worker_init_fn"))}
         cuda = torch.cuda.is_available() and not str(self.config.device).startswith(("cpu", "mps"))
         kwargs.setdefault("collate_fn", self.collate)
         return DataLoader(dataset, num_workers=workers, pin_memory=cuda, **kwargs)

@@ -31,11 +31,13 @@ def check(spec: str, val: str = "", val_fraction: float = 0.0, seed: int = 0,
         out["classes"] = out["classes"] or list(getattr(ds, "classes", None) or [])
         report = getattr(ds, "report", None)  # a cut (--val-fraction) has its source's warnings only
         entry: dict[str, Any] = {"source": source_of(ds), "images": len(ds)}
-        if report is not None:
-            entry |= {k: v for k, v in asdict(report).items() if k not in ("source", "images")}
+        if report is not None:  # an ImageFolder's scan stores each class as a whole-image box: no boxes to show
+            hidden = ("source", "images") if adapter.task == "detect" else ("source", "images", "boxes", "empty",
+                                                                             "ignored", "per_class")
+            entry |= {k: v for k, v in asdict(report).items() if k not in hidden}
         if report_of(ds) is not None:
             entry["warnings"] = report_of(ds).warnings()
-        if report is None and hasattr(ds, "targets") and out["classes"]:
+        if "per_class" not in entry and hasattr(ds, "targets") and out["classes"]:
             entry["per_class"] = {c: 0 for c in out["classes"]}
             for t in ds.targets:
                 entry["per_class"][out["classes"][t]] += 1

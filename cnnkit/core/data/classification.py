@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.core.data.images import list_images, read_image
+from cnnkit.core.data.scan import CACHE_SUFFIX, Scanner, cached_scan
 from cnnkit.core.data.splits import SPLIT_WORDS, MissingSplit
 from cnnkit.core.errors import CnnkitError
 
@@ -52,19 +53,35 @@ class LabelledImages:
 
 
 class FolderDataset(LabelledImages):
-    """``(image, label)`` samples from one folder per class; ``classes`` sorted by name."""
+    """``(image, label)`` samples from one folder per class; ``classes`` sorted by name. The
+    folder is scanned once like a detection split (each image decoded; unreadable ones skipped
+    by name in ``report``), the result cached inside it."""
 
     def __init__(self, root: str | Path, classes: list[str] | None = None) -> None:
         root = Path(root)
         found = sorted(p.name for p in root.iterdir() if p.is_dir())
         self.classes = classes if classes is not None else found
-        self.items: list[tuple[Path, int]] = []
+        listed: list[tuple[str, int]] = []
         for name in found:
             if name not in self.classes:
                 raise CnnkitError(f"{root / name}: class '{name}' is not among the training classes")
-            self.items += [(p, self.classes.index(name)) for p in list_images(root / name)]
-        if not self.items:
+            listed += [(str(p), self.classes.index(name)) for p in list_images(root / name)]
+        if not listed:
             raise CnnkitError(f"{root}: no images found")
+
+        def scan() -> Scanner:  # each image stored with its class as one whole-image box
+            scanner = Scanner(f"ImageFolder {root}", list(self.classes))
+            for path, label in listed:
+                size = scanner.image_size(path)
+                if size is not None:
+                    scanner.add(path, size, [([0.0, 0.0, float(size[0]), float(size[1])], label, 0, path)])
+            return scanner
+
+        records, self.report, _ = cached_scan(root / f"images{CACHE_SUFFIX}", [p for p, _ in listed],
+                                              f"folder:{self.classes!r}", f"ImageFolder {root}", scan)
+        if not records:
+            raise CnnkitError(f"{root}: no usable images ({self.report.warnings()[0]})")
+        self.items = [(Path(r.path), int(r.labels[0])) for r in records]
         self.targets = [label for _, label in self.items]
 
     def paths(self) -> list[Path]:

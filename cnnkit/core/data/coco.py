@@ -89,19 +89,61 @@ def _image_folder(json_path: Path, names: list[str]) -> Path:
                       f"{', '.join(str(c) for c in candidates[:4])} or {candidates[4]}")
 
 
-def _field(record: dict, key: str, where: str) -> Any:
-    if not isinstance(record, dict) or key not in record:
+def _field(record: Any, key: str, where: str, kinds: tuple[type, ...] | None = None) -> Any:
+    """``record[key]``, refused in one line naming ``where`` when missing or not one of ``kinds``."""
+    if not isinstance(record, dict):
+        raise CnnkitError(f"{where}: not an object ({type(record).__name__})")
+    if key not in record:
         raise CnnkitError(f"{where}: no '{key}'")
-    return record[key]
+    value = record[key]
+    if kinds is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+        raise CnnkitError(f"{where}: '{key}' must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}")
+    return value
+
+
+def _records(data: dict, key: str, path: Path) -> list:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise CnnkitError(f"{path}: '{key}' must be a list, got {type(value).__name__}")
+    return value
+
+
+def _ids(records: list, kinds: tuple[type, ...], what: str, path: Path) -> dict[Any, int]:
+    """Each record's ``id`` (of ``kinds``) -> its index; a duplicate id is refused with both indices."""
+    seen: dict[Any, int] = {}
+    for i, record in enumerate(records):
+        ident = _field(record, "id", f"{path}: {what} {i}", kinds)
+        if ident in seen:
+            raise CnnkitError(f"{path}: {what} {i} has the id {ident!r} of {what} {seen[ident]}")
+        seen[ident] = i
+    return seen
+
+
+def _where(path: Path, ann: Any, index: int) -> str:
+    ident = ann.get("id") if isinstance(ann, dict) else None
+    return f"{path}: annotation {index}" + ("" if ident is None else f" (id {ident!r})")
 
 
 def read_json(path: Path) -> dict:
+    """The annotation file, its types and ids checked (every error names the file and the index)."""
     try:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise CnnkitError(f"{path}: cannot read COCO json ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise CnnkitError(f"{path}: not a COCO annotation file (no 'images' list)")
+    _ids(_records(data, "categories", path), (int,), "category", path)
+    _ids(data["images"], (int, str), "image", path)
+    for i, img in enumerate(data["images"]):
+        _field(img, "file_name", f"{path}: image {i}", (str,))
+    for i, ann in enumerate(_records(data, "annotations", path)):
+        where = _where(path, ann, i)
+        _field(ann, "image_id", where, (int, str))
+        _field(ann, "category_id", where, (int,))
+        bbox = _field(ann, "bbox", where)
+        if not (isinstance(bbox, list) and len(bbox) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+            raise CnnkitError(f"{where}: 'bbox' must be [x, y, width, height], got {bbox!r}")
     return data
 
 
@@ -112,20 +154,14 @@ def coco_dataset(source: str | Path, split: str = "train") -> DetectionFiles:
 
     def scan() -> Scanner:
         data = read_json(json_path)
-        categories = sorted(data.get("categories", []), key=lambda c: _field(c, "id", f"{json_path}: a category"))
-        classes = [str(_field(c, "name", f"{json_path}: category {c['id']}")) for c in categories]
+        categories = sorted(data.get("categories", []), key=lambda c: c["id"])
+        classes = [str(_field(c, "name", f"{json_path}: category id {c['id']}")) for c in categories]
         index_of = {c["id"]: i for i, c in enumerate(categories)}
         images = data["images"]
-        for i, img in enumerate(images):
-            _field(img, "file_name", f"{json_path}: image {i}")
-            _field(img, "id", f"{json_path}: image {img['file_name']}")
         per_image: dict[Any, list[tuple[list[float], int, int, str]]] = {img["id"]: [] for img in images}
         for i, ann in enumerate(data.get("annotations", [])):
-            where = f"{json_path}: annotation {ann.get('id', i) if isinstance(ann, dict) else i}"
-            image_id, category = _field(ann, "image_id", where), _field(ann, "category_id", where)
-            bbox = _field(ann, "bbox", where)
-            if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-                raise CnnkitError(f"{where}: 'bbox' must be [x, y, width, height], got {bbox!r}")
+            where = _where(json_path, ann, i)
+            image_id, category, bbox = ann["image_id"], ann["category_id"], ann["bbox"]
             if category not in index_of:
                 raise CnnkitError(f"{where}: unknown category {category}")
             if image_id not in per_image:

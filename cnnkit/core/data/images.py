@@ -45,10 +45,12 @@ def _open(path: Path) -> Image.Image:
     return img
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) as displayed (EXIF rotation applied) from the header alone, or a one-line
+def image_size(path: str | Path, decode: bool = False) -> tuple[int, int]:
+    """(width, height) as displayed (EXIF rotation applied) from the header, or a one-line
     :class:`CnnkitError` (``PATH: missing``, ``PATH: not a readable image (...)``, the pixel limit).
-    Only EXIF that a format keeps ahead of the pixels is read: a PNG's eXIf after them is not."""
+    Only EXIF that a format keeps ahead of the pixels is read: a PNG's eXIf after them is not.
+    ``decode`` also decodes the pixels (a JPEG at 1/8 scale: every byte is still read), so a
+    truncated or corrupt file is found here rather than in the middle of an epoch."""
     path = Path(path)
     try:
         with _open(path) as img:
@@ -56,11 +58,15 @@ def image_size(path: str | Path) -> tuple[int, int]:
             if (img.format in ("JPEG", "MPO", "TIFF") or "exif" in img.info) and \
                     img.getexif().get(0x0112, 1) in EXIF_SWAPS:
                 w, h = h, w
+            if decode:
+                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()
             return w, h
     except FileNotFoundError:
         raise CnnkitError(f"{path}: missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise CnnkitError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+        why = "" if isinstance(exc, UnidentifiedImageError) else f": {str(exc).splitlines()[0]}" if str(exc) else ""
+        raise CnnkitError(f"{path}: not a readable image ({exc.__class__.__name__}{why})") from None
 
 
 def is_image(path: Path) -> bool:
@@ -68,13 +74,17 @@ def is_image(path: Path) -> bool:
 
 
 def open_image(path: str | Path) -> Image.Image:
-    """Open an image as an upright RGB ``PIL.Image`` or raise a one-line :class:`CnnkitError`."""
+    """Open an image as an upright RGB ``PIL.Image`` (16-bit greyscale scaled to 8 bits) or raise a
+    one-line :class:`CnnkitError`."""
     path = Path(path)
     if not path.exists():
         raise CnnkitError(f"{path}: no such file")
     try:
         with _open(path) as img:
             img = ImageOps.exif_transpose(img)
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit greyscale: convert() would clip it
+                grey = np.clip(np.round(np.asarray(img, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+                return Image.fromarray(grey).convert("RGB")
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

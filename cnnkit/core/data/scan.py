@@ -1,6 +1,6 @@
 """The one-time scan of a detection split: per-image records and a report, cached beside the labels.
 
-A scan reads every image's header (size, and whether it opens at all) and every label, checks
+A scan reads every image (its size from the header, and whether it decodes) and every label, checks
 each box and counts what it found: images, boxes, empty images, ignore regions (COCO crowd, VOC
 difficult), unreadable or missing images (skipped, by name), boxes out of the image (clipped)
 and boxes of zero or negative size (dropped), each with its ``file:line``. Malformed fields are
@@ -27,7 +27,7 @@ from cnnkit.core.atomic import atomic_path
 from cnnkit.core.data.images import image_size
 from cnnkit.core.errors import CnnkitError
 
-SCAN_VERSION = 1
+SCAN_VERSION = 2  # 2: images decoded, not only their headers read
 CACHE_SUFFIX = ".cnnkit.cache"
 EXAMPLES = 5  # file:line examples kept per kind of warning
 
@@ -94,9 +94,9 @@ class Scanner:
 
     def image_size(self, path: str) -> tuple[int, int] | None:
         """(width, height) as displayed, or None, recorded as skipped with the reason, when the
-        file is missing, does not open as an image or is over the pixel limit."""
+        file is missing, does not decode (truncated, corrupt) or is over the pixel limit."""
         try:
-            return image_size(path)
+            return image_size(path, decode=True)
         except CnnkitError as exc:
             reason = str(exc).removeprefix(f"{Path(path)}: ")
             self.report.skipped.append(f"{os.path.basename(path)}: {reason}")
@@ -155,18 +155,19 @@ def _stamp(paths: list[str]) -> str:
     for p in paths:
         try:
             st = os.stat(p)
-            digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(errors="surrogateescape"))
         except OSError:
-            digest.update(f"{p}\0-\n".encode())
+            digest.update(f"{p}\0-\n".encode(errors="surrogateescape"))
     return digest.hexdigest()
 
 
 def _blob(strings: list[str]) -> np.ndarray:
-    return np.frombuffer("\n".join(strings).encode(), np.uint8)
+    """File names as bytes (one not in UTF-8 keeps its bytes, as ``os.fsencode`` does)."""
+    return np.frombuffer("\n".join(strings).encode(errors="surrogateescape"), np.uint8)
 
 
 def _unblob(array: np.ndarray) -> list[str]:
-    text = array.tobytes().decode()
+    text = array.tobytes().decode(errors="surrogateescape")
     return text.split("\n") if text else []
 
 
@@ -218,14 +219,16 @@ def _load(path: Path) -> tuple[list[Record], dict] | None:
 
 
 def cached_scan(cache: Path, inputs: list[str], salt: str, source: str,
-                scan: Callable[[], Scanner]) -> tuple[list[Record], ScanReport, list[str]]:
+                scan: Callable[[], Scanner], within: tuple[Path, ...] = ()) -> tuple[list[Record], ScanReport, list[str]]:
     """``scan()`` unless ``cache`` holds the result for the same ``inputs`` (the files known
     before reading), the same files found while reading, and the same ``salt`` (class names,
-    options). ``source`` names the split in the report. Returns the records, the report and
-    the label names the records index."""
+    options). ``source`` names the split in the report. A cache outside the folders ``within``
+    (the dataset's own, when its description can point elsewhere) is neither read nor written.
+    Returns the records, the report and the label names the records index."""
     start = time.perf_counter()
     key = f"{SCAN_VERSION}:{salt}:{_stamp(inputs)}"
-    hit = _load(cache) if cache.exists() else None
+    outside = bool(within) and not any(cache.resolve().parent.is_relative_to(f.resolve()) for f in within)
+    hit = _load(cache) if cache.exists() and not outside else None
     if hit is not None:
         records, meta = hit
         if meta.get("key") == key and meta.get("deps_stamp") == _stamp(meta["deps"]):
@@ -237,6 +240,9 @@ def cached_scan(cache: Path, inputs: list[str], salt: str, source: str,
     report.seconds = time.perf_counter() - start
     meta = {"key": key, "deps": scanner.deps, "deps_stamp": _stamp(scanner.deps), "names": scanner.names,
             "report": {**asdict(report), "cache": ""}}
+    if outside:
+        report.cache = f"not written ({cache.parent} is outside the dataset's folders)"
+        return scanner.records, report, scanner.names
     try:
         _save(cache, scanner.records, meta)
         report.cache = "written"

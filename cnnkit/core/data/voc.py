@@ -114,7 +114,8 @@ def _image(root: Path, image_id: str, filename: str) -> str:
 
 
 def _scan(root: Path, ids_file: Path, given: list[str] | None) -> tuple[list[Record], ScanReport, list[str]]:
-    ids = [line.split()[0] for line in ids_file.read_text().splitlines() if line.strip()]
+    # ids name files: one not in UTF-8 keeps its bytes, as the file system's names do
+    ids = [line.split()[0] for line in ids_file.read_text(errors="surrogateescape").splitlines() if line.strip()]
     xmls = [root / "Annotations" / f"{i}.xml" for i in ids]
 
     def scan() -> Scanner:

@@ -188,5 +188,6 @@ def yolo_dataset(source: str | Path, split: str = "train") -> DetectionFiles:
                 scanner.add(image, size, _objects(label, size, len(classes)))
         return scanner
 
-    records, report, _ = cached_scan(cache_path(anchor), images + labels, repr(classes), source_text, scan)
+    records, report, _ = cached_scan(cache_path(anchor), images + labels, repr(classes), source_text, scan,
+                                     within=(root, cfg_path.parent))  # `path:` may point anywhere
     return DetectionFiles(records, classes, source_text, report)

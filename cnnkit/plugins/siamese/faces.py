@@ -2,7 +2,8 @@
 
 Detectors: ``cnn`` (default), dlib's MMOD network (``mmod.py``): a face is a window scoring above
 0; ``haar``, OpenCV's frontal-face cascade (ships with opencv 4.x), run on a greyscale,
-histogram-equalised copy whose long side is ``DETECT_SIDE`` pixels. Every box then gets dlib's five
+histogram-equalised copy whose long side is ``DETECT_SIDE`` pixels, each box confirmed by the CNN
+detector around it (so paintings are refused by either). Every box then gets dlib's five
 landmarks and must pass a geometry check (the points fit the mean face shape by a similarity
 transform, at a scale that matches the box); the chip is cut around the landmarks (``align.py``).
 """
@@ -73,6 +74,20 @@ def _haar_boxes(image: np.ndarray) -> list[tuple[int, int, int, int, float | Non
     return [(*(int(round(v / scale)) for v in box), None) for box in np.asarray(boxes).reshape(-1, 4)]
 
 
+def _confirmed(image: np.ndarray, box: tuple[int, int, int, int, float | None]) -> bool:
+    """Does the CNN detector score a face (above 0) around a Haar box? Its window, with half a box
+    of margin, is scanned; a detection whose centre falls in the box confirms it (a painting's
+    face-like brushstrokes fool the cascade and the landmarks, not the CNN)."""
+    x, y, w, h, _ = box
+    x0, y0 = max(0, x - w // 2), max(0, y - h // 2)
+    window = np.ascontiguousarray(image[y0:y + h + h // 2, x0:x + w + w // 2])
+    for x1, y1, bw, bh, _ in _cnn_boxes(window):
+        cx, cy = x0 + x1 + bw / 2, y0 + y1 + bh / 2
+        if x <= cx <= x + w and y <= cy <= y + h:
+            return True
+    return False
+
+
 def _cnn_boxes(image: np.ndarray) -> list[tuple[int, int, int, int, float | None]]:
     from cnnkit.plugins.siamese.mmod import mmod_detector
 
@@ -104,7 +119,7 @@ def detect_faces(image: np.ndarray, detector: str = "cnn") -> list[Face]:
     faces = []
     for x, y, w, h, score in (_cnn_boxes if detector == "cnn" else _haar_boxes)(image):
         points = landmarker()(image, (x, y, x + w - 1, y + h - 1))
-        if plausible(points, w):
+        if plausible(points, w) and (detector == "cnn" or _confirmed(image, (x, y, w, h, score))):
             faces.append(Face(x, y, w, h, score, tuple((float(px), float(py)) for px, py in points)))
     return sorted(faces, key=lambda f: f.area, reverse=True)
 
