@@ -9,6 +9,7 @@ cnnkit never swaps in another one.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -64,11 +65,18 @@ def enroll_cmd(
     from cnnkit.plugins.siamese.pipeline import Embedder
 
     paths = _images(images)
-    with Gallery(gallery_path) as gallery:
-        embedder = Embedder(_weights(weights, gallery), device)
-        gallery.check(embedder.info)
-        crops = [embedder.crops(p, detect=not no_detect, detector=detector)[0][0] for p in paths]
-        total = gallery.enroll(name, embedder.embed(crops), [str(p) for p in paths], embedder.info)
+    existed = gallery_path.is_file() and gallery_path.stat().st_size > 0
+    try:
+        with Gallery(gallery_path) as gallery:
+            embedder = Embedder(_weights(weights, gallery), device)
+            gallery.check(embedder.info)
+            crops = [embedder.crops(p, detect=not no_detect, detector=detector)[0][0] for p in paths]
+            total = gallery.enroll(name, embedder.embed(crops), [str(p) for p in paths], embedder.info)
+    except BaseException:
+        if not existed:  # a failed first enrollment leaves no empty gallery behind
+            for leftover in ("", "-wal", "-shm", "-vectors"):
+                Path(f"{gallery_path}{leftover}").unlink(missing_ok=True)
+        raise
     print(f"enrolled {name}: {len(paths)} image(s) added, {total} in {gallery_path}")
 
 
@@ -91,28 +99,35 @@ def verify_cmd(
     from cnnkit.plugins.siamese.faces import NoFaceError
     from cnnkit.plugins.siamese.gallery import Gallery
     from cnnkit.plugins.siamese.pipeline import Decision, Embedder, decide
+    from cnnkit.plugins.siamese.vectors import nearest
 
+    if threshold is not None and not math.isfinite(threshold):
+        raise CnnkitError(f"--threshold {threshold} is not a number: give a distance such as 0.6")
     paths = _images(images)
     with Gallery(gallery_path, create=False, readonly=True) as gallery:
         embedder = Embedder(_weights(weights, gallery), device)
         gallery.check(embedder.info)
-        names, matrix = gallery.embeddings(claim)
-    limit = threshold if threshold is not None else embedder.threshold
-    if limit is None:
-        raise CnnkitError(f"{embedder.checkpoint} has no stored threshold: pass --threshold")
-    decisions = []
-    for path in paths:
-        try:
-            crops = embedder.crops(path, detect=not no_detect, all_faces=all_faces, detector=detector)
-        except NoFaceError:
-            decisions.append(Decision(False, None, None, limit, image=str(path)))
-            continue
-        for (_, face), vector in zip(crops, embedder.embed([c for c, _ in crops])):
-            d = decide(embedder.scorer, vector, names, matrix, limit, claim)
-            d.image, d.face = str(path), face.as_list() if face else None
-            decisions.append(d)
+        limit = threshold if threshold is not None else embedder.threshold
+        if limit is None:
+            raise CnnkitError(f"{embedder.checkpoint} has no stored threshold: pass --threshold")
+        claimed = gallery.embeddings(claim)[1] if claim is not None else None
+        decisions = []
+        for path in paths:
+            try:
+                crops = embedder.crops(path, detect=not no_detect, all_faces=all_faces, detector=detector)
+            except NoFaceError:
+                decisions.append(Decision(False, None, None, limit, image=str(path)))
+                continue
+            for (_, face), vector in zip(crops, embedder.embed([c for c, _ in crops])):
+                if claimed is not None:
+                    closest, distance = claim, nearest(claimed, vector, embedder.scorer)[1]
+                else:
+                    closest, distance = gallery.nearest(vector, embedder.scorer)
+                d = decide(closest, distance, limit, claim)
+                d.image, d.face = str(path), face.as_list() if face else None
+                decisions.append(d)
     if as_json:
-        print(json.dumps([d.as_dict() for d in decisions], indent=2))
+        print(json.dumps([d.as_dict() for d in decisions], indent=2, allow_nan=False))
     else:
         for d in decisions:
             print(_describe(d, claim, all_faces))
