@@ -4,13 +4,16 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cnnkit.core.errors import CnnkitError
+from cnnkit.core.scoring import Scorer
 from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo
-from tests.conftest import ROOT
+from tests.conftest import ROOT, one_clear_line, run_cli
 
 INFO = ModelInfo("a" * 64, "siamese-small", "/runs/x/best.pt", "l2", 4)
 OTHER = ModelInfo("b" * 64, "siamese-small", "/runs/y/best.pt", "l2", 4)
@@ -107,3 +110,154 @@ def test_gallery_is_plain_sqlite(tmp_path):
     db = sqlite3.connect(tmp_path / "g.db")
     (blob, dim, fp), = db.execute("SELECT vector, dim, fingerprint FROM embeddings").fetchall()
     assert len(blob) == 4 * dim and fp == INFO.fingerprint
+
+
+# ---------------------------------------------------------------- the search side at scale
+def _brute(g, query):
+    names, matrix = g.embeddings()
+    d = np.linalg.norm(matrix - query, axis=1)
+    return names[int(np.argmin(d))], float(d.min())
+
+
+def test_search_side_follows_enroll_and_remove(tmp_path):
+    """Exact search over the mapped matrix answers as a brute-force scan of the database does,
+    through enrollments (appended in place) and removals (rewritten), and mirrors the generation."""
+    scorer = Scorer("l2")
+    rng = np.random.default_rng(0)
+    with Gallery(tmp_path / "g.db") as g:
+        for i in range(40):
+            g.enroll(f"p{i}", _vectors(2, seed=i), ["a", "b"], INFO)
+        for name in ("p3", "p17", "p39"):
+            g.remove(name)
+        g.enroll("late", _vectors(1, seed=99), ["x"], INFO)
+        index = g.vectors()
+        assert index.rows == g.count() == 40 * 2 - 6 + 1 and index.generation == g._meta()["generation"]
+        assert list(index.ids) == sorted(index.ids)
+        for q in _vectors(30, seed=1000) + 0.05 * rng.normal(size=(30, 4)).astype(np.float32):
+            name, distance = g.nearest(q, scorer)
+            assert (name, pytest.approx(distance, abs=1e-5)) == _brute(g, q)
+        assert g.nearest(_vectors(1, seed=99)[0], scorer) == ("late", pytest.approx(0.0, abs=1e-3))
+
+
+def test_a_change_from_outside_makes_the_search_side_stale(tmp_path):
+    """Rows written by any other program (plain sqlite3) change the generation through the
+    triggers: the next search sees them."""
+    with Gallery(tmp_path / "g.db") as g:
+        g.enroll("ada", _vectors(1), ["a"], INFO)
+        old = g.vectors().generation
+    db = sqlite3.connect(tmp_path / "g.db")
+    with db:
+        db.execute("INSERT INTO identities (id, name, created) VALUES (7, 'eve', 0)")
+        db.execute("INSERT INTO embeddings (identity_id, fingerprint, dim, vector, created) VALUES (7, ?, 4, ?, 0)",
+                   (INFO.fingerprint, np.array([0, 0, 0, 1], np.float32).tobytes()))
+    db.close()
+    with Gallery(tmp_path / "g.db", create=False, readonly=True) as g:
+        assert g.nearest(np.array([0, 0, 0, 1], np.float32), Scorer("l2"))[0] == "eve"
+        assert g.vectors().generation != old
+
+
+KILLER = textwrap.dedent("""
+    import os, sys, numpy as np
+    from cnnkit.plugins.siamese import gallery, vectors
+    from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo
+    info = ModelInfo("a" * 64, "siamese-small", "x.pt", "l2", 4)
+    where = sys.argv[2]
+    if where == "after-index":  # the search side is updated, the database never commits
+        append = vectors.append
+        vectors.append = lambda *a: append(*a) and os._exit(9)
+    elif where == "mid-append":  # rows written, the header never
+        vectors._header = lambda *a: os._exit(9)
+    elif where == "mid-rewrite":
+        vectors.os.replace = lambda *a: os._exit(9)
+    g = Gallery(sys.argv[1])
+    if where == "mid-rewrite":
+        g.remove("p0")
+    i = 0
+    while True:  # "loop": enroll and remove until killed
+        g.enroll(f"n{i}", np.eye(4, dtype=np.float32)[i % 4] * (1 + i), ["x"], info)
+        if i % 3 == 2:
+            g.remove(f"n{i - 1}")
+        i += 1
+""")
+
+
+@pytest.mark.parametrize("where", ["after-index", "mid-append", "mid-rewrite", "loop"])
+def test_a_kill_during_enroll_or_remove_never_leaves_a_disagreeing_search(tmp_path, where):
+    """kill -9 at the worst moments (and at a random one in a loop of enrolls and removes): the next
+    search answers exactly what the database holds."""
+    path = tmp_path / "g.db"
+    with Gallery(path) as g:
+        for i in range(3):
+            g.enroll(f"p{i}", _vectors(1, seed=i), ["a"], INFO)
+    proc = subprocess.Popen([sys.executable, "-c", KILLER, str(path), where], cwd=ROOT)
+    if where == "loop":
+        time.sleep(1.5)
+        proc.kill()
+    assert proc.wait(timeout=60) in (9, -9)
+    with Gallery(path, create=False, readonly=True) as g:
+        names, matrix = g.embeddings()
+        index = g.vectors()
+        assert index.rows == len(names) and index.generation == g._meta()["generation"]
+        assert np.array_equal(index.matrix, matrix)
+        for name, v in zip(names, matrix):
+            assert g.nearest(v, Scorer("l2")) == (name, pytest.approx(0.0, abs=1e-3))
+    if where != "loop":
+        assert {p["name"] for p in Gallery(path).people()} == {"p0", "p1", "p2"}  # rolled back
+
+
+def test_another_sqlite_database_is_refused_untouched(tmp_path):
+    path = tmp_path / "mlflow.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE experiments (id INTEGER PRIMARY KEY, name TEXT)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    for kwargs in ({}, {"create": False}, {"readonly": True, "create": False}):
+        with pytest.raises(CnnkitError, match="not a cnnkit gallery.*left untouched"):
+            Gallery(path, **kwargs)
+    assert path.read_bytes() == before and not Path(f"{path}-vectors").exists()
+
+
+@pytest.mark.parametrize("sql, params, needle", [
+    ("UPDATE embeddings SET dim = 3, vector = ? WHERE id = 2", (np.ones(3, np.float32).tobytes(),), "3-d"),
+    ("UPDATE embeddings SET vector = ? WHERE id = 2", (b"\0" * 7,), "7 bytes"),
+    ("UPDATE embeddings SET dim = 'four' WHERE id = 2", (), "'four'-d"),
+    ("UPDATE embeddings SET vector = ? WHERE id = 2", (np.array([1, np.nan, 0, 0], np.float32).tobytes(),),
+     "not finite"),
+    ("UPDATE meta SET value = '4.5' WHERE key = 'dim'", (), "dimension '4.5'"),
+])
+def test_corrupt_rows_are_one_clear_error(tmp_path, sql, params, needle):
+    path = tmp_path / "g.db"
+    with Gallery(path) as g:
+        g.enroll("ada", _vectors(2), ["a", "b"], INFO)
+        g.enroll("bob", _vectors(1, 1), ["c"], INFO)
+        g.vectors()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(sql, params)
+    db.close()
+    with Gallery(path, create=False, readonly=True) as g:
+        with pytest.raises(CnnkitError, match=f"corrupt gallery: .*{needle}"):
+            g.nearest(_vectors(1)[0], Scorer("l2"))
+        with pytest.raises(CnnkitError, match="corrupt gallery"):
+            g.export()
+
+
+def test_corrupt_gallery_on_the_command_line(tmp_path):
+    with Gallery(tmp_path / "g.db") as g:
+        g.enroll("ada", _vectors(1), ["a"], INFO)
+    db = sqlite3.connect(tmp_path / "g.db")
+    with db:
+        db.execute("UPDATE embeddings SET vector = x'00'")
+    db.close()
+    one_clear_line(run_cli("gallery", "export", "--gallery", tmp_path / "g.db"), "corrupt gallery:", "1 bytes")
+    one_clear_line(run_cli("verify", "x.jpg", "--threshold", "nan"), "--threshold nan is not a number")
+
+
+def test_nan_is_refused_at_enroll(tmp_path):
+    with Gallery(tmp_path / "g.db") as g:
+        bad = _vectors(2)
+        bad[1, 2] = np.nan
+        with pytest.raises(CnnkitError, match="not finite"):
+            g.enroll("ada", bad, ["a", "b"], INFO)
+        assert g.count() == 0

@@ -96,6 +96,8 @@ def verify_cmd(
 ) -> None:
     """Verify photos against the gallery. Exit code 0: every photo verified, 1: any not (or
     without a face, reported as "face": null), 2: bad input."""
+    import numpy as np
+
     from cnnkit.plugins.siamese.faces import NoFaceError
     from cnnkit.plugins.siamese.gallery import Gallery
     from cnnkit.plugins.siamese.pipeline import Decision, Embedder, decide
@@ -119,6 +121,8 @@ def verify_cmd(
                 decisions.append(Decision(False, None, None, limit, image=str(path)))
                 continue
             for (_, face), vector in zip(crops, embedder.embed([c for c, _ in crops])):
+                if not np.isfinite(vector).all():
+                    raise CnnkitError(f"{path}: the embedding is not finite (NaN): {embedder.checkpoint} is broken")
                 if claimed is not None:
                     closest, distance = claim, nearest(claimed, vector, embedder.scorer)[1]
                 else:

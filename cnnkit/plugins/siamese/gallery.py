@@ -268,6 +268,8 @@ class Gallery:
         generation = self._meta().get("generation")
         current = vectors_file.VectorFile.open(self.vectors_path)
         if current is not None and generation is not None and current.generation == generation:
+            if current.rows and current.dim != self._dim():
+                raise CnnkitError(f"corrupt gallery: {self.path} says {self._dim()}-d, its vectors are {current.dim}-d")
             return current
         with Gallery(self.path, create=False) as writer, writer.transaction():
             generation = writer._meta()["generation"]
