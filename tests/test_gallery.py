@@ -261,3 +261,25 @@ def test_nan_is_refused_at_enroll(tmp_path):
         with pytest.raises(CnnkitError, match="not finite"):
             g.enroll("ada", bad, ["a", "b"], INFO)
         assert g.count() == 0
+
+
+def test_hnsw_finds_what_exact_search_finds_and_follows_changes(tmp_path):
+    """On 2,000 clustered rows the graph's answer is the exact one for every probe; after
+    enrollments and removals made since it was built, it still never returns a removed person
+    and finds the newly enrolled."""
+    rng = np.random.default_rng(0)
+    info = ModelInfo("a" * 64, "siamese-small", "x.pt", "l2", 32)
+    centres = rng.normal(size=(200, 32)).astype(np.float32)
+    with Gallery(tmp_path / "g.db") as g:
+        with pytest.raises(CnnkitError, match="no HNSW index"):
+            g.nearest(centres[0], Scorer("l2"), index="hnsw")
+        for i, c in enumerate(centres):
+            g.enroll(f"p{i}", c + 0.1 * rng.normal(size=(10, 32)).astype(np.float32), ["x"] * 10, info)
+        g.build_hnsw()
+        probes = centres + 0.1 * rng.normal(size=centres.shape).astype(np.float32)
+        for q in probes:
+            assert g.nearest(q, Scorer("l2"), index="hnsw") == g.nearest(q, Scorer("l2"))
+        g.remove("p5")
+        g.enroll("new", centres[7][None] + 0.01, ["x"], info)
+        assert g.nearest(probes[5], Scorer("l2"), index="hnsw") == g.nearest(probes[5], Scorer("l2"))
+        assert g.nearest(centres[7], Scorer("l2"), index="hnsw")[0] == "new"

@@ -93,6 +93,8 @@ def verify_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per image (per face with "
                                  "--all-faces): image, face, match, name, closest, distance, threshold."),
+    index: str = typer.Option("exact", "--index", help="1:N search: exact, or hnsw (approximate, for large "
+                              "galleries; build it first with `cnnkit gallery index --hnsw`)."),
 ) -> None:
     """Verify photos against the gallery. Exit code 0: every photo verified, 1: any not (or
     without a face, reported as "face": null), 2: bad input."""
@@ -126,7 +128,7 @@ def verify_cmd(
                 if claimed is not None:
                     closest, distance = claim, nearest(claimed, vector, embedder.scorer)[1]
                 else:
-                    closest, distance = gallery.nearest(vector, embedder.scorer)
+                    closest, distance = gallery.nearest(vector, embedder.scorer, index)
                 d = decide(closest, distance, limit, claim)
                 d.image, d.face = str(path), face.as_list() if face else None
                 decisions.append(d)
@@ -175,6 +177,26 @@ def gallery_list(
     console.print(table)
     if model:
         console.print(f"model {model.model} (fingerprint {model.fingerprint[:12]}) from {model.checkpoint}")
+
+
+@gallery_app.command("index")
+def gallery_index(
+    gallery_path: Path = typer.Option(Path("gallery.db"), "--gallery", help=GALLERY_HELP),
+    hnsw: bool = typer.Option(False, "--hnsw", help="Also build the approximate HNSW graph for `verify --index hnsw`."),
+) -> None:
+    """Bring the search side up to date with the database (it is kept in step by enroll and remove,
+    and rebuilt when stale); with --hnsw, (re)build the approximate index too."""
+    import time
+
+    from cnnkit.plugins.siamese.gallery import Gallery
+
+    start = time.perf_counter()
+    with Gallery(gallery_path, create=False) as gallery:
+        rows = gallery.vectors().rows
+        if hnsw:
+            gallery.build_hnsw()
+    print(f"indexed {rows} embedding(s) of {gallery_path}{' (exact and hnsw)' if hnsw else ''} "
+          f"in {time.perf_counter() - start:.1f} s")
 
 
 @gallery_app.command("remove")

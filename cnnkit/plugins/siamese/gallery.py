@@ -279,15 +279,31 @@ class Gallery:
                 current = vectors_file.VectorFile.open(self.vectors_path)
         return current
 
-    def nearest(self, query: np.ndarray, scorer: Scorer) -> tuple[str, float]:
-        """The enrolled person closest to ``query`` (exact search) and their distance."""
+    def build_hnsw(self) -> None:
+        """Build (or rebuild) the approximate index over the whole gallery (``hnsw.py``)."""
+        from cnnkit.plugins.siamese import hnsw
+
+        hnsw.build(self.path, self.vectors())
+
+    def nearest(self, query: np.ndarray, scorer: Scorer, index: str = "exact") -> tuple[str, float]:
+        """The enrolled person closest to ``query`` and their distance: an exact search, or
+        ``index="hnsw"``: the approximate graph's best candidate (exact distance)."""
+        graph = None
+        if index == "hnsw":
+            from cnnkit.plugins.siamese.hnsw import Graph
+
+            graph = Graph.open(self.path)
+            if graph is None:
+                raise CnnkitError(f"{self.path} has no HNSW index: build it with `cnnkit gallery index --hnsw`")
+        elif index != "exact":
+            raise CnnkitError(f"unknown --index '{index}' (exact, hnsw)")
         for _ in range(BUSY_TRIES):
-            index = self.vectors()
-            if index.rows == 0:
+            vectors = self.vectors()
+            if vectors.rows == 0:
                 raise CnnkitError(f"{self.path}: the gallery is empty (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
-            row, distance = index.nearest(query, scorer)
+            row, distance = graph.nearest(vectors, query, scorer) if graph else vectors.nearest(query, scorer)
             found = self.db.execute("SELECT i.name FROM embeddings e JOIN identities i ON i.id = e.identity_id "
-                                    "WHERE e.id = ?", (int(index.ids[row]),)).fetchone()
+                                    "WHERE e.id = ?", (int(vectors.ids[row]),)).fetchone()
             if found is not None:  # else removed since: search again
                 return found[0], distance
         raise CnnkitError(f"{self.path} keeps changing under the search; try again")
