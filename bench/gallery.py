@@ -64,6 +64,7 @@ def gallery_module(old: str | None):
         return gallery
     spec = importlib.util.spec_from_file_location("old_gallery", old)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["old_gallery"] = module
     spec.loader.exec_module(module)
     return module
 

@@ -1,10 +1,12 @@
 """The SQLite gallery: storage, model fingerprints, WAL and crash safety (no torch needed)."""
 
+import socket
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.scoring import Scorer
-from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo
+from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo, open_gallery
 from tests.conftest import ROOT, one_clear_line, run_cli
 
 INFO = ModelInfo("a" * 64, "siamese-small", "/runs/x/best.pt", "l2", 4)
@@ -24,8 +26,46 @@ def _vectors(n, seed=0):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def test_enroll_list_remove_roundtrip(tmp_path):
-    with Gallery(tmp_path / "g.db") as g:
+@pytest.fixture(scope="module")
+def milvus_server(tmp_path_factory):
+    """A Milvus Lite server on 127.0.0.1 (a free port) for this module, stopped at its end."""
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir",
+                             str(tmp_path_factory.mktemp("milvus")), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("milvus-lite server did not start within 60 s")
+            time.sleep(0.2)
+    yield f"milvus://127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(params=["sqlite", "milvus"])
+def uri(request, tmp_path):
+    """A fresh gallery location on each backend."""
+    if request.param == "sqlite":
+        return str(tmp_path / "g.db")
+    return f"{request.getfixturevalue('milvus_server')}/g{uuid.uuid4().hex}"
+
+
+def test_enroll_list_remove_roundtrip(uri):
+    with open_gallery(uri) as g:
         assert g.model is None and g.people() == []
         v = _vectors(3)
         assert g.enroll("ada", v[:2], ["a1.jpg", "a2.jpg"], INFO) == 2
@@ -34,7 +74,7 @@ def test_enroll_list_remove_roundtrip(tmp_path):
         assert [(p["name"], p["embeddings"]) for p in g.people()] == [("ada", 3), ("bob", 1)]
         names, matrix = g.embeddings()
         assert names == ["ada", "ada", "ada", "bob"] and matrix.dtype == np.float32
-        assert np.array_equal(matrix[:3], v)  # float32 blobs come back bit for bit
+        assert np.array_equal(matrix[:3], v)  # float32 vectors come back bit for bit
         assert g.model == INFO
         assert g.remove("ada") == 3
         with pytest.raises(CnnkitError, match="not enrolled"):
@@ -46,8 +86,8 @@ def test_enroll_list_remove_roundtrip(tmp_path):
         assert [p["name"] for p in exported["identities"]] == ["bob"]
 
 
-def test_embeddings_of_another_model_are_refused(tmp_path):
-    with Gallery(tmp_path / "g.db") as g:
+def test_embeddings_of_another_model_are_refused(uri):
+    with open_gallery(uri) as g:
         g.enroll("ada", _vectors(1), ["a.jpg"], INFO)
         with pytest.raises(CnnkitError, match="another model"):
             g.enroll("bob", _vectors(1), ["b.jpg"], OTHER)
@@ -57,6 +97,44 @@ def test_embeddings_of_another_model_are_refused(tmp_path):
         g.remove("ada")  # an empty gallery may move to a new model
         g.enroll("bob", _vectors(1), ["b.jpg"], OTHER)
         assert g.model == OTHER
+
+
+def test_search_answers_as_a_brute_force_scan(uri):
+    """1:N search (SQLite's mapped matrix, Milvus's FLAT index) finds what a scan of every stored
+    embedding finds, through enrollments and removals."""
+    rng = np.random.default_rng(0)
+    with open_gallery(uri) as g:
+        with pytest.raises(CnnkitError, match="empty"):
+            g.nearest(_vectors(1)[0], Scorer("l2"))
+        for i in range(20):
+            g.enroll(f"p{i}", _vectors(2, seed=i), ["a", "b"], INFO)
+        for name in ("p3", "p17"):
+            g.remove(name)
+        for q in _vectors(15, seed=1000) + 0.05 * rng.normal(size=(15, 4)).astype(np.float32):
+            name, distance = g.nearest(q, Scorer("l2"))
+            assert (name, pytest.approx(distance, abs=1e-5)) == _brute(g, q)
+
+
+ENROLLER = textwrap.dedent("""
+    import sys, numpy as np
+    from cnnkit.plugins.siamese.gallery import ModelInfo, open_gallery
+    info = ModelInfo("a" * 64, "siamese-small", "x.pt", "l2", 4)
+    worker = int(sys.argv[2])
+    with open_gallery(sys.argv[1]) as g:
+        for i in range(15):
+            g.enroll(f"w{worker}-{i}", np.full((1, 4), worker * 100 + i, np.float32), ["x"], info)
+""")
+
+
+def test_four_processes_enrolling_at_once_lose_nothing(uri):
+    procs = [subprocess.Popen([sys.executable, "-c", ENROLLER, uri, str(w)], cwd=ROOT, stderr=subprocess.PIPE,
+                              text=True) for w in range(4)]
+    for p in procs:
+        assert p.wait(timeout=240) == 0, p.stderr.read()
+    with open_gallery(uri, create=False) as g:
+        assert g.count() == 60 and len(g.people()) == 60
+        for w, i in ((0, 0), (1, 7), (2, 14), (3, 3)):
+            assert g.nearest(np.full(4, w * 100 + i, np.float32), Scorer("l2")) == (f"w{w}-{i}", pytest.approx(0.0))
 
 
 def test_wal_and_rollback_on_interrupt(tmp_path):
@@ -76,7 +154,7 @@ def test_a_killed_enroll_loses_nothing_already_stored(tmp_path):
     path = tmp_path / "g.db"
     script = textwrap.dedent(f"""
         import os, numpy as np
-        from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo
+        from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo, open_gallery
         info = ModelInfo("a" * 64, "siamese-small", "x.pt", "l2", 4)
         g = Gallery({str(path)!r})
         g.enroll("ada", np.ones((2, 4), np.float32), ["a1", "a2"], info)
@@ -120,8 +198,8 @@ def _brute(g, query):
 
 
 def test_search_side_follows_enroll_and_remove(tmp_path):
-    """Exact search over the mapped matrix answers as a brute-force scan of the database does,
-    through enrollments (appended in place) and removals (rewritten), and mirrors the generation."""
+    """The mapped matrix follows enrollments (appended in place) and removals (rewritten) row for
+    row, and mirrors the database's generation."""
     scorer = Scorer("l2")
     rng = np.random.default_rng(0)
     with Gallery(tmp_path / "g.db") as g:
@@ -159,7 +237,7 @@ def test_a_change_from_outside_makes_the_search_side_stale(tmp_path):
 KILLER = textwrap.dedent("""
     import os, sys, numpy as np
     from cnnkit.plugins.siamese import gallery, vectors
-    from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo
+    from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo, open_gallery
     info = ModelInfo("a" * 64, "siamese-small", "x.pt", "l2", 4)
     where = sys.argv[2]
     if where == "after-index":  # the search side is updated, the database never commits

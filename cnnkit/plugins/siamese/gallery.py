@@ -89,7 +89,7 @@ class Gallery:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.execute("PRAGMA foreign_keys=ON")
-                self.db.executescript(SCHEMA)
+                self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")  # all tables at once (concurrent creators)
             version = self._meta().get("schema", SCHEMA_VERSION)
         except sqlite3.DatabaseError as exc:
             raise CnnkitError(f"{self.path}: not a cnnkit gallery ({exc})") from None
@@ -99,7 +99,7 @@ class Gallery:
     def _check_schema(self) -> None:
         """Refuse a database without the gallery's tables before touching it."""
         found = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not TABLES <= found:
+        if (found or self.readonly) and not TABLES <= found:
             self.db.close()
             raise CnnkitError(f"{self.path}: not a cnnkit gallery (no {', '.join(sorted(TABLES - found))} "
                               "table); it was left untouched")
@@ -310,13 +310,27 @@ class Gallery:
 
     def export(self) -> dict[str, Any]:
         """The whole gallery as plain data (model, people, embeddings as lists of floats)."""
-        names, matrix = self.embeddings()
-        model = self.model
-        people: dict[str, list[list[float]]] = {}
-        for n, v in zip(names, matrix.tolist()):
-            people.setdefault(n, []).append(v)
-        return {"gallery": str(self.path), "model": vars(model) if model else None,
-                "identities": [{"name": n, "embeddings": e} for n, e in people.items()]}
+        return export(self)
+
+
+def export(gallery: Any) -> dict[str, Any]:
+    """A gallery (SQLite or Milvus) as plain data: model, people, embeddings as lists of floats."""
+    names, matrix = gallery.embeddings()
+    model = gallery.model
+    people: dict[str, list[list[float]]] = {}
+    for n, v in zip(names, matrix.tolist()):
+        people.setdefault(n, []).append(v)
+    return {"gallery": str(gallery.path), "model": vars(model) if model else None,
+            "identities": [{"name": n, "embeddings": e} for n, e in people.items()]}
+
+
+def open_gallery(uri: str | Path, create: bool = True, readonly: bool = False) -> Any:
+    """The gallery at ``uri``: ``milvus://HOST:PORT/COLLECTION`` (shared), else a SQLite file."""
+    if str(uri).startswith("milvus://"):
+        from cnnkit.plugins.siamese.milvus import MilvusGallery
+
+        return MilvusGallery(str(uri), create=create)
+    return Gallery(uri, create=create, readonly=readonly)
 
 
 def checked_vectors(name: str, vectors: np.ndarray, rows: int, info: ModelInfo) -> np.ndarray:
