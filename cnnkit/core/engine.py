@@ -452,8 +452,9 @@ def _built_for_eval(spec: ModelSpec, data: str) -> tuple[Task, nn.Module, dict[s
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "auto",
-                        batch_size: int = 0, split: str = "val") -> dict[str, float]:
-    """Metrics of a checkpoint on the ``split`` of ``data`` (or of the data it was trained on)."""
+                        batch_size: int = 0, split: str = "val", run: Any = None) -> dict[str, float]:
+    """Metrics of a checkpoint on the ``split`` of ``data`` (or of the data it was trained on);
+    logged with the task's figures to ``run`` when given."""
     task, model, _ = load_for_eval(checkpoint, data)
     if batch_size:
         task.config.batch_size = batch_size
@@ -461,4 +462,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "a
     model.to(dev)
     task.config.device = str(dev)
     ds = task.dataset(split)
-    return task.evaluate(model, task.loader(ds, train=False), dev)
+    metrics = task.evaluate(model, task.loader(ds, train=False), dev)
+    if run is not None:
+        run.log_metrics({f"{split}_{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=0)
+        task.log_evaluation(run)
+    return metrics
