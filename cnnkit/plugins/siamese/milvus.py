@@ -51,6 +51,9 @@ class MilvusGallery:
             raise CnnkitError(f"{uri}: cannot reach Milvus ({exc.message})") from None
         if not exists and not create:
             raise CnnkitError(f"{uri}: no such gallery (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
+        for name in (self.collection, self.meta) if exists else ():
+            if self.client.has_collection(name):  # a restarted server holds collections released
+                self.client.load_collection(name)
 
     def __enter__(self) -> "MilvusGallery":
         return self
@@ -73,7 +76,8 @@ class MilvusGallery:
 
     @property
     def model(self) -> ModelInfo | None:
-        if not self._exists() or self.count() == 0:
+        if not self._exists() or not self.client.query(self.collection, filter="", limit=1, output_fields=["id"],
+                                                         **STRONG):
             return None
         meta = self._meta()
         return ModelInfo(*(meta[k] for k in FIELDS[:-1]), int(meta["dim"])) if "fingerprint" in meta else None
@@ -182,11 +186,11 @@ class MilvusGallery:
                               "learned similarity (use a SQLite gallery)")
         if index not in ("exact", "hnsw"):
             raise CnnkitError(f"unknown --index '{index}' (exact, hnsw)")
-        if self.count() == 0:
-            raise CnnkitError(f"{self.path}: the gallery is empty (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
         query = np.asarray(query, np.float32)
         (hits,) = self.client.search(self.collection, [query.tolist()], limit=1, output_fields=["name", "vector"],
-                                     **STRONG)
+                                     **STRONG) if self._exists() else [[]]
+        if not hits:
+            raise CnnkitError(f"{self.path}: the gallery is empty (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
         best = hits[0]["entity"]
         return best["name"], float(scorer.pairs(query[None], np.asarray([best["vector"]], np.float32))[0])
 
