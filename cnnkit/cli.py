@@ -211,13 +211,24 @@ def eval_cmd(
     batch_size: int = typer.Option(0, "--batch-size", min=0, help="0: the training batch size."),
     split: str = typer.Option("val", "--split", help="val, or test (the only command that reads a test split)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    track: bool = typer.Option(False, "--track", help="Log the evaluation to MLflow (an eval-... run with the "
+                               "metrics and the task's figures: ROC and DET curves for embedders)."),
+    experiment: str = typer.Option("cnnkit", "--experiment", help="MLflow experiment name (with --track)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
 ) -> None:
     """Evaluate a checkpoint (or a published model) on the validation split."""
+    import time
+
+    from cnnkit.core.callbacks import tracked_run
     from cnnkit.core.engine import evaluate_checkpoint
 
     if split not in ("val", "test"):
         raise CnnkitError(f"--split {split}: choose val or test")
-    metrics = evaluate_checkpoint(checkpoint, data or "", device, batch_size, split, weights, names)
+    with tracked_run(f"eval-{Path(checkpoint).stem}-{time.strftime('%Y%m%d-%H%M%S')}",
+                     {"checkpoint": str(checkpoint), "data": data or "", "split": split},
+                     {"cnnkit.eval": "1"}, track=track, uri=tracking_uri or "", experiment=experiment,
+                     progress=False) as run:
+        metrics = evaluate_checkpoint(checkpoint, data or "", device, batch_size, split, weights, names, run)
     if as_json:
         print_json(metrics)
         return

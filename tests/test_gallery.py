@@ -1,16 +1,21 @@
 """The SQLite gallery: storage, model fingerprints, WAL and crash safety (no torch needed)."""
 
+import socket
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
+import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cnnkit.core.errors import CnnkitError
-from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo
-from tests.conftest import ROOT
+from cnnkit.core.scoring import Scorer
+from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo, open_gallery
+from tests.conftest import ROOT, one_clear_line, run_cli
 
 INFO = ModelInfo("a" * 64, "siamese-small", "/runs/x/best.pt", "l2", 4)
 OTHER = ModelInfo("b" * 64, "siamese-small", "/runs/y/best.pt", "l2", 4)
@@ -21,8 +26,46 @@ def _vectors(n, seed=0):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def test_enroll_list_remove_roundtrip(tmp_path):
-    with Gallery(tmp_path / "g.db") as g:
+@pytest.fixture(scope="module")
+def milvus_server(tmp_path_factory):
+    """A Milvus Lite server on 127.0.0.1 (a free port) for this module, stopped at its end."""
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir",
+                             str(tmp_path_factory.mktemp("milvus")), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("milvus-lite server did not start within 60 s")
+            time.sleep(0.2)
+    yield f"milvus://127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(params=["sqlite", "milvus"])
+def uri(request, tmp_path):
+    """A fresh gallery location on each backend."""
+    if request.param == "sqlite":
+        return str(tmp_path / "g.db")
+    return f"{request.getfixturevalue('milvus_server')}/g{uuid.uuid4().hex}"
+
+
+def test_enroll_list_remove_roundtrip(uri):
+    with open_gallery(uri) as g:
         assert g.model is None and g.people() == []
         v = _vectors(3)
         assert g.enroll("ada", v[:2], ["a1.jpg", "a2.jpg"], INFO) == 2
@@ -31,7 +74,7 @@ def test_enroll_list_remove_roundtrip(tmp_path):
         assert [(p["name"], p["embeddings"]) for p in g.people()] == [("ada", 3), ("bob", 1)]
         names, matrix = g.embeddings()
         assert names == ["ada", "ada", "ada", "bob"] and matrix.dtype == np.float32
-        assert np.array_equal(matrix[:3], v)  # float32 blobs come back bit for bit
+        assert np.array_equal(matrix[:3], v)  # float32 vectors come back bit for bit
         assert g.model == INFO
         assert g.remove("ada") == 3
         with pytest.raises(CnnkitError, match="not enrolled"):
@@ -43,8 +86,8 @@ def test_enroll_list_remove_roundtrip(tmp_path):
         assert [p["name"] for p in exported["identities"]] == ["bob"]
 
 
-def test_embeddings_of_another_model_are_refused(tmp_path):
-    with Gallery(tmp_path / "g.db") as g:
+def test_embeddings_of_another_model_are_refused(uri):
+    with open_gallery(uri) as g:
         g.enroll("ada", _vectors(1), ["a.jpg"], INFO)
         with pytest.raises(CnnkitError, match="another model"):
             g.enroll("bob", _vectors(1), ["b.jpg"], OTHER)
@@ -54,6 +97,44 @@ def test_embeddings_of_another_model_are_refused(tmp_path):
         g.remove("ada")  # an empty gallery may move to a new model
         g.enroll("bob", _vectors(1), ["b.jpg"], OTHER)
         assert g.model == OTHER
+
+
+def test_search_answers_as_a_brute_force_scan(uri):
+    """1:N search (SQLite's mapped matrix, Milvus's FLAT index) finds what a scan of every stored
+    embedding finds, through enrollments and removals."""
+    rng = np.random.default_rng(0)
+    with open_gallery(uri) as g:
+        with pytest.raises(CnnkitError, match="empty"):
+            g.nearest(_vectors(1)[0], Scorer("l2"))
+        for i in range(20):
+            g.enroll(f"p{i}", _vectors(2, seed=i), ["a", "b"], INFO)
+        for name in ("p3", "p17"):
+            g.remove(name)
+        for q in _vectors(15, seed=1000) + 0.05 * rng.normal(size=(15, 4)).astype(np.float32):
+            name, distance = g.nearest(q, Scorer("l2"))
+            assert (name, pytest.approx(distance, abs=1e-5)) == _brute(g, q)
+
+
+ENROLLER = textwrap.dedent("""
+    import sys, numpy as np
+    from cnnkit.plugins.siamese.gallery import ModelInfo, open_gallery
+    info = ModelInfo("a" * 64, "siamese-small", "x.pt", "l2", 4)
+    worker = int(sys.argv[2])
+    with open_gallery(sys.argv[1]) as g:
+        for i in range(15):
+            g.enroll(f"w{worker}-{i}", np.full((1, 4), worker * 100 + i, np.float32), ["x"], info)
+""")
+
+
+def test_four_processes_enrolling_at_once_lose_nothing(uri):
+    procs = [subprocess.Popen([sys.executable, "-c", ENROLLER, uri, str(w)], cwd=ROOT, stderr=subprocess.PIPE,
+                              text=True) for w in range(4)]
+    for p in procs:
+        assert p.wait(timeout=240) == 0, p.stderr.read()
+    with open_gallery(uri, create=False) as g:
+        assert g.count() == 60 and len(g.people()) == 60
+        for w, i in ((0, 0), (1, 7), (2, 14), (3, 3)):
+            assert g.nearest(np.full(4, w * 100 + i, np.float32), Scorer("l2")) == (f"w{w}-{i}", pytest.approx(0.0))
 
 
 def test_wal_and_rollback_on_interrupt(tmp_path):
@@ -73,7 +154,7 @@ def test_a_killed_enroll_loses_nothing_already_stored(tmp_path):
     path = tmp_path / "g.db"
     script = textwrap.dedent(f"""
         import os, numpy as np
-        from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo
+        from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo, open_gallery
         info = ModelInfo("a" * 64, "siamese-small", "x.pt", "l2", 4)
         g = Gallery({str(path)!r})
         g.enroll("ada", np.ones((2, 4), np.float32), ["a1", "a2"], info)
@@ -107,3 +188,176 @@ def test_gallery_is_plain_sqlite(tmp_path):
     db = sqlite3.connect(tmp_path / "g.db")
     (blob, dim, fp), = db.execute("SELECT vector, dim, fingerprint FROM embeddings").fetchall()
     assert len(blob) == 4 * dim and fp == INFO.fingerprint
+
+
+# ---------------------------------------------------------------- the search side at scale
+def _brute(g, query):
+    names, matrix = g.embeddings()
+    d = np.linalg.norm(matrix - query, axis=1)
+    return names[int(np.argmin(d))], float(d.min())
+
+
+def test_search_side_follows_enroll_and_remove(tmp_path):
+    """The mapped matrix follows enrollments (appended in place) and removals (rewritten) row for
+    row, and mirrors the database's generation."""
+    scorer = Scorer("l2")
+    rng = np.random.default_rng(0)
+    with Gallery(tmp_path / "g.db") as g:
+        for i in range(40):
+            g.enroll(f"p{i}", _vectors(2, seed=i), ["a", "b"], INFO)
+        for name in ("p3", "p17", "p39"):
+            g.remove(name)
+        g.enroll("late", _vectors(1, seed=99), ["x"], INFO)
+        index = g.vectors()
+        assert index.rows == g.count() == 40 * 2 - 6 + 1 and index.generation == g._meta()["generation"]
+        assert list(index.ids) == sorted(index.ids)
+        for q in _vectors(30, seed=1000) + 0.05 * rng.normal(size=(30, 4)).astype(np.float32):
+            name, distance = g.nearest(q, scorer)
+            assert (name, pytest.approx(distance, abs=1e-5)) == _brute(g, q)
+        assert g.nearest(_vectors(1, seed=99)[0], scorer) == ("late", pytest.approx(0.0, abs=1e-3))
+
+
+def test_a_change_from_outside_makes_the_search_side_stale(tmp_path):
+    """Rows written by any other program (plain sqlite3) change the generation through the
+    triggers: the next search sees them."""
+    with Gallery(tmp_path / "g.db") as g:
+        g.enroll("ada", _vectors(1), ["a"], INFO)
+        old = g.vectors().generation
+    db = sqlite3.connect(tmp_path / "g.db")
+    with db:
+        db.execute("INSERT INTO identities (id, name, created) VALUES (7, 'eve', 0)")
+        db.execute("INSERT INTO embeddings (identity_id, fingerprint, dim, vector, created) VALUES (7, ?, 4, ?, 0)",
+                   (INFO.fingerprint, np.array([0, 0, 0, 1], np.float32).tobytes()))
+    db.close()
+    with Gallery(tmp_path / "g.db", create=False, readonly=True) as g:
+        assert g.nearest(np.array([0, 0, 0, 1], np.float32), Scorer("l2"))[0] == "eve"
+        assert g.vectors().generation != old
+
+
+KILLER = textwrap.dedent("""
+    import os, sys, numpy as np
+    from cnnkit.plugins.siamese import gallery, vectors
+    from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo, open_gallery
+    info = ModelInfo("a" * 64, "siamese-small", "x.pt", "l2", 4)
+    where = sys.argv[2]
+    if where == "after-index":  # the search side is updated, the database never commits
+        append = vectors.append
+        vectors.append = lambda *a: append(*a) and os._exit(9)
+    elif where == "mid-append":  # rows written, the header never
+        vectors._header = lambda *a: os._exit(9)
+    elif where == "mid-rewrite":
+        vectors.os.replace = lambda *a: os._exit(9)
+    g = Gallery(sys.argv[1])
+    if where == "mid-rewrite":
+        g.remove("p0")
+    i = 0
+    while True:  # "loop": enroll and remove until killed
+        g.enroll(f"n{i}", np.eye(4, dtype=np.float32)[i % 4] * (1 + i), ["x"], info)
+        if i % 3 == 2:
+            g.remove(f"n{i - 1}")
+        i += 1
+""")
+
+
+@pytest.mark.parametrize("where", ["after-index", "mid-append", "mid-rewrite", "loop"])
+def test_a_kill_during_enroll_or_remove_never_leaves_a_disagreeing_search(tmp_path, where):
+    """kill -9 at the worst moments (and at a random one in a loop of enrolls and removes): the next
+    search answers exactly what the database holds."""
+    path = tmp_path / "g.db"
+    with Gallery(path) as g:
+        for i in range(3):
+            g.enroll(f"p{i}", _vectors(1, seed=i), ["a"], INFO)
+    proc = subprocess.Popen([sys.executable, "-c", KILLER, str(path), where], cwd=ROOT)
+    if where == "loop":
+        time.sleep(1.5)
+        proc.kill()
+    assert proc.wait(timeout=60) in (9, -9)
+    with Gallery(path, create=False, readonly=True) as g:
+        names, matrix = g.embeddings()
+        index = g.vectors()
+        assert index.rows == len(names) and index.generation == g._meta()["generation"]
+        assert np.array_equal(index.matrix, matrix)
+        for name, v in zip(names, matrix):
+            assert g.nearest(v, Scorer("l2")) == (name, pytest.approx(0.0, abs=1e-3))
+    if where != "loop":
+        assert {p["name"] for p in Gallery(path).people()} == {"p0", "p1", "p2"}  # rolled back
+
+
+def test_another_sqlite_database_is_refused_untouched(tmp_path):
+    path = tmp_path / "mlflow.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE experiments (id INTEGER PRIMARY KEY, name TEXT)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    for kwargs in ({}, {"create": False}, {"readonly": True, "create": False}):
+        with pytest.raises(CnnkitError, match="not a cnnkit gallery.*left untouched"):
+            Gallery(path, **kwargs)
+    assert path.read_bytes() == before and not Path(f"{path}-vectors").exists()
+
+
+@pytest.mark.parametrize("sql, params, needle", [
+    ("UPDATE embeddings SET dim = 3, vector = ? WHERE id = 2", (np.ones(3, np.float32).tobytes(),), "3-d"),
+    ("UPDATE embeddings SET vector = ? WHERE id = 2", (b"\0" * 7,), "7 bytes"),
+    ("UPDATE embeddings SET dim = 'four' WHERE id = 2", (), "'four'-d"),
+    ("UPDATE embeddings SET vector = ? WHERE id = 2", (np.array([1, np.nan, 0, 0], np.float32).tobytes(),),
+     "not finite"),
+    ("UPDATE meta SET value = '4.5' WHERE key = 'dim'", (), "dimension '4.5'"),
+])
+def test_corrupt_rows_are_one_clear_error(tmp_path, sql, params, needle):
+    path = tmp_path / "g.db"
+    with Gallery(path) as g:
+        g.enroll("ada", _vectors(2), ["a", "b"], INFO)
+        g.enroll("bob", _vectors(1, 1), ["c"], INFO)
+        g.vectors()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(sql, params)
+    db.close()
+    with Gallery(path, create=False, readonly=True) as g:
+        with pytest.raises(CnnkitError, match=f"corrupt gallery: .*{needle}"):
+            g.nearest(_vectors(1)[0], Scorer("l2"))
+        with pytest.raises(CnnkitError, match="corrupt gallery"):
+            g.export()
+
+
+def test_corrupt_gallery_on_the_command_line(tmp_path):
+    with Gallery(tmp_path / "g.db") as g:
+        g.enroll("ada", _vectors(1), ["a"], INFO)
+    db = sqlite3.connect(tmp_path / "g.db")
+    with db:
+        db.execute("UPDATE embeddings SET vector = x'00'")
+    db.close()
+    one_clear_line(run_cli("gallery", "export", "--gallery", tmp_path / "g.db"), "corrupt gallery:", "1 bytes")
+    one_clear_line(run_cli("verify", "x.jpg", "--threshold", "nan"), "--threshold nan is not a number")
+
+
+def test_nan_is_refused_at_enroll(tmp_path):
+    with Gallery(tmp_path / "g.db") as g:
+        bad = _vectors(2)
+        bad[1, 2] = np.nan
+        with pytest.raises(CnnkitError, match="not finite"):
+            g.enroll("ada", bad, ["a", "b"], INFO)
+        assert g.count() == 0
+
+
+def test_hnsw_finds_what_exact_search_finds_and_follows_changes(tmp_path):
+    """On 2,000 clustered rows the graph's answer is the exact one for every probe; after
+    enrollments and removals made since it was built, it still never returns a removed person
+    and finds the newly enrolled."""
+    rng = np.random.default_rng(0)
+    info = ModelInfo("a" * 64, "siamese-small", "x.pt", "l2", 32)
+    centres = rng.normal(size=(200, 32)).astype(np.float32)
+    with Gallery(tmp_path / "g.db") as g:
+        with pytest.raises(CnnkitError, match="no HNSW index"):
+            g.nearest(centres[0], Scorer("l2"), index="hnsw")
+        for i, c in enumerate(centres):
+            g.enroll(f"p{i}", c + 0.1 * rng.normal(size=(10, 32)).astype(np.float32), ["x"] * 10, info)
+        g.build_hnsw()
+        probes = centres + 0.1 * rng.normal(size=centres.shape).astype(np.float32)
+        for q in probes:
+            assert g.nearest(q, Scorer("l2"), index="hnsw") == g.nearest(q, Scorer("l2"))
+        g.remove("p5")
+        g.enroll("new", centres[7][None] + 0.01, ["x"], info)
+        assert g.nearest(probes[5], Scorer("l2"), index="hnsw") == g.nearest(probes[5], Scorer("l2"))
+        assert g.nearest(centres[7], Scorer("l2"), index="hnsw")[0] == "new"

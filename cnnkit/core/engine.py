@@ -523,9 +523,9 @@ def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "auto",
                         batch_size: int = 0, split: str = "val", weights_ref: str | None = None,
-                        names: str | None = None) -> dict[str, float]:
+                        names: str | None = None, run: Any = None) -> dict[str, float]:
     """Metrics of a checkpoint (or a published model, see :func:`load_for_eval`) on the ``split`` of
-    ``data`` (or of the data it was trained on)."""
+    ``data`` (or of the data it was trained on); logged with the task's figures to ``run`` when given."""
     task, model, _ = load_for_eval(checkpoint, data, weights_ref, names)
     if batch_size:
         task.config.batch_size = batch_size
@@ -533,4 +533,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "a
     model.to(dev)
     task.config.device = str(dev)
     ds = task.dataset(split)
-    return task.evaluate(model, task.loader(ds, train=False), dev)
+    metrics = task.evaluate(model, task.loader(ds, train=False), dev)
+    if run is not None:
+        run.log_metrics({f"{split}_{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=0)
+        task.log_evaluation(run)
+    return metrics

@@ -61,3 +61,21 @@ def distance_histograms(distances: np.ndarray, same: np.ndarray, threshold: floa
     ax.set_ylabel("pairs")
     ax.legend()
     return fig
+
+
+def det_figure(open_set: Any) -> Any:
+    """Open-set identification's DET curve: FNIR against FPIR (log scale), FPIR 1% and 0.1% marked."""
+    fpir, fnir = open_set.det()
+    fig, ax = new_figure((5, 5))
+    floor = 0.5 / max(len(open_set.nonmated_distance), 1)
+    ax.step(np.maximum(fpir, floor), fnir, where="post", label=f"rank-1 {open_set.mated_correct.mean():.3f}")
+    for target in (0.01, 0.001):
+        t = open_set.threshold_at(target)
+        ax.plot([max(float(open_set.fpir(t)[0]), floor)], [float(open_set.fnir(t)[0])], "o",
+                label=f"FPIR <= {target:g}: FNIR {float(open_set.fnir(t)[0]):.3f} at {t:.3f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("false positive identification rate (non-mated searches)")
+    ax.set_ylabel("false negative identification rate (mated searches)")
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3, which="both")
+    return fig

@@ -266,6 +266,9 @@ class Task:
     def log_artifacts(self, model: nn.Module, val: Dataset, tracker: Any, device: torch.device) -> None:
         """Family artifacts for MLflow (sample predictions, PR/ROC curves, ...)."""
 
+    def log_evaluation(self, tracker: Any, step: int = 0) -> None:
+        """Figures of the last :meth:`evaluate` for ``cnnkit eval``'s run (none by default)."""
+
     def predict(self, model: nn.Module, images: Iterable[Any], device: torch.device, **kwargs: Any) -> list[Any]:
         """Predictions for RGB uint8 images (detection: boxes in original pixel coordinates)."""
         raise CnnkitError(f"{self.spec.name} does not predict images")

@@ -7,6 +7,9 @@ The reported ``accuracy`` is held out (``protocol.py``: the threshold of the oth
 to each fold, LFW's own folds when its pairs file has them); the threshold kept in ``state``
 (and so in the checkpoint, for ``cnnkit verify``) is the best one over all validation pairs.
 Images of an identity root are embedded whole, so they should be face crops (as in LFW).
+On an identity root (4+ people) evaluation also measures open-set 1:N identification as NIST
+FRVT does (``openset.py``): rank-1 rate, FNIR at FPIR 1% and 0.1% and their thresholds; the DET
+curve is logged with the ROC.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from cnnkit.core.data.transforms import IMAGENET, Norm, to_tensor
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.metrics import Verification, verification_metrics
+from cnnkit.core.openset import OpenSet, open_set
 from cnnkit.core.data.sampler import PKSampler
 from cnnkit.core.scoring import Scorer
 from cnnkit.core.task import MappedDataset, Task
@@ -83,6 +87,7 @@ class EmbedSet(MappedDataset):
         self.targets = [int(t) for t in base.targets]
         self._pairs: np.ndarray | None = getattr(base, "pairs", None)
         self._folds: np.ndarray | None = getattr(base, "folds", None)
+        self.has_identities = self._pairs is None  # an identity root (not a fixed pairs file)
 
     @property
     def pairs(self) -> np.ndarray:
@@ -114,6 +119,7 @@ class EmbedTask(Task):
         super().__init__(*args, **kwargs)
         self.state.setdefault("metric", self.options.get("metric", "l2"))
         self.last: tuple[np.ndarray, np.ndarray, Verification] | None = None
+        self.last_open_set: OpenSet | None = None
 
     # ---------------------------------------------------------------- data
     def dataset(self, split: str) -> EmbedSet:
@@ -155,18 +161,31 @@ class EmbedTask(Task):
         held = held_out_accuracy(distances, same, loader.dataset.folds)
         v.threshold = self.state["threshold"] = best_threshold(distances, same)
         self.last = (distances, same, v)
-        return {**v.as_dict(), "accuracy": held.mean, "accuracy_std": held.std, "folds": float(len(held.accuracies)),
-                "genuine_distance": float(distances[same].mean()), "impostor_distance": float(distances[~same].mean())}
+        metrics = {**v.as_dict(), "accuracy": held.mean, "accuracy_std": held.std, "folds": float(len(held.accuracies)),
+                   "genuine_distance": float(distances[same].mean()),
+                   "impostor_distance": float(distances[~same].mean())}
+        targets = np.asarray(loader.dataset.targets)
+        self.last_open_set = None
+        if len(np.unique(targets)) >= 4 and loader.dataset.has_identities:  # open-set needs people, not pairs
+            self.last_open_set = open_set(emb, targets, self.scorer(model))
+            metrics.update(self.last_open_set.metrics())
+        return metrics
 
     def log_artifacts(self, model: nn.Module, val: Dataset, tracker: Any, device: torch.device) -> None:
-        """ROC curve, genuine/impostor distance histograms and the threshold of the final model."""
+        """ROC curve, genuine/impostor distance histograms, the open-set DET curve and the threshold of the final model."""
         self.evaluate(model, self.loader(val, train=False), device)
+        self.log_evaluation(tracker, step=self.config.epochs)
+
+    def log_evaluation(self, tracker: Any, step: int = 0) -> None:
+        """The figures of the last evaluation (``cnnkit eval`` logs them too)."""
         distances, same, v = self.last
-        from cnnkit.core.plots import distance_histograms, roc_figure
+        from cnnkit.core.plots import det_figure, distance_histograms, roc_figure
 
         tracker.log_figure(roc_figure(v), "roc_curve.png")
         tracker.log_figure(distance_histograms(distances, same, v.threshold), "distance_histograms.png")
-        tracker.log_metrics({"threshold": v.threshold}, step=self.config.epochs)
+        if self.last_open_set is not None:
+            tracker.log_figure(det_figure(self.last_open_set), "det_curve.png")
+        tracker.log_metrics({"threshold": v.threshold}, step=step)
         tracker.set_tag("cnnkit.threshold", f"{v.threshold:.6f}")
 
     # ---------------------------------------------------------------- inference

@@ -9,6 +9,7 @@ cnnkit never swaps in another one.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,7 +19,7 @@ from cnnkit.core.errors import CnnkitError
 
 WEIGHTS_HELP = ("Embedder checkpoint (from `cnnkit train`) or a registered model's name. Default: what the "
                 "gallery was enrolled with, else the pretrained face-resnet.")
-GALLERY_HELP = "Gallery database (SQLite)."
+GALLERY_HELP = "The gallery: a SQLite file, or milvus://HOST:PORT/COLLECTION (shared by several machines)."
 DETECT_HELP = "Images are already aligned face chips: embed them whole instead of finding the face."
 DETECTOR_HELP = "Face detector: cnn (dlib's MMOD network) or haar (OpenCV's cascade)."
 gallery_app = typer.Typer(help="Look after the gallery of enrolled people.", no_args_is_help=True)
@@ -51,7 +52,7 @@ def enroll_cmd(
     name: str = typer.Argument(..., help="The person's name."),
     images: list[str] = typer.Argument(..., help="Photos of the person (files or folders)."),
     weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
-    gallery_path: Path = typer.Option(Path("gallery.db"), "--gallery", help=GALLERY_HELP),
+    gallery_path: str = typer.Option("gallery.db", "--gallery", help=GALLERY_HELP),
     no_detect: bool = typer.Option(False, "--no-detect", help=DETECT_HELP),
     detector: str = typer.Option("cnn", "--detector", help=DETECTOR_HELP),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
@@ -60,15 +61,23 @@ def enroll_cmd(
 
     All photos or none: a photo without a face stops the enrollment (exit 2) before anything is written.
     """
-    from cnnkit.plugins.siamese.gallery import Gallery
+    from cnnkit.plugins.siamese.gallery import open_gallery
     from cnnkit.plugins.siamese.pipeline import Embedder
 
     paths = _images(images)
-    with Gallery(gallery_path) as gallery:
-        embedder = Embedder(_weights(weights, gallery), device)
-        gallery.check(embedder.info)
-        crops = [embedder.crops(p, detect=not no_detect, detector=detector)[0][0] for p in paths]
-        total = gallery.enroll(name, embedder.embed(crops), [str(p) for p in paths], embedder.info)
+    local = not gallery_path.startswith("milvus://")
+    existed = not local or (Path(gallery_path).is_file() and Path(gallery_path).stat().st_size > 0)
+    try:
+        with open_gallery(gallery_path) as gallery:
+            embedder = Embedder(_weights(weights, gallery), device)
+            gallery.check(embedder.info)
+            crops = [embedder.crops(p, detect=not no_detect, detector=detector)[0][0] for p in paths]
+            total = gallery.enroll(name, embedder.embed(crops), [str(p) for p in paths], embedder.info)
+    except BaseException:
+        if not existed:  # a failed first enrollment leaves no empty gallery behind
+            for leftover in ("", "-wal", "-shm", "-vectors"):
+                Path(f"{gallery_path}{leftover}").unlink(missing_ok=True)
+        raise
     print(f"enrolled {name}: {len(paths)} image(s) added, {total} in {gallery_path}")
 
 
@@ -78,41 +87,54 @@ def verify_cmd(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Accept at distance <= F (default: the "
                                               "model's threshold: chosen on validation, or the pretrained one's)."),
     weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
-    gallery_path: Path = typer.Option(Path("gallery.db"), "--gallery", help=GALLERY_HELP),
+    gallery_path: str = typer.Option("gallery.db", "--gallery", help=GALLERY_HELP),
     no_detect: bool = typer.Option(False, "--no-detect", help=DETECT_HELP),
     all_faces: bool = typer.Option(False, "--all-faces", help="Verify every face found (default: the largest)."),
     detector: str = typer.Option("cnn", "--detector", help=DETECTOR_HELP),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per image (per face with "
                                  "--all-faces): image, face, match, name, closest, distance, threshold."),
+    index: str = typer.Option("exact", "--index", help="1:N search: exact, or hnsw (approximate, for large "
+                              "galleries; build it first with `cnnkit gallery index --hnsw`)."),
 ) -> None:
     """Verify photos against the gallery. Exit code 0: every photo verified, 1: any not (or
     without a face, reported as "face": null), 2: bad input."""
-    from cnnkit.plugins.siamese.faces import NoFaceError
-    from cnnkit.plugins.siamese.gallery import Gallery
-    from cnnkit.plugins.siamese.pipeline import Decision, Embedder, decide
+    import numpy as np
 
+    from cnnkit.plugins.siamese.faces import NoFaceError
+    from cnnkit.plugins.siamese.gallery import open_gallery
+    from cnnkit.plugins.siamese.pipeline import Decision, Embedder, decide
+    from cnnkit.plugins.siamese.vectors import nearest
+
+    if threshold is not None and not math.isfinite(threshold):
+        raise CnnkitError(f"--threshold {threshold} is not a number: give a distance such as 0.6")
     paths = _images(images)
-    with Gallery(gallery_path, create=False, readonly=True) as gallery:
+    with open_gallery(gallery_path, create=False, readonly=True) as gallery:
         embedder = Embedder(_weights(weights, gallery), device)
         gallery.check(embedder.info)
-        names, matrix = gallery.embeddings(claim)
-    limit = threshold if threshold is not None else embedder.threshold
-    if limit is None:
-        raise CnnkitError(f"{embedder.checkpoint} has no stored threshold: pass --threshold")
-    decisions = []
-    for path in paths:
-        try:
-            crops = embedder.crops(path, detect=not no_detect, all_faces=all_faces, detector=detector)
-        except NoFaceError:
-            decisions.append(Decision(False, None, None, limit, image=str(path)))
-            continue
-        for (_, face), vector in zip(crops, embedder.embed([c for c, _ in crops])):
-            d = decide(embedder.scorer, vector, names, matrix, limit, claim)
-            d.image, d.face = str(path), face.as_list() if face else None
-            decisions.append(d)
+        limit = threshold if threshold is not None else embedder.threshold
+        if limit is None:
+            raise CnnkitError(f"{embedder.checkpoint} has no stored threshold: pass --threshold")
+        claimed = gallery.embeddings(claim)[1] if claim is not None else None
+        decisions = []
+        for path in paths:
+            try:
+                crops = embedder.crops(path, detect=not no_detect, all_faces=all_faces, detector=detector)
+            except NoFaceError:
+                decisions.append(Decision(False, None, None, limit, image=str(path)))
+                continue
+            for (_, face), vector in zip(crops, embedder.embed([c for c, _ in crops])):
+                if not np.isfinite(vector).all():
+                    raise CnnkitError(f"{path}: the embedding is not finite (NaN): {embedder.checkpoint} is broken")
+                if claimed is not None:
+                    closest, distance = claim, nearest(claimed, vector, embedder.scorer)[1]
+                else:
+                    closest, distance = gallery.nearest(vector, embedder.scorer, index)
+                d = decide(closest, distance, limit, claim)
+                d.image, d.face = str(path), face.as_list() if face else None
+                decisions.append(d)
     if as_json:
-        print(json.dumps([d.as_dict() for d in decisions], indent=2))
+        print(json.dumps([d.as_dict() for d in decisions], indent=2, allow_nan=False))
     else:
         for d in decisions:
             print(_describe(d, claim, all_faces))
@@ -132,7 +154,7 @@ def _describe(d: Any, claim: Optional[str], all_faces: bool) -> str:
 
 @gallery_app.command("list")
 def gallery_list(
-    gallery_path: Path = typer.Option(Path("gallery.db"), "--gallery", help=GALLERY_HELP),
+    gallery_path: str = typer.Option("gallery.db", "--gallery", help=GALLERY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """The enrolled people and how many embeddings each has."""
@@ -141,9 +163,9 @@ def gallery_list(
     from rich.console import Console
     from rich.table import Table
 
-    from cnnkit.plugins.siamese.gallery import Gallery
+    from cnnkit.plugins.siamese.gallery import open_gallery
 
-    with Gallery(gallery_path, create=False, readonly=True) as gallery:
+    with open_gallery(gallery_path, create=False, readonly=True) as gallery:
         people, model = gallery.people(), gallery.model
     if as_json:
         print(json.dumps({"model": vars(model) if model else None, "people": people}, indent=2))
@@ -158,22 +180,44 @@ def gallery_list(
         console.print(f"model {model.model} (fingerprint {model.fingerprint[:12]}) from {model.checkpoint}")
 
 
+@gallery_app.command("index")
+def gallery_index(
+    gallery_path: str = typer.Option("gallery.db", "--gallery", help=GALLERY_HELP),
+    hnsw: bool = typer.Option(False, "--hnsw", help="Also build the approximate HNSW graph for `verify --index hnsw`."),
+) -> None:
+    """Bring the search side up to date with the database (it is kept in step by enroll and remove,
+    and rebuilt when stale); with --hnsw, (re)build the approximate index too."""
+    import time
+
+    from cnnkit.plugins.siamese.gallery import open_gallery
+
+    if gallery_path.startswith("milvus://"):
+        raise CnnkitError(f"{gallery_path}: Milvus keeps its own index")
+    start = time.perf_counter()
+    with open_gallery(gallery_path, create=False) as gallery:
+        rows = gallery.vectors().rows
+        if hnsw:
+            gallery.build_hnsw()
+    print(f"indexed {rows} embedding(s) of {gallery_path}{' (exact and hnsw)' if hnsw else ''} "
+          f"in {time.perf_counter() - start:.1f} s")
+
+
 @gallery_app.command("remove")
 def gallery_remove(
     name: str = typer.Argument(..., help="The person to remove."),
-    gallery_path: Path = typer.Option(Path("gallery.db"), "--gallery", help=GALLERY_HELP),
+    gallery_path: str = typer.Option("gallery.db", "--gallery", help=GALLERY_HELP),
 ) -> None:
     """Remove a person and all their embeddings."""
-    from cnnkit.plugins.siamese.gallery import Gallery
+    from cnnkit.plugins.siamese.gallery import open_gallery
 
-    with Gallery(gallery_path, create=False) as gallery:
+    with open_gallery(gallery_path, create=False) as gallery:
         count = gallery.remove(name)
     print(f"removed {name} ({count} embedding(s)) from {gallery_path}")
 
 
 @gallery_app.command("export")
 def gallery_export(
-    gallery_path: Path = typer.Option(Path("gallery.db"), "--gallery", help=GALLERY_HELP),
+    gallery_path: str = typer.Option("gallery.db", "--gallery", help=GALLERY_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write here (.json, or .npz: names + float32 "
                                        "matrix + model); default: JSON on stdout."),
 ) -> None:
@@ -182,13 +226,13 @@ def gallery_export(
 
     from cnnkit.core.atomic import atomic_path
     from cnnkit.core.paths import writable_file
-    from cnnkit.plugins.siamese.gallery import Gallery
+    from cnnkit.plugins.siamese.gallery import open_gallery
 
     if out is not None:
         if out.suffix not in (".json", ".npz"):
             raise CnnkitError(f"{out}: export to a .json or .npz file")
         writable_file(out, "--out")
-    with Gallery(gallery_path, create=False, readonly=True) as gallery:
+    with open_gallery(gallery_path, create=False, readonly=True) as gallery:
         data = gallery.export()
         names, matrix = gallery.embeddings()
     if out is None:

@@ -21,9 +21,14 @@ from typing import Any, Iterator
 import numpy as np
 
 from cnnkit.core.errors import CnnkitError
+from cnnkit.core.scoring import Scorer
+from cnnkit.plugins.siamese import vectors as vectors_file
 
 SCHEMA_VERSION = "1"
-SCHEMA = """
+NEW_GENERATION = "lower(hex(randomblob(16)))"
+# Any change to the embeddings, by cnnkit or anyone else, gives the gallery a new random generation;
+# the search side (vectors.py) records the generation it mirrors, so a stale one is always seen.
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS identities (
     id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, created REAL NOT NULL);
@@ -33,7 +38,11 @@ CREATE TABLE IF NOT EXISTS embeddings (
     fingerprint TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,
     source TEXT NOT NULL DEFAULT '', created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS embeddings_identity ON embeddings(identity_id);
-"""
+INSERT OR IGNORE INTO meta VALUES ('generation', {NEW_GENERATION});
+""" + "".join(f"""
+CREATE TRIGGER IF NOT EXISTS embeddings_{event.lower()} AFTER {event} ON embeddings
+BEGIN UPDATE meta SET value = {NEW_GENERATION} WHERE key = 'generation'; END;""" for event in ("INSERT", "UPDATE", "DELETE"))
+BLOCK = 65_536  # rows read from SQLite at a time when the search side is rebuilt
 
 
 @dataclass(frozen=True)
@@ -55,15 +64,18 @@ BUSY_TRIES = 4
 class Gallery:
     """Open (or create) the gallery at ``path``; use as a context manager or call :meth:`close`.
 
-    ``create=False``: the file must exist and hold a gallery's tables (nothing is added to another
-    database). ``readonly=True``: opened with sqlite's ``mode=ro`` (list, export, verify), so reading
-    never changes the file.
+    ``create=False``: the file must exist. An existing database without a gallery's tables is
+    refused untouched either way. ``readonly=True``: opened with sqlite's ``mode=ro`` (list, export,
+    verify), so reading never changes the database (a stale search side is rebuilt beside it).
     """
 
     def __init__(self, path: str | Path, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.vectors_path = self.path.with_name(self.path.name + "-vectors")
+        self.readonly = readonly
         self.db_timeout = float(os.environ.get("CNNKIT_GALLERY_TIMEOUT") or BUSY_TIMEOUT_S)
-        if not create and not self.path.is_file():
+        exists = self.path.is_file() and self.path.stat().st_size > 0
+        if not create and not exists:
             raise CnnkitError(f"{self.path}: no such gallery (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
         try:
             if readonly:
@@ -71,13 +83,13 @@ class Gallery:
                                           isolation_level=None, timeout=self.db_timeout)
             else:
                 self.db = sqlite3.connect(self.path, isolation_level=None, timeout=self.db_timeout)
-            if not create:
+            if exists:
                 self._check_schema()
             if not readonly:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.execute("PRAGMA foreign_keys=ON")
-                self.db.executescript(SCHEMA)
+                self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")  # all tables at once (concurrent creators)
             version = self._meta().get("schema", SCHEMA_VERSION)
         except sqlite3.DatabaseError as exc:
             raise CnnkitError(f"{self.path}: not a cnnkit gallery ({exc})") from None
@@ -87,7 +99,7 @@ class Gallery:
     def _check_schema(self) -> None:
         """Refuse a database without the gallery's tables before touching it."""
         found = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not TABLES <= found:
+        if (found or self.readonly) and not TABLES <= found:
             self.db.close()
             raise CnnkitError(f"{self.path}: not a cnnkit gallery (no {', '.join(sorted(TABLES - found))} "
                               "table); it was left untouched")
@@ -127,13 +139,19 @@ class Gallery:
     def _meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
 
+    def _dim(self) -> int:
+        value = self._meta().get("dim", "")
+        if not value.isdigit() or int(value) == 0:
+            raise CnnkitError(f"corrupt gallery: {self.path}: its dimension {value!r} is not a positive integer")
+        return int(value)
+
     @property
     def model(self) -> ModelInfo | None:
         """The model this gallery's embeddings come from (None while it is empty)."""
         meta = self._meta()
-        if "fingerprint" not in meta or self.count() == 0:
+        if "fingerprint" not in meta or self.db.execute("SELECT 1 FROM embeddings LIMIT 1").fetchone() is None:
             return None
-        return ModelInfo(meta["fingerprint"], meta["model"], meta["checkpoint"], meta["metric"], int(meta["dim"]))
+        return ModelInfo(meta["fingerprint"], meta["model"], meta["checkpoint"], meta["metric"], self._dim())
 
     def check(self, info: ModelInfo) -> None:
         """Refuse a model other than the one that made the stored embeddings."""
@@ -148,23 +166,24 @@ class Gallery:
     def enroll(self, name: str, vectors: np.ndarray, sources: list[str], info: ModelInfo) -> int:
         """Add ``vectors`` (N, D) for ``name`` in one transaction; returns the person's total."""
         name = name.strip()
-        if not name:
-            raise CnnkitError("the name to enroll is empty")
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(sources), -1)
-        if vectors.shape[1] != info.dim:
-            raise CnnkitError(f"embeddings are {vectors.shape[1]}-d but the model says {info.dim}")
+        vectors = checked_vectors(name, vectors, len(sources), info)
         now = time.time()
         with self.transaction() as db:
             self.check(info)
+            before = self._meta()["generation"]
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
                 ("schema", SCHEMA_VERSION), ("fingerprint", info.fingerprint), ("model", info.model),
                 ("checkpoint", info.checkpoint), ("metric", info.metric), ("dim", str(info.dim))])
             db.execute("INSERT OR IGNORE INTO identities (name, created) VALUES (?, ?)", (name, now))
             (identity,) = db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
-            db.executemany(
+            ids = np.array([db.execute(
                 "INSERT INTO embeddings (identity_id, fingerprint, dim, vector, source, created) VALUES (?, ?, ?, ?, ?, ?)",
-                [(identity, info.fingerprint, info.dim, v.tobytes(), src, now) for v, src in zip(vectors, sources)])
+                (identity, info.fingerprint, info.dim, v.tobytes(), src, now)).lastrowid
+                for v, src in zip(vectors, sources)], np.int64)
             (total,) = db.execute("SELECT COUNT(*) FROM embeddings WHERE identity_id = ?", (identity,)).fetchone()
+            after = self._meta()["generation"]
+            if not vectors_file.append(self.vectors_path, before, ids, vectors, after):
+                self._write_vectors(after)
         return int(total)
 
     def remove(self, name: str) -> int:
@@ -173,11 +192,51 @@ class Gallery:
             row = db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise CnnkitError(f"'{name}' is not enrolled in {self.path}")
-            (count,) = db.execute("SELECT COUNT(*) FROM embeddings WHERE identity_id = ?", row).fetchone()
+            before = self._meta()["generation"]
+            gone = np.array([i for (i,) in db.execute("SELECT id FROM embeddings WHERE identity_id = ?", row)], np.int64)
             db.execute("DELETE FROM identities WHERE id = ?", row)
-        return int(count)
+            after = self._meta()["generation"]
+            current = vectors_file.VectorFile.open(self.vectors_path)
+            if current is not None and current.generation == before:
+                keep = ~np.isin(current.ids, gone)
+                blocks = ((current.ids[s:s + BLOCK][keep[s:s + BLOCK]], current.matrix[s:s + BLOCK][keep[s:s + BLOCK]])
+                          for s in range(0, current.rows, BLOCK))
+                vectors_file.write(self.vectors_path, blocks, int(keep.sum()), current.dim, after)
+            else:
+                self._write_vectors(after)
+        return len(gone)
+
+    def _write_vectors(self, generation: str) -> None:
+        """Rewrite the search side from the database (inside the caller's transaction)."""
+        (count,) = self.db.execute("SELECT COUNT(*) FROM embeddings e JOIN identities i ON i.id = e.identity_id").fetchone()
+        dim = self._dim() if count else 1
+        blocks = ((ids, block) for ids, _, block in self._blocks(dim)) if count else ()
+        vectors_file.write(self.vectors_path, blocks, count, dim, generation)
 
     # ---------------------------------------------------------------- reading
+    def _blocks(self, dim: int, name: str | None = None) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
+        """Row ids, names and vectors in id order, ``BLOCK`` rows at a time, read in bulk and checked:
+        a row of another dimension, a short blob or a non-finite vector is a corrupt gallery."""
+        where, params = (" WHERE i.name = ?", (name,)) if name is not None else ("", ())
+        bad = self.db.execute(
+            "SELECT e.id, e.dim, typeof(e.vector), length(e.vector) FROM embeddings e JOIN identities i "
+            f"ON i.id = e.identity_id{where}{' AND' if where else ' WHERE'} (typeof(e.dim) != 'integer' "
+            "OR e.dim != ? OR typeof(e.vector) != 'blob' OR length(e.vector) != ?) LIMIT 1",
+            (*params, dim, 4 * dim)).fetchone()
+        if bad is not None:
+            raise CnnkitError(f"corrupt gallery: {self.path}: embedding {bad[0]} is a {bad[1]!r}-d {bad[2]} of "
+                              f"{bad[3]} bytes, the gallery is {dim}-d ({4 * dim} bytes a vector)")
+        cursor = self.db.execute("SELECT e.id, i.name, e.vector FROM embeddings e JOIN identities i "
+                                 f"ON i.id = e.identity_id{where} ORDER BY e.id", params)
+        while rows := cursor.fetchmany(BLOCK):
+            ids, names, blobs = zip(*rows)
+            matrix = np.frombuffer(b"".join(blobs), np.float32).reshape(len(rows), dim)
+            finite = np.isfinite(matrix).all(1)
+            if not finite.all():
+                raise CnnkitError(f"corrupt gallery: {self.path}: embedding {ids[int(np.argmin(finite))]} "
+                                  "is not finite (NaN or infinity)")
+            yield np.array(ids, np.int64), list(names), matrix
+
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
 
@@ -190,22 +249,98 @@ class Gallery:
 
     def embeddings(self, name: str | None = None) -> tuple[list[str], np.ndarray]:
         """Every stored embedding (or one person's) as (names per row, (N, D) float32 matrix)."""
-        query = ("SELECT i.name, e.vector, e.dim FROM embeddings e JOIN identities i ON i.id = e.identity_id"
-                 + (" WHERE i.name = ?" if name is not None else "") + " ORDER BY e.id")
-        rows = self.db.execute(query, (name,) if name is not None else ()).fetchall()
-        if name is not None and not rows:
-            raise CnnkitError(f"'{name}' is not enrolled in {self.path} (see `cnnkit gallery list`)")
-        if not rows:
+        if self.db.execute("SELECT 1 FROM embeddings LIMIT 1").fetchone() is None:
+            if name is not None:
+                raise CnnkitError(f"'{name}' is not enrolled in {self.path} (see `cnnkit gallery list`)")
             return [], np.zeros((0, 0), np.float32)
-        matrix = np.stack([np.frombuffer(blob, np.float32, count=dim) for _, blob, dim in rows])
-        return [n for n, _, _ in rows], matrix
+        dim = self._dim()
+        names: list[str] = []
+        blocks = [np.zeros((0, dim), np.float32)]
+        for _, block_names, block in self._blocks(dim, name):
+            names += block_names
+            blocks.append(block)
+        if name is not None and not names:
+            raise CnnkitError(f"'{name}' is not enrolled in {self.path} (see `cnnkit gallery list`)")
+        return names, np.concatenate(blocks)
+
+    def vectors(self) -> vectors_file.VectorFile:
+        """The search side, mapped; rebuilt first (under the write lock) when it is stale or missing."""
+        generation = self._meta().get("generation")
+        current = vectors_file.VectorFile.open(self.vectors_path)
+        if current is not None and generation is not None and current.generation == generation:
+            if current.rows and current.dim != self._dim():
+                raise CnnkitError(f"corrupt gallery: {self.path} says {self._dim()}-d, its vectors are {current.dim}-d")
+            return current
+        with Gallery(self.path, create=False) as writer, writer.transaction():
+            generation = writer._meta()["generation"]
+            current = vectors_file.VectorFile.open(self.vectors_path)
+            if current is None or current.generation != generation:
+                writer._write_vectors(generation)
+                current = vectors_file.VectorFile.open(self.vectors_path)
+        return current
+
+    def build_hnsw(self) -> None:
+        """Build (or rebuild) the approximate index over the whole gallery (``hnsw.py``)."""
+        from cnnkit.plugins.siamese import hnsw
+
+        hnsw.build(self.path, self.vectors())
+
+    def nearest(self, query: np.ndarray, scorer: Scorer, index: str = "exact") -> tuple[str, float]:
+        """The enrolled person closest to ``query`` and their distance: an exact search, or
+        ``index="hnsw"``: the approximate graph's best candidate (exact distance)."""
+        graph = None
+        if index == "hnsw":
+            from cnnkit.plugins.siamese.hnsw import Graph
+
+            graph = Graph.open(self.path)
+            if graph is None:
+                raise CnnkitError(f"{self.path} has no HNSW index: build it with `cnnkit gallery index --hnsw`")
+        elif index != "exact":
+            raise CnnkitError(f"unknown --index '{index}' (exact, hnsw)")
+        for _ in range(BUSY_TRIES):
+            vectors = self.vectors()
+            if vectors.rows == 0:
+                raise CnnkitError(f"{self.path}: the gallery is empty (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
+            row, distance = graph.nearest(vectors, query, scorer) if graph else vectors.nearest(query, scorer)
+            found = self.db.execute("SELECT i.name FROM embeddings e JOIN identities i ON i.id = e.identity_id "
+                                    "WHERE e.id = ?", (int(vectors.ids[row]),)).fetchone()
+            if found is not None:  # else removed since: search again
+                return found[0], distance
+        raise CnnkitError(f"{self.path} keeps changing under the search; try again")
 
     def export(self) -> dict[str, Any]:
         """The whole gallery as plain data (model, people, embeddings as lists of floats)."""
-        names, matrix = self.embeddings()
-        model = self.model
-        people: dict[str, list[list[float]]] = {}
-        for n, v in zip(names, matrix):
-            people.setdefault(n, []).append([float(x) for x in v])
-        return {"gallery": str(self.path), "model": vars(model) if model else None,
-                "identities": [{"name": n, "embeddings": e} for n, e in people.items()]}
+        return export(self)
+
+
+def export(gallery: Any) -> dict[str, Any]:
+    """A gallery (SQLite or Milvus) as plain data: model, people, embeddings as lists of floats."""
+    names, matrix = gallery.embeddings()
+    model = gallery.model
+    people: dict[str, list[list[float]]] = {}
+    for n, v in zip(names, matrix.tolist()):
+        people.setdefault(n, []).append(v)
+    return {"gallery": str(gallery.path), "model": vars(model) if model else None,
+            "identities": [{"name": n, "embeddings": e} for n, e in people.items()]}
+
+
+def open_gallery(uri: str | Path, create: bool = True, readonly: bool = False) -> Any:
+    """The gallery at ``uri``: ``milvus://HOST:PORT/COLLECTION`` (shared), else a SQLite file."""
+    if str(uri).startswith("milvus://"):
+        from cnnkit.plugins.siamese.milvus import MilvusGallery
+
+        return MilvusGallery(str(uri), create=create)
+    return Gallery(uri, create=create, readonly=readonly)
+
+
+def checked_vectors(name: str, vectors: np.ndarray, rows: int, info: ModelInfo) -> np.ndarray:
+    """``vectors`` as an (rows, D) float32 array; an empty name, another dimension or a
+    non-finite value is refused before anything is stored."""
+    if not name:
+        raise CnnkitError("the name to enroll is empty")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(rows, -1)
+    if vectors.shape[1] != info.dim:
+        raise CnnkitError(f"embeddings are {vectors.shape[1]}-d but the model says {info.dim}")
+    if not np.isfinite(vectors).all():
+        raise CnnkitError(f"an embedding of {name} is not finite (NaN or infinity): nothing was enrolled")
+    return vectors

@@ -91,15 +91,9 @@ class Embedder:
         return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, self.info.dim), np.float32)
 
 
-def decide(scorer: Scorer, query: np.ndarray, names: list[str], matrix: np.ndarray, threshold: float,
-           claim: str | None = None) -> Decision:
-    """1:1 against ``claim`` (its closest enrolled image) or 1:N: the closest person overall,
-    accepted when the distance is at most ``threshold``."""
-    if len(names) == 0:
-        raise CnnkitError("the gallery is empty (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
-    distances = scorer.search(query, matrix)
-    best = int(np.argmin(distances))
-    closest, distance = names[best], float(distances[best])
+def decide(closest: str, distance: float, threshold: float, claim: str | None = None) -> Decision:
+    """1:1 against ``claim`` (``closest``: its closest enrolled image) or 1:N (``closest``: the
+    closest person overall), accepted when the distance is at most ``threshold``."""
     match = distance <= threshold
     if claim is not None:
         return Decision(match, claim, distance, threshold, closest=claim)

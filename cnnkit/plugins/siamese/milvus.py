@@ -1,0 +1,198 @@
+"""A gallery shared by several machines: a Milvus collection, ``--gallery milvus://host:port/collection``.
+
+Milvus runs as a cluster (or standalone); Milvus Lite (``milvus-lite server``) speaks the same
+protocol on one machine and is what the tests start. One collection holds the embeddings (auto
+id, name, fingerprint, source, created, the vector; exact ``FLAT`` L2 index), a second one
+(``<collection>__meta``) the model binding, so the fingerprint check holds as with SQLite. Every
+read is ``Strong``: an enrollment on one machine is seen by the next search on any other.
+Distances are recomputed from the returned vector (Milvus's L2 is squared).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+import numpy as np
+
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.scoring import Scorer
+from cnnkit.plugins.siamese.gallery import ModelInfo, checked_vectors, export
+
+SCHEME = "milvus://"
+STRONG = {"consistency_level": "Strong"}
+PAGE = 16_384  # Milvus's largest query page
+FIELDS = ("fingerprint", "model", "checkpoint", "metric", "dim")
+
+
+def _quote(text: str) -> str:
+    """A Milvus filter-expression string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class MilvusGallery:
+    """The gallery API of ``gallery.Gallery`` over a Milvus collection."""
+
+    def __init__(self, uri: str, create: bool = True, timeout: float = 10.0) -> None:
+        from pymilvus import MilvusClient
+        from pymilvus.exceptions import MilvusException
+
+        parsed = urlparse(uri)
+        self.collection = parsed.path.strip("/")
+        if not parsed.hostname or not parsed.port or not self.collection.isidentifier():
+            raise CnnkitError(f"{uri}: give a Milvus gallery as milvus://HOST:PORT/COLLECTION (a letters-and-digits name)")
+        self.path = uri
+        self.meta = f"{self.collection}__meta"
+        try:
+            self.client = MilvusClient(uri=f"http://{parsed.hostname}:{parsed.port}", timeout=timeout)
+            exists = self.client.has_collection(self.collection)
+        except MilvusException as exc:
+            raise CnnkitError(f"{uri}: cannot reach Milvus ({exc.message})") from None
+        if not exists and not create:
+            raise CnnkitError(f"{uri}: no such gallery (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
+        for name in (self.collection, self.meta) if exists else ():
+            if self.client.has_collection(name):  # a restarted server holds collections released
+                self.client.load_collection(name)
+
+    def __enter__(self) -> "MilvusGallery":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ---------------------------------------------------------------- model binding
+    def _meta(self) -> dict[str, str]:
+        if not self.client.has_collection(self.meta):
+            return {}
+        rows = self.client.query(self.meta, filter='key != ""', output_fields=["key", "value"], **STRONG)
+        return {r["key"]: r["value"] for r in rows}
+
+    def _exists(self) -> bool:
+        return self.client.has_collection(self.collection)
+
+    @property
+    def model(self) -> ModelInfo | None:
+        if not self._exists() or not self.client.query(self.collection, filter="", limit=1, output_fields=["id"],
+                                                         **STRONG):
+            return None
+        meta = self._meta()
+        return ModelInfo(*(meta[k] for k in FIELDS[:-1]), int(meta["dim"])) if "fingerprint" in meta else None
+
+    def check(self, info: ModelInfo) -> None:
+        own = self.model
+        if own is not None and own.fingerprint != info.fingerprint:
+            raise CnnkitError(
+                f"{self.path} holds embeddings from another model ({own.model}, fingerprint {own.fingerprint[:12]}, "
+                f"enrolled with {own.checkpoint}); these weights are {info.model} {info.fingerprint[:12]}. "
+                "Use the gallery's checkpoint, another --gallery, or re-enroll everyone with the new weights")
+
+    def _create(self, dim: int) -> None:
+        """Both collections (concurrent creators: the first one wins, the others go on)."""
+        from pymilvus import DataType, MilvusClient
+        from pymilvus.exceptions import MilvusException
+
+        for name, fields, vector_dim in ((self.collection, [("name", 512), ("fingerprint", 64), ("source", 2048)], dim),
+                                         (self.meta, [("value", 2048)], 2)):
+            if self.client.has_collection(name):
+                continue
+            schema = MilvusClient.create_schema(auto_id=name == self.collection)
+            if name == self.collection:
+                schema.add_field("id", DataType.INT64, is_primary=True)
+            else:
+                schema.add_field("key", DataType.VARCHAR, max_length=64, is_primary=True)
+            for field, length in fields:
+                schema.add_field(field, DataType.VARCHAR, max_length=length)
+            if name == self.collection:
+                schema.add_field("created", DataType.DOUBLE)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=vector_dim)
+            index = self.client.prepare_index_params()
+            index.add_index("vector", index_type="FLAT", metric_type="L2")
+            try:
+                self.client.create_collection(name, schema=schema, index_params=index, **STRONG)
+            except MilvusException:  # another process is creating it: wait until it is there
+                deadline = time.monotonic() + 10
+                while not self.client.has_collection(name):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+
+    # ---------------------------------------------------------------- writing
+    def enroll(self, name: str, vectors: np.ndarray, sources: list[str], info: ModelInfo) -> int:
+        name = name.strip()
+        vectors = checked_vectors(name, vectors, len(sources), info)
+        self._create(info.dim)
+        self.check(info)
+        meta = self._meta()
+        if meta.get("fingerprint") != info.fingerprint:
+            self.client.upsert(self.meta, [{"key": k, "value": str(getattr(info, k)), "vector": [0.0, 0.0]}
+                                           for k in FIELDS])
+        elif int(meta["dim"]) != info.dim:
+            raise CnnkitError(f"embeddings are {info.dim}-d but {self.path} is {meta['dim']}-d")
+        now = time.time()
+        self.client.insert(self.collection, [{"name": name, "fingerprint": info.fingerprint, "source": src,
+                                              "created": now, "vector": v.tolist()} for v, src in zip(vectors, sources)])
+        return self._count(f"name == {_quote(name)}")
+
+    def remove(self, name: str) -> int:
+        count = self._count(f"name == {_quote(name)}") if self._exists() else 0
+        if count == 0:
+            raise CnnkitError(f"'{name}' is not enrolled in {self.path}")
+        self.client.delete(self.collection, filter=f"name == {_quote(name)}")
+        return count
+
+    # ---------------------------------------------------------------- reading
+    def _count(self, where: str = "") -> int:
+        rows = self.client.query(self.collection, filter=where, output_fields=["count(*)"], **STRONG)
+        return int(rows[0]["count(*)"])
+
+    def count(self) -> int:
+        return self._count() if self._exists() else 0
+
+    def _rows(self, fields: list[str], where: str = "") -> Iterator[dict[str, Any]]:
+        if not self._exists():
+            return
+        iterator = self.client.query_iterator(self.collection, batch_size=PAGE, filter=where,
+                                              output_fields=fields, **STRONG)
+        try:
+            while batch := iterator.next():
+                yield from batch
+        finally:
+            iterator.close()
+
+    def people(self) -> list[dict[str, Any]]:
+        people: dict[str, dict[str, Any]] = {}
+        for row in self._rows(["name", "created"]):
+            p = people.setdefault(row["name"], {"name": row["name"], "embeddings": 0, "created": row["created"]})
+            p["embeddings"] += 1
+            p["created"] = min(p["created"], row["created"])
+        return [people[n] for n in sorted(people)]
+
+    def embeddings(self, name: str | None = None) -> tuple[list[str], np.ndarray]:
+        rows = sorted(self._rows(["id", "name", "vector"], f"name == {_quote(name)}" if name is not None else ""),
+                      key=lambda r: r["id"])
+        if name is not None and not rows:
+            raise CnnkitError(f"'{name}' is not enrolled in {self.path} (see `cnnkit gallery list`)")
+        if not rows:
+            return [], np.zeros((0, 0), np.float32)
+        return [r["name"] for r in rows], np.asarray([r["vector"] for r in rows], np.float32)
+
+    def nearest(self, query: np.ndarray, scorer: Scorer, index: str = "exact") -> tuple[str, float]:
+        if scorer.metric != "l2":
+            raise CnnkitError(f"{self.path}: a Milvus gallery searches l2 embeddings; this model scores with a "
+                              "learned similarity (use a SQLite gallery)")
+        if index not in ("exact", "hnsw"):
+            raise CnnkitError(f"unknown --index '{index}' (exact, hnsw)")
+        query = np.asarray(query, np.float32)
+        (hits,) = self.client.search(self.collection, [query.tolist()], limit=1, output_fields=["name", "vector"],
+                                     **STRONG) if self._exists() else [[]]
+        if not hits:
+            raise CnnkitError(f"{self.path}: the gallery is empty (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
+        best = hits[0]["entity"]
+        return best["name"], float(scorer.pairs(query[None], np.asarray([best["vector"]], np.float32))[0])
+
+    def export(self) -> dict[str, Any]:
+        return export(self)
