@@ -123,8 +123,9 @@ def register_datasets(register):
 def register_losses(register):
     register(LossSpec("yolov1", "cnnkit.plugins.yolo.losses:yolov1", ("detect",),
                       description="YOLOv1 sum-squared error (lambda_coord 5, lambda_noobj 0.5)"))
-    register(LossSpec("yolov2", "cnnkit.plugins.yolo.losses:yolov2", ("detect",),
-                      description="YOLOv2 anchor loss, softmax classes"))
+    register(LossSpec("yolov2", "cnnkit.plugins.yolo.losses:yolov2", ("detect",), {"cls_objectness": "paper"},
+                      "YOLOv2 anchor loss, softmax classes (--cls-objectness paper|darknet: YOLO9000's "
+                      "objectness on classification images)"))
     register(LossSpec("yolov3", "cnnkit.plugins.yolo.losses:yolov3", ("detect",), {"ignore_thresh": 0.5},
                       "YOLOv3 three-scale loss, logistic classes (--ignore-thresh)"))
 
