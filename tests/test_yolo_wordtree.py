@@ -128,9 +128,13 @@ def test_joint_training_runs_and_names_tree_nodes(cli, tmp_path):
     (tmp_path / "fig.tree").write_text(TREE)
     r = cli("train", "yolov2-tiny", "--data", "synthetic:figures?n=8&size=64&labels=coarse",
             "--cls-data", "synthetic:figure-crops?n=8&size=64", "--tree", tmp_path / "fig.tree",
-            "--img-size", "64", "--epochs", "1", "--batch-size", "8", "--no-track", "--out", "joint")
+            "--img-size", "64", "--epochs", "1", "--batch-size", "8", "--burn-in", "5", "--no-track", "--out", "joint")
     assert r.code == 0, r.stderr
     ck = load_checkpoint("joint/weights/last.pt")
+    recipe = {k: ck["config"][k] for k in ("optimizer", "lr", "burn_in", "batch_size")}
+    assert recipe == {"optimizer": "adam", "lr": 2e-3, "burn_in": 5, "batch_size": 8}  # the recipe, then flags
+    assert ck["config"]["options"]["multi_scale"] is False
+    assert ck["optimizer_state"]["param_groups"][0]["burn_in_step"] == 2  # 16 images, batches of 8
     assert ck["classes"] == ["shape", "ring", "cross", "bar"]
     assert ck["task_state"]["tree"]["parents"] == [-1, 0, 0, 0]
     r = cli("eval", "joint/weights/last.pt", "--data", "synthetic:figures?n=8&size=64&labels=fine", "--json")

@@ -15,14 +15,23 @@ V3 = "YOLOv3: An Incremental Improvement (Redmon & Farhadi 2018)"
 DETECT_RECIPE = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "scheduler": "cosine",
                  "batch_size": 8, "epochs": 14, "grad_clip": 10.0}
 
+# YOLOv2 family (yolov2-tiny, yolov2, yolo9000), from scratch on small data and in YOLO9000 joint
+# training (bench/yolo9000_sets.py, yolov2-tiny at 160 px): Adam 2e-3 with Darknet's burn_in
+# warm-up (lr x (step/60)^4), batches of 16, one input size (multi-scale cost 1.3x the CPU a step
+# and learnt slower in short runs); measured there against the detection recipe above.
+YOLOV2_RECIPE = {**DETECT_RECIPE, "lr": 2e-3, "batch_size": 16, "burn_in": 60, "epochs": 16,
+                 "options": {"multi_scale": False}}
+YOLOV2_FAMILY = ("yolov2", "yolov2-tiny", "yolo9000")
+
 # Darknet's "Bn ops" at 416 (YOLOv3 paper, darknet site) are FLOPs: multiply-adds are half.
 PAPER_MACS = {"yolov3": 65.86e9 / 2, "yolov3-tiny": 5.56e9 / 2}
 
 
 
 def _detector(name: str, build: str, **kw) -> ModelSpec:
+    recipe = YOLOV2_RECIPE if name in YOLOV2_FAMILY else DETECT_RECIPE
     return ModelSpec(name=name, task="detect", build=build, task_class=TASK, default_data=DATA,
-                     defaults={**DETECT_RECIPE, "img_size": 128}, paper_macs=PAPER_MACS.get(name), **kw)
+                     defaults={**recipe, "img_size": 128}, paper_macs=PAPER_MACS.get(name), **kw)
 
 
 CFG_DIR = Path(__file__).parent / "cfg"
