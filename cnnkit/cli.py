@@ -145,6 +145,8 @@ def train_cmd(
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, adam, adamw, rmsprop or rmsprop-tf (epsilon inside the root)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="cosine, step, plateau or none."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+    burn_in: Optional[int] = typer.Option(None, "--burn-in", min=0,
+                                          help="Warm-up steps: lr x (step/N)^4 (Darknet's burn_in)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (bf16, or fp16 with a GradScaler; default: bf16 on CUDA that has it)."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
@@ -176,7 +178,7 @@ def train_cmd(
         resume_values = dict(load_checkpoint(resume)["config"])
         resume_values.pop("resume", None)
     flags = dict(data=data, val=val, val_fraction=val_fraction, epochs=epochs, batch_size=batch_size,
-                 img_size=img_size, lr=lr, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
+                 img_size=img_size, lr=lr, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay, burn_in=burn_in,
                  device=device, amp=amp, channels_last=channels_last, compile=compile_model, workers=workers, seed=seed, resume=resume,
                  save_period=save_period, weights=weights, pretrained=pretrained, allow_partial=allow_partial,
                  experiment=experiment, tracking_uri=tracking_uri, track=False if no_track else None)

@@ -128,9 +128,13 @@ def test_joint_training_runs_and_names_tree_nodes(cli, tmp_path):
     (tmp_path / "fig.tree").write_text(TREE)
     r = cli("train", "yolov2-tiny", "--data", "synthetic:figures?n=8&size=64&labels=coarse",
             "--cls-data", "synthetic:figure-crops?n=8&size=64", "--tree", tmp_path / "fig.tree",
-            "--img-size", "64", "--epochs", "1", "--batch-size", "8", "--no-track", "--out", "joint")
+            "--img-size", "64", "--epochs", "1", "--batch-size", "8", "--burn-in", "5", "--no-track", "--out", "joint")
     assert r.code == 0, r.stderr
     ck = load_checkpoint("joint/weights/last.pt")
+    recipe = {k: ck["config"][k] for k in ("optimizer", "lr", "burn_in", "batch_size")}
+    assert recipe == {"optimizer": "adam", "lr": 2e-3, "burn_in": 5, "batch_size": 8}  # the recipe, then flags
+    assert ck["config"]["options"]["multi_scale"] is False
+    assert ck["optimizer_state"]["param_groups"][0]["burn_in_step"] == 2  # 16 images, batches of 8
     assert ck["classes"] == ["shape", "ring", "cross", "bar"]
     assert ck["task_state"]["tree"]["parents"] == [-1, 0, 0, 0]
     r = cli("eval", "joint/weights/last.pt", "--data", "synthetic:figures?n=8&size=64&labels=fine", "--json")
@@ -161,3 +165,55 @@ def test_joint_training_errors_are_one_line(cli, tmp_path, args, message):
             "--epochs", "1", "--no-track")
     assert r.code == 2 and message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_darknet_objectness_on_a_classification_image_pushes_the_others_to_zero(tree):
+    """``--cls-objectness darknet`` (region_layer.c): every prediction but the chosen one is pushed
+    towards objectness 0 (noobject_scale); the chosen one gets the class loss and no objectness
+    gradient."""
+    anchors = [torch.tensor([[0.2, 0.2], [0.5, 0.5]])]
+    raw = torch.zeros(1, 2 * (5 + len(tree)), 2, 2)
+    view = raw.view(1, 2, 5 + len(tree), 2, 2)
+    view[0, 1, 4, 1, 0] = 1.0
+    view[0, 1, 5 + 3, 1, 0] = 2.0
+    raw.requires_grad_(True)
+    loss = YOLOv2Loss(len(tree), anchors, tree=tree, cls_objectness="darknet")
+    target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+              "image_label": torch.tensor(tree.index("cat"))}
+    parts = loss([raw], [target], 64)
+    parts["loss"].backward()
+    assert parts["obj"].item() == pytest.approx(7 * 0.5 ** 2)  # seven others at sigmoid(0) = 0.5
+    grad = raw.grad.view(1, 2, 5 + len(tree), 2, 2)
+    obj_grad = grad[0, :, 4]
+    assert obj_grad[1, 1, 0].item() == 0.0
+    assert (obj_grad.flatten().gt(0).sum().item(), obj_grad.abs().sum().item() > 0) == (7, True)
+    assert obj_grad[0, 0, 0].item() == pytest.approx(2 * 0.5 * 0.25)  # d(sigmoid^2)/dx at 0
+    assert grad[0, 1, 5:, 1, 0].abs().sum() > 0 and grad[0, 0, 5:].abs().sum() == 0
+
+
+def test_a_bad_cls_objectness_is_one_line(cli, tmp_path):
+    (tmp_path / "T").write_text(TREE)
+    r = cli("train", "yolov2-tiny", "--tree", tmp_path / "T", "--cls-objectness", "both",
+            "--data", "synthetic:figures?n=4&size=64&labels=coarse", "--img-size", "64", "--epochs", "1", "--no-track")
+    assert r.code == 2 and "--cls-objectness 'both'" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cls_ratio_draws_classification_images_evenly_and_reproducibly():
+    """``--cls-ratio 2.5`` with 4 detection and 3 classification images: 10 classification
+    samples an epoch, each image 3 or 4 times, the same order for the same (seed, epoch)."""
+    from cnnkit.core.task import MappedDataset
+    from cnnkit.plugins.yolo.joint import JointDataset
+
+    det = MappedDataset(list(range(4)), lambda x: ("det", x))
+    det.classes = ["shape"]
+    cls = MappedDataset([10, 11, 12], lambda x: ("cls", x))
+    joint = JointDataset(det, cls, cls_count=round(2.5 * 4))
+    assert len(joint) == 14
+    drawn = [joint[i][1] for i in range(4, 14)]
+    assert sorted(np.bincount(drawn)[10:].tolist()) == [3, 3, 4]
+    again = JointDataset(det, cls, cls_count=10)
+    assert [again[i][1] for i in range(4, 14)] == drawn
+    joint.epoch = 1
+    assert [joint[i][1] for i in range(4, 14)] != drawn
+    assert [joint[i] for i in range(4)] == [("det", i) for i in range(4)]

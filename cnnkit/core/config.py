@@ -32,6 +32,7 @@ class TrainConfig:
     step_size: int = 0  # step schedule: epochs between decays (0: a third of the run)
     gamma: float = 0.1
     grad_clip: float = 0.0
+    burn_in: int = 0  # Darknet's warm-up: lr * (step / burn_in)^4 over the first burn_in steps
     label_smoothing: float = 0.0
     device: str = "auto"
     amp: bool | None = None  # None: bf16 autocast on CUDA devices that support bf16, off elsewhere
@@ -94,6 +95,7 @@ LIMITS: dict[str, tuple[Any, str]] = {
     "step_size": (lambda v: v >= 0, "0 or more"),
     "gamma": (lambda v: v > 0, "a positive number"),
     "grad_clip": (lambda v: v >= 0, "0 or more"),
+    "burn_in": (lambda v: v >= 0, "0 or more"),
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "workers": (lambda v: v >= -1, "0 or more (-1: from the CPU count)"),
     "save_period": (lambda v: v >= 0, "0 or more"),

@@ -26,7 +26,7 @@ from cnnkit.core.checkpoint import (copy_checkpoint, load_checkpoint, load_weigh
 from cnnkit.core.config import TrainConfig, validate_config
 from cnnkit.core.data.splits import split_summary
 from cnnkit.core.errors import CnnkitError, Interrupted
-from cnnkit.core.optim import build_optimizer, build_scheduler
+from cnnkit.core.optim import add_burn_in, build_optimizer, build_scheduler
 from cnnkit.core.paths import writable_dir
 from cnnkit.core.plots import line_plot
 from cnnkit.core.registry import ModelSpec, models, resolve, tasks
@@ -165,6 +165,7 @@ class Trainer:
             if isinstance(criterion, nn.Module):
                 criterion.to(self.device)
         self.optimizer = build_optimizer(self.model, cfg)
+        add_burn_in(self.optimizer, cfg.burn_in)
         self.scheduler = build_scheduler(self.optimizer, cfg, task.key_mode)
         self.precision = devices.Precision(self.device, cfg.amp)
 

@@ -34,6 +34,30 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     raise CnnkitError(f"unknown optimizer '{config.optimizer}' (sgd, adam, adamw, rmsprop, rmsprop-tf)")
 
 
+def add_burn_in(optimizer: torch.optim.Optimizer, steps: int, power: float = 4.0) -> None:
+    """Darknet's ``burn_in``: for the first ``steps`` optimizer steps the learning rate is
+    ``lr * (step / steps) ** power`` (``policy`` in ``src/network.c``'s ``get_current_rate``). Each
+    step scales the groups' rates and puts them back after, so the per-epoch schedule is untouched;
+    the count is kept in the first param group (``burn_in_step``), saved with the optimizer's state."""
+    if steps <= 0:
+        return
+    group0 = optimizer.param_groups[0]
+    group0.setdefault("burn_in_step", 0)
+
+    def scale(opt: torch.optim.Optimizer, *_: Any) -> None:
+        group0["burn_in_step"] += 1
+        factor = min(group0["burn_in_step"] / steps, 1.0) ** power
+        for group in opt.param_groups:
+            group["burn_in_lr"], group["lr"] = group["lr"], group["lr"] * factor
+
+    def restore(opt: torch.optim.Optimizer, *_: Any) -> None:
+        for group in opt.param_groups:
+            group["lr"] = group.pop("burn_in_lr")
+
+    optimizer.register_step_pre_hook(scale)
+    optimizer.register_step_post_hook(restore)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, key_mode: str) -> Any:
     """Per-epoch schedule: cosine, step, plateau (on the key metric) or none."""
     name = config.scheduler.lower()

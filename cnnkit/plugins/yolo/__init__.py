@@ -17,14 +17,23 @@ PAPERS = {"yolov1": V1, "yolov2": V2, "yolov3": V3}
 DETECT_RECIPE = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "scheduler": "cosine",
                  "batch_size": 8, "epochs": 14, "grad_clip": 10.0}
 
+# YOLOv2 family (yolov2-tiny, yolov2, yolo9000), from scratch on small data and in YOLO9000 joint
+# training (bench/yolo9000_sets.py, yolov2-tiny at 160 px): Adam 2e-3 with Darknet's burn_in
+# warm-up (lr x (step/60)^4), batches of 16, one input size (multi-scale cost 1.3x the CPU a step
+# and learnt slower in short runs); measured there against the detection recipe above.
+YOLOV2_RECIPE = {**DETECT_RECIPE, "lr": 2e-3, "batch_size": 16, "burn_in": 60, "epochs": 16,
+                 "options": {"multi_scale": False}}
+YOLOV2_FAMILY = ("yolov2", "yolov2-tiny", "yolo9000")
+
 # Darknet's "Bn ops" at 416 (YOLOv3 paper, darknet site) are FLOPs: multiply-adds are half.
 PAPER_MACS = {"yolov3": 65.86e9 / 2, "yolov3-tiny": 5.56e9 / 2}
 
 
 
 def _detector(name: str, build: str, **kw) -> ModelSpec:
+    recipe = YOLOV2_RECIPE if name in YOLOV2_FAMILY else DETECT_RECIPE
     return ModelSpec(name=name, task="detect", build=build, task_class=TASK, default_data=DATA,
-                     defaults={**DETECT_RECIPE, "img_size": 128}, paper_macs=PAPER_MACS.get(name), **kw)
+                     defaults={**recipe, "img_size": 128}, paper_macs=PAPER_MACS.get(name), **kw)
 
 
 class CfgSpec(ModelSpec):
@@ -150,8 +159,9 @@ def register_losses(register):
                       {"coord_scale": 5.0, "noobject_scale": 0.5},
                       "YOLOv1 sum-squared error (--coord-scale 5, --noobject-scale 0.5)"))
     register(LossSpec("yolov2", "cnnkit.plugins.yolo.losses:yolov2", ("detect",),
-                      {"ignore_thresh": 0.6, "object_scale": 5.0, "noobject_scale": 1.0},
-                      "YOLOv2 anchor loss, softmax classes (--ignore-thresh, --object-scale, --noobject-scale)"))
+                      {"ignore_thresh": 0.6, "object_scale": 5.0, "noobject_scale": 1.0, "cls_objectness": "paper"},
+                      "YOLOv2 anchor loss, softmax classes (--ignore-thresh, --object-scale, --noobject-scale; "
+                      "--cls-objectness paper|darknet: YOLO9000's objectness on classification images)"))
     register(LossSpec("yolov3", "cnnkit.plugins.yolo.losses:yolov3", ("detect",), {"ignore_thresh": 0.5},
                       "YOLOv3 three-scale loss, logistic classes (--ignore-thresh)"))
 

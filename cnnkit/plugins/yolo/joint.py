@@ -79,19 +79,34 @@ class ClassificationTransform:
 
 
 class JointDataset(Dataset):
-    """Detection samples then classification samples; ``seed``/``epoch`` reach both (the engine
-    sets them each epoch for reproducible augmentation)."""
+    """Detection samples then ``cls_count`` classification samples (default: each once); with a
+    count other than the set's size they are drawn each epoch from a seeded permutation of the set,
+    cycled, so every image comes up as evenly as the count allows. ``seed``/``epoch`` reach both
+    parts (the engine sets them each epoch for reproducible augmentation)."""
 
-    def __init__(self, detections: MappedDataset, classifications: MappedDataset) -> None:
+    def __init__(self, detections: MappedDataset, classifications: MappedDataset, cls_count: int | None = None) -> None:
         self.parts = (detections, classifications)
         self.classes = detections.classes
+        self.cls_count = len(classifications) if cls_count is None else int(cls_count)
+        self._order: tuple[tuple[int, int], np.ndarray] | None = None
 
     def __len__(self) -> int:
-        return sum(len(p) for p in self.parts)
+        return len(self.parts[0]) + self.cls_count
+
+    def _cls_index(self, i: int) -> int:
+        n = len(self.parts[1])
+        if self.cls_count == n:
+            return i
+        key = (self.seed, self.epoch)
+        if self._order is None or self._order[0] != key:
+            rng = np.random.default_rng([self.seed, self.epoch, 9000])
+            laps = -(-self.cls_count // n)
+            self._order = key, np.concatenate([rng.permutation(n) for _ in range(laps)])
+        return int(self._order[1][i])
 
     def __getitem__(self, index: int) -> Any:
         first = len(self.parts[0])
-        return self.parts[0][index] if index < first else self.parts[1][index - first]
+        return self.parts[0][index] if index < first else self.parts[1][self._cls_index(index - first)]
 
     @property
     def seed(self) -> int:
@@ -112,12 +127,18 @@ class JointDataset(Dataset):
             p.epoch = value
 
 
-def joint_dataset(detections: MappedDataset, cls_data: str, tree: Any, img_size: int) -> JointDataset:
-    """The training set of joint training: ``detections`` and the train split of ``cls_data``."""
+def joint_dataset(detections: MappedDataset, cls_data: str, tree: Any, img_size: int,
+                  cls_ratio: float = 0.0) -> JointDataset:
+    """The training set of joint training: ``detections`` and the train split of ``cls_data``;
+    ``cls_ratio`` > 0: that many classification images an epoch per detection image (the paper
+    samples ImageNet:COCO 4:1), 0: each classification image once."""
     from cnnkit.core.data import open_dataset
 
     where = f"--cls-data {cls_data}"
     images = on_tree(open_dataset(cls_data, "train", ("classify",)), tree, where)
     if not len(images):
         raise CnnkitError(f"{where}: the training split is empty")
-    return JointDataset(detections, MappedDataset(images, ClassificationTransform(img_size)))
+    if cls_ratio < 0:
+        raise CnnkitError(f"--cls-ratio {cls_ratio}: expected 0 (each classification image once) or more")
+    count = round(cls_ratio * len(detections)) if cls_ratio > 0 else None
+    return JointDataset(detections, MappedDataset(images, ClassificationTransform(img_size)), count)

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from cnnkit.core.boxes import box_convert, wh_iou
 from cnnkit.core.device import unwrap
+from cnnkit.core.errors import CnnkitError
 
 Targets = Sequence[dict[str, torch.Tensor]]
 
@@ -138,6 +139,42 @@ class YOLOv3Loss(nn.Module):
         return {"loss": box + obj + cls, "box": box, "obj": obj, "cls": cls}
 
 
+CLS_OBJECTNESS = ("paper", "darknet")
+
+
+def class_nll(logits: torch.Tensor, labels: torch.Tensor, tree: Any) -> torch.Tensor:
+    """Summed softmax cross-entropy, hierarchical over ``tree`` (YOLO9000) when there is one."""
+    if tree is not None:
+        return tree.path_nll(logits, labels).sum()
+    return F.cross_entropy(logits, labels, reduction="sum")
+
+
+def classification_image_loss(p: torch.Tensor, conf: torch.Tensor, label: torch.Tensor, tree: Any, mode: str,
+                              object_scale: float, noobject_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """YOLO9000's loss on a classification image (no boxes): the class loss only at the prediction
+    that gives ``label`` the highest probability (objectness x class), and (class, objectness) back.
+
+    ``p`` is the image's ``(A, H, W, 5+C)`` view, ``conf`` its objectness. Objectness, ``mode``:
+    ``paper`` (the paper's text, "assuming the predicted box overlaps the label by at least .3 IOU"):
+    the chosen prediction is pushed up to 0.3 and the others get no objectness loss; ``darknet``
+    (``region_layer.c``): every other prediction is pushed to 0 (``noobject_scale``) and the chosen
+    one gets no objectness gradient."""
+    label = label.long().reshape(1)
+    logits = p[..., 5:].reshape(-1, p.shape[-1] - 5)
+    flat = conf.reshape(-1)
+    with torch.no_grad():
+        if tree is not None:
+            log_class = tree.path_nll(logits, label.expand(len(logits))).neg()
+        else:
+            log_class = logits.log_softmax(-1)[:, label[0]]
+        best = (F.logsigmoid(p[..., 4].reshape(-1)) + log_class).argmax()
+    cls = class_nll(logits[best][None], label, tree)
+    if mode == "darknet":
+        others = torch.ones_like(flat).index_fill(0, best.reshape(1), 0.0)
+        return cls, noobject_scale * (others * flat ** 2).sum()
+    return cls, object_scale * F.relu(0.3 - flat[best]) ** 2
+
+
 class YOLOv2Loss(nn.Module):
     """YOLOv2 (Darknet's region layer): each ground truth goes to the anchor of its cell with the
     best-fitting shape; squared error on coordinates (weight ``2 - w*h``) and on objectness, whose
@@ -146,22 +183,20 @@ class YOLOv2Loss(nn.Module):
 
     With a WordTree (YOLO9000) the class loss is the cross-entropy in every sibling group from the
     label up to the root, so a label at an inner node teaches nothing below it. A target with an
-    ``image_label`` (a classification image, no boxes) adds only the class loss at the prediction
-    that gives that class the highest probability, and pushes that prediction's objectness up to
-    0.3 (the paper's "overlaps the label by at least .3 IOU" assumption)."""
+    ``image_label`` (a classification image, no boxes) is scored by
+    :func:`classification_image_loss` (``cls_objectness``: ``paper`` or ``darknet``)."""
 
     def __init__(self, num_classes: int, anchors: Sequence[torch.Tensor], ignore_thresh: float = 0.6,
-                 object_scale: float = 5.0, noobject_scale: float = 1.0, tree: Any = None) -> None:
+                 object_scale: float = 5.0, noobject_scale: float = 1.0, tree: Any = None,
+                 cls_objectness: str = "paper") -> None:
         super().__init__()
+        if cls_objectness not in CLS_OBJECTNESS:
+            raise CnnkitError(f"--cls-objectness {cls_objectness!r}: expected one of {', '.join(CLS_OBJECTNESS)}")
+        self.cls_objectness = cls_objectness
         self.num_classes, self.ignore_thresh = num_classes, ignore_thresh
         self.object_scale, self.noobject_scale = object_scale, noobject_scale
         self.anchors = torch.cat([a.float() for a in anchors])
         self.tree = tree
-
-    def _class_nll(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.tree is not None:
-            return self.tree.path_nll(logits, labels).sum()
-        return F.cross_entropy(logits, labels, reduction="sum")
 
     def forward(self, outputs: Sequence[torch.Tensor], targets: Targets, img_size: int) -> dict[str, torch.Tensor]:
         device = outputs[0].device
@@ -190,18 +225,11 @@ class YOLOv2Loss(nn.Module):
             box = (scale[:, None] * ((pp[:, :2].sigmoid() - txy) ** 2 + (pp[:, 2:4] - twh) ** 2)).sum()
             iou = _cxcywh_iou(pred[index, a, gj, gi].detach(), gt)
             pos = self.object_scale * ((conf[index, a, gj, gi] - iou) ** 2).sum()
-            cls = self._class_nll(pp[:, 5:], labels)
+            cls = class_nll(pp[:, 5:], labels, self.tree)
         for i in classify:
-            label = targets[i]["image_label"].to(device).long().reshape(1)
-            logits = p[i, ..., 5:].reshape(-1, p.shape[-1] - 5)
-            with torch.no_grad():  # the prediction that gives the label the highest probability
-                if self.tree is not None:
-                    log_class = self.tree.path_nll(logits, label.expand(len(logits))).neg()
-                else:
-                    log_class = logits.log_softmax(-1)[:, label[0]]
-                best = (F.logsigmoid(p[i, ..., 4].reshape(-1)) + log_class).argmax()
-            cls = cls + self._class_nll(logits[best][None], label)
-            pos = pos + self.object_scale * F.relu(0.3 - conf[i].reshape(-1)[best]) ** 2
+            c, o = classification_image_loss(p[i], conf[i], targets[i]["image_label"].to(device), self.tree,
+                                             self.cls_objectness, self.object_scale, self.noobject_scale)
+            cls, pos = cls + c, pos + o
         obj = pos + self.noobject_scale * (noobj * conf ** 2).sum()
         n = len(p)
         box, obj, cls = box / n, obj / n, cls / n
@@ -280,12 +308,14 @@ def yolov1(model: nn.Module, task: Any) -> YOLOv1Loss:
 
 def yolov2(model: nn.Module, task: Any) -> YOLOv2Loss:
     """Anchor-based loss with softmax classes (YOLOv2 / Darknet's region layer), hierarchical
-    over the model's WordTree when it has one (YOLO9000)."""
+    over the model's WordTree when it has one (YOLO9000); ``--cls-objectness paper|darknet``: the
+    objectness on classification images (:func:`classification_image_loss`)."""
     core = unwrap(model)
     return YOLOv2Loss(num_classes=core.num_classes, anchors=core.anchors, tree=getattr(core, "tree", None),
                       ignore_thresh=setting(core, task, "ignore_thresh", 0.6, "thresh"),
                       object_scale=setting(core, task, "object_scale", 5.0),
-                      noobject_scale=setting(core, task, "noobject_scale", 1.0))
+                      noobject_scale=setting(core, task, "noobject_scale", 1.0),
+                      cls_objectness=str(task.option("cls_objectness")))
 
 
 def yolov3(model: nn.Module, task: Any) -> YOLOv3Loss:

@@ -59,6 +59,7 @@ class YoloTask(DetectionTask):
         "tree": "",  # YOLO9000: a WordTree file (Darknet's `name parent_index` lines); the classes are its nodes
         "cls_data": "",  # YOLO9000 joint training: a classification set mixed into the batches (needs --tree)
         "tree_thresh": 0.5,  # predictions descend the tree while the probability stays above this
+        "cls_ratio": 0.0,  # classification images an epoch per detection image (0: each once; the paper: 4)
     }
     scale_every = 10  # batches between multi-scale size changes
 
@@ -101,7 +102,8 @@ class YoloTask(DetectionTask):
             return detections
         from cnnkit.plugins.yolo.joint import joint_dataset
 
-        return joint_dataset(detections, str(self.option("cls_data")), self.tree, self.config.img_size)
+        return joint_dataset(detections, str(self.option("cls_data")), self.tree, self.config.img_size,
+                             float(self.option("cls_ratio")))
 
     def default_loss(self) -> str:
         """The model's loss; a detector read from a .cfg trains with the loss of its head."""
