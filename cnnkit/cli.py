@@ -219,7 +219,7 @@ def eval_cmd(
 
 @app.command("detect")
 def detect_cmd(
-    checkpoint: Path = typer.Argument(..., help="A detector checkpoint."),
+    checkpoint: Path = typer.Argument(..., help="A detector checkpoint (or a file from `cnnkit export`)."),
     sources: list[str] = typer.Argument(..., help="Images or folders of images."),
     conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Score threshold."),
     iou: float = typer.Option(0.45, "--iou", min=0.0, max=1.0, help="NMS IoU threshold."),
@@ -267,6 +267,28 @@ def detect_cmd(
         console.print(f"{r['image']}: {found}")
     if not no_save:
         console.print(f"annotated images in {save_dir}")
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `cnnkit train` (or a registered model's name)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", min=8, help="Input size (default: the training size)."),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Any batch size (default: batch 1)."),
+    opset: int = typer.Option(17, "--opset", min=7, help="ONNX opset."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file (default: beside the checkpoint)."),
+    nms: bool = typer.Option(False, "--nms", help="Detectors: NMS inside the graph."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Export a model's inference graph with its metadata, checked against torch with onnxruntime."""
+    from cnnkit.core.export import export
+
+    report = export(checkpoint, fmt, img_size, dynamic_batch, opset, out, nms)
+    if as_json:
+        print_json(vars(report))
+        return
+    console.print(f"{report.output}: {report.model} ({report.task}), input {report.input}, "
+                  f"max difference from torch {report.max_diff:.3g} (tolerance {report.tolerance:.3g})")
 
 
 @app.command("summary")

@@ -19,7 +19,7 @@ from torch.utils.data import DistributedSampler, RandomSampler
 
 from cnnkit import __version__
 from cnnkit.core import device as devices
-from cnnkit.core import weights
+from cnnkit.core import exported, weights
 from cnnkit.core.callbacks import Callback, Run, console, tracked_run
 from cnnkit.core.checkpoint import (copy_checkpoint, load_checkpoint, load_weights_into, remove_orphans, rng_state,
                                     save_checkpoint, set_rng_state)
@@ -426,6 +426,8 @@ def load_for_eval(checkpoint: str | Path, data: str = "") -> tuple[Task, nn.Modu
     it: the published weights of a model that ships them (e.g. ``face-resnet``)."""
     if not Path(checkpoint).exists() and str(checkpoint) in models:
         return _built_for_eval(models.get(str(checkpoint)), data)
+    if exported.is_exported(checkpoint):
+        return exported.load_exported(checkpoint, data)
     ck = load_checkpoint(checkpoint)
     if ck["model"] not in models:
         raise CnnkitError(f"{checkpoint}: made by model '{ck['model']}', which no loaded plugin provides")

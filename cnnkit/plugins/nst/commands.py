@@ -105,9 +105,10 @@ def _fast(content: Path, checkpoint: Path, out: Path, size: Optional[int], devic
     from cnnkit.core.data.images import read_image, write_image
     from cnnkit.core.device import resolve_device
     from cnnkit.core.engine import load_for_eval
+    from cnnkit.core.exported import is_exported, read_task
 
     image = read_image(content)
-    kind = load_checkpoint(checkpoint)["task"]
+    kind = (read_task if is_exported(checkpoint) else load_checkpoint)(checkpoint)["task"]
     if kind != "stylize":
         raise CnnkitError(f"{checkpoint}: a '{kind}' checkpoint, not a fast-style one")
     task, net, _ = load_for_eval(checkpoint)

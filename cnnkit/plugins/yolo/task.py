@@ -59,6 +59,7 @@ class YoloTask(DetectionTask):
         "tree_thresh": 0.5,  # predictions descend the tree while the probability stays above this
     }
     scale_every = 10  # batches between multi-scale size changes
+    batch_export = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -210,21 +211,36 @@ class YoloTask(DetectionTask):
             d.labels = level[d.labels]
         return found
 
+    def export_module(self, model: nn.Module) -> nn.Module:
+        return Decoded(unwrap(model), float(self.option("tree_thresh")))
+
     @torch.no_grad()
     def predict_batch(self, model: nn.Module, images: torch.Tensor, conf: float, iou: float) -> list[Prediction]:
-        core = unwrap(model)
         size = images.shape[-1]
-        boxes, scores = decode(core, model(images), size, float(self.option("tree_thresh")))
+        boxes, scores = self.inference(model)(images)
         out = []
         for b, s in zip(boxes, scores):
             flat = s.flatten()
             keep = (flat > conf).nonzero()[:, 0]
             keep = keep[flat[keep].topk(min(MAX_CANDIDATES, len(keep))).indices]
             box_i, label = keep // s.shape[1], keep % s.shape[1]
-            xyxy = clip_boxes(box_convert(b[box_i], "cxcywh", "xyxy"), images.shape[-2], size)
+            xyxy = clip_boxes(b[box_i], images.shape[-2], size)
             kept = batched_nms(xyxy, flat[keep], label, iou)[:MAX_DETECTIONS]
             out.append((xyxy[kept], flat[keep][kept], label[kept]))
         return out
+
+
+class Decoded(nn.Module):
+    """YOLO's inference graph: images -> every prediction's xyxy pixel box ``(B, N, 4)`` and class
+    scores ``(B, N, C)``, before the score threshold and NMS (what ``cnnkit export`` writes)."""
+
+    def __init__(self, model: nn.Module, tree_thresh: float = 0.5) -> None:
+        super().__init__()
+        self.model, self.tree_thresh = model, tree_thresh
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes, scores = decode(self.model, self.model(x), x.shape[-1], self.tree_thresh)
+        return box_convert(boxes, "cxcywh", "xyxy"), scores
 
 
 def decode(model: nn.Module, outputs: Any, img_size: int, tree_thresh: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,7 +249,7 @@ def decode(model: nn.Module, outputs: Any, img_size: int, tree_thresh: float = 0
     WordTree only the deepest node above ``tree_thresh`` scores, by its probability)."""
     if model.family == "yolov1":
         p = outputs.float()
-        n, nb = len(p), model.boxes
+        n, nb = p.shape[0], model.boxes  # shape[0], not len(): a traced export keeps the batch free
         boxes = decode_v1_boxes(p, nb, img_size).reshape(n, -1, 4)
         conf = p[..., 4: nb * 5: 5]  # (B, S, S, boxes)
         scores = (conf[..., None] * p[..., None, nb * 5:]).clamp(0, 1).reshape(n, -1, model.num_classes)
@@ -250,6 +266,6 @@ def decode(model: nn.Module, outputs: Any, img_size: int, tree_thresh: float = 0
             cls = p[..., 5:].softmax(-1)
         else:
             cls = p[..., 5:].sigmoid()
-        all_boxes.append(decode_anchor_boxes(p, anchors, img_size).reshape(len(p), -1, 4))
-        all_scores.append((p[..., 4:5].sigmoid() * cls).reshape(len(p), -1, cls.shape[-1]))
+        all_boxes.append(decode_anchor_boxes(p, anchors, img_size).reshape(p.shape[0], -1, 4))
+        all_scores.append((p[..., 4:5].sigmoid() * cls).reshape(p.shape[0], -1, cls.shape[-1]))
     return torch.cat(all_boxes, 1), torch.cat(all_scores, 1)
