@@ -158,12 +158,15 @@ def train_cmd(
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
+    register: Optional[str] = typer.Option(None, "--register", help="Add the trained model to the MLflow Model Registry as NAME."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (flags win)."),
 ) -> None:
     """Train MODEL. Family options go after it too (e.g. --anchors, --style); see each family's docs."""
     from cnnkit.core.config import read_config_file, resolve_config
     from cnnkit.core.registry import models
 
+    if register and no_track:
+        raise CnnkitError("--register adds the tracked run's model to MLflow's registry: drop --no-track")
     spec = models.get(model)
     file_values = read_config_file(config) if config else {}
     resume_values: dict[str, Any] = {}
@@ -176,7 +179,8 @@ def train_cmd(
                  img_size=img_size, lr=lr, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
                  device=device, amp=amp, channels_last=channels_last, compile=compile_model, workers=workers, seed=seed, resume=resume,
                  save_period=save_period, weights=weights, pretrained=pretrained,
-                 experiment=experiment, tracking_uri=tracking_uri, track=False if no_track else None)
+                 experiment=experiment, tracking_uri=tracking_uri, track=False if no_track else None,
+                 register=register)
     extra = parse_extra(ctx.args)
     if extra:
         flags["options"] = extra

@@ -381,6 +381,7 @@ class Trainer:
             return
         run.log_artifact(self.last_path, "weights")
         run.log_artifact(self.best_path, "weights")
+        run.log_model(self.best_path, self.task, devices.unwrap(self.model), self.device, self.config.register)
         run.log_figure(loss_curve(self.history), "loss_curve.png")
         self.task.log_artifacts(self.model, self.val_ds, run, self.device)
 

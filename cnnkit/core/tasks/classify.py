@@ -88,6 +88,13 @@ class ClassifyTask(Task):
         return model(images)
 
     @torch.no_grad()
+    def predict(self, model: nn.Module, images: Any, device: torch.device, **kwargs: Any) -> list[list[float]]:
+        """Class probabilities of RGB uint8 images, prepared as for validation."""
+        pipeline = classification_pipeline(self.config.img_size, False)
+        x = torch.stack([to_tensor(pipeline(image=image)["image"]) for image in images]).to(device)
+        return self.inference(model.eval())(x).float().cpu().tolist()
+
+    @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
         model.eval()
         n, loss, hits = 0, 0.0, {1: 0, 5: 0}
