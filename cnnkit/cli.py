@@ -240,6 +240,7 @@ def detect_cmd(
     from cnnkit.core.detect import draw_detections
     from cnnkit.core.device import resolve_device
     from cnnkit.core.engine import load_for_eval
+    from cnnkit.core.inference import for_inference
     from cnnkit.core.paths import writable_dir
 
     if not no_save:
@@ -249,7 +250,7 @@ def detect_cmd(
         raise CnnkitError("no images found in " + ", ".join(sources))
     task, model, _ = load_for_eval(checkpoint)
     dev = resolve_device(device)
-    model.to(dev)
+    for_inference(model, dev)
     task.config.device = str(dev)
     batch = max(1, min(batch_size or task.config.batch_size, 64))
     results = []
