@@ -224,7 +224,7 @@ def eval_cmd(
 @app.command("detect")
 def detect_cmd(
     checkpoint: Path = typer.Argument(..., help="A detector checkpoint (or a file from `cnnkit export`)."),
-    sources: list[str] = typer.Argument(..., help="Images or folders of images."),
+    sources: list[str] = typer.Argument(..., help="Images or folders of images; or one video file, camera index or stream URL."),
     conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Score threshold."),
     iou: float = typer.Option(0.45, "--iou", min=0.0, max=1.0, help="NMS IoU threshold."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Inference size (default: training size)."),
@@ -233,8 +233,10 @@ def detect_cmd(
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(0, "--batch-size", min=0, help="Images a batch (0: the training batch size, at most 64)."),
     as_json: bool = typer.Option(False, "--json", help="Print detections as JSON."),
+    every: int = typer.Option(1, "--every", min=1, help="Video: process every Nth frame."),
 ) -> None:
-    """Detect objects in images with a trained detector; boxes are in original image pixels."""
+    """Detect objects in images with a trained detector; boxes are in original image pixels.
+    A video or stream gives one JSON line a frame and an annotated video in --save-dir."""
     from cnnkit.core.data.detection import image_paths
     from cnnkit.core.data.images import ImageFiles, write_image
     from cnnkit.core.detect import draw_detections
@@ -242,9 +244,13 @@ def detect_cmd(
     from cnnkit.core.engine import load_for_eval
     from cnnkit.core.inference import for_inference
     from cnnkit.core.paths import writable_dir
+    from cnnkit.core.video import detect_video, is_video
 
     if not no_save:
         writable_dir(save_dir, "--save-dir")
+    if len(sources) == 1 and is_video(sources[0]):
+        return detect_video(sources[0], checkpoint, None if no_save else save_dir, device, every,
+                            conf=conf, iou=iou, img_size=img_size)
     paths = image_paths(sources)
     if not paths:
         raise CnnkitError("no images found in " + ", ".join(sources))

@@ -73,7 +73,8 @@ def enroll_cmd(
 
 
 def verify_cmd(
-    images: list[str] = typer.Argument(..., help="Photos to verify (files or folders)."),
+    images: list[str] = typer.Argument(..., help="Photos to verify (files or folders), or one video file, camera "
+                                       "index or stream URL (one JSON line a frame)."),
     claim: Optional[str] = typer.Option(None, "--claim", help="1:1: is this NAME? (default 1:N: who is this?)"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Accept at distance <= F (default: the "
                                               "model's threshold: chosen on validation, or the pretrained one's)."),
@@ -85,14 +86,17 @@ def verify_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per image (per face with "
                                  "--all-faces): image, face, match, name, closest, distance, threshold."),
+    every: int = typer.Option(1, "--every", min=1, help="Video: verify every Nth frame."),
 ) -> None:
     """Verify photos against the gallery. Exit code 0: every photo verified, 1: any not (or
     without a face, reported as "face": null), 2: bad input."""
+    from cnnkit.core.video import is_video
     from cnnkit.plugins.siamese.faces import NoFaceError
     from cnnkit.plugins.siamese.gallery import Gallery
     from cnnkit.plugins.siamese.pipeline import Decision, Embedder, decide
 
-    paths = _images(images)
+    video = len(images) == 1 and is_video(images[0])
+    paths = [] if video else _images(images)
     with Gallery(gallery_path, create=False, readonly=True) as gallery:
         embedder = Embedder(_weights(weights, gallery), device)
         gallery.check(embedder.info)
@@ -100,6 +104,8 @@ def verify_cmd(
     limit = threshold if threshold is not None else embedder.threshold
     if limit is None:
         raise CnnkitError(f"{embedder.checkpoint} has no stored threshold: pass --threshold")
+    if video:
+        return _verify_video(images[0], embedder, names, matrix, limit, claim, all_faces, detector, every, no_detect)
     decisions = []
     for path in paths:
         try:
@@ -117,6 +123,28 @@ def verify_cmd(
         for d in decisions:
             print(_describe(d, claim, all_faces))
     raise typer.Exit(0 if all(d.match for d in decisions) else 1)
+
+
+def _verify_video(source: str, embedder: Any, names: list[str], matrix: Any, limit: float, claim: Optional[str],
+                  all_faces: bool, detector: str, every: int, no_detect: bool = False) -> None:
+    """One JSON line a processed frame: ``{"frame", "time", "faces": [decision, ...]}`` (empty: no face)."""
+    from cnnkit.core.video import run
+    from cnnkit.plugins.siamese.faces import NoFaceError, face_chips
+    from cnnkit.plugins.siamese.pipeline import decide
+
+    def frame(image: Any) -> tuple[dict[str, Any], None]:
+        try:
+            crops = [(image, None)] if no_detect else face_chips(image, all_faces, source, detector)
+        except NoFaceError:
+            return {"faces": []}, None
+        faces = []
+        for (_, face), vector in zip(crops, embedder.embed([c for c, _ in crops])):
+            d = decide(embedder.scorer, vector, names, matrix, limit, claim)
+            d.image, d.face = source, face.as_list() if face else None
+            faces.append({k: v for k, v in d.as_dict().items() if k != "image"})
+        return {"faces": faces}, None
+
+    run(source, frame, None, every)
 
 
 def _describe(d: Any, claim: Optional[str], all_faces: bool) -> str:
