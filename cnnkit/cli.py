@@ -288,13 +288,15 @@ def export_cmd(
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Any batch size (default: batch 1)."),
     opset: int = typer.Option(17, "--opset", min=7, help="ONNX opset."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file (default: beside the checkpoint)."),
-    nms: bool = typer.Option(False, "--nms", help="Detectors: NMS inside the graph."),
+    nms: bool = typer.Option(False, "--nms", help="YOLO detectors: score threshold and NMS inside the graph (one image a run)."),
+    conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="With --nms: the graph's score threshold."),
+    iou: float = typer.Option(0.45, "--iou", min=0.0, max=1.0, help="With --nms: the graph's NMS IoU threshold."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Export a model's inference graph with its metadata, checked against torch with onnxruntime."""
     from cnnkit.core.export import export
 
-    report = export(checkpoint, fmt, img_size, dynamic_batch, opset, out, nms)
+    report = export(checkpoint, fmt, img_size, dynamic_batch, opset, out, {"conf": conf, "iou": iou} if nms else None)
     if as_json:
         print_json(vars(report))
         return

@@ -107,6 +107,30 @@ def test_export_metadata_and_batches(tmp_path):
     one_clear_line(r, "takes inputs of shape", "--img-size")
 
 
+def test_yolo_export_with_nms_inside(tmp_path):
+    """--nms: the graph ends in ONNX NonMaxSuppression and gives the final detections; `cnnkit
+    detect` on it prints the checkpoint's (at the graph's threshold or above)."""
+    import onnx
+
+    ckpt = untrained("yolov3-tiny", tmp_path / "y.pt", 64, SHAPES)
+    path, _ = exported(ckpt, "--nms", "--conf", "0.004", "--iou", "0.5", "-o", tmp_path / "nms.onnx")
+    graph = onnx.load(str(path))
+
+    def ops(g):  # torchvision's batched_nms is scripted: its NMS sits in an If node's branch
+        return {n.op_type for n in g.node} | {op for n in g.node for a in n.attribute if a.g.node for op in ops(a.g)}
+
+    assert "NonMaxSuppression" in ops(graph.graph)
+    assert json.loads({p.key: p.value for p in graph.metadata_props}["nms"]) == {"conf": 0.004, "iou": 0.5}
+    images = photos(tmp_path)
+    r = run_cli("detect", ckpt, *images, "--conf", "0.004", "--iou", "0.5", "--json", "--no-save")
+    ours = json.loads(r.stdout)
+    assert sum(len(x["detections"]) for x in ours) > 0
+    r = run_cli("detect", path, *images, "--conf", "0.004", "--iou", "0.5", "--json", "--no-save")
+    assert_same_detections(ours, json.loads(r.stdout))
+    one_clear_line(run_cli("export", ckpt, "--nms", "--dynamic-batch"), "one image at a time")
+    one_clear_line(run_cli("export", untrained("siamese-small", tmp_path / "s.pt", 32), "--nms"), "--nms")
+
+
 def test_torchscript_export_runs_like_checkpoint(tmp_path):
     ckpt = untrained("yolov3-tiny", tmp_path / "y.pt", 64, SHAPES)
     path, _ = exported(ckpt, "--format", "torchscript")

@@ -67,18 +67,22 @@ def decode(value: Any) -> Any:
     return value
 
 
-def metadata(task: Any, model: nn.Module, ck: dict[str, Any], img_size: int) -> dict[str, str]:
+def metadata(task: Any, model: nn.Module, ck: dict[str, Any], img_size: int,
+             nms: dict[str, float] | None = None) -> dict[str, str]:
     """The file's metadata: readable keys for any user, and ``cnnkit`` (JSON) to rebuild the task."""
     config = dict(ck["config"], img_size=img_size)
     full = {"model": ck["model"], "task": ck["task"], "classes": list(task.classes or []), "config": config,
             "task_state": task.state, "fingerprint": state_fingerprint(ck["model_state"]),
-            "kept_state": task.kept_state(ck["model_state"]), "attrs": task.export_attrs(model)}
+            "kept_state": task.kept_state(ck["model_state"]),
+            "attrs": {**task.export_attrs(model), **({"nms": nms} if nms else {})}}
     norm = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)} if task.normalize else None
     readable = {"task": ck["task"], "model": ck["model"], "classes": json.dumps(list(task.classes or [])),
                 "input": "RGB float in [0, 1], NCHW" + (", then (x - mean) / std" if norm else ""),
                 "img_size": str(img_size), "normalization": json.dumps(norm)}
     if "threshold" in task.state:
         readable["threshold"] = str(float(task.state["threshold"]))
+    if nms:
+        readable["nms"] = json.dumps(nms)
     return {**readable, META_KEY: json.dumps(encode(full))}
 
 
@@ -138,25 +142,27 @@ def _torchscript(module: nn.Module, x: torch.Tensor, path: Path, meta: dict[str,
 
 
 def export(checkpoint: str | Path, fmt: str = "onnx", img_size: int | None = None, dynamic_batch: bool = False,
-           opset: int = 17, out: str | Path | None = None, nms: bool = False) -> ExportReport:
+           opset: int = 17, out: str | Path | None = None, nms: dict[str, float] | None = None) -> ExportReport:
     """Write ``checkpoint``'s inference graph to ``out`` and check it against torch; a file that
-    differs by more than :data:`TOLERANCE` is removed (one clear error)."""
+    differs by more than :data:`TOLERANCE` is removed (one clear error). ``nms``: ``{"conf", "iou"}``
+    to put a detector's NMS inside the graph."""
     if fmt not in FORMATS:
         raise CnnkitError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
-    if nms:
-        raise CnnkitError("--nms: NMS inside the graph is not supported yet; run NMS on the exported boxes and scores")
     task, model, ck = load_for_eval(checkpoint)
     if getattr(model, "exported", False):
         raise CnnkitError(f"{checkpoint}: already an exported file; export the checkpoint it came from")
+    if nms and not task.export_nms:
+        raise CnnkitError(f"--nms: {ck['model']} has no NMS to put in its graph (YOLO and Darknet .cfg detectors do)")
+    if dynamic_batch and (nms or not task.batch_export):
+        raise CnnkitError(f"{ck['model']}: {'with --nms ' if nms else ''}its graph takes one image at a time; "
+                          "drop --dynamic-batch")
     size = int(img_size or task.config.img_size)
-    module = task.export_module(model).eval()
+    module = task.export_module(model, nms).eval() if nms else task.export_module(model).eval()
     batch = 2 if dynamic_batch else 1
-    if dynamic_batch and not task.batch_export:
-        raise CnnkitError(f"{ck['model']}: its graph takes one image at a time; drop --dynamic-batch")
     x = sample_input(task, size, batch)
     axes = {**({0: "batch"} if dynamic_batch else {}), **task.export_axes()}
     target = Path(out) if out else Path(checkpoint).with_suffix(SUFFIX[fmt])
-    meta = metadata(task, model, ck, size)
+    meta = metadata(task, model, ck, size, nms)
     with torch.no_grad():
         reference = outputs_of(module(x))
     with atomic_path(target) as tmp:

@@ -99,6 +99,7 @@ class Task:
     check_classes: bool = True  # data must have the checkpoint's classes (not for unseen identities)
     normalize: bool = True  # images reach the model ImageNet-normalised (recorded in exported files)
     batch_export: bool = True  # the exported graph takes a batch (else one image at a time)
+    export_nms: bool = False  # export_module can put NMS inside the graph (`cnnkit export --nms`)
 
     def __init__(self, spec: ModelSpec, config: TrainConfig, classes: list[str] | None = None,
                  state: dict[str, Any] | None = None) -> None:
@@ -237,9 +238,10 @@ class Task:
         raise CnnkitError(f"{self.spec.name} does not predict images")
 
     # ---------------------------------------------------------------- export
-    def export_module(self, model: nn.Module) -> nn.Module:
+    def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:
         """The inference graph ``cnnkit export`` writes: a module of one image batch whose output
-        the task's prediction reads (default: the model itself)."""
+        the task's prediction reads (default: the model itself). ``nms`` (``conf``, ``iou``):
+        a detector's graph with NMS inside, for the tasks that offer it (``export_nms``)."""
         return model
 
     def inference(self, model: nn.Module) -> nn.Module:

@@ -60,6 +60,7 @@ class YoloTask(DetectionTask):
     }
     scale_every = 10  # batches between multi-scale size changes
     batch_export = True
+    export_nms = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -211,13 +212,22 @@ class YoloTask(DetectionTask):
             d.labels = level[d.labels]
         return found
 
-    def export_module(self, model: nn.Module) -> nn.Module:
-        return Decoded(unwrap(model), float(self.option("tree_thresh")))
+    def kept(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, conf: float) -> Prediction:
+        """An NMS graph's detections at ``conf`` (its own threshold is the floor)."""
+        keep = scores >= conf
+        return boxes[keep], scores[keep], labels[keep]
+
+    def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:
+        decoded = Decoded(unwrap(model), float(self.option("tree_thresh")))
+        return decoded if nms is None else WithNMS(decoded, **nms)
 
     @torch.no_grad()
     def predict_batch(self, model: nn.Module, images: torch.Tensor, conf: float, iou: float) -> list[Prediction]:
         size = images.shape[-1]
-        boxes, scores = self.inference(model)(images)
+        graph = self.inference(model)
+        if getattr(model, "nms", None):  # an export with NMS inside: one image a run
+            return [self.kept(*graph(image[None]), conf) for image in images]
+        boxes, scores = graph(images)
         out = []
         for b, s in zip(boxes, scores):
             flat = s.flatten()
@@ -241,6 +251,25 @@ class Decoded(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         boxes, scores = decode(self.model, self.model(x), x.shape[-1], self.tree_thresh)
         return box_convert(boxes, "cxcywh", "xyxy"), scores
+
+
+class WithNMS(nn.Module):
+    """``cnnkit export --nms``: one image -> its final xyxy ``boxes (K, 4)``, ``scores (K,)`` and
+    ``labels (K,)``: every (box, class) pair above ``conf``, class-wise NMS at ``iou``, at most
+    :data:`MAX_DETECTIONS` (ONNX NonMaxSuppression)."""
+
+    def __init__(self, decoded: Decoded, conf: float = 0.25, iou: float = 0.45) -> None:
+        super().__init__()
+        self.decoded, self.conf, self.iou = decoded, conf, iou
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        boxes, scores = self.decoded(x)
+        flat = scores[0].flatten()
+        keep = (flat > self.conf).nonzero()[:, 0]
+        box_i, label = keep // scores.shape[2], keep % scores.shape[2]
+        xyxy = clip_boxes(boxes[0][box_i], x.shape[-2], x.shape[-1])
+        kept = batched_nms(xyxy, flat[keep], label, self.iou)[:MAX_DETECTIONS]
+        return xyxy[kept], flat[keep][kept], label[kept]
 
 
 def decode(model: nn.Module, outputs: Any, img_size: int, tree_thresh: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
