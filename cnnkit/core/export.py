@@ -157,7 +157,7 @@ def export(checkpoint: str | Path, fmt: str = "onnx", img_size: int | None = Non
         raise CnnkitError(f"{ck['model']}: {'with --nms ' if nms else ''}its graph takes one image at a time; "
                           "drop --dynamic-batch")
     size = int(img_size or task.config.img_size)
-    module = task.export_module(model, nms).eval() if nms else task.export_module(model).eval()
+    module = task.export_module(model, nms).eval()
     batch = 2 if dynamic_batch else 1
     x = sample_input(task, size, batch)
     axes = {**({0: "batch"} if dynamic_batch else {}), **task.export_axes()}

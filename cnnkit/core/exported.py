@@ -67,7 +67,8 @@ class ExportedModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Any:
         if self.script is not None:
-            return self.script(x.cpu())
+            out = self.script(x.cpu())
+            return tuple(t.to(x.device) for t in out) if isinstance(out, tuple) else out.to(x.device)
         want = self.input.shape
         if any(isinstance(n, int) and x.shape[i] != n for i, n in list(enumerate(want))[1:]):
             raise CnnkitError(f"{self.path} takes inputs of shape {list(want)} and got {list(x.shape)} "

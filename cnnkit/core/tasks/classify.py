@@ -77,7 +77,7 @@ class ClassifyTask(Task):
         raw = self.raw_dataset(split)
         return MappedDataset(raw, ClassifySample(self.config.img_size, split == "train", len(self.classes or [])))
 
-    def export_module(self, model: nn.Module) -> nn.Module:
+    def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:
         return Probabilities(model)
 
     @staticmethod

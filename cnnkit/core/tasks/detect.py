@@ -113,7 +113,7 @@ class DetectionTask(Task):
             results.append((out["boxes"][keep][kept], out["scores"][keep][kept], out["labels"][keep][kept]))
         return results
 
-    def export_module(self, model: nn.Module) -> nn.Module:
+    def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:
         return FirstImage(model)
 
     @torch.no_grad()

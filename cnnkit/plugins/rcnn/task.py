@@ -73,7 +73,7 @@ class RegionTask(DetectionTask):
         """Test-time region proposals for a batch (letterboxed pixels)."""
         raise NotImplementedError
 
-    def export_module(self, model: nn.Module) -> nn.Module:
+    def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:
         raise CnnkitError(f"{self.spec.name}: the papers' pipelines (selective search, SVMs, our RoI heads) are "
                           "not exported; export a torchvision Faster R-CNN (fasterrcnn_mobilenet_v3_large_fpn, ...)")
 
