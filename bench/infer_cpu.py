@@ -3,7 +3,7 @@ on the same network and weights, timed interleaved in one run (each round runs e
 in a rotating order, so load from other processes falls on all of them alike).
 
     .venv/bin/python bench/infer_cpu.py [--models yolov3-tiny yolov3] [--threads 1 2] [--rounds 10]
-                                        [--size 416] [--extras]
+                                        [--size 416] [--extras] [--omp-passive]
 
 Darknet models: the packaged .cfg with random weights written by cnnkit's .weights writer; OpenCV
 reads the .cfg and .weights (``cv2.dnn.readNetFromDarknet``), cnnkit a checkpoint of the same
@@ -188,9 +188,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--size", type=int, default=416)
     parser.add_argument("--extras", action="store_true", help="Also face-resnet (150 px) and fast-style (512 px).")
+    parser.add_argument("--omp-passive", action="store_true", help="Run with OMP_WAIT_POLICY=PASSIVE (OpenMP "
+                        "threads sleep instead of spinning between parallel regions: it matters on a loaded machine).")
     args = parser.parse_args()
+    if args.omp_passive and os.environ.get("OMP_WAIT_POLICY") != "PASSIVE":  # must be set before OpenMP starts
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     load_plugins()
     print(json.dumps({"cpu_count": os.cpu_count(), "torch": torch.__version__, "opencv": cv2.__version__,
+                      "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", ""),
                       "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
