@@ -25,14 +25,15 @@ def fold_batchnorm(model: nn.Module) -> int:
     return folded
 
 
-def for_inference(model: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
+def for_inference(model: nn.Module, device: torch.device | str = "cpu", channels_last: bool = True) -> nn.Module:
     """``model`` in eval mode with its batch norms folded (:func:`fold_batchnorm`), on ``device``;
-    on CPU in channels-last memory format, which ``bench/infer_cpu.py`` measured 1.6x faster than
-    NCHW for YOLOv3-tiny at 416 (oneDNN's convolutions prefer it)."""
+    on CPU in channels-last memory format unless told otherwise: ``bench/infer_cpu.py`` measured it
+    1.5x faster than NCHW for YOLOv3-tiny at 416 and 1.2x for face-resnet, but 1.4x slower for the
+    fast stylizer (instance norm, reflection padding), which passes ``channels_last=False``."""
     model.eval()
     with torch.no_grad():
         fold_batchnorm(model)
     model.to(device)
-    if torch.device(device).type == "cpu":
+    if channels_last and torch.device(device).type == "cpu":
         model.to(memory_format=torch.channels_last)
     return model

@@ -117,7 +117,7 @@ def _fast(content: Path, checkpoint: Path, out: Path, size: Optional[int], devic
         raise CnnkitError(f"{checkpoint}: a '{kind}' checkpoint, not a fast-style one")
     task, net, _ = load_for_eval(checkpoint)
     dev = resolve_device(device)
-    net = for_inference(net, dev)
+    net = for_inference(net, dev, channels_last=False)  # NCHW: measured faster for this network
     if video:
         from cnnkit.core.video import run
 
