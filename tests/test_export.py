@@ -222,6 +222,17 @@ def test_torchvision_faster_rcnn_export(tmp_path):
     assert_same_detections(ours, theirs)
 
 
+def test_export_beyond_tolerance_writes_nothing(tmp_path, monkeypatch):
+    """A graph that differs from torch by more than the tolerance: exit 2, no file (float
+    arithmetic differs by about 1e-5 here, so a 1e-9 tolerance must refuse it)."""
+    import cnnkit.core.export as export_module
+
+    ckpt = untrained("yolov3-tiny", tmp_path / "y.pt", 64, SHAPES)
+    monkeypatch.setattr(export_module, "TOLERANCE", 1e-9)
+    one_clear_line(run_cli("export", ckpt), "differs from torch by", "nothing was written")
+    assert not (tmp_path / "y.onnx").exists() and not list(tmp_path.glob(".y.onnx*"))
+
+
 def test_export_refusals(tmp_path):
     ckpt = untrained("yolov3-tiny", tmp_path / "y.pt", 64, SHAPES)
     one_clear_line(run_cli("export", ckpt, "--format", "tflite"), "--format tflite")
