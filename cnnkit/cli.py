@@ -163,12 +163,15 @@ def train_cmd(
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
+    register: Optional[str] = typer.Option(None, "--register", help="Add the trained model to the MLflow Model Registry as NAME."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (flags win)."),
 ) -> None:
     """Train MODEL. Family options go after it too (e.g. --anchors, --style); see each family's docs."""
     from cnnkit.core.config import read_config_file, resolve_config
     from cnnkit.core.registry import models
 
+    if register and no_track:
+        raise CnnkitError("--register adds the tracked run's model to MLflow's registry: drop --no-track")
     spec = models.get(model)
     file_values = read_config_file(config) if config else {}
     resume_values: dict[str, Any] = {}
@@ -181,7 +184,8 @@ def train_cmd(
                  img_size=img_size, lr=lr, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay, burn_in=burn_in,
                  device=device, amp=amp, channels_last=channels_last, compile=compile_model, workers=workers, seed=seed, resume=resume,
                  save_period=save_period, weights=weights, pretrained=pretrained, allow_partial=allow_partial,
-                 experiment=experiment, tracking_uri=tracking_uri, track=False if no_track else None)
+                 experiment=experiment, tracking_uri=tracking_uri, track=False if no_track else None,
+                 register=register)
     extra = parse_extra(ctx.args)
     if extra:
         flags["options"] = extra
@@ -243,7 +247,7 @@ def eval_cmd(
 @app.command("detect")
 def detect_cmd(
     checkpoint: str = typer.Argument(..., help=SOURCE_HELP),
-    sources: list[str] = typer.Argument(..., help="Images or folders of images."),
+    sources: list[str] = typer.Argument(..., help="Images or folders of images; or one video file, camera index or stream URL."),
     weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     names: Optional[str] = typer.Option(None, "--names", help=NAMES_HELP),
     conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Score threshold."),
@@ -254,33 +258,41 @@ def detect_cmd(
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(0, "--batch-size", min=0, help="Images a batch (0: the training batch size, at most 64)."),
     as_json: bool = typer.Option(False, "--json", help="Print detections as JSON."),
+    every: int = typer.Option(1, "--every", min=1, help="Video: process every Nth frame."),
 ) -> None:
-    """Detect objects in images with a trained or published detector; boxes are in original image pixels."""
+    """Detect objects in images with a trained or published detector; boxes are in original image pixels.
+    A video or stream gives one JSON line a frame and an annotated video in --save-dir."""
     from cnnkit.core.data.detection import image_paths
     from cnnkit.core.data.images import ImageFiles, write_image
     from cnnkit.core.detect import annotated_names, draw_detections
     from cnnkit.core.device import resolve_device
     from cnnkit.core.engine import load_for_eval
+    from cnnkit.core.inference import for_inference
     from cnnkit.core.paths import writable_dir
+    from cnnkit.core.video import detect_video, is_video
 
     if not no_save:
         writable_dir(save_dir, "--save-dir")
-    paths = image_paths(sources)
-    if not paths:
+    video = len(sources) == 1 and is_video(sources[0])
+    paths = [] if video else image_paths(sources)
+    if not video and not paths:
         raise CnnkitError("no images found in " + ", ".join(sources))
     task, model, _ = load_for_eval(checkpoint, weights_ref=weights, names=names)
     dev = resolve_device(device)
-    model.to(dev)
+    for_inference(model, dev)
     task.config.device = str(dev)
+    if video:
+        return detect_video(sources[0], task, model, dev, None if no_save else save_dir, every,
+                            conf=conf, iou=iou, img_size=img_size)
     batch = max(1, min(batch_size or task.config.batch_size, 64))
-    results, names = [], annotated_names(paths)
+    results, outputs = [], annotated_names(paths)
     for images in task.loader(ImageFiles(paths), train=False, batch_size=batch, collate_fn=list):
         bad = next((x for x in images if isinstance(x, str)), None)
         if bad is not None:
             raise CnnkitError(bad)
         found = task.predict(model, images, dev, conf=conf, iou=iou, batch_size=batch,
                              img_size=img_size or task.config.img_size)
-        for path, name, image, dets in zip(paths[len(results):], names[len(results):], images, found):
+        for path, name, image, dets in zip(paths[len(results):], outputs[len(results):], images, found):
             results.append({"image": str(path), "detections": dets})
             if not no_save:
                 write_image(save_dir / name, draw_detections(image, dets))
@@ -292,6 +304,30 @@ def detect_cmd(
         console.print(f"{r['image']}: {found}")
     if not no_save:
         console.print(f"annotated images in {save_dir}")
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `cnnkit train` (or a registered model's name)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", min=8, help="Input size (default: the training size)."),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Any batch size (default: batch 1)."),
+    opset: int = typer.Option(17, "--opset", min=7, help="ONNX opset."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file (default: beside the checkpoint)."),
+    nms: bool = typer.Option(False, "--nms", help="YOLO detectors: score threshold and NMS inside the graph (one image a run)."),
+    conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="With --nms: the graph's score threshold."),
+    iou: float = typer.Option(0.45, "--iou", min=0.0, max=1.0, help="With --nms: the graph's NMS IoU threshold."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Export a model's inference graph with its metadata, checked against torch with onnxruntime."""
+    from cnnkit.core.export import export
+
+    report = export(checkpoint, fmt, img_size, dynamic_batch, opset, out, {"conf": conf, "iou": iou} if nms else None)
+    if as_json:
+        print_json(vars(report))
+        return
+    console.print(f"{report.output}: {report.model} ({report.task}), input {report.input}, "
+                  f"max difference from torch {report.max_diff:.3g} (tolerance {report.tolerance:.3g})")
 
 
 @app.command("summary", context_settings=EXTRA_ARGS)
@@ -347,6 +383,10 @@ data_app.command("check")(check_cmd)
 app.add_typer(data_app)
 
 _mounted: list[bool] = []
+# Commands that run a trained model: their OpenMP threads sleep between parallel regions instead of
+# spinning (bench/infer_cpu.py --omp-passive: torch with 2 threads on a loaded 2-core machine went
+# from 4x OpenCV's time to 0.2x for yolov3-tiny). Training keeps OpenMP's default.
+INFERENCE_COMMANDS = {"detect", "eval", "export", "verify", "enroll", "stylize"}
 
 
 def _one_line(exc: CnnkitError) -> str:
@@ -359,6 +399,9 @@ def _one_line(exc: CnnkitError) -> str:
 
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point: clear one-line errors with exit code 2, never a traceback."""
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] in INFERENCE_COMMANDS:  # read by OpenMP when torch loads: set before that
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         if not _mounted:
             plugins.mount_commands(app)

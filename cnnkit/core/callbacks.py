@@ -27,6 +27,7 @@ class Callback:
     def on_metrics(self, run: "Run", metrics: dict[str, float], step: int) -> None: ...
     def on_artifact(self, run: "Run", path: Path, folder: str | None) -> None: ...
     def on_tag(self, run: "Run", key: str, value: str) -> None: ...
+    def on_model(self, run: "Run", checkpoint: Path, task: Any, model: Any, device: Any, register: str) -> None: ...
     def on_run_end(self, run: "Run", status: str) -> None: ...
 
 
@@ -47,6 +48,9 @@ class MLflowCallback(Callback):
 
     def on_tag(self, run: "Run", key: str, value: str) -> None:
         self.tracker.set_tag(key, value)
+
+    def on_model(self, run: "Run", checkpoint: Path, task: Any, model: Any, device: Any, register: str) -> None:
+        self.tracker.log_model(checkpoint, task, model, device, register)
 
     def on_run_end(self, run: "Run", status: str) -> None:
         self.tracker.end(status)
@@ -128,6 +132,10 @@ class Run:
 
     def set_tag(self, key: str, value: str) -> None:
         self.emit("on_tag", key, value)
+
+    def log_model(self, checkpoint: str | Path, task: Any, model: Any, device: Any, register: str = "") -> None:
+        """The checkpoint as an MLflow Model (``runs:/ID/model``), registered as ``register`` if given."""
+        self.emit("on_model", Path(checkpoint), task, model, device, register)
 
     def log_figure(self, figure: Any, name: str) -> None:
         """Save a matplotlib figure as ``name`` (png) among the run's artifacts."""

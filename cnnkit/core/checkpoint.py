@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import shutil
@@ -174,6 +175,16 @@ def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor], na
         raise CnnkitError(f"{source}: weights do not fit {name}: only {loaded.count} of its {len(own)} "
                           "tensors match by name and shape")
     return loaded
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, shapes, dtypes and bytes of a state dict (sorted by name)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:

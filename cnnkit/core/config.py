@@ -51,6 +51,7 @@ class TrainConfig:
     experiment: str = "cnnkit"
     tracking_uri: str = ""
     track: bool = True
+    register: str = ""  # also add the trained model to the MLflow Model Registry under this name
     options: dict[str, Any] = field(default_factory=dict)  # family-specific (see Task.options)
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from torch.utils.data import DistributedSampler, RandomSampler
 
 from cnnkit import __version__
 from cnnkit.core import device as devices
-from cnnkit.core import weights
+from cnnkit.core import exported, weights
 from cnnkit.core.callbacks import Callback, Run, console, tracked_run
 from cnnkit.core.checkpoint import (copy_checkpoint, load_checkpoint, load_weights_into, remove_orphans, rng_state,
                                     save_checkpoint, set_rng_state)
@@ -409,6 +409,7 @@ class Trainer:
             return
         run.log_artifact(self.last_path, "weights")
         run.log_artifact(self.best_path, "weights")
+        run.log_model(self.best_path, self.task, devices.unwrap(self.model), self.device, self.config.register)
         run.log_figure(loss_curve(self.history), "loss_curve.png")
         self.task.log_artifacts(self.model, self.val_ds, run, self.device)
 
@@ -450,13 +451,16 @@ def fit(config: TrainConfig) -> FitResult:
 def load_for_eval(source: str | Path, data: str = "", weights_ref: str | None = None,
                   names: str | None = None) -> tuple[Task, nn.Module, dict[str, Any]]:
     """The task and model to run: a checkpoint written by ``cnnkit train`` (everything comes from it),
-    or a registered model's name or a definition file a plugin builds (a Darknet ``.cfg``) with its
-    published weights (:func:`published_for_eval`). ``data`` overrides the training data."""
+    a file written by ``cnnkit export`` (run by onnxruntime or TorchScript), or a registered model's
+    name or a definition file a plugin builds (a Darknet ``.cfg``) with its published weights
+    (:func:`published_for_eval`). ``data`` overrides the training data."""
     if is_model_source(source):
         return published_for_eval(models.get(str(source)), data, weights_ref, names)
     if weights_ref or names:
         raise CnnkitError(f"{source}: a checkpoint carries its own weights and classes; "
                           "--weights and --names go with a model name or a .cfg")
+    if exported.is_exported(source):
+        return exported.load_exported(source, data)
     ck = load_checkpoint(source)
     if ck["model"] not in models:
         raise CnnkitError(f"{source}: made by model '{ck['model']}', which no loaded plugin provides")

@@ -118,6 +118,9 @@ class Task:
     key_mode: str = "max"  # "max" or "min"
     options: dict[str, Any] = {}  # the task's own settings and their defaults
     check_classes: bool = True  # data must have the checkpoint's classes (not for unseen identities)
+    normalize: bool = True  # images reach the model ImageNet-normalised (recorded in exported files)
+    batch_export: bool = True  # the exported graph takes a batch (else one image at a time)
+    export_nms: bool = False  # export_module can put NMS inside the graph (`cnnkit export --nms`)
 
     def __init__(self, spec: ModelSpec, config: TrainConfig, classes: list[str] | None = None,
                  state: dict[str, Any] | None = None) -> None:
@@ -272,3 +275,26 @@ class Task:
     def predict(self, model: nn.Module, images: Iterable[Any], device: torch.device, **kwargs: Any) -> list[Any]:
         """Predictions for RGB uint8 images (detection: boxes in original pixel coordinates)."""
         raise CnnkitError(f"{self.spec.name} does not predict images")
+
+    # ---------------------------------------------------------------- export
+    def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:
+        """The inference graph ``cnnkit export`` writes: a module of one image batch whose output
+        the task's prediction reads (default: the model itself). ``nms`` (``conf``, ``iou``):
+        a detector's graph with NMS inside, for the tasks that offer it (``export_nms``)."""
+        return model
+
+    def inference(self, model: nn.Module) -> nn.Module:
+        """What prediction calls: the export graph of a torch model; an exported file already is one."""
+        return model if getattr(model, "exported", False) else self.export_module(model)
+
+    def export_axes(self) -> dict[int, str]:
+        """Input axes besides the batch that stay free in an exported graph (a stylizer's H and W)."""
+        return {}
+
+    def export_attrs(self, model: nn.Module) -> dict[str, Any]:
+        """Model attributes prediction reads, kept in an exported file's metadata."""
+        return {}
+
+    def kept_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Tensors of the state dict that prediction reads outside the graph (kept in the metadata)."""
+        return {}

@@ -189,6 +189,13 @@ class Tracker:
         if self.run_id:
             self._client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_model(self, checkpoint: str | Path, task: Any, model: Any, device: Any, register: str = "") -> None:
+        """``checkpoint`` as this run's MLflow Model (see :mod:`cnnkit.core.serving`)."""
+        if self.run_id:
+            from cnnkit.core.serving import log_model
+
+            log_model(self._client, self.run_id, checkpoint, task, model, device, register)
+
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id:
             retry_locked(self._client.set_terminated, self.run_id, status=status)

@@ -51,6 +51,17 @@ def cross_entropy(model: nn.Module, task: Task) -> ClassificationLoss:
     return ClassificationLoss(task.config.label_smoothing, float(task.option("aux_weight")))
 
 
+class Probabilities(nn.Module):
+    """A classifier's exported graph: softmax probabilities ``(B, C)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).softmax(1)
+
+
 class ClassifyTask(Task):
     """Image classification on ImageFolder-like data; best.pt is chosen by top-1."""
 
@@ -67,13 +78,30 @@ class ClassifyTask(Task):
         return MappedDataset(raw, ClassifySample(self.config.img_size, split == "train", len(self.classes or []),
                                                  self.input_norm()))
 
+    def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:
+        return Probabilities(model)
+
+    @staticmethod
+    def logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The model's logits; an exported file's log-probabilities serve as logits (same softmax)."""
+        if getattr(model, "exported", False):
+            return model(images).clamp_min(1e-30).log()
+        return model(images)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, images: Any, device: torch.device, **kwargs: Any) -> list[list[float]]:
+        """Class probabilities of RGB uint8 images, prepared as for validation."""
+        pipeline = classification_pipeline(self.config.img_size, False)
+        x = torch.stack([to_tensor(pipeline(image=image)["image"]) for image in images]).to(device)
+        return self.inference(model.eval())(x).float().cpu().tolist()
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
         model.eval()
         n, loss, hits = 0, 0.0, {1: 0, 5: 0}
         for images, targets in loader:
             images, targets = images.to(device), targets.to(device)
-            logits = model(images)
+            logits = self.logits(model, images)
             loss += float(F.cross_entropy(logits, targets, reduction="sum"))
             for k, v in topk_correct(logits, targets).items():
                 hits[k] += v

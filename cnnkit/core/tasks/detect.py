@@ -53,6 +53,19 @@ def collate_detections(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]
     return torch.stack(images), list(targets)
 
 
+class FirstImage(nn.Module):
+    """The exported graph of a torchvision detector: one image ``(1, 3, H, W)`` -> its
+    ``boxes (N, 4)`` xyxy pixels, ``scores (N,)``, ``labels (N,)`` before the task's threshold."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model(list(x))[0]
+        return out["boxes"], out["scores"], out["labels"]
+
+
 class DetectionTask(Task):
     """Base for YOLO and the R-CNN family. Images reach the model as [0, 1] RGB tensors
     (``normalize = True`` for ImageNet normalisation; a pretrained trunk's weights set their own)
@@ -65,6 +78,7 @@ class DetectionTask(Task):
     normalize = False
     eval_conf = 0.001
     eval_iou = 0.6
+    batch_export = False  # torchvision's detectors export one image at a time
 
     def default_norm(self) -> Norm:
         return IMAGENET if self.normalize else RAW
@@ -93,11 +107,18 @@ class DetectionTask(Task):
         """Detections for a batch of letterboxed images, in their pixel coordinates."""
         model.eval()
         results = []
-        for out in model(list(images)):
+        if getattr(model, "exported", False):  # one image a graph run: (boxes, scores, labels)
+            outputs = [dict(zip(("boxes", "scores", "labels"), model(image[None]))) for image in images]
+        else:
+            outputs = model(list(images))
+        for out in outputs:
             keep = out["scores"] >= conf
             kept = batched_nms(out["boxes"][keep], out["scores"][keep], out["labels"][keep], iou)
             results.append((out["boxes"][keep][kept], out["scores"][keep][kept], out["labels"][keep][kept]))
         return results
+
+    def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:
+        return FirstImage(model)
 
     @torch.no_grad()
     def detections(self, model: nn.Module, loader: Any, device: torch.device) -> list[Detections]:

@@ -198,4 +198,11 @@ class EmbedTask(Task):
         if not batch:
             return []
         model.eval()
-        return list(model(torch.stack(batch).to(device)).float().cpu().numpy())
+        return list(self.inference(model)(torch.stack(batch).to(device)).float().cpu().numpy())
+
+    def export_attrs(self, model: nn.Module) -> dict[str, Any]:
+        return {"embedding_dim": int(model.embedding_dim)}
+
+    def kept_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A learned similarity head scores pairs outside the graph."""
+        return {k: v for k, v in state.items() if k.startswith("similarity.")}

@@ -33,6 +33,10 @@ class StylizeTask(Task):
     default_data = "synthetic:textures?n=64&size=128"
     key_metric = "loss"
     key_mode = "min"
+    normalize = False
+
+    def export_axes(self) -> dict[int, str]:
+        return {2: "height", 3: "width"}  # images keep their own size
 
     def default_loss(self) -> str:
         return self.spec.loss or "perceptual"
@@ -77,5 +81,5 @@ class StylizeTask(Task):
         with torch.no_grad():
             for image in images:
                 x = to_tensor(image, normalize=False)[None].to(device)
-                results.append(to_image(model(x)))
+                results.append(to_image(self.inference(model)(x)))
         return results

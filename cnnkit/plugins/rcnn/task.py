@@ -73,6 +73,10 @@ class RegionTask(DetectionTask):
         """Test-time region proposals for a batch (letterboxed pixels)."""
         raise NotImplementedError
 
+    def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:
+        raise CnnkitError(f"{self.spec.name}: the papers' pipelines (selective search, SVMs, our RoI heads) are "
+                          "not exported; export a torchvision Faster R-CNN (fasterrcnn_mobilenet_v3_large_fpn, ...)")
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
         metrics = super().evaluate(model, loader, device)

@@ -82,7 +82,8 @@ def enroll_cmd(
 
 
 def verify_cmd(
-    images: list[str] = typer.Argument(..., help="Photos to verify (files or folders)."),
+    images: list[str] = typer.Argument(..., help="Photos to verify (files or folders), or one video file, camera "
+                                       "index or stream URL (one JSON line a frame)."),
     claim: Optional[str] = typer.Option(None, "--claim", help="1:1: is this NAME? (default 1:N: who is this?)"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Accept at distance <= F (default: the "
                                               "model's threshold: chosen on validation, or the pretrained one's)."),
@@ -96,11 +97,13 @@ def verify_cmd(
                                  "--all-faces): image, face, match, name, closest, distance, threshold."),
     index: str = typer.Option("exact", "--index", help="1:N search: exact, or hnsw (approximate, for large "
                               "galleries; build it first with `cnnkit gallery index --hnsw`)."),
+    every: int = typer.Option(1, "--every", min=1, help="Video: verify every Nth frame."),
 ) -> None:
-    """Verify photos against the gallery. Exit code 0: every photo verified, 1: any not (or
-    without a face, reported as "face": null), 2: bad input."""
+    """Verify photos (or a video, frame by frame) against the gallery. Exit code 0: every photo
+    verified, 1: any not (or without a face, reported as "face": null), 2: bad input."""
     import numpy as np
 
+    from cnnkit.core.video import is_video
     from cnnkit.plugins.siamese.faces import NoFaceError
     from cnnkit.plugins.siamese.gallery import open_gallery
     from cnnkit.plugins.siamese.pipeline import Decision, Embedder, decide
@@ -108,7 +111,8 @@ def verify_cmd(
 
     if threshold is not None and not math.isfinite(threshold):
         raise CnnkitError(f"--threshold {threshold} is not a number: give a distance such as 0.6")
-    paths = _images(images)
+    video = len(images) == 1 and is_video(images[0])
+    paths = [] if video else _images(images)
     with open_gallery(gallery_path, create=False, readonly=True) as gallery:
         embedder = Embedder(_weights(weights, gallery), device)
         gallery.check(embedder.info)
@@ -116,6 +120,18 @@ def verify_cmd(
         if limit is None:
             raise CnnkitError(f"{embedder.checkpoint} has no stored threshold: pass --threshold")
         claimed = gallery.embeddings(claim)[1] if claim is not None else None
+
+        def judge(vector: Any, source: Any) -> Decision:
+            if not np.isfinite(vector).all():
+                raise CnnkitError(f"{source}: the embedding is not finite (NaN): {embedder.checkpoint} is broken")
+            if claimed is not None:
+                closest, distance = claim, nearest(claimed, vector, embedder.scorer)[1]
+            else:
+                closest, distance = gallery.nearest(vector, embedder.scorer, index)
+            return decide(closest, distance, limit, claim)
+
+        if video:
+            return _verify_video(images[0], embedder, judge, all_faces, detector, every, no_detect)
         decisions = []
         for path in paths:
             try:
@@ -124,13 +140,7 @@ def verify_cmd(
                 decisions.append(Decision(False, None, None, limit, image=str(path)))
                 continue
             for (_, face), vector in zip(crops, embedder.embed([c for c, _ in crops])):
-                if not np.isfinite(vector).all():
-                    raise CnnkitError(f"{path}: the embedding is not finite (NaN): {embedder.checkpoint} is broken")
-                if claimed is not None:
-                    closest, distance = claim, nearest(claimed, vector, embedder.scorer)[1]
-                else:
-                    closest, distance = gallery.nearest(vector, embedder.scorer, index)
-                d = decide(closest, distance, limit, claim)
+                d = judge(vector, path)
                 d.image, d.face = str(path), face.as_list() if face else None
                 decisions.append(d)
     if as_json:
@@ -139,6 +149,27 @@ def verify_cmd(
         for d in decisions:
             print(_describe(d, claim, all_faces))
     raise typer.Exit(0 if all(d.match for d in decisions) else 1)
+
+
+def _verify_video(source: str, embedder: Any, judge: Any, all_faces: bool, detector: str, every: int,
+                  no_detect: bool = False) -> None:
+    """One JSON line a processed frame: ``{"frame", "time", "faces": [decision, ...]}`` (empty: no face)."""
+    from cnnkit.core.video import run
+    from cnnkit.plugins.siamese.faces import NoFaceError, face_chips
+
+    def frame(image: Any) -> tuple[dict[str, Any], None]:
+        try:
+            crops = [(image, None)] if no_detect else face_chips(image, all_faces, source, detector)
+        except NoFaceError:
+            return {"faces": []}, None
+        faces = []
+        for (_, face), vector in zip(crops, embedder.embed([c for c, _ in crops])):
+            d = judge(vector, source)
+            d.image, d.face = source, face.as_list() if face else None
+            faces.append({k: v for k, v in d.as_dict().items() if k != "image"})
+        return {"faces": faces}, None
+
+    run(source, frame, None, every)
 
 
 def _describe(d: Any, claim: Optional[str], all_faces: bool) -> str:

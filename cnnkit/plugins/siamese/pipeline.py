@@ -5,7 +5,6 @@ a gallery records which (a registered model's name or the checkpoint's path)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,22 +13,13 @@ import numpy as np
 import torch
 
 from cnnkit.core.data.images import read_image
+from cnnkit.core.checkpoint import state_fingerprint
 from cnnkit.core.device import resolve_device
 from cnnkit.core.engine import load_for_eval
 from cnnkit.core.errors import CnnkitError
 from cnnkit.plugins.siamese.faces import Face, face_chips
 from cnnkit.plugins.siamese.gallery import ModelInfo
 from cnnkit.core.scoring import Scorer
-
-
-def fingerprint(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over the names, shapes, dtypes and bytes of a state dict (sorted by name)."""
-    h = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key].detach().cpu().contiguous()
-        h.update(f"{key}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 @dataclass
@@ -74,7 +64,7 @@ class Embedder:
         self.threshold: float | None = float(state["threshold"]) if "threshold" in state else None
         self.scorer = Scorer.from_state(state.get("metric", "l2"), {k: v.numpy() for k, v in ck["model_state"].items()
                                                                     if k.startswith("similarity.")})
-        self.info = ModelInfo(fingerprint(ck["model_state"]), ck["model"], self.checkpoint,
+        self.info = ModelInfo(ck.get("fingerprint") or state_fingerprint(ck["model_state"]), ck["model"], self.checkpoint,
                               self.scorer.metric, int(self.model.embedding_dim))
 
     def crops(self, path: str | Path, detect: bool = True, all_faces: bool = False,

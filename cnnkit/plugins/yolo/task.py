@@ -62,6 +62,8 @@ class YoloTask(DetectionTask):
         "cls_ratio": 0.0,  # classification images an epoch per detection image (0: each once; the paper: 4)
     }
     scale_every = 10  # batches between multi-scale size changes
+    batch_export = True
+    export_nms = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -236,21 +238,64 @@ class YoloTask(DetectionTask):
             d.labels = level[d.labels]
         return found
 
+    def kept(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, conf: float) -> Prediction:
+        """An NMS graph's detections at ``conf`` (its own threshold is the floor)."""
+        keep = scores >= conf
+        return boxes[keep], scores[keep], labels[keep]
+
+    def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:
+        decoded = Decoded(unwrap(model), float(self.option("tree_thresh")))
+        return decoded if nms is None else WithNMS(decoded, **nms)
+
     @torch.no_grad()
     def predict_batch(self, model: nn.Module, images: torch.Tensor, conf: float, iou: float) -> list[Prediction]:
-        core = unwrap(model)
         size = images.shape[-1]
-        boxes, scores = decode(core, model(images), size, float(self.option("tree_thresh")))
+        graph = self.inference(model)
+        if getattr(model, "nms", None):  # an export with NMS inside: one image a run
+            return [self.kept(*graph(image[None]), conf) for image in images]
+        boxes, scores = graph(images)
         out = []
         for b, s in zip(boxes, scores):
             flat = s.flatten()
             keep = (flat > conf).nonzero()[:, 0]
             keep = keep[flat[keep].topk(min(MAX_CANDIDATES, len(keep))).indices]
             box_i, label = keep // s.shape[1], keep % s.shape[1]
-            xyxy = clip_boxes(box_convert(b[box_i], "cxcywh", "xyxy"), images.shape[-2], size)
+            xyxy = clip_boxes(b[box_i], images.shape[-2], size)
             kept = batched_nms(xyxy, flat[keep], label, iou)[:MAX_DETECTIONS]
             out.append((xyxy[kept], flat[keep][kept], label[kept]))
         return out
+
+
+class Decoded(nn.Module):
+    """YOLO's inference graph: images -> every prediction's xyxy pixel box ``(B, N, 4)`` and class
+    scores ``(B, N, C)``, before the score threshold and NMS (what ``cnnkit export`` writes)."""
+
+    def __init__(self, model: nn.Module, tree_thresh: float = 0.5) -> None:
+        super().__init__()
+        self.model, self.tree_thresh = model, tree_thresh
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes, scores = decode(self.model, self.model(x), x.shape[-1], self.tree_thresh)
+        return box_convert(boxes, "cxcywh", "xyxy"), scores
+
+
+class WithNMS(nn.Module):
+    """``cnnkit export --nms``: one image -> its final xyxy ``boxes (K, 4)``, ``scores (K,)`` and
+    ``labels (K,)``: every (box, class) pair above ``conf``, class-wise NMS at ``iou``, at most
+    :data:`MAX_DETECTIONS` (ONNX NonMaxSuppression)."""
+
+    def __init__(self, decoded: Decoded, conf: float = 0.25, iou: float = 0.45) -> None:
+        super().__init__()
+        self.decoded, self.conf, self.iou = decoded, conf, iou
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        boxes, scores = self.decoded(x)
+        flat = scores[0].flatten()
+        keep = (flat > self.conf).nonzero()[:, 0]
+        box_i, label = keep // scores.shape[2], keep % scores.shape[2]
+        xyxy = clip_boxes(boxes[0][box_i], x.shape[-2], x.shape[-1])
+        kept = batched_nms(xyxy, flat[keep], label, self.iou)[:MAX_DETECTIONS]
+        return xyxy[kept], flat[keep][kept], label[kept]
 
 
 def decode(model: nn.Module, outputs: Any, img_size: int, tree_thresh: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,7 +304,7 @@ def decode(model: nn.Module, outputs: Any, img_size: int, tree_thresh: float = 0
     WordTree only the deepest node above ``tree_thresh`` scores, by its probability)."""
     if model.family == "yolov1":
         p = outputs.float()
-        n, nb = len(p), model.boxes
+        n, nb = p.shape[0], model.boxes  # shape[0], not len(): a traced export keeps the batch free
         boxes = decode_v1_boxes(p, nb, img_size).reshape(n, -1, 4)
         conf = p[..., 4: nb * 5: 5]  # (B, S, S, boxes)
         scores = (conf[..., None] * p[..., None, nb * 5:]).clamp(0, 1).reshape(n, -1, model.num_classes)
@@ -277,6 +322,6 @@ def decode(model: nn.Module, outputs: Any, img_size: int, tree_thresh: float = 0
         else:
             cls = p[..., 5:].sigmoid()
         boxes = decode_anchor_boxes(p, anchors, img_size, cells=model.family == "yolov2")
-        all_boxes.append(boxes.reshape(len(p), -1, 4))
-        all_scores.append((p[..., 4:5].sigmoid() * cls).reshape(len(p), -1, cls.shape[-1]))
+        all_boxes.append(boxes.reshape(p.shape[0], -1, 4))
+        all_scores.append((p[..., 4:5].sigmoid() * cls).reshape(p.shape[0], -1, cls.shape[-1]))
     return torch.cat(all_boxes, 1), torch.cat(all_scores, 1)

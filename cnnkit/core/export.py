@@ -1,0 +1,187 @@
+"""``cnnkit export``: a checkpoint's inference graph to ONNX (or TorchScript), with the metadata a
+user needs to run it, checked against torch with onnxruntime before it is kept.
+
+What the graph computes is the task's ``export_module`` (probabilities for classifiers, decoded
+boxes and class scores for YOLO, torchvision's detections for its Faster R-CNNs, embeddings,
+stylized images). ONNX files are written by torch's TorchScript-based exporter
+(``dynamo=False``): it is the path torchvision's detection models are made for, and it needs no
+``onnxscript``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit.core.atomic import atomic_path
+from cnnkit.core.checkpoint import state_fingerprint
+from cnnkit.core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cnnkit.core.engine import load_for_eval
+from cnnkit.core.errors import CnnkitError
+
+FORMATS = ("onnx", "torchscript")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
+TOLERANCE = 1e-3  # largest difference from torch, per output, relative to its scale (at least 1)
+META_KEY = "cnnkit"  # the metadata entry holding everything cnnkit needs to run the file
+
+
+@dataclass
+class ExportReport:
+    """What ``cnnkit export`` prints."""
+
+    output: str
+    format: str
+    task: str
+    model: str
+    input: list[int]
+    max_diff: float
+    tolerance: float
+
+
+def encode(value: Any) -> Any:
+    """Tensors (nested in dicts and lists) as JSON: ``{"__tensor__": [...], "dtype": "float32"}``."""
+    if isinstance(value, torch.Tensor):
+        return {"__tensor__": value.tolist(), "dtype": str(value.dtype).removeprefix("torch.")}
+    if isinstance(value, dict):
+        return {k: encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    return value
+
+
+def decode(value: Any) -> Any:
+    """:func:`encode`'s inverse."""
+    if isinstance(value, dict):
+        if "__tensor__" in value:
+            return torch.tensor(value["__tensor__"], dtype=getattr(torch, value["dtype"]))
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value
+
+
+def metadata(task: Any, model: nn.Module, ck: dict[str, Any], img_size: int,
+             nms: dict[str, float] | None = None) -> dict[str, str]:
+    """The file's metadata: readable keys for any user, and ``cnnkit`` (JSON) to rebuild the task."""
+    config = dict(ck["config"], img_size=img_size)
+    full = {"model": ck["model"], "task": ck["task"], "classes": list(task.classes or []), "config": config,
+            "task_state": task.state, "fingerprint": state_fingerprint(ck["model_state"]),
+            "kept_state": task.kept_state(ck["model_state"]),
+            "attrs": {**task.export_attrs(model), **({"nms": nms} if nms else {})}}
+    norm = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)} if task.normalize else None
+    readable = {"task": ck["task"], "model": ck["model"], "classes": json.dumps(list(task.classes or [])),
+                "input": "RGB float in [0, 1], NCHW" + (", then (x - mean) / std" if norm else ""),
+                "img_size": str(img_size), "normalization": json.dumps(norm)}
+    if "threshold" in task.state:
+        readable["threshold"] = str(float(task.state["threshold"]))
+    if nms:
+        readable["nms"] = json.dumps(nms)
+    return {**readable, META_KEY: json.dumps(encode(full))}
+
+
+def sample_input(task: Any, img_size: int, batch: int) -> torch.Tensor:
+    """A test input as the task feeds its model (seeded, so a failed check can be repeated)."""
+    x = torch.rand(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
+    if task.normalize:
+        x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return x
+
+
+def outputs_of(value: Any) -> list[np.ndarray]:
+    """A module's output (a tensor or a tuple of them) as a list of arrays."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    return [t.detach().float().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in items]
+
+
+def max_difference(ours: list[np.ndarray], reference: list[np.ndarray]) -> tuple[float, float]:
+    """The largest absolute difference over the outputs, and the tolerance of the output it is in
+    (:data:`TOLERANCE` times that output's largest magnitude, at least 1: scores in [0, 1] are
+    judged at 1e-3, boxes of a 416 px input at about 0.4 px). A missing or misshapen output: inf."""
+    if len(ours) != len(reference) or any(a.shape != b.shape for a, b in zip(ours, reference)):
+        return float("inf"), TOLERANCE
+    worst, tolerance = 0.0, TOLERANCE
+    for a, b in zip(ours, reference):
+        if a.size:
+            diff = float(np.abs(a.astype(np.float64) - b).max())
+            tol = TOLERANCE * max(1.0, float(np.abs(b).max()))
+            if diff / tol > worst / tolerance:
+                worst, tolerance = diff, tol
+    return worst, tolerance
+
+
+def _onnx(module: nn.Module, x: torch.Tensor, path: Path, opset: int, axes: dict[int, str],
+          meta: dict[str, str]) -> list[np.ndarray]:
+    import onnx
+
+    from cnnkit.core.exported import open_session
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=opset, input_names=["images"],
+                              dynamic_axes={"images": axes} if axes else None, do_constant_folding=True)
+        except torch.onnx.OnnxExporterError:  # an op only the torch.export-based exporter translates
+            dims = {i: torch.export.Dim(name, min=1 if i == 0 else 32) for i, name in axes.items()}
+            program = torch.onnx.export(module, (x,), dynamo=True, opset_version=max(opset, 18), verbose=False,
+                                        input_names=["images"], dynamic_shapes=({**dims},) if dims else None)
+            program.save(str(path), external_data=False)
+    graph = onnx.load(str(path))
+    for key, value in meta.items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(path))
+    session = open_session(path, "cpu")
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})
+
+
+def _torchscript(module: nn.Module, x: torch.Tensor, path: Path, meta: dict[str, str]) -> list[np.ndarray]:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, (x,), check_trace=False)
+        torch.jit.save(traced, str(path), _extra_files={"cnnkit.json": json.dumps(meta)})
+        return outputs_of(torch.jit.load(str(path), map_location="cpu")(x))
+
+
+def export(checkpoint: str | Path, fmt: str = "onnx", img_size: int | None = None, dynamic_batch: bool = False,
+           opset: int = 17, out: str | Path | None = None, nms: dict[str, float] | None = None) -> ExportReport:
+    """Write ``checkpoint``'s inference graph to ``out`` and check it against torch; a file that
+    differs by more than :data:`TOLERANCE` is removed (one clear error). ``nms``: ``{"conf", "iou"}``
+    to put a detector's NMS inside the graph."""
+    if fmt not in FORMATS:
+        raise CnnkitError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
+    task, model, ck = load_for_eval(checkpoint)
+    if getattr(model, "exported", False):
+        raise CnnkitError(f"{checkpoint}: already an exported file; export the checkpoint it came from")
+    if nms and not task.export_nms:
+        raise CnnkitError(f"--nms: {ck['model']} has no NMS to put in its graph (YOLO and Darknet .cfg detectors do)")
+    if dynamic_batch and (nms or not task.batch_export):
+        raise CnnkitError(f"{ck['model']}: {'with --nms ' if nms else ''}its graph takes one image at a time; "
+                          "drop --dynamic-batch")
+    size = int(img_size or task.config.img_size)
+    module = task.export_module(model, nms).eval()
+    batch = 2 if dynamic_batch else 1
+    x = sample_input(task, size, batch)
+    axes = {**({0: "batch"} if dynamic_batch else {}), **task.export_axes()}
+    target = Path(out) if out else Path(checkpoint).with_suffix(SUFFIX[fmt])
+    meta = metadata(task, model, ck, size, nms)
+    with torch.no_grad():
+        reference = outputs_of(module(x))
+    with atomic_path(target) as tmp:
+        try:
+            got = _onnx(module, x, tmp, opset, axes, meta) if fmt == "onnx" else _torchscript(module, x, tmp, meta)
+        except CnnkitError:
+            raise
+        except Exception as exc:  # the exporter's many failure types: one line naming the model
+            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+            raise CnnkitError(f"{ck['model']}: {fmt} export failed ({first})") from None
+        diff, tolerance = max_difference(outputs_of(got), reference)
+        if not diff <= tolerance:
+            raise CnnkitError(f"{target}: the exported graph differs from torch by {diff:.3g} "
+                              f"(tolerance {tolerance:.3g}); nothing was written")
+    return ExportReport(str(target), fmt, ck["task"], ck["model"], list(x.shape), diff, tolerance)

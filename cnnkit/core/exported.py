@@ -1,0 +1,136 @@
+"""Exported files as models: an ``.onnx`` (onnxruntime) or ``.torchscript`` file written by
+``cnnkit export`` is loaded like a checkpoint, so ``detect``, ``eval``, ``verify``, ``enroll`` and
+``stylize`` run it. The task is rebuilt from the file's metadata; the model is an
+:class:`ExportedModel` whose forward runs the file, and tasks ask ``task.inference(model)`` for
+the graph to call (the exported file already is that graph)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit.core.errors import CnnkitError
+
+SUFFIXES = (".onnx", ".torchscript")
+
+
+def is_exported(path: str | Path) -> bool:
+    """Whether ``path`` names an exported file (by its suffix)."""
+    return Path(path).suffix.lower() in SUFFIXES
+
+
+def open_session(path: str | Path, device: str = "cpu") -> Any:
+    """An onnxruntime session: CUDA first where asked for and installed, else CPU; threads from
+    ``CNNKIT_THREADS`` when set."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    threads = int(os.environ.get("CNNKIT_THREADS", "0"))
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    providers = ["CPUExecutionProvider"]
+    if str(device).startswith(("cuda", "auto")) and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        raise CnnkitError(f"{path}: not a readable ONNX model ({first})") from None
+
+
+class ExportedModel(nn.Module):
+    """Runs an exported graph on tensors: ``forward(x)`` returns a tensor or a tuple of them, on
+    ``x``'s device. The attributes the task needs (``embedding_dim``, ...) come from the metadata."""
+
+    exported = True
+
+    def __init__(self, path: Path, attrs: dict[str, Any], device: str = "cpu") -> None:
+        super().__init__()
+        self.path = path
+        for key, value in attrs.items():
+            setattr(self, key, value)
+        if path.suffix.lower() == ".onnx":
+            self.session = open_session(path, device)
+            self.input = self.session.get_inputs()[0]
+            self.script = None
+        else:
+            self.session, self.input = None, None
+            self.script = torch.jit.load(str(path), map_location="cpu")
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if self.script is not None:
+            out = self.script(x.cpu())
+            return tuple(t.to(x.device) for t in out) if isinstance(out, tuple) else out.to(x.device)
+        want = self.input.shape
+        if any(isinstance(n, int) and x.shape[i] != n for i, n in list(enumerate(want))[1:]):
+            raise CnnkitError(f"{self.path} takes inputs of shape {list(want)} and got {list(x.shape)} "
+                              "(export again with that --img-size)")
+        array = x.detach().float().cpu().contiguous().numpy()
+        if isinstance(want[0], int) and len(array) != want[0]:  # a fixed-batch graph: one run an image
+            runs = [self.session.run(None, {self.input.name: array[i:i + want[0]]}) for i in range(0, len(array), want[0])]
+            outs = [np.concatenate(parts) for parts in zip(*runs)]
+        else:
+            outs = self.session.run(None, {self.input.name: array})
+        tensors = tuple(torch.from_numpy(o).to(x.device) for o in outs)
+        return tensors[0] if len(tensors) == 1 else tensors
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata ``cnnkit export`` wrote into an ONNX or TorchScript file."""
+    if not path.is_file():
+        raise CnnkitError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() == ".onnx":
+            import onnx
+
+            graph = onnx.load(str(path), load_external_data=False)
+            return {p.key: p.value for p in graph.metadata_props}
+        files = {"cnnkit.json": ""}
+        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        return json.loads(files["cnnkit.json"] or "{}")
+    except CnnkitError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        raise CnnkitError(f"{path}: not a readable exported model ({first})") from None
+
+
+def read_task(path: str | Path) -> dict[str, str]:
+    """``{"task", "model"}`` of an exported file, without opening a session."""
+    meta = read_metadata(Path(path))
+    if "task" not in meta:
+        raise CnnkitError(f"{path}: not written by `cnnkit export` (no cnnkit metadata)")
+    return {"task": meta["task"], "model": meta.get("model", "")}
+
+
+def load_exported(path: str | Path, data: str = "", device: str = "auto") -> tuple[Any, nn.Module, dict[str, Any]]:
+    """``(task, model, ck)`` for an exported file, as :func:`cnnkit.core.engine.load_for_eval`
+    returns them for a checkpoint (``ck["model_state"]`` holds only the tensors the task keeps)."""
+    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.engine import make_task
+    from cnnkit.core.export import META_KEY, decode
+    from cnnkit.core.registry import models
+
+    path = Path(path)
+    meta = read_metadata(path)
+    if META_KEY not in meta:
+        raise CnnkitError(f"{path}: not written by `cnnkit export` (no cnnkit metadata)")
+    info = decode(json.loads(meta[META_KEY]))
+    if info["model"] not in models:
+        raise CnnkitError(f"{path}: made by model '{info['model']}', which no loaded plugin provides")
+    config = TrainConfig.from_dict(info["config"])
+    if data:
+        config.data, config.val, config.val_fraction = data, data, 0.0
+    task = make_task(models.get(info["model"]), config, classes=info["classes"], state=info["task_state"])
+    model = ExportedModel(path, info["attrs"], device).eval()
+    ck = {"model": info["model"], "task": info["task"], "config": info["config"], "classes": info["classes"],
+          "task_state": info["task_state"], "model_state": info["kept_state"], "fingerprint": info["fingerprint"]}
+    return task, model, ck
