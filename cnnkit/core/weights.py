@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -183,9 +184,12 @@ def darknet_problem(path: Path) -> str:
 
 
 def clean_partial(target: Path) -> None:
-    """Remove temporary files a killed download of ``target`` left beside it."""
+    """Remove temporary files a killed download of ``target`` left beside it (untouched for twice
+    the read timeout, so another process's download in progress is left alone)."""
     for tmp in target.parent.glob(f".{target.name}.*.tmp"):
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            if time.time() - tmp.stat().st_mtime > 2 * TIMEOUT_S:
+                tmp.unlink()
 
 
 class Terminated(BaseException):
