@@ -80,7 +80,8 @@ def path_cmd(name: str = typer.Argument(..., help="A registered weights name."))
 def verify_cmd() -> None:
     """Re-hash every cached file against the registry; a file that fails is named (exit code 2)."""
     from cnnkit.core.registry import weights
-    from cnnkit.core.weights import cache_path, check, hashed, parse_problem, sha256_of
+    from cnnkit.core.weight_formats import parse_problem
+    from cnnkit.core.weights import cache_path, check, hashed, sha256_of
 
     plugins.load_plugins()
     bad, seen = [], 0

@@ -99,9 +99,10 @@ def test_missing_imagenet_weights_say_how_to_get_them(tmp_path, monkeypatch):
     with pytest.raises(CnnkitError) as err:
         VGGFeatures(["conv1_1"], "")
     assert "--weights" in str(err.value) and "vgg19-dcbb9e9d.pth" in str(err.value)
-    cached = tmp_path / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
-    cached.parent.mkdir(parents=True, exist_ok=True)  # the failed download made it
-    source = VGGFeatures(["conv1_1"], "random", seed=1)
-    torch.save({f"features.{k}": v for k, v in source.body.state_dict().items()}, cached)
+    from published_files import place
+
+    source = VGGFeatures(["conv1_1"], "random", seed=1)  # in the cache under the registry's name and hash
+    place(monkeypatch, tmp_path / "hub" / "checkpoints", "vgg19-nst",
+          {f"features.{k}": v for k, v in source.body.state_dict().items()})
     x = torch.rand(1, 3, 8, 8)
     assert torch.equal(VGGFeatures(["conv1_1"], "")(x)["conv1_1"], source(x)["conv1_1"])

@@ -289,14 +289,13 @@ def test_pretrained_vgg16_fills_fc6_fc7_from_its_imagenet_classifier(tmp_path, m
     from cnnkit.core.engine import make_task
     from cnnkit.core.plugins import load_plugins
     from cnnkit.core.registry import models
+    from published_files import place
 
     load_plugins()
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    cache = tmp_path / "torch" / "hub" / "checkpoints"
-    cache.mkdir(parents=True)
     torch.manual_seed(3)
     source = models.get("vgg16").create(num_classes=1000).state_dict()
-    torch.save(source, cache / "vgg16-397923af.pth")
+    place(monkeypatch, tmp_path / "torch" / "hub" / "checkpoints", "vgg16", source)  # its hash becomes the registry's
     task = make_task(models.get("faster-rcnn"), TrainConfig(model="faster-rcnn", pretrained=True,
                                                              options={"backbone": "vgg16"}))
     entry = weights.pretrained_entry(task.spec, task.config.options)

@@ -498,3 +498,16 @@ def test_a_published_model_run_with_a_head_for_other_classes_is_refused(cli, tmp
     write_image(tmp_path / "a.png", np.full((40, 40, 3), 128, np.uint8))
     one_clear_line(cli("classify", "resnet18", "--weights", tmp_path / "ten.pth", tmp_path / "a.png"),
                    "fc.weight does not fit resnet18 built for 1000 classes")
+
+
+def test_a_download_killed_earlier_leaves_nothing_behind(cli, mirror, cache, entries):
+    """A temporary file left by a SIGKILLed pull (old, untouched) is removed by the next pull."""
+    import os
+
+    cache.mkdir(parents=True)
+    stale = cache / ".tiny.bin.abc123.tmp"
+    stale.write_bytes(b"half a file")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    r = cli("weights", "pull", "tiny-test")
+    assert r.code == 0, r.stderr
+    assert sorted(p.name for p in cache.iterdir() if p.name.endswith(".tmp")) == []
