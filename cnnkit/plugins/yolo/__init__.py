@@ -19,7 +19,7 @@ DETECT_RECIPE = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "schedul
 # training (bench/yolo9000_sets.py, yolov2-tiny at 160 px): Adam 2e-3 with Darknet's burn_in
 # warm-up (lr x (step/60)^4), batches of 16, one input size (multi-scale cost 1.3x the CPU a step
 # and learnt slower in short runs); measured there against the detection recipe above.
-YOLOV2_RECIPE = {**DETECT_RECIPE, "lr": 2e-3, "batch_size": 16, "burn_in": 60, "epochs": 16,
+YOLOV2_RECIPE = {**DETECT_RECIPE, "lr": 2e-3, "batch_size": 16, "burn_in": 60, "epochs": 12,
                  "options": {"multi_scale": False}}
 YOLOV2_FAMILY = ("yolov2", "yolov2-tiny", "yolo9000")
 
