@@ -656,3 +656,49 @@ def test_a_data_yaml_pointing_outside_its_folder_gets_no_cache_written_there(cli
     assert r.code == 0 and "cache not written (" in r.stdout and "is outside the dataset's folders" in r.stdout, \
         r.stdout + r.stderr
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+# ---------------------------------------------------------------- 22.19 `cnnkit runs` on stores it cannot read
+@pytest.mark.parametrize("uri, needles", [
+    ("sqlite:///notes.db", ("sqlite:///notes.db: not an MLflow database (its tables: notes); left untouched",)),
+    ("sqlite:///text.db", ("sqlite:///text.db: not an MLflow database (file is not a database)",)),
+    ("sqlite:///notes.db/x.db", ("notes.db is a file, not a folder",)),
+    ("foo://bar", ("MLflow tracking at foo://bar failed", "unsupported URI")),
+    ("http://127.0.0.1:1", ("MLflow tracking at http://127.0.0.1:1 failed", "Max retries exceeded")),
+])
+def test_runs_on_a_store_it_cannot_read_is_one_line_and_touches_nothing(tmp_path, uri, needles):
+    _sqlite_file(tmp_path / "notes.db")
+    (tmp_path / "text.db").write_text("some text\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    r = _cnnkit(tmp_path, "runs", "--tracking-uri", uri, timeout=60)  # an unreachable server: seconds, not minutes
+    one_clear_line(r, *needles)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_training_refuses_a_store_that_is_another_database(tmp_path):
+    before = _sqlite_file(tmp_path / "notes.db")
+    r = _cnnkit(tmp_path, *NO_TRACK[:-1], "--tracking-uri", "sqlite:///notes.db", "--out", "r")
+    one_clear_line(r, "not an MLflow database")
+    assert (tmp_path / "notes.db").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_runs_creates_no_store_and_mlflow_says_nothing_on_stderr(tmp_path):
+    r = _cnnkit(tmp_path, "runs")
+    assert r.code == 0 and "no runs yet" in r.stdout and r.stderr == ""
+    assert list(tmp_path.iterdir()) == []  # nit: no mlflow.db, no lock file
+    r = _cnnkit(tmp_path, *TRAIN, "--epochs", "1", "--workers", "0", "--out", "r")
+    assert r.code == 0 and "MLflow" not in r.stderr and "INFO" not in r.stderr, r.stderr  # "Creating initial ..."
+
+
+def test_damaged_exif_gives_no_pillow_warning(tmp_path):
+    from PIL import Image
+
+    ifd = (b"II*\x00" + pack("<I", 8) + pack("<H", 2) + pack("<HHII", 0x0112, 3, 1, 6)
+           + pack("<HHII", 0x010F, 2, 100, 1000) + pack("<I", 0))  # Make: 100 bytes at an offset past the end
+    Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(tmp_path / "cam.jpg", exif=b"Exif\x00\x00" + ifd)
+    code = ("from cnnkit.core.data.images import image_size, read_image\n"
+            "print(image_size('cam.jpg', decode=True), read_image('cam.jpg').shape)")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and p.stdout == "(8, 12) (12, 8, 3)\n" and p.stderr == "", p.stderr  # rotated, quiet
