@@ -233,11 +233,14 @@ def detect_cmd(
     """Detect objects in images with a trained detector; boxes are in original image pixels."""
     from cnnkit.core.data.detection import image_paths
     from cnnkit.core.data.images import ImageFiles, write_image
+    from cnnkit.core.config import check_value
     from cnnkit.core.detect import annotated_names, draw_detections
     from cnnkit.core.device import resolve_device
     from cnnkit.core.engine import load_for_eval
     from cnnkit.core.paths import writable_dir
 
+    if img_size is not None:
+        check_value("img_size", img_size, " (from --img-size)")
     if not no_save:
         writable_dir(save_dir, "--save-dir")
     paths = image_paths(sources)

@@ -702,3 +702,29 @@ def test_damaged_exif_gives_no_pillow_warning(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 0 and p.stdout == "(8, 12) (12, 8, 3)\n" and p.stderr == "", p.stderr  # rotated, quiet
+
+
+# ---------------------------------------------------------------- 22.20 values out of range, named
+TEXTURES = "synthetic:textures?n=8&size=32"
+
+
+@pytest.mark.parametrize("args, needles", [
+    ([*NO_TRACK, "--seed", str(10**23)], ("seed: 100000000000000000000000 (from the command line)", "in [0, 2**32)")),
+    (["train", "resnet18", "--data", "synthetic:textures?n=abc", "--no-track"], ("n=abc", "a whole number, at least 1")),
+    (["train", "resnet18", "--data", "synthetic:textures?n=-1", "--no-track"], ("n=-1", "at least 1")),
+    (["train", "resnet18", "--data", "synthetic:textures?size=0", "--no-track"], ("size=0", "at least 8")),
+    (["train", "resnet18", "--data", "synthetic:textures?seed=-1", "--no-track"], ("seed=-1", "at least 0")),
+    (["train", "yolov1-fast", "--data", "synthetic:shapes?n=4&max_objects=0", "--no-track"],
+     ("max_objects=0", "at least 1")),
+    (["train", "siamese-small", "--data", "synthetic:glyphs?ids=1", "--no-track"], ("ids=1", "at least 2")),
+    (["train", "resnet18", "--config", "options.yaml", "--data", TEXTURES, "--no-track"],
+     ("options: 5 (from config file options.yaml)", "a mapping")),
+    (["detect", "any.pt", "x.png", "--img-size", "-64"], ("img_size: -64 (from --img-size)", "at least 8")),
+    (["stylize", "x.png", "y.png", "--lr", "-5"], ("lr: -5.0 (from --lr)", "0 or more")),
+    (["summary", "resnet18", "--num-classes", "-1"], ("--num-classes -1", "at least 2")),
+    (["summary", "resnet18", "--num-classes", "1"], ("--num-classes 1", "a classify model needs at least 2")),
+])
+def test_values_out_of_range_are_one_line_naming_the_value(cli, tmp_path, args, needles):
+    (tmp_path / "options.yaml").write_text("options: 5\n")
+    one_clear_line(cli(*args), *needles)
+    assert not (tmp_path / "runs").exists()

@@ -70,6 +70,10 @@ def register(app: typer.Typer) -> None:
         """Stylize CONTENT like STYLE (Gatys et al.), or with a trained fast stylizer (--model)."""
         from cnnkit.core.paths import writable_dir, writable_file
 
+        from cnnkit.core.config import check_value
+
+        if lr is not None:
+            check_value("lr", lr, " (from --lr)")
         out = writable_file(out or Path(f"{content.stem}_stylized.png"), "-o")
         if save_every:
             writable_dir(out.with_name(f"{out.stem}_steps"), "-o steps folder")
