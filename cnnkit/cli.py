@@ -168,10 +168,11 @@ def train_cmd(
     file_values = read_config_file(config) if config else {}
     resume_values: dict[str, Any] = {}
     if resume:
-        from cnnkit.core.checkpoint import load_checkpoint
+        from cnnkit.core.checkpoint import load_checkpoint, run_folder
 
         resume_values = dict(load_checkpoint(resume)["config"])
         resume_values.pop("resume", None)
+        resume_values["out"] = run_folder(resume)  # beside the checkpoint, wherever it was made
     flags = dict(data=data, val=val, val_fraction=val_fraction, epochs=epochs, batch_size=batch_size,
                  img_size=img_size, lr=lr, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
                  device=device, amp=amp, channels_last=channels_last, compile=compile_model, workers=workers, seed=seed, resume=resume,

@@ -728,3 +728,23 @@ def test_values_out_of_range_are_one_line_naming_the_value(cli, tmp_path, args, 
     (tmp_path / "options.yaml").write_text("options: 5\n")
     one_clear_line(cli(*args), *needles)
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- 22.21 --resume of a copied checkpoint
+@pytest.mark.slow
+def test_resume_of_a_copied_checkpoint_continues_beside_it_and_leaves_the_original_alone(tmp_path):
+    import shutil
+
+    assert _cnnkit(tmp_path, *NO_TRACK, "--workers", "0", "--out", "r").code == 0
+    shutil.copytree(tmp_path / "r", tmp_path / "copy")
+    original = {p.name: p.read_bytes() for p in (tmp_path / "r/weights").iterdir()}
+    r = _cnnkit(tmp_path, *TRAIN, "--epochs", "2", "--no-track", "--workers", "0", "--resume", "copy/weights/last.pt")
+    assert r.code == 0 and "last: copy/weights/last.pt" in r.stdout, r.stdout + r.stderr
+    assert torch.load(tmp_path / "copy/weights/last.pt", weights_only=True)["epoch"] == 1
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r/weights").iterdir()} == original
+
+    (tmp_path / "elsewhere").mkdir()  # the same run resumed from another working directory
+    r = _cnnkit(tmp_path / "elsewhere", *TRAIN, "--epochs", "3", "--no-track", "--workers", "0",
+                "--resume", "../copy/weights/last.pt")
+    assert r.code == 0 and list((tmp_path / "elsewhere").iterdir()) == [], r.stderr
+    assert torch.load(tmp_path / "copy/weights/last.pt", weights_only=True)["epoch"] == 2
