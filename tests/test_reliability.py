@@ -748,3 +748,10 @@ def test_resume_of_a_copied_checkpoint_continues_beside_it_and_leaves_the_origin
                 "--resume", "../copy/weights/last.pt")
     assert r.code == 0 and list((tmp_path / "elsewhere").iterdir()) == [], r.stderr
     assert torch.load(tmp_path / "copy/weights/last.pt", weights_only=True)["epoch"] == 2
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_a_gallery_timeout_that_is_not_a_positive_number_is_one_line(tmp_path, value):
+    r = _cnnkit(tmp_path, "gallery", "list", "--gallery", "g.db", timeout=60, CNNKIT_GALLERY_TIMEOUT=value)
+    one_clear_line(r, f"CNNKIT_GALLERY_TIMEOUT={value}", "a positive number of seconds")
+    assert list(tmp_path.iterdir()) == []
