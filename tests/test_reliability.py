@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, Result, one_clear_line, write_image_folder
+from tests.test_plugins import _fake_dist
 
 TRAIN = ["train", "resnet18", "--data", "synthetic:textures?n=8&size=32", "--img-size", "32", "--batch-size", "4"]
 NO_TRACK = [*TRAIN, "--epochs", "1", "--no-track"]
@@ -63,13 +64,15 @@ def _runs(tmp_path: Path) -> list[tuple[str, str]]:
         return []
 
 
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return pack(">I", len(data)) + kind + data + pack(">I", zlib.crc32(kind + data))
+
+
 def _png_header(path: Path, width: int, height: int) -> Path:
     """A PNG whose header claims width x height pixels (a decompression bomb's shape)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return pack(">I", len(data)) + kind + data + pack(">I", zlib.crc32(kind + data))
-
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + _chunk(b"IDAT", zlib.compress(b"\0" * 16)) + _chunk(b"IEND", b""))
     return path
 
 
@@ -477,16 +480,13 @@ def test_an_image_folder_is_scanned_its_unreadable_images_skipped_by_name_and_tr
 def _png16(path: Path, pixels: np.ndarray) -> Path:
     """A 16-bit PNG (greyscale for (H, W), RGB for (H, W, 3)) written byte by byte, as a scanner or a
     raw converter writes it."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return pack(">I", len(data)) + kind + data + pack(">I", zlib.crc32(kind + data))
-
     h, w = pixels.shape[:2]
     rows = pixels.astype(">u2").reshape(h, -1).tobytes()
     stride = len(rows) // h
     raw = b"".join(b"\0" + rows[i * stride:(i + 1) * stride] for i in range(h))
     color = 2 if pixels.ndim == 3 else 0
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", pack(">IIBBBBB", w, h, 16, color, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", pack(">IIBBBBB", w, h, 16, color, 0, 0, 0))
+                     + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b""))
     return path
 
 
@@ -572,17 +572,6 @@ def test_a_checkpoint_the_disk_cannot_take_is_one_line_and_the_old_one_survives(
 
 
 # ---------------------------------------------------------------- 22.15, 22.16 plugins that collide or exit
-def _plugin_site(root: Path, name: str, source: str) -> Path:
-    """An installed distribution with a ``cnnkit`` entry point, as pip would leave it."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f"{name}.py").write_text(source)
-    info = root / f"{name}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[cnnkit]\n{name} = {name}\n")
-    return root
-
-
 def _with_site(tmp_path: Path, site: Path, *args: str, **env: str) -> Result:
     return _cnnkit(tmp_path, *args, timeout=120, PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]), **env)
 
@@ -597,7 +586,7 @@ def register_models(register):
 
 @pytest.mark.parametrize("name", ["aa_intruder", "zz_intruder"])  # registered before and after the built-ins
 def test_a_plugin_registering_a_builtin_model_name_is_refused_that_registration_alone(tmp_path, name):
-    site = _plugin_site(tmp_path / "site", name, INTRUDER)
+    site = _fake_dist(tmp_path / "site", name, INTRUDER)
     r = _with_site(tmp_path, site, "models", "--task", "classify", "--json")
     assert r.code == 0, r.stderr
     rows = {m["name"]: m["plugin"] for m in json.loads(r.stdout)}
@@ -622,7 +611,7 @@ def register_commands(app):
 
 
 def test_a_plugin_calling_sys_exit_at_import_is_caught_like_any_failure(tmp_path):
-    site = _plugin_site(tmp_path / "site", "exits_plugin", EXITS)
+    site = _fake_dist(tmp_path / "site", "exits_plugin", EXITS)
     r = _with_site(tmp_path, site, "plugins", "--json")
     assert r.code == 0 and "classify" in {p["name"] for p in json.loads(r.stdout)}
     assert r.stderr.splitlines() == [
@@ -633,7 +622,7 @@ def test_a_plugin_calling_sys_exit_at_import_is_caught_like_any_failure(tmp_path
 
 
 def test_a_plugin_registering_a_core_command_is_refused_with_a_warning(tmp_path):
-    site = _plugin_site(tmp_path / "site", "takes_train", TAKES_TRAIN)
+    site = _fake_dist(tmp_path / "site", "takes_train", TAKES_TRAIN)
     r = _with_site(tmp_path, site, "train", "resnet18", "--lr", "-1", "--data", "nowhere")
     line = one_clear_line(r, "lr: -1.0")  # core's train ran (its validation), not the plugin's
     assert "hijacked" not in r.stdout and r.stderr.splitlines()[0] == (
