@@ -176,10 +176,11 @@ def train_cmd(
     file_values = read_config_file(config) if config else {}
     resume_values: dict[str, Any] = {}
     if resume:
-        from cnnkit.core.checkpoint import load_checkpoint
+        from cnnkit.core.checkpoint import load_checkpoint, run_folder
 
         resume_values = dict(load_checkpoint(resume)["config"])
         resume_values.pop("resume", None)
+        resume_values["out"] = run_folder(resume)  # beside the checkpoint, wherever it was made
     flags = dict(data=data, val=val, val_fraction=val_fraction, epochs=epochs, batch_size=batch_size,
                  img_size=img_size, lr=lr, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay, burn_in=burn_in,
                  device=device, amp=amp, channels_last=channels_last, compile=compile_model, workers=workers, seed=seed, resume=resume,
@@ -264,6 +265,7 @@ def detect_cmd(
     A video or stream gives one JSON line a frame and an annotated video in --save-dir."""
     from cnnkit.core.data.detection import image_paths
     from cnnkit.core.data.images import ImageFiles, write_image
+    from cnnkit.core.config import check_value
     from cnnkit.core.detect import annotated_names, draw_detections
     from cnnkit.core.device import resolve_device
     from cnnkit.core.engine import load_for_eval
@@ -271,6 +273,8 @@ def detect_cmd(
     from cnnkit.core.paths import writable_dir
     from cnnkit.core.video import detect_video, is_video
 
+    if img_size is not None:
+        check_value("img_size", img_size, " (from --img-size)")
     if not no_save:
         writable_dir(save_dir, "--save-dir")
     video = len(sources) == 1 and is_video(sources[0])

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, Result, one_clear_line, write_image_folder
+from tests.test_plugins import _fake_dist
 
 TRAIN = ["train", "resnet18", "--data", "synthetic:textures?n=8&size=32", "--img-size", "32", "--batch-size", "4"]
 NO_TRACK = [*TRAIN, "--epochs", "1", "--no-track"]
@@ -63,13 +64,15 @@ def _runs(tmp_path: Path) -> list[tuple[str, str]]:
         return []
 
 
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return pack(">I", len(data)) + kind + data + pack(">I", zlib.crc32(kind + data))
+
+
 def _png_header(path: Path, width: int, height: int) -> Path:
     """A PNG whose header claims width x height pixels (a decompression bomb's shape)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return pack(">I", len(data)) + kind + data + pack(">I", zlib.crc32(kind + data))
-
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + _chunk(b"IDAT", zlib.compress(b"\0" * 16)) + _chunk(b"IEND", b""))
     return path
 
 
@@ -477,16 +480,13 @@ def test_an_image_folder_is_scanned_its_unreadable_images_skipped_by_name_and_tr
 def _png16(path: Path, pixels: np.ndarray) -> Path:
     """A 16-bit PNG (greyscale for (H, W), RGB for (H, W, 3)) written byte by byte, as a scanner or a
     raw converter writes it."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return pack(">I", len(data)) + kind + data + pack(">I", zlib.crc32(kind + data))
-
     h, w = pixels.shape[:2]
     rows = pixels.astype(">u2").reshape(h, -1).tobytes()
     stride = len(rows) // h
     raw = b"".join(b"\0" + rows[i * stride:(i + 1) * stride] for i in range(h))
     color = 2 if pixels.ndim == 3 else 0
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", pack(">IIBBBBB", w, h, 16, color, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", pack(">IIBBBBB", w, h, 16, color, 0, 0, 0))
+                     + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b""))
     return path
 
 
@@ -572,17 +572,6 @@ def test_a_checkpoint_the_disk_cannot_take_is_one_line_and_the_old_one_survives(
 
 
 # ---------------------------------------------------------------- 22.15, 22.16 plugins that collide or exit
-def _plugin_site(root: Path, name: str, source: str) -> Path:
-    """An installed distribution with a ``cnnkit`` entry point, as pip would leave it."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f"{name}.py").write_text(source)
-    info = root / f"{name}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[cnnkit]\n{name} = {name}\n")
-    return root
-
-
 def _with_site(tmp_path: Path, site: Path, *args: str, **env: str) -> Result:
     return _cnnkit(tmp_path, *args, timeout=120, PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]), **env)
 
@@ -597,7 +586,7 @@ def register_models(register):
 
 @pytest.mark.parametrize("name", ["aa_intruder", "zz_intruder"])  # registered before and after the built-ins
 def test_a_plugin_registering_a_builtin_model_name_is_refused_that_registration_alone(tmp_path, name):
-    site = _plugin_site(tmp_path / "site", name, INTRUDER)
+    site = _fake_dist(tmp_path / "site", name, INTRUDER)
     r = _with_site(tmp_path, site, "models", "--task", "classify", "--json")
     assert r.code == 0, r.stderr
     rows = {m["name"]: m["plugin"] for m in json.loads(r.stdout)}
@@ -622,7 +611,7 @@ def register_commands(app):
 
 
 def test_a_plugin_calling_sys_exit_at_import_is_caught_like_any_failure(tmp_path):
-    site = _plugin_site(tmp_path / "site", "exits_plugin", EXITS)
+    site = _fake_dist(tmp_path / "site", "exits_plugin", EXITS)
     r = _with_site(tmp_path, site, "plugins", "--json")
     assert r.code == 0 and "classify" in {p["name"] for p in json.loads(r.stdout)}
     assert r.stderr.splitlines() == [
@@ -633,7 +622,7 @@ def test_a_plugin_calling_sys_exit_at_import_is_caught_like_any_failure(tmp_path
 
 
 def test_a_plugin_registering_a_core_command_is_refused_with_a_warning(tmp_path):
-    site = _plugin_site(tmp_path / "site", "takes_train", TAKES_TRAIN)
+    site = _fake_dist(tmp_path / "site", "takes_train", TAKES_TRAIN)
     r = _with_site(tmp_path, site, "train", "resnet18", "--lr", "-1", "--data", "nowhere")
     line = one_clear_line(r, "lr: -1.0")  # core's train ran (its validation), not the plugin's
     assert "hijacked" not in r.stdout and r.stderr.splitlines()[0] == (
@@ -656,3 +645,102 @@ def test_a_data_yaml_pointing_outside_its_folder_gets_no_cache_written_there(cli
     assert r.code == 0 and "cache not written (" in r.stdout and "is outside the dataset's folders" in r.stdout, \
         r.stdout + r.stderr
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+# ---------------------------------------------------------------- 22.19 `cnnkit runs` on stores it cannot read
+@pytest.mark.parametrize("uri, needles", [
+    ("sqlite:///notes.db", ("sqlite:///notes.db: not an MLflow database (its tables: notes); left untouched",)),
+    ("sqlite:///text.db", ("sqlite:///text.db: not an MLflow database (file is not a database)",)),
+    ("sqlite:///notes.db/x.db", ("notes.db is a file, not a folder",)),
+    ("foo://bar", ("MLflow tracking at foo://bar failed", "unsupported URI")),
+    ("http://127.0.0.1:1", ("MLflow tracking at http://127.0.0.1:1 failed", "Max retries exceeded")),
+])
+def test_runs_on_a_store_it_cannot_read_is_one_line_and_touches_nothing(tmp_path, uri, needles):
+    _sqlite_file(tmp_path / "notes.db")
+    (tmp_path / "text.db").write_text("some text\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    r = _cnnkit(tmp_path, "runs", "--tracking-uri", uri, timeout=60)  # an unreachable server: seconds, not minutes
+    one_clear_line(r, *needles)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_training_refuses_a_store_that_is_another_database(tmp_path):
+    before = _sqlite_file(tmp_path / "notes.db")
+    r = _cnnkit(tmp_path, *NO_TRACK[:-1], "--tracking-uri", "sqlite:///notes.db", "--out", "r")
+    one_clear_line(r, "not an MLflow database")
+    assert (tmp_path / "notes.db").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_runs_creates_no_store_and_mlflow_says_nothing_on_stderr(tmp_path):
+    r = _cnnkit(tmp_path, "runs")
+    assert r.code == 0 and "no runs yet" in r.stdout and r.stderr == ""
+    assert list(tmp_path.iterdir()) == []  # nit: no mlflow.db, no lock file
+    r = _cnnkit(tmp_path, *TRAIN, "--epochs", "1", "--workers", "0", "--out", "r")
+    assert r.code == 0 and "MLflow" not in r.stderr and "INFO" not in r.stderr, r.stderr  # "Creating initial ..."
+
+
+def test_damaged_exif_gives_no_pillow_warning(tmp_path):
+    from PIL import Image
+
+    ifd = (b"II*\x00" + pack("<I", 8) + pack("<H", 2) + pack("<HHII", 0x0112, 3, 1, 6)
+           + pack("<HHII", 0x010F, 2, 100, 1000) + pack("<I", 0))  # Make: 100 bytes at an offset past the end
+    Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(tmp_path / "cam.jpg", exif=b"Exif\x00\x00" + ifd)
+    code = ("from cnnkit.core.data.images import image_size, read_image\n"
+            "print(image_size('cam.jpg', decode=True), read_image('cam.jpg').shape)")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and p.stdout == "(8, 12) (12, 8, 3)\n" and p.stderr == "", p.stderr  # rotated, quiet
+
+
+# ---------------------------------------------------------------- 22.20 values out of range, named
+TEXTURES = "synthetic:textures?n=8&size=32"
+
+
+@pytest.mark.parametrize("args, needles", [
+    ([*NO_TRACK, "--seed", str(10**23)], ("seed: 100000000000000000000000 (from the command line)", "in [0, 2**32)")),
+    (["train", "resnet18", "--data", "synthetic:textures?n=abc", "--no-track"], ("n=abc", "a whole number, at least 1")),
+    (["train", "resnet18", "--data", "synthetic:textures?n=-1", "--no-track"], ("n=-1", "at least 1")),
+    (["train", "resnet18", "--data", "synthetic:textures?size=0", "--no-track"], ("size=0", "at least 8")),
+    (["train", "resnet18", "--data", "synthetic:textures?seed=-1", "--no-track"], ("seed=-1", "at least 0")),
+    (["train", "yolov1-fast", "--data", "synthetic:shapes?n=4&max_objects=0", "--no-track"],
+     ("max_objects=0", "at least 1")),
+    (["train", "siamese-small", "--data", "synthetic:glyphs?ids=1", "--no-track"], ("ids=1", "at least 2")),
+    (["train", "resnet18", "--config", "options.yaml", "--data", TEXTURES, "--no-track"],
+     ("options: 5 (from config file options.yaml)", "a mapping")),
+    (["detect", "any.pt", "x.png", "--img-size", "-64"], ("img_size: -64 (from --img-size)", "at least 8")),
+    (["stylize", "x.png", "y.png", "--lr", "-5"], ("lr: -5.0 (from --lr)", "0 or more")),
+    (["summary", "resnet18", "--num-classes", "-1"], ("--num-classes -1", "at least 2")),
+    (["summary", "resnet18", "--num-classes", "1"], ("--num-classes 1", "a classify model needs at least 2")),
+])
+def test_values_out_of_range_are_one_line_naming_the_value(cli, tmp_path, args, needles):
+    (tmp_path / "options.yaml").write_text("options: 5\n")
+    one_clear_line(cli(*args), *needles)
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- 22.21 --resume of a copied checkpoint
+@pytest.mark.slow
+def test_resume_of_a_copied_checkpoint_continues_beside_it_and_leaves_the_original_alone(tmp_path):
+    import shutil
+
+    assert _cnnkit(tmp_path, *NO_TRACK, "--workers", "0", "--out", "r").code == 0
+    shutil.copytree(tmp_path / "r", tmp_path / "copy")
+    original = {p.name: p.read_bytes() for p in (tmp_path / "r/weights").iterdir()}
+    r = _cnnkit(tmp_path, *TRAIN, "--epochs", "2", "--no-track", "--workers", "0", "--resume", "copy/weights/last.pt")
+    assert r.code == 0 and "last: copy/weights/last.pt" in r.stdout, r.stdout + r.stderr
+    assert torch.load(tmp_path / "copy/weights/last.pt", weights_only=True)["epoch"] == 1
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r/weights").iterdir()} == original
+
+    (tmp_path / "elsewhere").mkdir()  # the same run resumed from another working directory
+    r = _cnnkit(tmp_path / "elsewhere", *TRAIN, "--epochs", "3", "--no-track", "--workers", "0",
+                "--resume", "../copy/weights/last.pt")
+    assert r.code == 0 and list((tmp_path / "elsewhere").iterdir()) == [], r.stderr
+    assert torch.load(tmp_path / "copy/weights/last.pt", weights_only=True)["epoch"] == 2
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_a_gallery_timeout_that_is_not_a_positive_number_is_one_line(tmp_path, value):
+    r = _cnnkit(tmp_path, "gallery", "list", "--gallery", "g.db", timeout=60, CNNKIT_GALLERY_TIMEOUT=value)
+    one_clear_line(r, f"CNNKIT_GALLERY_TIMEOUT={value}", "a positive number of seconds")
+    assert list(tmp_path.iterdir()) == []

@@ -80,6 +80,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def run_folder(checkpoint: str | Path) -> str:
+    """The run folder a checkpoint sits in (``RUN/weights/last.pt`` -> ``RUN``), where ``--resume``
+    continues: the checkpoint's stored ``out`` is where it was made, not where it is now (a copy, a
+    run moved, another working directory)."""
+    folder = Path(checkpoint).parent
+    return str(folder.parent if folder.name == "weights" else folder)
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Weights from a cnnkit checkpoint or a bare state dict file (``--weights PATH``)."""
     path = Path(path)

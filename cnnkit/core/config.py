@@ -101,7 +101,17 @@ LIMITS: dict[str, tuple[Any, str]] = {
     "workers": (lambda v: v >= -1, "0 or more (-1: from the CPU count)"),
     "save_period": (lambda v: v >= 0, "0 or more"),
     "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
 }
+
+
+def check_value(key: str, value: Any, where: str = "") -> Any:
+    """``value`` within the limit of ``key`` (:data:`LIMITS`), or one line naming it and ``where``
+    it came from; commands outside training (``detect --img-size``, ``stylize --lr``) use it too."""
+    check = LIMITS.get(key)
+    if check is not None and not check[0](value):
+        raise CnnkitError(f"{key}: {value!r}{where} must be {check[1]}")
+    return value
 
 
 def _type_ok(value: Any, kind: type) -> bool:
@@ -125,9 +135,7 @@ def validate_config(config: TrainConfig, sources: dict[str, str] | None = None) 
         where = f" (from {sources[f.name]})" if f.name in sources else ""
         if kind is not None and not _type_ok(value, kind):
             raise CnnkitError(f"{f.name}: {value!r}{where} is not a{'n' if kind is int else ''} {kind.__name__}")
-        check = LIMITS.get(f.name)
-        if check is not None and not check[0](value):
-            raise CnnkitError(f"{f.name}: {value!r}{where} must be {check[1]}")
+        check_value(f.name, value, where)
     return config
 
 
@@ -144,7 +152,10 @@ def resolve_config(model: str, recipe: dict[str, Any], file_values: dict[str, An
               ("the command line", {k: v for k, v in flags.items() if v is not None}))
     for name, layer in layers:
         layer = dict(layer)
-        options.update(layer.pop("options", None) or {})
+        given = layer.pop("options", None) or {}
+        if not isinstance(given, dict):
+            raise CnnkitError(f"options: {given!r} (from {name}) must be a mapping of option: value")
+        options.update(given)
         merged.update(layer)
         sources.update(dict.fromkeys(layer, name))
     merged["model"], merged["options"] = model, options

@@ -140,6 +140,9 @@ def summarize(spec: ModelSpec, *, img_size: int | None = None, num_classes: int 
     from torch.utils.flop_counter import FlopCounterMode
 
     size = img_size or spec.img_size
+    least = 2 if spec.task == "classify" else 1  # a classifier of one class has nothing to tell apart
+    if num_classes is not None and num_classes < least:
+        raise CnnkitError(f"--num-classes {num_classes}: a {spec.task} model needs at least {least}")
     classes = num_classes or spec.num_classes
     if size < spec.min_img_size:
         raise CnnkitError(f"{spec.name} needs --img-size >= {spec.min_img_size} "

@@ -27,29 +27,71 @@ def _quiet() -> None:
 
 
 def client(uri: str) -> Any:
-    _quiet()
     from mlflow import MlflowClient
 
+    _quiet()  # after the import, which sets MLflow's own logger to INFO ("Creating initial MLflow database tables")
     return MlflowClient(tracking_uri=uri)
+
+
+def _failed(uri: str, exc: Exception) -> CnnkitError:
+    text = str(exc).strip()
+    return CnnkitError(f"MLflow tracking at {uri} failed: {text.splitlines()[0][:200] if text else type(exc).__name__}")
+
+
+def _sqlite_file(uri: str) -> Path:
+    """The database file of a ``sqlite:///`` URI; a path under a file is refused."""
+    db = Path(uri.removeprefix("sqlite:///"))
+    for parent in db.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CnnkitError(f"tracking store {uri}: {parent} is a file, not a folder")
+            break
+    return db
+
+
+def check_store(uri: str) -> bool:
+    """For a local sqlite store: False when its file does not exist yet (nothing is created here),
+    True when it is MLflow's (or empty); a file of anything else is refused untouched, as is a path
+    under a file. Other stores: True (the server or backend answers for itself)."""
+    if not uri.startswith("sqlite:///"):
+        return True
+    import sqlite3
+
+    db = _sqlite_file(uri)
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as con:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise CnnkitError(f"tracking store {uri}: not an MLflow database ({exc})") from None
+    if tables and "experiments" not in tables:
+        raise CnnkitError(f"tracking store {uri}: not an MLflow database (its tables: "
+                          f"{', '.join(sorted(tables)[:5])}); left untouched")
+    return True
 
 
 @contextmanager
 def store_lock(uri: str) -> Iterator[None]:
     """Serialise work on a local sqlite store across processes (``<db>.lock`` beside it): MLflow's
-    schema creation on a new database races, and two first uses would lose runs."""
+    schema creation on a new database races, and two first uses would lose runs. A database that
+    is not MLflow's is refused (:func:`check_store`) before a lock file is put beside it, and
+    again once locked (its tables may have been half-created by another process)."""
     if not uri.startswith("sqlite:///"):
         yield
         return
+    check_store(uri)
     try:
         import fcntl
     except ImportError:  # no flock (Windows): sqlite's own locking only
         yield
         return
-    db = Path(uri.removeprefix("sqlite:///"))
+    db = _sqlite_file(uri)
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
+            check_store(uri)
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
@@ -122,8 +164,7 @@ class Tracker:
         except CnnkitError:
             raise
         except Exception as exc:
-            raise CnnkitError(f"MLflow tracking at {self.uri} failed: {str(exc).splitlines()[0][:200]} "
-                              "(use --no-track to train without it)") from None
+            raise CnnkitError(f"{_failed(self.uri, exc)} (use --no-track to train without it)") from None
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
@@ -205,13 +246,23 @@ class Tracker:
 def recent_runs(uri: str = "", limit: int = 20) -> list[dict[str, Any]]:
     """The latest runs across experiments, newest first, with their key metric (its best value)."""
     uri = tracking_uri(uri)
-    with store_lock(uri):
-        c = client(uri)
-        experiments = retry_locked(c.search_experiments)
-    if not experiments:
-        return []
-    runs = retry_locked(c.search_runs, [e.experiment_id for e in experiments], max_results=limit,
-                         order_by=["attributes.start_time DESC"])
+    if uri.startswith("sqlite:///") and not _sqlite_file(uri).exists():
+        return []  # no store yet: none is created to say so
+    if uri.startswith(("http://", "https://")):  # a server that does not answer: one line within seconds
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    try:
+        with store_lock(uri):
+            c = client(uri)
+            experiments = retry_locked(c.search_experiments)
+        if not experiments:
+            return []
+        runs = retry_locked(c.search_runs, [e.experiment_id for e in experiments], max_results=limit,
+                             order_by=["attributes.start_time DESC"])
+    except CnnkitError:
+        raise
+    except Exception as exc:
+        raise _failed(uri, exc) from None
     names = {e.experiment_id: e.name for e in experiments}
     rows = []
     for run in runs:

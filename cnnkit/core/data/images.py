@@ -5,7 +5,10 @@ claiming 100000x100000 pixels is one clear error instead of a decompression bomb
 from __future__ import annotations
 
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -45,6 +48,15 @@ def _open(path: Path) -> Image.Image:
     return img
 
 
+@contextmanager
+def _quiet_exif() -> Iterator[None]:
+    """Pillow's warnings about a damaged EXIF block ("Tag data larger than file", "Corrupt EXIF
+    data"): the tag is skipped and the pixels are fine, so nothing for the user's stderr."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        yield
+
+
 def image_size(path: str | Path, decode: bool = False) -> tuple[int, int]:
     """(width, height) as displayed (EXIF rotation applied) from the header, or a one-line
     :class:`CnnkitError` (``PATH: missing``, ``PATH: not a readable image (...)``, the pixel limit).
@@ -53,7 +65,7 @@ def image_size(path: str | Path, decode: bool = False) -> tuple[int, int]:
     truncated or corrupt file is found here rather than in the middle of an epoch."""
     path = Path(path)
     try:
-        with _open(path) as img:
+        with _quiet_exif(), _open(path) as img:
             w, h = img.size
             if (img.format in ("JPEG", "MPO", "TIFF") or "exif" in img.info) and \
                     img.getexif().get(0x0112, 1) in EXIF_SWAPS:
@@ -80,7 +92,7 @@ def open_image(path: str | Path) -> Image.Image:
     if not path.exists():
         raise CnnkitError(f"{path}: no such file")
     try:
-        with _open(path) as img:
+        with _quiet_exif(), _open(path) as img:
             img = ImageOps.exif_transpose(img)
             if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit greyscale: convert() would clip it
                 grey = np.clip(np.round(np.asarray(img, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)

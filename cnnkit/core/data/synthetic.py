@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from cnnkit.core.data.detection import DetectionSample
+from cnnkit.core.errors import CnnkitError
 
 SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
+
+
+def _whole(name: str, value: Any, least: int) -> int:
+    """A query parameter (``?n=64``) as a whole number of at least ``least``, or one line naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise CnnkitError(f"synthetic data: {name}={value} must be a whole number, at least {least}")
+    return value
 
 
 def _rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -42,8 +51,8 @@ class _Synthetic:
     def __init__(self, split: str = "train", n: int = 512, size: int = 64, seed: int = 0) -> None:
         if split not in SPLIT_OFFSET:
             raise ValueError(f"unknown split {split!r}")
-        self.split, self.size, self.seed = split, int(size), int(seed)
-        self.n = int(n) if split == "train" else max(int(n) // 4, 1)
+        self.split, self.size, self.seed = split, _whole("size", size, 8), _whole("seed", seed, 0)
+        self.n = _whole("n", n, 1) if split == "train" else max(_whole("n", n, 1) // 4, 1)
 
     def __len__(self) -> int:
         return self.n
@@ -112,7 +121,7 @@ class Shapes(_Synthetic):
     def __init__(self, split: str = "train", n: int = 512, size: int = 128, seed: int = 0,
                  max_objects: int = 3) -> None:
         super().__init__(split, n, size, seed)
-        self.max_objects = int(max_objects)
+        self.max_objects = _whole("max_objects", max_objects, 1)
 
     def __getitem__(self, index: int) -> DetectionSample:
         rng = _rng(self.seed, self.split, index)
@@ -185,9 +194,9 @@ class Glyphs:
                  seed: int = 0) -> None:
         if split not in SPLIT_OFFSET:
             raise ValueError(f"unknown split {split!r}")
-        self.split, self.size, self.seed = split, int(size), int(seed)
-        self.ids = int(ids) if split == "train" else max(int(ids) // 2, 2)
-        self.per_id = int(per_id)
+        self.split, self.size, self.seed = split, _whole("size", size, 8), _whole("seed", seed, 0)
+        self.ids = _whole("ids", ids, 2) if split == "train" else max(ids // 2, 2)
+        self.per_id = _whole("per_id", per_id, 1)
         self.classes = [f"glyph-{self.split}-{i:04d}" for i in range(self.ids)]
         self._glyphs = [_make_glyph(_rng(self.seed + 7919, split, i)) for i in range(self.ids)]
         self.targets = [i // self.per_id for i in range(len(self))]

@@ -70,8 +70,11 @@ def register(app: typer.Typer) -> None:
         """Stylize CONTENT like STYLE (Gatys et al.), or with a trained fast stylizer (--model)."""
         from cnnkit.core.paths import writable_dir, writable_file
 
+        from cnnkit.core.config import check_value
         from cnnkit.core.video import is_video
 
+        if lr is not None:
+            check_value("lr", lr, " (from --lr)")
         video = is_video(str(content))
         out = writable_file(out or Path(f"{content.stem}_stylized" + (".mp4" if video else ".png")), "-o")
         if save_every:

@@ -61,6 +61,18 @@ BUSY_TIMEOUT_S = 30.0  # sqlite's wait for another writer, per try (CNNKIT_GALLE
 BUSY_TRIES = 4
 
 
+def busy_timeout() -> float:
+    """``CNNKIT_GALLERY_TIMEOUT`` (seconds, a positive number) or :data:`BUSY_TIMEOUT_S`."""
+    raw = os.environ.get("CNNKIT_GALLERY_TIMEOUT", "").strip()
+    try:
+        value = float(raw) if raw else BUSY_TIMEOUT_S
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise CnnkitError(f"CNNKIT_GALLERY_TIMEOUT={raw}: give a positive number of seconds")
+    return value
+
+
 class Gallery:
     """Open (or create) the gallery at ``path``; use as a context manager or call :meth:`close`.
 
@@ -73,7 +85,7 @@ class Gallery:
         self.path = Path(path)
         self.vectors_path = self.path.with_name(self.path.name + "-vectors")
         self.readonly = readonly
-        self.db_timeout = float(os.environ.get("CNNKIT_GALLERY_TIMEOUT") or BUSY_TIMEOUT_S)
+        self.db_timeout = busy_timeout()
         exists = self.path.is_file() and self.path.stat().st_size > 0
         if not create and not exists:
             raise CnnkitError(f"{self.path}: no such gallery (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
