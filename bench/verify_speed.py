@@ -87,6 +87,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--photo", default=str(FACES / "probe" / "obama3.jpg"))
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--dlib-folder", action="store_true", help="also dlib over the folder (minutes on 2 cores)")
+    p.add_argument("--stages-only", action="store_true", help="only the stages of one cnnkit verify")
     args = p.parse_args()
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     py = sys.executable
@@ -100,13 +102,16 @@ def main() -> None:
             np.save(Path(tmp) / "known.npy", g.embeddings()[1])
         known = str(Path(tmp) / "known.npy")
         probes = sorted(str(f) for f in (FACES / "probe").iterdir())
+        if args.stages_only:
+            print("cnnkit stages (s):", wall([py, "-c", STAGES, gallery, args.photo], 1)[1].strip())
+            return
         ours, out = wall([py, "-m", "cnnkit", "verify", args.photo, "--gallery", gallery, "--json"], args.repeat)
         theirs, dlib_out = wall([py, "-c", DLIB, known, args.photo], args.repeat)
         print(json.dumps({"photo": Path(args.photo).name, "cnnkit_verify_s": round(ours, 2), "dlib_s": round(theirs, 2),
                           "cnnkit_distance": json.loads(out)[0]["distance"],
                           "dlib_distance": float(dlib_out.split()[-1]) if dlib_out else None}))
         ours, _ = wall([py, "-m", "cnnkit", "verify", *probes, "--gallery", gallery, "--json"], 1)
-        theirs, _ = wall([py, "-c", DLIB, known, *probes], 1)
+        theirs, _ = wall([py, "-c", DLIB, known, *probes], 1) if args.dlib_folder else (float("nan"), "")
         print(json.dumps({"folder": f"{len(probes)} photos", "cnnkit_verify_s": round(ours, 2), "dlib_s": round(theirs, 2)}))
         _, stages = wall([py, "-c", STAGES, gallery, args.photo], 1)
         print("cnnkit stages (s):", stages.strip())

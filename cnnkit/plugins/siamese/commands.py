@@ -22,6 +22,7 @@ WEIGHTS_HELP = ("Embedder checkpoint (from `cnnkit train`) or a registered model
 GALLERY_HELP = "The gallery: a SQLite file, or milvus://HOST:PORT/COLLECTION (shared by several machines)."
 DETECT_HELP = "Images are already aligned face chips: embed them whole instead of finding the face."
 DETECTOR_HELP = "Face detector: cnn (dlib's MMOD network) or haar (OpenCV's cascade)."
+EMBED_BATCH = 64  # face chips embedded at once by `verify` over several photos
 gallery_app = typer.Typer(help="Look after the gallery of enrolled people.", no_args_is_help=True)
 
 
@@ -116,23 +117,31 @@ def verify_cmd(
         if limit is None:
             raise CnnkitError(f"{embedder.checkpoint} has no stored threshold: pass --threshold")
         claimed = gallery.embeddings(claim)[1] if claim is not None else None
-        decisions = []
+        found: list[tuple[Path, Any, Any]] = []  # (image, face, chip); face None: no face found
         for path in paths:
             try:
-                crops = embedder.crops(path, detect=not no_detect, all_faces=all_faces, detector=detector)
+                found += [(path, face, chip) for chip, face in
+                          embedder.crops(path, detect=not no_detect, all_faces=all_faces, detector=detector)]
             except NoFaceError:
+                found.append((path, None, None))
+        chips = [chip for _, _, chip in found if chip is not None]
+        vectors = iter(np.concatenate([embedder.embed(chips[i:i + EMBED_BATCH])  # the folder's faces, batched
+                                       for i in range(0, len(chips), EMBED_BATCH)] or [np.zeros((0, 1))]))
+        decisions = []
+        for path, face, chip in found:
+            if chip is None:
                 decisions.append(Decision(False, None, None, limit, image=str(path)))
                 continue
-            for (_, face), vector in zip(crops, embedder.embed([c for c, _ in crops])):
-                if not np.isfinite(vector).all():
-                    raise CnnkitError(f"{path}: the embedding is not finite (NaN): {embedder.checkpoint} is broken")
-                if claimed is not None:
-                    closest, distance = claim, nearest(claimed, vector, embedder.scorer)[1]
-                else:
-                    closest, distance = gallery.nearest(vector, embedder.scorer, index)
-                d = decide(closest, distance, limit, claim)
-                d.image, d.face = str(path), face.as_list() if face else None
-                decisions.append(d)
+            vector = next(vectors)
+            if not np.isfinite(vector).all():
+                raise CnnkitError(f"{path}: the embedding is not finite (NaN): {embedder.checkpoint} is broken")
+            if claimed is not None:
+                closest, distance = claim, nearest(claimed, vector, embedder.scorer)[1]
+            else:
+                closest, distance = gallery.nearest(vector, embedder.scorer, index)
+            d = decide(closest, distance, limit, claim)
+            d.image, d.face = str(path), face.as_list() if face else None
+            decisions.append(d)
     if as_json:
         print(json.dumps([d.as_dict() for d in decisions], indent=2, allow_nan=False))
     else:
