@@ -274,12 +274,16 @@ class Gallery:
             if current.rows and current.dim != self._dim():
                 raise CnnkitError(f"corrupt gallery: {self.path} says {self._dim()}-d, its vectors are {current.dim}-d")
             return current
-        with Gallery(self.path, create=False) as writer, writer.transaction():
-            generation = writer._meta()["generation"]
-            current = vectors_file.VectorFile.open(self.vectors_path)
-            if current is None or current.generation != generation:
-                writer._write_vectors(generation)
+        try:
+            with Gallery(self.path, create=False) as writer, writer.transaction():
+                generation = writer._meta()["generation"]
                 current = vectors_file.VectorFile.open(self.vectors_path)
+                if current is None or current.generation != generation:
+                    writer._write_vectors(generation)
+                    current = vectors_file.VectorFile.open(self.vectors_path)
+        except (sqlite3.OperationalError, PermissionError) as exc:
+            raise CnnkitError(f"{self.path}: its search index is out of date and cannot be rebuilt here ({exc}); "
+                              "run `cnnkit gallery index` where the gallery is writable") from None
         return current
 
     def build_hnsw(self) -> None:
