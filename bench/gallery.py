@@ -17,7 +17,6 @@ import argparse
 import importlib.util
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import tempfile

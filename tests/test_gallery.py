@@ -330,6 +330,16 @@ def test_corrupt_gallery_on_the_command_line(tmp_path):
     db.close()
     one_clear_line(run_cli("gallery", "export", "--gallery", tmp_path / "g.db"), "corrupt gallery:", "1 bytes")
     one_clear_line(run_cli("verify", "x.jpg", "--threshold", "nan"), "--threshold nan is not a number")
+    # enroll into another program's sqlite database: refused, the file untouched
+    from cnnkit.core.data.images import write_image
+
+    mlflow_db = tmp_path / "mlflow.db"
+    with sqlite3.connect(mlflow_db) as db:
+        db.execute("CREATE TABLE experiments (id INTEGER PRIMARY KEY)")
+    before = mlflow_db.read_bytes()
+    face = write_image(tmp_path / "face.png", np.zeros((32, 32, 3), np.uint8))
+    one_clear_line(run_cli("enroll", "ada", face, "--no-detect", "--gallery", mlflow_db), "not a cnnkit gallery")
+    assert mlflow_db.read_bytes() == before and not Path(f"{mlflow_db}-vectors").exists()
 
 
 def test_nan_is_refused_at_enroll(tmp_path):

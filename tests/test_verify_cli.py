@@ -72,6 +72,15 @@ def test_enroll_verify_and_gallery_commands_on_crops(cli, ckpt, tmp_path):
     assert [o["name"] for o in out] == ["person0", "person0", None] and out[2]["closest"] is not None
     r = cli("verify", images[2][0], "--no-detect", "--threshold", "0")
     assert r.code == 1 and "not verified: closest is person" in r.stdout
+    # the approximate index answers as the exact search on a small gallery
+    r = cli("verify", images[0][0], "--no-detect", "--index", "hnsw")
+    assert r.code == 2 and "gallery index --hnsw" in r.stderr
+    r = cli("gallery", "index", "--hnsw")
+    assert r.code == 0 and "indexed 4 embedding(s)" in r.stdout
+    exact = json.loads(cli("verify", images[0][0], tmp_path / "more", "--no-detect", "--json").stdout)
+    approx = json.loads(cli("verify", images[0][0], tmp_path / "more", "--no-detect", "--json", "--index", "hnsw").stdout)
+    assert [(o["closest"], o["distance"]) for o in approx] == [(o["closest"], pytest.approx(o["distance"], abs=1e-5))
+                                                              for o in exact]
 
     r = cli("gallery", "export", "--out", "g.npz")
     assert r.code == 0, r.stderr

@@ -22,6 +22,7 @@ WEIGHTS_HELP = ("Embedder checkpoint (from `cnnkit train`) or a registered model
 GALLERY_HELP = "The gallery: a SQLite file, or milvus://HOST:PORT/COLLECTION (shared by several machines)."
 DETECT_HELP = "Images are already aligned face chips: embed them whole instead of finding the face."
 DETECTOR_HELP = "Face detector: cnn (dlib's MMOD network) or haar (OpenCV's cascade)."
+EMBED_BATCH = 64  # face chips embedded at once by `verify` over several photos
 gallery_app = typer.Typer(help="Look after the gallery of enrolled people.", no_args_is_help=True)
 
 
@@ -132,17 +133,24 @@ def verify_cmd(
 
         if video:
             return _verify_video(images[0], embedder, judge, all_faces, detector, every, no_detect)
-        decisions = []
+        found: list[tuple[Path, Any, Any]] = []  # (image, face, chip); face None: no face found
         for path in paths:
             try:
-                crops = embedder.crops(path, detect=not no_detect, all_faces=all_faces, detector=detector)
+                found += [(path, face, chip) for chip, face in
+                          embedder.crops(path, detect=not no_detect, all_faces=all_faces, detector=detector)]
             except NoFaceError:
+                found.append((path, None, None))
+        chips = [chip for _, _, chip in found if chip is not None]
+        vectors = iter(np.concatenate([embedder.embed(chips[i:i + EMBED_BATCH])  # the folder's faces, batched
+                                       for i in range(0, len(chips), EMBED_BATCH)] or [np.zeros((0, 1))]))
+        decisions = []
+        for path, face, chip in found:
+            if chip is None:
                 decisions.append(Decision(False, None, None, limit, image=str(path)))
                 continue
-            for (_, face), vector in zip(crops, embedder.embed([c for c, _ in crops])):
-                d = judge(vector, path)
-                d.image, d.face = str(path), face.as_list() if face else None
-                decisions.append(d)
+            d = judge(next(vectors), path)
+            d.image, d.face = str(path), face.as_list() if face else None
+            decisions.append(d)
     if as_json:
         print(json.dumps([d.as_dict() for d in decisions], indent=2, allow_nan=False))
     else:

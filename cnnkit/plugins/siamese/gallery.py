@@ -28,20 +28,19 @@ SCHEMA_VERSION = "1"
 NEW_GENERATION = "lower(hex(randomblob(16)))"
 # Any change to the embeddings, by cnnkit or anyone else, gives the gallery a new random generation;
 # the search side (vectors.py) records the generation it mirrors, so a stale one is always seen.
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS identities (
-    id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS embeddings (
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS identities (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, created REAL NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS embeddings (
     id INTEGER PRIMARY KEY,
     identity_id INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
     fingerprint TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,
-    source TEXT NOT NULL DEFAULT '', created REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS embeddings_identity ON embeddings(identity_id);
-INSERT OR IGNORE INTO meta VALUES ('generation', {NEW_GENERATION});
-""" + "".join(f"""
-CREATE TRIGGER IF NOT EXISTS embeddings_{event.lower()} AFTER {event} ON embeddings
-BEGIN UPDATE meta SET value = {NEW_GENERATION} WHERE key = 'generation'; END;""" for event in ("INSERT", "UPDATE", "DELETE"))
+    source TEXT NOT NULL DEFAULT '', created REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS embeddings_identity ON embeddings(identity_id)",
+    f"INSERT OR IGNORE INTO meta VALUES ('generation', {NEW_GENERATION})",
+) + tuple(f"""CREATE TRIGGER IF NOT EXISTS embeddings_{event.lower()} AFTER {event} ON embeddings
+BEGIN UPDATE meta SET value = {NEW_GENERATION} WHERE key = 'generation'; END""" for event in ("INSERT", "UPDATE", "DELETE"))
+TRIGGERS = {"embeddings_insert", "embeddings_update", "embeddings_delete"}
 BLOCK = 65_536  # rows read from SQLite at a time when the search side is rebuilt
 
 
@@ -101,7 +100,11 @@ class Gallery:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.execute("PRAGMA foreign_keys=ON")
-                self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")  # all tables at once (concurrent creators)
+                triggers = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+                if not TRIGGERS <= triggers:
+                    with self.transaction() as db:  # all tables at once (concurrent creators see all or none)
+                        for statement in SCHEMA:
+                            db.execute(statement)
             version = self._meta().get("schema", SCHEMA_VERSION)
         except sqlite3.DatabaseError as exc:
             raise CnnkitError(f"{self.path}: not a cnnkit gallery ({exc})") from None
@@ -283,12 +286,16 @@ class Gallery:
             if current.rows and current.dim != self._dim():
                 raise CnnkitError(f"corrupt gallery: {self.path} says {self._dim()}-d, its vectors are {current.dim}-d")
             return current
-        with Gallery(self.path, create=False) as writer, writer.transaction():
-            generation = writer._meta()["generation"]
-            current = vectors_file.VectorFile.open(self.vectors_path)
-            if current is None or current.generation != generation:
-                writer._write_vectors(generation)
+        try:
+            with Gallery(self.path, create=False) as writer, writer.transaction():
+                generation = writer._meta()["generation"]
                 current = vectors_file.VectorFile.open(self.vectors_path)
+                if current is None or current.generation != generation:
+                    writer._write_vectors(generation)
+                    current = vectors_file.VectorFile.open(self.vectors_path)
+        except (sqlite3.OperationalError, PermissionError) as exc:
+            raise CnnkitError(f"{self.path}: its search index is out of date and cannot be rebuilt here ({exc}); "
+                              "run `cnnkit gallery index` where the gallery is writable") from None
         return current
 
     def build_hnsw(self) -> None:

@@ -35,9 +35,11 @@ class MilvusGallery:
     """The gallery API of ``gallery.Gallery`` over a Milvus collection."""
 
     def __init__(self, uri: str, create: bool = True, timeout: float = 10.0) -> None:
-        from pymilvus import MilvusClient
-        from pymilvus.exceptions import MilvusException
-
+        try:
+            from pymilvus import MilvusClient
+            from pymilvus.exceptions import MilvusException
+        except ImportError:
+            raise CnnkitError(f"{uri}: Milvus galleries need pymilvus (pip install 'cnnkit[milvus]')") from None
         parsed = urlparse(uri)
         self.collection = parsed.path.strip("/")
         if not parsed.hostname or not parsed.port or not self.collection.isidentifier():
