@@ -744,3 +744,16 @@ def test_a_gallery_timeout_that_is_not_a_positive_number_is_one_line(tmp_path, v
     r = _cnnkit(tmp_path, "gallery", "list", "--gallery", "g.db", timeout=60, CNNKIT_GALLERY_TIMEOUT=value)
     one_clear_line(r, f"CNNKIT_GALLERY_TIMEOUT={value}", "a positive number of seconds")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("layout", ["identities", "photos"])
+def test_identity_and_photo_folders_skip_a_truncated_image_by_name(cli, tmp_path, layout):
+    if layout == "identities":
+        root = write_image_folder(tmp_path, ("ann", "bob", "cy", "dee", "eve"), 2, 32, splits=("people",)) / "people"
+        bad = _truncated_jpeg(root / "ann" / "bad.jpg")
+    else:
+        root = write_image_folder(tmp_path, ("photos",), 12, 32, splits=("",)) / "photos"
+        bad = _truncated_jpeg(root / "0bad.jpg")  # sorted first: a training photo
+    r = cli("data", "check", "--data", root)
+    assert r.code == 0 and f"1 image(s) skipped: {bad.name}: not a readable image (OSError: image file is truncated" \
+        in r.stdout, r.stdout + r.stderr

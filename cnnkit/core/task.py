@@ -71,8 +71,9 @@ def _worker_init(init: Callable[[int], None] | None, worker_id: int) -> None:
     Slurm, systemd) to the main process, which stops at a step and shuts the workers down; a
     SIGTERM from the main process itself (multiprocessing's ``terminate`` at exit) still ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    threading.Thread(target=_exit_on_parents_sigterm, args=(os.getppid(),), daemon=True).start()
+    if hasattr(signal, "sigwaitinfo"):  # Linux and most Unixes (not macOS): the sender is known
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(target=_exit_on_parents_sigterm, args=(os.getppid(),), daemon=True).start()
     if init is not None:
         init(worker_id)
 

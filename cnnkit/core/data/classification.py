@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.core.data.images import list_images, read_image
-from cnnkit.core.data.scan import CACHE_SUFFIX, Scanner, cached_scan
+from cnnkit.core.data.scan import CACHE_SUFFIX, Scanner, ScanReport, cached_scan
 from cnnkit.core.data.splits import SPLIT_WORDS, MissingSplit
 from cnnkit.core.errors import CnnkitError
 
@@ -37,6 +37,26 @@ def split_folder(root: Path, split: str) -> Path:
         if (root / word).is_dir():
             return root / word
     raise MissingSplit(f"{root} has no {' or '.join(w + '/' for w in SPLIT_WORDS[split])} folder")
+
+
+def scanned(folder: Path, name: str, listed: list[tuple[str, int]], classes: list[str],
+            source: str) -> tuple[list[tuple[Path, int]], ScanReport]:
+    """The ``(path, label)`` images of ``listed`` that decode, and the scan's report (the others
+    skipped by name), cached in ``folder/<name>.cnnkit.cache`` (each label kept as one
+    whole-image box); no usable image at all is one line."""
+    def scan() -> Scanner:
+        scanner = Scanner(source, list(classes))
+        for path, label in listed:
+            size = scanner.image_size(path)
+            if size is not None:
+                scanner.add(path, size, [([0.0, 0.0, float(size[0]), float(size[1])], label, 0, path)])
+        return scanner
+
+    records, report, _ = cached_scan(folder / f"{name}{CACHE_SUFFIX}", [p for p, _ in listed],
+                                     f"folder:{classes!r}", source, scan)
+    if not records:
+        raise CnnkitError(f"{folder}: no usable images ({report.warnings()[0]})")
+    return [(Path(r.path), int(r.labels[0])) for r in records], report
 
 
 class LabelledImages:
@@ -69,19 +89,7 @@ class FolderDataset(LabelledImages):
         if not listed:
             raise CnnkitError(f"{root}: no images found")
 
-        def scan() -> Scanner:  # each image stored with its class as one whole-image box
-            scanner = Scanner(f"ImageFolder {root}", list(self.classes))
-            for path, label in listed:
-                size = scanner.image_size(path)
-                if size is not None:
-                    scanner.add(path, size, [([0.0, 0.0, float(size[0]), float(size[1])], label, 0, path)])
-            return scanner
-
-        records, self.report, _ = cached_scan(root / f"images{CACHE_SUFFIX}", [p for p, _ in listed],
-                                              f"folder:{self.classes!r}", f"ImageFolder {root}", scan)
-        if not records:
-            raise CnnkitError(f"{root}: no usable images ({self.report.warnings()[0]})")
-        self.items = [(Path(r.path), int(r.labels[0])) for r in records]
+        self.items, self.report = scanned(root, "images", listed, self.classes, f"ImageFolder {root}")
         self.targets = [label for _, label in self.items]
 
     def paths(self) -> list[Path]:

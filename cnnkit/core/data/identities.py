@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.core.data.classification import FolderDataset, LabelledImages
+from cnnkit.core.data.classification import FolderDataset, LabelledImages, scanned
 from cnnkit.core.data.images import list_images
 from cnnkit.core.data.splits import MissingSplit
 from cnnkit.core.errors import CnnkitError
@@ -51,7 +51,10 @@ class IdentityDataset(FolderDataset):
         if not chosen:
             raise CnnkitError(f"{root}: no identities for the '{split}' split")
         self.classes = chosen
-        self.items = [(img, i) for i, name in enumerate(chosen) for img in list_images(root / name)]
+        listed = [(str(img), i) for i, name in enumerate(chosen) for img in list_images(root / name)]
+        if not listed:
+            raise CnnkitError(f"{root}: no images of the '{split}' identities")
+        self.items, self.report = scanned(root, f"identities-{split}", listed, chosen, f"identities {root} {split}")
         self.targets = [label for _, label in self.items]
 
 

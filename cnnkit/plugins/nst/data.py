@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cnnkit.core.data.classification import scanned
 from cnnkit.core.data.images import is_image, list_images, read_image
 from cnnkit.core.errors import CnnkitError
 
@@ -27,7 +28,10 @@ class PhotoFolder:
             raise CnnkitError(f"{root}: no images found")
         held = max(1, len(photos) // 10) if len(photos) > 1 else 0  # a single photo serves both splits
         cut = len(photos) - held
-        self.items = photos[cut:] if split != "train" and held else photos[:cut]
+        chosen = photos[cut:] if split != "train" and held else photos[:cut]
+        kept, self.report = scanned(Path(root), f"photos-{split}", [(str(p), 0) for p in chosen], ["photo"],
+                                    f"photos {root} {split}")  # an unreadable photo skipped by name
+        self.items = [p for p, _ in kept]
 
     def __len__(self) -> int:
         return len(self.items)
