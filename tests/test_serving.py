@@ -42,8 +42,7 @@ def test_logged_model_predicts_like_detect_and_is_registered(trained):
     import pandas as pd
 
     run_id, image, detections = trained
-    uri = os.environ["MLFLOW_TRACKING_URI"]
-    mlflow.set_tracking_uri(uri)
+    uri = os.environ["MLFLOW_TRACKING_URI"]  # this test's store (no set_tracking_uri: it would outlive the test)
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
     inputs = model.metadata.get_input_schema().input_names()
     assert inputs == ["image"] and model.metadata.get_params_schema() is not None
