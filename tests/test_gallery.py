@@ -365,8 +365,12 @@ def test_hnsw_finds_what_exact_search_finds_and_follows_changes(tmp_path):
             g.enroll(f"p{i}", c + 0.1 * rng.normal(size=(10, 32)).astype(np.float32), ["x"] * 10, info)
         g.build_hnsw()
         probes = centres + 0.1 * rng.normal(size=centres.shape).astype(np.float32)
-        for q in probes:
-            assert g.nearest(q, Scorer("l2"), index="hnsw") == g.nearest(q, Scorer("l2"))
+        found = [(g.nearest(q, Scorer("l2"), index="hnsw"), g.nearest(q, Scorer("l2"))) for q in probes]
+        assert all(approx[0] == exact[0] for approx, exact in found)  # the right person for every probe
+        # the graph (built on all cores, so not the same graph every run) may miss the person's closest
+        # row among its 16 candidates: the distance is then a sibling row's, never below the exact one
+        assert all(approx[1] >= exact[1] - 1e-6 for approx, exact in found)
+        assert sum(approx[1] == exact[1] for approx, exact in found) >= 0.95 * len(found)
         g.remove("p5")
         g.enroll("new", centres[7][None] + 0.01, ["x"], info)
         assert g.nearest(probes[5], Scorer("l2"), index="hnsw") == g.nearest(probes[5], Scorer("l2"))

@@ -87,8 +87,8 @@ def nearest(matrix: np.ndarray, query: np.ndarray, scorer: Scorer,
         squared = matrix @ query
         squared *= -2.0
         squared += (norms if norms is not None else np.einsum("ij,ij->i", matrix, matrix)) + query @ query
-        best = int(np.argmin(squared))
-        return best, float(np.sqrt(max(float(squared[best]), 0.0)))
+        best = int(np.argmin(squared))  # the expansion cancels badly near 0: the winner's distance is recomputed
+        return best, float(np.linalg.norm(matrix[best].astype(np.float64) - query))
     best, distance = -1, np.inf
     for start in range(0, len(matrix), CHUNK):
         d = scorer.search(query, matrix[start:start + CHUNK])
