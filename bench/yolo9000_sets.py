@@ -32,6 +32,7 @@ batches of 16, 12 epochs, one size; 2-core machine shared by 7 jobs, load 4-12, 
     clutter   detection-only, 3 epochs     0.006         0.0         34
     groups    detection-only, 3 epochs     0.044         0.017       36
     groups    detection-only (12 epochs)   0.903         0.194       126
+    clutter   joint, --epochs 24           0.655         0.073       437
 
 Without --cls-data the fine groups get no gradient, so their softmax stays near uniform: with
 two siblings (groups) one of them passes --tree-thresh 0.5 by chance and is right half the
