@@ -16,6 +16,7 @@ from cnnkit.core.errors import CnnkitError
 from cnnkit.plugins.yolo.losses import YOLOv2Loss
 from cnnkit.plugins.yolo.synthetic import TREE, Figures
 from cnnkit.plugins.yolo.wordtree import WordTree
+from conftest import one_clear_line
 
 #        0 animal   1 vehicle        (roots: group 0)
 #   2 dog  3 cat    4 car  5 bus     (groups 1 and 2)
@@ -200,6 +201,15 @@ def test_a_bad_cls_objectness_is_one_line(cli, tmp_path):
             "--data", "synthetic:figures?n=4&size=64&labels=coarse", "--img-size", "64", "--epochs", "1", "--no-track")
     assert r.code == 2 and "--cls-objectness 'both'" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("ratio", ["abc", "-1", ".nan"])
+def test_a_bad_cls_ratio_is_one_line(cli, tmp_path, ratio):
+    (tmp_path / "T").write_text(TREE)
+    r = cli("train", "yolov2-tiny", "--tree", tmp_path / "T", "--cls-ratio", ratio,
+            "--cls-data", "synthetic:figure-crops?n=4&size=64",
+            "--data", "synthetic:figures?n=4&size=64&labels=coarse", "--img-size", "64", "--epochs", "1", "--no-track")
+    one_clear_line(r, "--cls-ratio")
 
 
 def test_cls_ratio_draws_classification_images_evenly_and_reproducibly():

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import replace
 from typing import Any
 
@@ -128,7 +130,7 @@ class JointDataset(Dataset):
 
 
 def joint_dataset(detections: MappedDataset, cls_data: str, tree: Any, img_size: int,
-                  cls_ratio: float = 0.0) -> JointDataset:
+                  cls_ratio: Any = 0.0) -> JointDataset:
     """The training set of joint training: ``detections`` and the train split of ``cls_data``;
     ``cls_ratio`` > 0: that many classification images an epoch per detection image (the paper
     samples ImageNet:COCO 4:1), 0: each classification image once."""
@@ -138,7 +140,12 @@ def joint_dataset(detections: MappedDataset, cls_data: str, tree: Any, img_size:
     images = on_tree(open_dataset(cls_data, "train", ("classify",)), tree, where)
     if not len(images):
         raise CnnkitError(f"{where}: the training split is empty")
-    if cls_ratio < 0:
+    try:
+        ratio = float(cls_ratio)
+    except (TypeError, ValueError):
+        ratio = math.nan
+    if not 0 <= ratio < math.inf:
         raise CnnkitError(f"--cls-ratio {cls_ratio}: expected 0 (each classification image once) or more")
+    cls_ratio = ratio
     count = round(cls_ratio * len(detections)) if cls_ratio > 0 else None
     return JointDataset(detections, MappedDataset(images, ClassificationTransform(img_size)), count)

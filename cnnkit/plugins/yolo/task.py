@@ -105,7 +105,7 @@ class YoloTask(DetectionTask):
         from cnnkit.plugins.yolo.joint import joint_dataset
 
         return joint_dataset(detections, str(self.option("cls_data")), self.tree, self.config.img_size,
-                             float(self.option("cls_ratio")))
+                             self.option("cls_ratio"))
 
     def default_loss(self) -> str:
         """The model's loss; a detector read from a .cfg trains with the loss of its head."""
