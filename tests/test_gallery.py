@@ -1,10 +1,12 @@
 """The SQLite gallery: storage, model fingerprints, WAL and crash safety (no torch needed)."""
 
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -282,6 +284,65 @@ def test_a_kill_during_enroll_or_remove_never_leaves_a_disagreeing_search(tmp_pa
     if where != "loop":
         assert {p["name"] for p in Gallery(path).people()} == {"p0", "p1", "p2"}  # rolled back
 
+
+MILVUS_KILLER = textwrap.dedent("""
+    import os, signal, sys, numpy as np
+    from cnnkit.plugins.siamese.gallery import ModelInfo, open_gallery
+    info = ModelInfo("a" * 64, "siamese-small", "/runs/x/best.pt", "l2", 4)
+    with open_gallery(sys.argv[1]) as g:
+        insert = g.client.insert
+        def traced(collection, rows, **kw):  # tell the test when each enroll's rows go out and are stored
+            print("sending", rows[0]["name"], flush=True)
+            insert(collection, rows, **kw)
+            if rows[0]["name"] == sys.argv[2]:  # Milvus stored the rows, the enroll has not returned
+                os.kill(os.getpid(), signal.SIGKILL)
+            print("stored", rows[0]["name"], flush=True)
+        g.client.insert = traced
+        for i in range(8):
+            v = np.random.default_rng(1000 + i).normal(size=(50, 4)).astype(np.float32)
+            g.enroll(f"n{i}", v, ["x"] * len(v), info)
+""")
+
+
+@pytest.mark.parametrize("killer, wait", [("test", 0.0), ("test", 0.005), ("self", None)])
+def test_a_kill_during_a_milvus_enroll_leaves_whole_enrolls_only(milvus_server, killer, wait):
+    """SIGKILL of a process enrolling into Milvus (8 enrolls of 50 rows): from this test `wait` s
+    after the 4th enroll's rows went out, or by itself once Milvus acknowledged them. Every person
+    holds all 50 rows or none, search answers as a scan of what is stored, and the next enroll works."""
+    uri = f"{milvus_server}/g{uuid.uuid4().hex}"
+    with open_gallery(uri) as g:
+        g.enroll("p0", _vectors(3), ["a", "b", "c"], INFO)
+    proc = subprocess.Popen([sys.executable, "-c", MILVUS_KILLER, uri, "n3" if killer == "self" else ""], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    guard = threading.Timer(120, proc.kill)  # bounded: never wait on a hung enroller
+    guard.start()
+    events = []
+    for line in proc.stdout:
+        events.append(line.split())
+        if killer == "test" and events[-1] == ["sending", "n3"]:
+            time.sleep(wait)
+            proc.kill()
+            break
+    events += [line.split() for line in proc.stdout]
+    guard.cancel()
+    assert proc.wait(timeout=60) == -signal.SIGKILL, events
+    stored = {name for what, name in events if what == "stored"}
+    in_flight = events[-1][1] if events[-1][0] == "sending" else None
+    with open_gallery(uri, create=False) as g:
+        people = {p["name"]: p["embeddings"] for p in g.people()}
+        assert people.pop("p0") == 3
+        assert stored <= set(people) <= stored | {in_flight}, (events, people)
+        assert set(people.values()) <= {50}, people  # whole enrolls only
+        if killer == "self":
+            assert people["n3"] == 50 and in_flight == "n3"
+        names, matrix = g.embeddings()
+        assert len(names) == g.count() == 3 + 50 * len(people)
+        rng = np.random.default_rng(0)
+        for q in matrix[rng.choice(len(matrix), 8, replace=False)] + 0.05 * rng.normal(size=(8, 4)).astype(np.float32):
+            name, distance = g.nearest(q, Scorer("l2"))
+            assert (name, pytest.approx(distance, abs=1e-5)) == _brute(g, q)
+        assert g.enroll("after", _vectors(2, seed=7), ["a", "b"], INFO) == 2
+        assert g.nearest(_vectors(2, seed=7)[1], Scorer("l2")) == ("after", pytest.approx(0.0, abs=1e-3))
 
 def test_another_sqlite_database_is_refused_untouched(tmp_path):
     path = tmp_path / "mlflow.db"
