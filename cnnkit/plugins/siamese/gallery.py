@@ -72,7 +72,32 @@ def busy_timeout() -> float:
     return value
 
 
-class Gallery:
+class GalleryBase:
+    """What every gallery backend shares: the model check, and ``close`` on leaving a ``with``."""
+
+    path: Any
+    model: "ModelInfo | None"
+
+    def check(self, info: ModelInfo) -> None:
+        """Refuse a model other than the one that made the stored embeddings."""
+        own = self.model
+        if own is not None and own.fingerprint != info.fingerprint:
+            raise CnnkitError(
+                f"{self.path} holds embeddings from another model ({own.model}, fingerprint {own.fingerprint[:12]}, "
+                f"enrolled with {own.checkpoint}); these weights are {info.model} {info.fingerprint[:12]}. "
+                "Use the gallery's checkpoint, another --gallery, or re-enroll everyone with the new weights")
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class Gallery(GalleryBase):
     """Open (or create) the gallery at ``path``; use as a context manager or call :meth:`close`.
 
     ``create=False``: the file must exist. An existing database without a gallery's tables is
@@ -119,12 +144,6 @@ class Gallery:
             raise CnnkitError(f"{self.path}: not a cnnkit gallery (no {', '.join(sorted(TABLES - found))} "
                               "table); it was left untouched")
 
-    def __enter__(self) -> "Gallery":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
     def close(self) -> None:
         self.db.close()
 
@@ -167,15 +186,6 @@ class Gallery:
         if "fingerprint" not in meta or self.db.execute("SELECT 1 FROM embeddings LIMIT 1").fetchone() is None:
             return None
         return ModelInfo(meta["fingerprint"], meta["model"], meta["checkpoint"], meta["metric"], self._dim())
-
-    def check(self, info: ModelInfo) -> None:
-        """Refuse a model other than the one that made the stored embeddings."""
-        own = self.model
-        if own is not None and own.fingerprint != info.fingerprint:
-            raise CnnkitError(
-                f"{self.path} holds embeddings from another model ({own.model}, fingerprint {own.fingerprint[:12]}, "
-                f"enrolled with {own.checkpoint}); these weights are {info.model} {info.fingerprint[:12]}. "
-                "Use the gallery's checkpoint, another --gallery, or re-enroll everyone with the new weights")
 
     # ---------------------------------------------------------------- writing
     def enroll(self, name: str, vectors: np.ndarray, sources: list[str], info: ModelInfo) -> int:

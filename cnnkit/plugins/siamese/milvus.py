@@ -18,7 +18,7 @@ import numpy as np
 
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.scoring import Scorer
-from cnnkit.plugins.siamese.gallery import ModelInfo, checked_vectors, export
+from cnnkit.plugins.siamese.gallery import GalleryBase, ModelInfo, checked_vectors, export
 
 SCHEME = "milvus://"
 STRONG = {"consistency_level": "Strong"}
@@ -31,7 +31,7 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class MilvusGallery:
+class MilvusGallery(GalleryBase):
     """The gallery API of ``gallery.Gallery`` over a Milvus collection."""
 
     def __init__(self, uri: str, create: bool = True, timeout: float = 10.0) -> None:
@@ -57,12 +57,6 @@ class MilvusGallery:
             if self.client.has_collection(name):  # a restarted server holds collections released
                 self.client.load_collection(name)
 
-    def __enter__(self) -> "MilvusGallery":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
     def close(self) -> None:
         self.client.close()
 
@@ -83,14 +77,6 @@ class MilvusGallery:
             return None
         meta = self._meta()
         return ModelInfo(*(meta[k] for k in FIELDS[:-1]), int(meta["dim"])) if "fingerprint" in meta else None
-
-    def check(self, info: ModelInfo) -> None:
-        own = self.model
-        if own is not None and own.fingerprint != info.fingerprint:
-            raise CnnkitError(
-                f"{self.path} holds embeddings from another model ({own.model}, fingerprint {own.fingerprint[:12]}, "
-                f"enrolled with {own.checkpoint}); these weights are {info.model} {info.fingerprint[:12]}. "
-                "Use the gallery's checkpoint, another --gallery, or re-enroll everyone with the new weights")
 
     def _create(self, dim: int) -> None:
         """Both collections (concurrent creators: the first one wins, the others go on)."""
