@@ -510,14 +510,16 @@ def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None 
     loaded = None
     if entry is not None:
         loaded, source = weights.load_entry(task, model, entry, path)
-        console.print(loaded.line(f"{entry.name}, {source}"))
+        label = f"{entry.name}, {source}"
     elif path is not None:
         loaded, source = task.load_weights(model, str(path)), path
-        console.print(loaded.line(str(path)))
+        label = str(path)
     if getattr(loaded, "heads", None):  # run as published: nothing may be re-initialised
         raise CnnkitError(f"{source}: {loaded.heads[0]} does not fit {spec.name} built for "
                           f"{len(task.classes or []) or spec.num_classes} classes; --names must list as many "
                           "classes as the weights have")
+    if loaded is not None:  # said once the load is accepted, so a refusal stays one line
+        console.print(loaded.line(label))
     if task.classes is None:  # no names: the class numbers
         task.classes = [str(i) for i in range(int(getattr(model, "num_classes", 0) or spec.num_classes))]
     model.eval()
