@@ -230,3 +230,92 @@ def test_cls_ratio_draws_classification_images_evenly_and_reproducibly():
     joint.epoch = 1
     assert [joint[i][1] for i in range(4, 14)] != drawn
     assert [joint[i] for i in range(4)] == [("det", i) for i in range(4)]
+
+
+def test_hyponyms_no_label_reaches_stay_uniform_so_predictions_stop_at_the_coarse_node(tree):
+    """Detection boxes labelled "dog" train the animal and dog groups only. The class rows of the
+    output conv start at zero (zero_class_logits), so the untrained terrier/poodle group stays
+    exactly 0.5/0.5 and the descent stops at "dog" (a random init lets one of them win by chance)."""
+    from cnnkit.plugins.yolo.models import yolov2_tiny
+    from cnnkit.plugins.yolo.task import zero_class_logits
+
+    torch.manual_seed(0)
+    anchors = [[0.5, 0.5], [1.0, 1.0]]
+    model, random_init = yolov2_tiny(num_classes=len(tree), anchors=anchors, tree=tree), None
+    random_init = {k: v.clone() for k, v in model.state_dict().items()}
+    zero_class_logits(model)
+    loss = YOLOv2Loss(len(tree), model.anchors, tree=tree)
+    opt = torch.optim.Adam(model.parameters(), 1e-3, weight_decay=5e-4)
+    images = torch.rand(4, 3, 64, 64)
+    targets = [{"boxes": torch.tensor([[17.0, 17.0, 47.0, 47.0]]), "labels": torch.tensor([tree.index("dog")])}] * 4
+    for _ in range(3):
+        opt.zero_grad()
+        loss(model(images), targets, 64)["loss"].backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        logits = model(images)[0].view(4, 2, 5 + len(tree), 2, 2)[:, :, 5:].movedim(2, -1).reshape(-1, len(tree))
+    cond = tree.log_conditionals(logits).exp()
+    assert torch.equal(cond[:, 6], torch.full_like(cond[:, 6], 0.5)) and torch.equal(cond[:, 7], cond[:, 6])
+    assert cond[:, 2].max() > 0.55  # the dog/cat group did learn (where the box is)
+    node, _ = tree.descend(logits, 0.3)
+    assert set(node.tolist()) <= {0, 2}  # animal or dog, never terrier/poodle
+    model.load_state_dict(random_init)
+    with torch.no_grad():
+        logits = model(images)[0].view(4, 2, 5 + len(tree), 2, 2)[:, :, 5:].movedim(2, -1).reshape(-1, len(tree))
+    assert not torch.equal(logits[:, 6], logits[:, 7])  # the default init is not uniform
+
+
+def _content_area(image: torch.Tensor) -> float:
+    """Fraction of the image that is not the letterbox's grey (114)."""
+    return (image.mul(255).round() != 114).any(0).float().mean().item()
+
+
+def test_cls_zoom_shrinks_classification_images_to_a_random_size_at_a_random_spot():
+    from cnnkit.core.task import MappedDataset
+    from cnnkit.plugins.yolo.joint import ClassificationTransform
+
+    white = [(np.full((64, 64, 3), 255, np.uint8), 3)] * 40
+    areas = {}
+    for zoom in (1.0, 0.3):
+        ds = MappedDataset(white, ClassificationTransform(64, zoom))
+        samples = [ds[i] for i in range(len(white))]
+        assert all(t["image_label"].item() == 3 and len(t["boxes"]) == 0 for _, t in samples)
+        areas[zoom] = [_content_area(x) for x, _ in samples]
+    assert min(areas[1.0]) > 0.5  # the detection pipeline's own jitter only (scale >= 0.75)
+    assert min(areas[0.3]) < 0.2 and max(areas[0.3]) > 0.5 and min(areas[0.3]) > 0.3 ** 2 * 0.75 ** 2 * 0.8
+
+
+@pytest.mark.parametrize("zoom", ["abc", "0", "1.5"])
+def test_a_bad_cls_zoom_is_one_line(cli, tmp_path, zoom):
+    (tmp_path / "T").write_text(TREE)
+    r = cli("train", "yolov2-tiny", "--tree", tmp_path / "T", "--cls-zoom", zoom,
+            "--cls-data", "synthetic:figure-crops?n=4&size=64",
+            "--data", "synthetic:figures?n=4&size=64&labels=coarse", "--img-size", "64", "--epochs", "1", "--no-track")
+    one_clear_line(r, "--cls-zoom")
+
+
+@pytest.mark.parametrize("pick,trained", [("class", (0, 0, 1)), ("objectness", (1, 1, 0))])
+def test_cls_box_chooses_the_prediction_a_classification_image_trains(tree, pick, trained):
+    """Prediction (anchor 0, cell 0,1) is sure of "cat" with middling objectness; (anchor 1, cell 1,0)
+    has the highest objectness and no opinion. ``class`` (the paper) trains the first, whose class
+    the position alone can satisfy; ``objectness`` the second."""
+    anchors = [torch.tensor([[0.2, 0.2], [0.5, 0.5]])]
+    raw = torch.zeros(1, 2 * (5 + len(tree)), 2, 2)
+    view = raw.view(1, 2, 5 + len(tree), 2, 2)
+    view[0, 0, 4, 0, 1], view[0, 0, 5 + tree.index("cat"), 0, 1] = 0.0, 6.0
+    view[0, 1, 4, 1, 0] = 2.0
+    raw.requires_grad_(True)
+    target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+              "image_label": torch.tensor(tree.index("cat"))}
+    YOLOv2Loss(len(tree), anchors, tree=tree, cls_box=pick)([raw], [target], 64)["cls"].backward()
+    class_grad = raw.grad.view(1, 2, 5 + len(tree), 2, 2)[0, :, 5:].abs().sum(1)  # (anchor, row, col)
+    (a, j, i), = class_grad.nonzero().tolist()
+    assert (a, j, i) == (trained[0], trained[1], trained[2])
+
+
+def test_a_bad_cls_box_is_one_line(cli, tmp_path):
+    (tmp_path / "T").write_text(TREE)
+    r = cli("train", "yolov2-tiny", "--tree", tmp_path / "T", "--cls-box", "random",
+            "--data", "synthetic:figures?n=4&size=64&labels=coarse", "--img-size", "64", "--epochs", "1", "--no-track")
+    one_clear_line(r, "--cls-box 'random'")

@@ -43,9 +43,11 @@ def classification_pipeline(img_size: int, train: bool) -> A.Compose:
     return A.Compose([A.SmallestMaxSize(max_size=img_size), A.CenterCrop(img_size, img_size)])
 
 
-def detection_pipeline(img_size: int, train: bool) -> A.Compose:
+def detection_pipeline(img_size: int, train: bool, zoom_out: float = 1.0) -> A.Compose:
     """Letterbox to ``img_size`` square; in training also scale jitter, flips and HSV. Boxes
-    come with two label fields: ``labels`` and ``kind`` (0 object, 1 difficult, 2 crowd)."""
+    come with two label fields: ``labels`` and ``kind`` (0 object, 1 difficult, 2 crowd).
+    ``zoom_out`` < 1: the letterboxed image is then shrunk by a random factor in [zoom_out, 1]
+    and placed at a random spot of the padded square."""
     steps: list[A.BasicTransform] = []
     if train:
         steps += [
@@ -55,6 +57,9 @@ def detection_pipeline(img_size: int, train: bool) -> A.Compose:
             A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=40, val_shift_limit=30, p=0.5),
         ]
     steps += letterbox_steps(img_size)
+    if zoom_out < 1:
+        steps += [A.RandomScale(scale_limit=(zoom_out - 1, 0), p=1.0),
+                  A.PadIfNeeded(img_size, img_size, position="random", border_mode=cv2.BORDER_CONSTANT, fill=114)]
     return A.Compose(steps, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels", "kind"],
                                                      min_visibility=0.3, min_area=4))
 

@@ -31,8 +31,8 @@ class DetectionTransform:
     holds ``boxes`` and ``labels``, and the ignore regions ``ignore_boxes``, ``ignore_labels``,
     ``ignore_crowd`` moved with them (see ``cnnkit.core.data.detection``)."""
 
-    def __init__(self, img_size: int, train: bool, normalize: bool | Norm = False) -> None:
-        self.pipeline = detection_pipeline(img_size, train)
+    def __init__(self, img_size: int, train: bool, normalize: bool | Norm = False, zoom_out: float = 1.0) -> None:
+        self.pipeline = detection_pipeline(img_size, train, zoom_out)
         self.normalize = normalize
 
     def __call__(self, sample: DetectionSample) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -161,9 +161,10 @@ def register_losses(register):
                       {"coord_scale": 5.0, "noobject_scale": 0.5},
                       "YOLOv1 sum-squared error (--coord-scale 5, --noobject-scale 0.5)"))
     register(LossSpec("yolov2", "cnnkit.plugins.yolo.losses:yolov2", ("detect",),
-                      {"ignore_thresh": 0.6, "object_scale": 5.0, "noobject_scale": 1.0, "cls_objectness": "paper"},
+                      {"ignore_thresh": 0.6, "object_scale": 5.0, "noobject_scale": 1.0, "cls_objectness": "paper",
+                       "cls_box": "class"},
                       "YOLOv2 anchor loss, softmax classes (--ignore-thresh, --object-scale, --noobject-scale; "
-                      "--cls-objectness paper|darknet: YOLO9000's objectness on classification images)"))
+                      "--cls-objectness paper|darknet, --cls-box class|objectness: YOLO9000's classification images)"))
     register(LossSpec("yolov3", "cnnkit.plugins.yolo.losses:yolov3", ("detect",), {"ignore_thresh": 0.5},
                       "YOLOv3 three-scale loss, logistic classes (--ignore-thresh)"))
 

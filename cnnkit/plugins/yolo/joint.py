@@ -68,10 +68,11 @@ def on_tree(dataset: Any, tree: Any, where: str) -> TreeLabels:
 
 class ClassificationTransform:
     """An ``(image, node)`` sample as a detection-style one: letterboxed (augmented like the
-    detection images) with no boxes and ``image_label`` = the node."""
+    detection images, then shrunk by a random factor in [``zoom_out``, 1] at a random spot) with no
+    boxes and ``image_label`` = the node."""
 
-    def __init__(self, img_size: int) -> None:
-        self.detection = DetectionTransform(img_size, train=True)
+    def __init__(self, img_size: int, zoom_out: float = 1.0) -> None:
+        self.detection = DetectionTransform(img_size, train=True, zoom_out=zoom_out)
         self.pipeline = self.detection.pipeline  # MappedDataset reseeds it per sample
 
     def __call__(self, sample: tuple[np.ndarray, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -130,22 +131,30 @@ class JointDataset(Dataset):
 
 
 def joint_dataset(detections: MappedDataset, cls_data: str, tree: Any, img_size: int,
-                  cls_ratio: Any = 0.0) -> JointDataset:
+                  cls_ratio: Any = 0.0, cls_zoom: Any = 1.0) -> JointDataset:
     """The training set of joint training: ``detections`` and the train split of ``cls_data``;
     ``cls_ratio`` > 0: that many classification images an epoch per detection image (the paper
-    samples ImageNet:COCO 4:1), 0: each classification image once."""
+    samples ImageNet:COCO 4:1), 0: each classification image once; ``cls_zoom`` < 1: each
+    classification image shrunk by a random factor in [cls_zoom, 1], so its object comes in the
+    sizes of the detection images' objects (a classification set's objects are larger)."""
     from cnnkit.core.data import open_dataset
 
     where = f"--cls-data {cls_data}"
     images = on_tree(open_dataset(cls_data, "train", ("classify",)), tree, where)
     if not len(images):
         raise CnnkitError(f"{where}: the training split is empty")
+    ratio = _number(cls_ratio, "--cls-ratio", "0 (each classification image once) or more", lambda r: 0 <= r < math.inf)
+    count = round(ratio * len(detections)) if ratio > 0 else None
+    zoom = _number(cls_zoom, "--cls-zoom", "a fraction in (0, 1] (1: no zoom-out)", lambda z: 0 < z <= 1)
+    return JointDataset(detections, MappedDataset(images, ClassificationTransform(img_size, zoom)), count)
+
+
+def _number(value: Any, flag: str, expected: str, valid: Any) -> float:
+    """``value`` as a float that ``valid`` accepts, else one line naming ``flag``."""
     try:
-        ratio = float(cls_ratio)
+        number = float(value)
     except (TypeError, ValueError):
-        ratio = math.nan
-    if not 0 <= ratio < math.inf:
-        raise CnnkitError(f"--cls-ratio {cls_ratio}: expected 0 (each classification image once) or more")
-    cls_ratio = ratio
-    count = round(cls_ratio * len(detections)) if cls_ratio > 0 else None
-    return JointDataset(detections, MappedDataset(images, ClassificationTransform(img_size)), count)
+        number = math.nan
+    if math.isnan(number) or not valid(number):
+        raise CnnkitError(f"{flag} {value}: expected {expected}")
+    return number

@@ -140,6 +140,7 @@ class YOLOv3Loss(nn.Module):
 
 
 CLS_OBJECTNESS = ("paper", "darknet")
+CLS_BOX = ("class", "objectness")
 
 
 def class_nll(logits: torch.Tensor, labels: torch.Tensor, tree: Any) -> torch.Tensor:
@@ -150,9 +151,15 @@ def class_nll(logits: torch.Tensor, labels: torch.Tensor, tree: Any) -> torch.Te
 
 
 def classification_image_loss(p: torch.Tensor, conf: torch.Tensor, label: torch.Tensor, tree: Any, mode: str,
-                              object_scale: float, noobject_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """YOLO9000's loss on a classification image (no boxes): the class loss only at the prediction
-    that gives ``label`` the highest probability (objectness x class), and (class, objectness) back.
+                              object_scale: float, noobject_scale: float,
+                              pick: str = "class") -> tuple[torch.Tensor, torch.Tensor]:
+    """YOLO9000's loss on a classification image (no boxes): the class loss only at one prediction,
+    and (class, objectness) back. ``pick``: ``class`` (the paper, ``region_layer.c``) takes the
+    prediction that gives ``label`` the highest probability (objectness x class); ``objectness``
+    the most confident box whatever the label. With few classes and many predictions, ``class``
+    can be met by position alone (each class kept high in a box of its own, so the best box for
+    any label is right whatever the image shows); ``objectness`` leaves the class to be read from
+    the image.
 
     ``p`` is the image's ``(A, H, W, 5+C)`` view, ``conf`` its objectness. Objectness, ``mode``:
     ``paper`` (the paper's text, "assuming the predicted box overlaps the label by at least .3 IOU"):
@@ -163,7 +170,9 @@ def classification_image_loss(p: torch.Tensor, conf: torch.Tensor, label: torch.
     logits = p[..., 5:].reshape(-1, p.shape[-1] - 5)
     flat = conf.reshape(-1)
     with torch.no_grad():
-        if tree is not None:
+        if pick == "objectness":
+            log_class = logits.new_zeros(len(logits))
+        elif tree is not None:
             log_class = tree.path_nll(logits, label.expand(len(logits))).neg()
         else:
             log_class = logits.log_softmax(-1)[:, label[0]]
@@ -184,15 +193,17 @@ class YOLOv2Loss(nn.Module):
     With a WordTree (YOLO9000) the class loss is the cross-entropy in every sibling group from the
     label up to the root, so a label at an inner node teaches nothing below it. A target with an
     ``image_label`` (a classification image, no boxes) is scored by
-    :func:`classification_image_loss` (``cls_objectness``: ``paper`` or ``darknet``)."""
+    :func:`classification_image_loss` (``cls_objectness``: ``paper`` or ``darknet``; ``cls_box``:
+    ``class`` or ``objectness``)."""
 
     def __init__(self, num_classes: int, anchors: Sequence[torch.Tensor], ignore_thresh: float = 0.6,
                  object_scale: float = 5.0, noobject_scale: float = 1.0, tree: Any = None,
-                 cls_objectness: str = "paper") -> None:
+                 cls_objectness: str = "paper", cls_box: str = "class") -> None:
         super().__init__()
-        if cls_objectness not in CLS_OBJECTNESS:
-            raise CnnkitError(f"--cls-objectness {cls_objectness!r}: expected one of {', '.join(CLS_OBJECTNESS)}")
-        self.cls_objectness = cls_objectness
+        for flag, value, choices in (("--cls-objectness", cls_objectness, CLS_OBJECTNESS), ("--cls-box", cls_box, CLS_BOX)):
+            if value not in choices:
+                raise CnnkitError(f"{flag} {value!r}: expected one of {', '.join(choices)}")
+        self.cls_objectness, self.cls_box = cls_objectness, cls_box
         self.num_classes, self.ignore_thresh = num_classes, ignore_thresh
         self.object_scale, self.noobject_scale = object_scale, noobject_scale
         self.anchors = torch.cat([a.float() for a in anchors])
@@ -228,7 +239,8 @@ class YOLOv2Loss(nn.Module):
             cls = class_nll(pp[:, 5:], labels, self.tree)
         for i in classify:
             c, o = classification_image_loss(p[i], conf[i], targets[i]["image_label"].to(device), self.tree,
-                                             self.cls_objectness, self.object_scale, self.noobject_scale)
+                                             self.cls_objectness, self.object_scale, self.noobject_scale,
+                                             self.cls_box)
             cls, pos = cls + c, pos + o
         obj = pos + self.noobject_scale * (noobj * conf ** 2).sum()
         n = len(p)
@@ -315,7 +327,7 @@ def yolov2(model: nn.Module, task: Any) -> YOLOv2Loss:
                       ignore_thresh=setting(core, task, "ignore_thresh", 0.6, "thresh"),
                       object_scale=setting(core, task, "object_scale", 5.0),
                       noobject_scale=setting(core, task, "noobject_scale", 1.0),
-                      cls_objectness=str(task.option("cls_objectness")))
+                      cls_objectness=str(task.option("cls_objectness")), cls_box=str(task.option("cls_box")))
 
 
 def yolov3(model: nn.Module, task: Any) -> YOLOv3Loss:

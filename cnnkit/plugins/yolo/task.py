@@ -60,6 +60,7 @@ class YoloTask(DetectionTask):
         "cls_data": "",  # YOLO9000 joint training: a classification set mixed into the batches (needs --tree)
         "tree_thresh": 0.5,  # predictions descend the tree while the probability stays above this
         "cls_ratio": 0.0,  # classification images an epoch per detection image (0: each once; the paper: 4)
+        "cls_zoom": 1.0,  # classification images shrunk by a random factor in [cls_zoom, 1] (1: not)
     }
     scale_every = 10  # batches between multi-scale size changes
     batch_export = True
@@ -105,7 +106,7 @@ class YoloTask(DetectionTask):
         from cnnkit.plugins.yolo.joint import joint_dataset
 
         return joint_dataset(detections, str(self.option("cls_data")), self.tree, self.config.img_size,
-                             self.option("cls_ratio"))
+                             self.option("cls_ratio"), self.option("cls_zoom"))
 
     def default_loss(self) -> str:
         """The model's loss; a detector read from a .cfg trains with the loss of its head."""
@@ -136,6 +137,8 @@ class YoloTask(DetectionTask):
             raise CnnkitError(f"{self.spec.name}: its [region] tree={model.tree_file} was not found; pass --tree PATH")
         if tree is None and getattr(model, "tree", None) is not None:  # a .cfg's own tree= (yolo9000.cfg)
             self._keep_tree(model.tree)
+        if getattr(model, "tree", None) is not None:
+            zero_class_logits(model)
         if getattr(model, "anchors", None) is not None:  # kept in the order the builder takes them:
             table = getattr(model, "anchor_table", None)  # a .cfg's own order (yolov2-tiny-voc's is not by area),
             if table is None:  # the hand-written models' order: by area
@@ -296,6 +299,19 @@ class WithNMS(nn.Module):
         xyxy = clip_boxes(boxes[0][box_i], x.shape[-2], x.shape[-1])
         kept = batched_nms(xyxy, flat[keep], label, self.iou)[:MAX_DETECTIONS]
         return xyxy[kept], flat[keep][kept], label[kept]
+
+
+def zero_class_logits(model: nn.Module) -> None:
+    """Zero the class rows of a WordTree model's output conv, so every sibling group starts uniform.
+    A group that no label reaches (the hyponyms of a coarse detection label, without --cls-data)
+    gets no gradient and stays uniform: its node is never more likely than its parent, and the
+    prediction stops at the parent instead of descending to a random child."""
+    conv = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]
+    num_anchors = sum(len(a) for a in model.anchors)
+    with torch.no_grad():
+        conv.weight.view(num_anchors, -1, *conv.weight.shape[1:])[:, 5:].zero_()
+        if conv.bias is not None:
+            conv.bias.view(num_anchors, -1)[:, 5:].zero_()
 
 
 def decode(model: nn.Module, outputs: Any, img_size: int, tree_thresh: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
