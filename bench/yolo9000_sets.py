@@ -253,7 +253,7 @@ def main() -> None:
     parser.add_argument("--runs", default="joint,detection-only")
     parser.add_argument("--model", default="yolov2-tiny")
     parser.add_argument("--n-det", type=int, default=256)
-    parser.add_argument("--n-cls", type=int, default=512)
+    parser.add_argument("--n-cls", type=int, default=256)
     parser.add_argument("--n-val", type=int, default=100)
     parser.add_argument("--extra", default="", help="more train flags, e.g. '--epochs 8 --cls-objectness darknet'")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (each on one thread)")

@@ -19,11 +19,12 @@ DETECT_RECIPE = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "schedul
 
 # YOLOv2 family (yolov2-tiny, yolov2, yolo9000), from scratch on small data and in YOLO9000 joint
 # training: Adam 2e-3 with Darknet's burn_in warm-up (lr x (step/60)^4), batches of 16, one input
-# size. bench/yolo9000_sets.py, yolov2-tiny at 160 px, "outlines" set, 256 boxes + 256 crops,
-# 4 epochs: the detection recipe above (batches of 8, multi-scale) coarse/fine map50 0.086/0.028
-# in 122 CPU s; batches of 16, burn-in, one size 0.288/0.073 in 91 CPU s; with lr 2e-3, 7 epochs
-# of 12 (~160 CPU s) 0.64/0.25. Two crops a box (--cls-ratio 2) for the same CPU: 0.42/0.10 (fewer box epochs).
-YOLOV2_RECIPE = {**DETECT_RECIPE, "lr": 2e-3, "batch_size": 16, "burn_in": 60, "epochs": 12,
+# size, 40 epochs. bench/yolo9000_sets.py, yolov2-tiny at 160 px, 256 boxes + 256 crops: "outlines",
+# 4 epochs: the detection recipe above (batches of 8, multi-scale) coarse/fine map50 0.086/0.028 in
+# 122 CPU s; batches of 16, burn-in, one size 0.288/0.073 in 91 CPU s. "clutter" (--cls-box
+# objectness, --cls-zoom 0.4): 12 epochs 0.264/0.024 (202 CPU s), 24 epochs 0.847/0.240 (408 s),
+# 40 epochs 0.967/0.544 (673 s).
+YOLOV2_RECIPE = {**DETECT_RECIPE, "lr": 2e-3, "batch_size": 16, "burn_in": 60, "epochs": 40,
                  "options": {"multi_scale": False}}
 YOLOV2_FAMILY = ("yolov2", "yolov2-tiny", "yolo9000")
 
@@ -162,7 +163,7 @@ def register_losses(register):
                       "YOLOv1 sum-squared error (--coord-scale 5, --noobject-scale 0.5)"))
     register(LossSpec("yolov2", "cnnkit.plugins.yolo.losses:yolov2", ("detect",),
                       {"ignore_thresh": 0.6, "object_scale": 5.0, "noobject_scale": 1.0, "cls_objectness": "paper",
-                       "cls_box": "class"},
+                       "cls_box": "objectness"},
                       "YOLOv2 anchor loss, softmax classes (--ignore-thresh, --object-scale, --noobject-scale; "
                       "--cls-objectness paper|darknet, --cls-box class|objectness: YOLO9000's classification images)"))
     register(LossSpec("yolov3", "cnnkit.plugins.yolo.losses:yolov3", ("detect",), {"ignore_thresh": 0.5},

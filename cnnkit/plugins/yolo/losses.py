@@ -152,7 +152,7 @@ def class_nll(logits: torch.Tensor, labels: torch.Tensor, tree: Any) -> torch.Te
 
 def classification_image_loss(p: torch.Tensor, conf: torch.Tensor, label: torch.Tensor, tree: Any, mode: str,
                               object_scale: float, noobject_scale: float,
-                              pick: str = "class") -> tuple[torch.Tensor, torch.Tensor]:
+                              pick: str = "objectness") -> tuple[torch.Tensor, torch.Tensor]:
     """YOLO9000's loss on a classification image (no boxes): the class loss only at one prediction,
     and (class, objectness) back. ``pick``: ``class`` (the paper, ``region_layer.c``) takes the
     prediction that gives ``label`` the highest probability (objectness x class); ``objectness``
@@ -198,7 +198,7 @@ class YOLOv2Loss(nn.Module):
 
     def __init__(self, num_classes: int, anchors: Sequence[torch.Tensor], ignore_thresh: float = 0.6,
                  object_scale: float = 5.0, noobject_scale: float = 1.0, tree: Any = None,
-                 cls_objectness: str = "paper", cls_box: str = "class") -> None:
+                 cls_objectness: str = "paper", cls_box: str = "objectness") -> None:
         super().__init__()
         for flag, value, choices in (("--cls-objectness", cls_objectness, CLS_OBJECTNESS), ("--cls-box", cls_box, CLS_BOX)):
             if value not in choices:

@@ -60,7 +60,7 @@ class YoloTask(DetectionTask):
         "cls_data": "",  # YOLO9000 joint training: a classification set mixed into the batches (needs --tree)
         "tree_thresh": 0.5,  # predictions descend the tree while the probability stays above this
         "cls_ratio": 0.0,  # classification images an epoch per detection image (0: each once; the paper: 4)
-        "cls_zoom": 1.0,  # classification images shrunk by a random factor in [cls_zoom, 1] (1: not)
+        "cls_zoom": 0.4,  # classification images shrunk by a random factor in [cls_zoom, 1] (1: not)
     }
     scale_every = 10  # batches between multi-scale size changes
     batch_export = True
