@@ -203,13 +203,14 @@ def test_a_bad_cls_objectness_is_one_line(cli, tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("ratio", ["abc", "-1", ".nan"])
-def test_a_bad_cls_ratio_is_one_line(cli, tmp_path, ratio):
+@pytest.mark.parametrize("flag,value", [("--cls-ratio", "abc"), ("--cls-ratio", "-1"), ("--cls-ratio", ".nan"),
+                                        ("--cls-zoom", "abc"), ("--cls-zoom", "0"), ("--cls-zoom", "1.5")])
+def test_a_bad_cls_ratio_or_zoom_is_one_line(cli, tmp_path, flag, value):
     (tmp_path / "T").write_text(TREE)
-    r = cli("train", "yolov2-tiny", "--tree", tmp_path / "T", "--cls-ratio", ratio,
+    r = cli("train", "yolov2-tiny", "--tree", tmp_path / "T", flag, value,
             "--cls-data", "synthetic:figure-crops?n=4&size=64",
             "--data", "synthetic:figures?n=4&size=64&labels=coarse", "--img-size", "64", "--epochs", "1", "--no-track")
-    one_clear_line(r, "--cls-ratio")
+    one_clear_line(r, flag)
 
 
 def test_cls_ratio_draws_classification_images_evenly_and_reproducibly():
@@ -284,15 +285,6 @@ def test_cls_zoom_shrinks_classification_images_to_a_random_size_at_a_random_spo
         areas[zoom] = [_content_area(x) for x, _ in samples]
     assert min(areas[1.0]) > 0.5  # the detection pipeline's own jitter only (scale >= 0.75)
     assert min(areas[0.3]) < 0.2 and max(areas[0.3]) > 0.5 and min(areas[0.3]) > 0.3 ** 2 * 0.75 ** 2 * 0.8
-
-
-@pytest.mark.parametrize("zoom", ["abc", "0", "1.5"])
-def test_a_bad_cls_zoom_is_one_line(cli, tmp_path, zoom):
-    (tmp_path / "T").write_text(TREE)
-    r = cli("train", "yolov2-tiny", "--tree", tmp_path / "T", "--cls-zoom", zoom,
-            "--cls-data", "synthetic:figure-crops?n=4&size=64",
-            "--data", "synthetic:figures?n=4&size=64&labels=coarse", "--img-size", "64", "--epochs", "1", "--no-track")
-    one_clear_line(r, "--cls-zoom")
 
 
 @pytest.mark.parametrize("pick,trained", [("class", (0, 0, 1)), ("objectness", (1, 1, 0))])
