@@ -12,7 +12,7 @@ from rich.console import Console
 
 from cnnkit.core.errors import CnnkitError
 
-console = Console()
+console = Console(soft_wrap=True)  # lines a user copies (anchors, paths) stay whole when piped
 SOURCE_HELP = "A registered classifier's name (its published weights) or a checkpoint written by `cnnkit train`."
 WEIGHTS_HELP = "With a model name: a weights file or a name from `cnnkit weights list` (default: the model's own)."
 
@@ -31,10 +31,10 @@ def classify_cmd(
     from cnnkit.core.device import resolve_device
     from cnnkit.core.engine import load_for_eval
 
-    task, model, ck = load_for_eval(source, weights_ref=weights)
+    task, model, _ = load_for_eval(source, weights_ref=weights)
     if task.spec.task != "classify":
         raise CnnkitError(f"{task.spec.name} is a {task.spec.task} model; `cnnkit classify` runs classifiers")
-    prepare = preprocessing(task, ck)
+    prepare = preprocessing(task)
     inputs = [prepare(path) for path in images]  # every image is read (and refused) before any work
     dev = resolve_device(device)
     model.to(dev).eval()
@@ -55,17 +55,11 @@ def classify_cmd(
         console.print(f"{r['image']}: " + ", ".join(f"{t['class']} {t['prob']:.3f}" for t in r["top"]), markup=False)
 
 
-def preprocessing(task: Any, ck: dict[str, Any]) -> Callable[[Path], Any]:
-    """Image file -> input tensor. Published weights: their publisher's evaluation transform
-    (torchvision's ``weights.transforms()``, timm's data config: resize, centre crop, the weights'
-    mean/std) on the PIL image; a checkpoint: the task's own validation transform."""
-    from cnnkit.core.data.images import open_image, read_image
-    from cnnkit.core.data.transforms import classification_pipeline, publisher_transform, to_tensor
-    from cnnkit.core.registry import weights
+def preprocessing(task: Any) -> Callable[[Path], Any]:
+    """Image file -> input tensor: the task's evaluation transform (published weights: their
+    publisher's, as torchvision's ``weights.transforms()`` and timm's data config; a checkpoint: its
+    own validation transform)."""
+    from cnnkit.core.data.images import read_image
 
-    name = str(ck.get("weights") or "")
-    if name in weights:
-        transform = publisher_transform(weights.get(name))
-        return lambda path: transform(open_image(path))
-    pipeline, norm = classification_pipeline(task.config.img_size, train=False), task.input_norm()
-    return lambda path: to_tensor(pipeline(image=read_image(path))["image"], norm)
+    prepare = task.sample_transform(train=False).image
+    return lambda path: prepare(read_image(path))

@@ -21,7 +21,7 @@ from cnnkit.weights_cli import app as weights_app
 
 app = typer.Typer(name="cnnkit", help="The classic CNN playbook: train, run and track every family.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-console = Console()
+console = Console(soft_wrap=True)  # lines a user copies (anchors, paths) stay whole when piped
 app.add_typer(weights_app, name="weights")
 app.command("classify")(classify_cmd)
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}

@@ -13,7 +13,7 @@ from cnnkit.core import plugins
 from cnnkit.core.errors import CnnkitError
 
 app = typer.Typer(help="Published weights: list, pull (before going offline), path, verify.", no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)  # lines a user copies (anchors, paths) stay whole when piped
 
 
 def _rows() -> list[dict[str, Any]]:

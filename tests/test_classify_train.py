@@ -93,3 +93,30 @@ def test_inception_v3_recipe_is_the_papers():
     assert (v3["optimizer"], v3["lr"], v3["label_smoothing"], v3["grad_clip"], v3["img_size"]) == \
         ("rmsprop-tf", 0.045, 0.1, 2.0, 299)
     assert models.get("resnet18").defaults == CLASSIFY_RECIPE
+
+
+def test_predict_uses_the_checkpoints_own_input_transform():
+    """What MLflow serving runs (``task.predict``) sees the inputs as the model was trained and
+    validated: a checkpoint's mean/std (from the weights it started from), not ImageNet's."""
+    import numpy as np
+    import torch
+
+    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.data.transforms import classification_pipeline, to_tensor
+    from cnnkit.core.engine import make_task
+    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.registry import models
+
+    load_plugins()
+    config = TrainConfig(model="resnet18", img_size=32, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
+    task = make_task(models.get("resnet18"), config, classes=["a", "b", "c"])
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    image = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    got = torch.tensor(task.predict(model, [image], torch.device("cpu")))
+    x = to_tensor(classification_pipeline(32, False)(image=image)["image"], ((0.5,) * 3, (0.5,) * 3))
+    with torch.no_grad():
+        expected = model(x[None]).softmax(1)
+    assert torch.allclose(got, expected, atol=1e-6)
+    val_image, _ = task.sample_transform(train=False)((image, 0))
+    assert torch.equal(val_image, x)  # validation and eval see the same tensor

@@ -77,13 +77,17 @@ def _report(name, loaded, diffs):
 
 
 def _classifier_outputs(entry, ref, photo, capsys):
+    """Logits as `cnnkit classify` computes them, and the probabilities of the task's predict (what
+    `cnnkit eval`'s data and MLflow serving see)."""
     from cnnkit.classify_cli import preprocessing
+    from cnnkit.core.data.images import read_image
     from cnnkit.core.engine import load_for_eval
 
-    task, model, ck = load_for_eval(entry.model, weights_ref=str(ref))
+    task, model, _ = load_for_eval(entry.model, weights_ref=str(ref))
     with torch.no_grad():
-        out = model(preprocessing(task, ck)(photo)[None])
-    return out, _loaded(capsys.readouterr().err)
+        out = model(preprocessing(task)(photo)[None])
+    probs = torch.tensor(task.predict(model, [read_image(photo)], torch.device("cpu")))
+    return out, probs, _loaded(capsys.readouterr().err)
 
 
 def _compare_classifier(name, theirs, transform, state, cache, monkeypatch, tmp_path, capsys):
@@ -96,8 +100,9 @@ def _compare_classifier(name, theirs, transform, state, cache, monkeypatch, tmp_
         expected = theirs(transform(open_image(photo))[None])
     diffs, loaded = [], ""
     for ref in (name, _renamed_copy(path, tmp_path)):  # from the cache by name; by path, recognised by content
-        got, loaded = _classifier_outputs(entry, ref, photo, capsys)
+        got, probs, loaded = _classifier_outputs(entry, ref, photo, capsys)
         diffs.append(float((got - expected).abs().max()))
+        assert torch.allclose(probs, expected.softmax(1), atol=1e-6), name  # eval/serving: the same transform
     _report(name, loaded, diffs)
     return expected
 

@@ -341,6 +341,16 @@ def test_every_cfg_given_by_path_is_built_as_written(cli, tmp_path):
     ("yolov2-voc", ("object_scale=5", "object_scale=3"), {}, "object_scale", 3.0),
     ("yolov1", ("noobject_scale=.5", "noobject_scale=.25"), {}, "lambda_noobj", 0.25),
     ("yolov1", None, {"noobject_scale": 0.1}, "lambda_noobj", 0.1),
+    ("yolov1", ("class_scale=1", "class_scale=2"), {}, "class_scale", 2.0),
+    ("yolov1", ("object_scale=1", "object_scale=3"), {}, "object_scale", 3.0),
+    ("yolov1", ("rescore=1", "rescore=0"), {}, "rescore", False),
+    ("yolov2-tiny", None, {}, "rescore", False),  # yolov2-tiny.cfg: rescore=0 (objectness towards 1)
+    ("yolov2-tiny", None, {"rescore": True}, "rescore", True),
+    ("yolov2-voc", None, {}, "rescore", True),
+    ("yolov2-voc", ("coord_scale=1", "coord_scale=2"), {}, "coord_scale", 2.0),
+    ("yolov2-voc", ("class_scale=1", "class_scale=4"), {}, "class_scale", 4.0),
+    ("yolov3", None, {}, "truth_thresh", 1.0),
+    ("yolov3", ("truth_thresh = 1", "truth_thresh = .9"), {}, "truth_thresh", 0.9),
 ])
 def test_a_cfg_heads_loss_settings_are_its_training_defaults_and_flags_win(name, edit, options, attribute, value,
                                                                           tmp_path):
@@ -356,3 +366,27 @@ def test_a_cfg_heads_loss_settings_are_its_training_defaults_and_flags_win(name,
     with torch.device("meta"):
         criterion = resolve(losses.get(spec.loss).build)(task.build_model(), task)
     assert getattr(criterion, attribute) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("name,edit,options,jitter", [
+    ("yolov2-tiny", None, {}, 0.2),  # its [region] jitter=.2
+    ("yolov3", None, {}, 0.3),  # its [yolo] jitter=.3
+    ("yolov3", ("jitter=.3", "jitter=.1"), {}, 0.1),
+    ("yolov3", None, {"jitter": 0.05}, 0.05),  # the flag wins
+])
+def test_a_cfg_heads_jitter_scales_its_training_images(name, edit, options, jitter, tmp_path):
+    import albumentations as A
+
+    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.engine import make_task
+
+    path = tmp_path / f"{name}.cfg"
+    text = (CFG_DIR / f"{name}.cfg").read_text()
+    path.write_text(text.replace(*edit) if edit else text)
+    config = TrainConfig(model=str(path), img_size=64, options=options, data="synthetic:shapes?n=4&size=64")
+    task = make_task(models.get(str(path)), config, classes=None)
+    assert task.jitter() == pytest.approx(jitter)
+    affine = [t for t in task.dataset("train").fn.pipeline.transforms if isinstance(t, A.Affine)]
+    assert affine[0].scale == {"x": pytest.approx((1 - jitter, 1 + jitter)), "y": pytest.approx((1 - jitter, 1 + jitter))}
+    hand_written = make_task(models.get("yolov2-tiny"), TrainConfig(model="yolov2-tiny", img_size=64), classes=["a"])
+    assert hand_written.jitter() == 0.25  # no .cfg: the detection default

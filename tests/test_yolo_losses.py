@@ -107,3 +107,55 @@ def test_v1_class_error_counts_once_per_object_cell():
     # objects in two different cells still count once each
     gt[0]["boxes"][1] = torch.tensor([40.0, 40.0, 56.0, 56.0])
     assert float(YOLOv1Loss(3)(out, gt, 64)["cls"]) == pytest.approx(once + 1.0, rel=1e-5)  # class 2 vs 0 there
+
+
+def test_v2_rescore_class_scale_and_coord_scale_as_darknets_region_layer():
+    """rescore=0 (yolov2-tiny.cfg): the objectness target is 1, not the IoU; class_scale and
+    coord_scale multiply their terms (region_layer.c's deltas)."""
+    anchors = [torch.tensor([[2.0, 2.0], [1.0, 1.0]])]
+    out = torch.zeros(1, 2 * 7, 4, 4)
+    p = grid_view(out, 2)
+    p[..., 4] = -30.0
+    p[0, 0, 1, 1, 4] = 0.0  # confidence 0.5
+    p[0, 0, 1, 1, 2:4] = math.log(0.5)  # IoU 0.25 with the ground truth
+    p[0, 0, 1, 1, :2] = 0.4  # off centre: a box error to scale
+    base = YOLOv2Loss(2, anchors)([out], GT, 64)
+    to_one = YOLOv2Loss(2, anchors, rescore=False)([out], GT, 64)
+    assert float(base["obj"]) == pytest.approx(5.0 * (0.5 - 0.25) ** 2, rel=1e-4)
+    assert float(to_one["obj"]) == pytest.approx(5.0 * (0.5 - 1.0) ** 2, rel=1e-4)
+    scaled = YOLOv2Loss(2, anchors, class_scale=3.0, coord_scale=2.0)([out], GT, 64)
+    assert float(base["box"]) > 0
+    assert float(scaled["box"]) == pytest.approx(2.0 * float(base["box"]), rel=1e-6)
+    assert float(scaled["cls"]) == pytest.approx(3.0 * float(base["cls"]), rel=1e-6)
+
+
+def test_v1_rescore_object_scale_and_class_scale_as_darknets_detection_layer():
+    gt = [{"boxes": torch.tensor([[8.0, 8.0, 24.0, 24.0]]), "labels": torch.tensor([0])}]
+    out = torch.zeros(1, 2, 2, 2 * 5 + 3)
+    out[0, 0, 0, 0:5] = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.4])  # exact box (IoU 1), confidence 0.4
+    out[0, 0, 0, 5:10] = torch.tensor([0.5, 0.5, 0.1, 0.1, 0.0])  # far too small, confidence 0
+    out[0, 0, 0, 10:13] = torch.tensor([0.5, 0.3, 0.2])
+    out[0, 0, 0, 2:4] = 0.4  # responsible box now 0.16 of the side: IoU (0.16 / 0.25)^2 = 0.41
+    base = YOLOv1Loss(3)(out, gt, 64)
+    iou = 0.16 ** 2 / 0.25 ** 2
+    assert float(base["obj"]) == pytest.approx((0.4 - iou) ** 2, rel=1e-4)
+    to_one = YOLOv1Loss(3, rescore=False, object_scale=2.0, class_scale=3.0)(out, gt, 64)
+    assert float(to_one["obj"]) == pytest.approx(2.0 * (0.4 - 1.0) ** 2, rel=1e-4)
+    assert float(to_one["cls"]) == pytest.approx(3.0 * float(base["cls"]), rel=1e-6)
+
+
+def test_v3_truth_thresh_trains_close_predictions_as_positives():
+    """yolo_layer.c: a prediction whose best IoU exceeds truth_thresh gets objectness target 1 and
+    that truth's class and box; Darknet's cfgs set 1 (never), which is the default."""
+    anchors = [torch.tensor([[32.0, 32.0], [16.0, 16.0]])]
+    out = _v3_output(obj_logit_other=0.0)  # anchor 1 at (1, 1) fits the truth exactly, not responsible
+    default = YOLOv3Loss(2, anchors, ignore_thresh=1.0)([out], GT, 64)
+    never = YOLOv3Loss(2, anchors, ignore_thresh=1.0, truth_thresh=1.0)([out], GT, 64)
+    assert all(float(default[k]) == float(never[k]) for k in ("box", "obj", "cls"))
+    sure = YOLOv3Loss(2, anchors, ignore_thresh=1.0, truth_thresh=0.5)([out], GT, 64)
+    # its objectness target turns 0 -> 1 (same BCE at logit 0) and it adds a class term: BCE of 2 zero logits
+    assert float(sure["obj"]) == pytest.approx(float(never["obj"]), rel=1e-6)
+    assert float(sure["cls"]) == pytest.approx(float(never["cls"]) + 2 * math.log(2), rel=1e-5)
+    sure["box"].backward()
+    grad = grid_view(out.grad, 2)[..., :4].abs().sum(-1)
+    assert grad.nonzero().tolist() == [[0, 0, 1, 1], [0, 1, 1, 1]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -63,6 +65,18 @@ def test_yolov1_bn_puts_batch_norm_after_every_convolution():
     with torch.device("meta"):
         model = models.get("yolov1-bn").create(num_classes=20)
     assert len([m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]) == 24
+
+
+def test_fast_yolo_takes_batch_norm_as_an_option(cli):
+    plain = cli("summary", "yolov1-fast", "--json")
+    bn = cli("summary", "yolov1-fast", "--batch-norm", "true", "--json")
+    assert plain.code == 0 and bn.code == 0, bn.stderr
+    with torch.device("meta"):
+        model = models.get("yolov1-fast").create(num_classes=20, batch_norm=True)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    # each of the 9 convs loses its bias and gains a BN scale and shift: + one channel count per conv
+    added = sum(c.out_channels for c in convs)
+    assert json.loads(bn.stdout)["params"] == json.loads(plain.stdout)["params"] + added
 
 
 def test_yolov2_passthrough_turns_26x26x512_into_13x13x2048():

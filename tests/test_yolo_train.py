@@ -159,6 +159,9 @@ def test_anchors_command(cli):
     assert all(20 < w < 70 and 20 < h < 70 for w, h in out["anchors"])  # shapes are 18-45% of the image
     # [region] anchors in Darknet's units: 32-pixel grid cells
     assert np.allclose(out["grid_cells"], np.array(out["anchors"]) / 32, atol=2e-3)
+    r = cli("anchors", "--data", "synthetic:shapes?n=32&size=64", "-k", "4", "--img-size", "128")
+    region = [line for line in r.stdout.splitlines() if line.startswith(".cfg: [region] anchors = ")]
+    assert len(region) == 1 and region[0].count(",") == 7, r.stdout  # a whole line when piped (not wrapped at 80)
     r = cli("anchors", "--data", "synthetic:shapes?n=4", "-k", "50")
     assert r.code == 2 and "too few" in r.stderr
 

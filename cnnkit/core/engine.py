@@ -504,6 +504,9 @@ def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None 
     if entry is not None:
         weights.use_variant(entry, spec, config.options)
         config.mean, config.std = list(entry.mean), list(entry.std)  # the input transform they were trained with
+        config.weights = entry.name  # a classifier sees its publisher's evaluation transform
+        if spec.task == "classify":
+            config.img_size = entry.crop
     classes = read_names(names) if names else (class_names(entry.classes) if entry and entry.classes else None)
     task = make_task(spec, config, classes=classes)
     model = task.build_model()

@@ -63,8 +63,9 @@ def records(task: Any, model: Any, images: list[np.ndarray], device: Any,
     raise CnnkitError(f"{task.spec.name}: a {kind} model has no served prediction")
 
 
-with warnings.catch_warnings():  # MLflow advises type hints at class creation; ours are not a schema
-    warnings.simplefilter("ignore")
+# MLflow advises type hints at class creation (ours are not a schema) under its own "once" filter,
+# which outranks an "ignore" set here: the warning is recorded and dropped instead of shown.
+with warnings.catch_warnings(record=True):
     from mlflow.pyfunc import PythonModel
 
     class CnnkitModel(PythonModel):

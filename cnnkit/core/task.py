@@ -172,7 +172,8 @@ class Task:
         return self.config.data or self.spec.default_data or self.default_data
 
     def raw_dataset(self, split: str) -> Any:
-        """The dataset split as the adapter yields it, classes checked against the checkpoint."""
+        """The dataset split as the adapter yields it, classes checked against the model's
+        (a checkpoint's or published weights')."""
         ds = open_dataset(self.data_spec, split, self.data_tasks, val=self.config.val,
                           val_fraction=self.config.val_fraction, seed=self.config.seed)
         found = list(getattr(ds, "classes", []) or [])
@@ -180,7 +181,7 @@ class Task:
             self.classes = found
         elif self.check_classes and found and found != list(self.classes):
             raise CnnkitError(f"--data {self.data_spec}: its classes {found[:5]} do not match the "
-                              f"checkpoint's {list(self.classes)[:5]}")
+                              f"model's {list(self.classes)[:5]}")
         return ds
 
     def dataset(self, split: str) -> Dataset:

@@ -33,9 +33,13 @@ def client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def _failed(uri: str, exc: Exception) -> CnnkitError:
+def _failed(uri: str, exc: Exception, limit: int = 200) -> CnnkitError:
+    """One line: MLflow's first line of the reason, cut at a word with an ellipsis past ``limit``."""
     text = str(exc).strip()
-    return CnnkitError(f"MLflow tracking at {uri} failed: {text.splitlines()[0][:200] if text else type(exc).__name__}")
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    if len(reason) > limit:
+        reason = reason[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+    return CnnkitError(f"MLflow tracking at {uri} failed: {reason}")
 
 
 def _sqlite_file(uri: str) -> Path:

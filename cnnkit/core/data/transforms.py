@@ -43,15 +43,16 @@ def classification_pipeline(img_size: int, train: bool) -> A.Compose:
     return A.Compose([A.SmallestMaxSize(max_size=img_size), A.CenterCrop(img_size, img_size)])
 
 
-def detection_pipeline(img_size: int, train: bool, zoom_out: float = 1.0) -> A.Compose:
-    """Letterbox to ``img_size`` square; in training also scale jitter, flips and HSV. Boxes
+def detection_pipeline(img_size: int, train: bool, zoom_out: float = 1.0, jitter: float = 0.25) -> A.Compose:
+    """Letterbox to ``img_size`` square; in training also scale jitter (half the images scaled by a
+    random factor in ``1 +- jitter``), flips and HSV. Boxes
     come with two label fields: ``labels`` and ``kind`` (0 object, 1 difficult, 2 crowd).
     ``zoom_out`` < 1: the letterboxed image is then shrunk by a random factor in [zoom_out, 1]
     and placed at a random spot of the padded square."""
     steps: list[A.BasicTransform] = []
     if train:
         steps += [
-            A.Affine(scale=(0.75, 1.25), translate_percent=(-0.1, 0.1), p=0.5,
+            A.Affine(scale=(1 - jitter, 1 + jitter), translate_percent=(-0.1, 0.1), p=0.5,
                      border_mode=cv2.BORDER_CONSTANT, fill=114),
             A.HorizontalFlip(p=0.5),
             A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=40, val_shift_limit=30, p=0.5),

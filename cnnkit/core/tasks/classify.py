@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
@@ -16,17 +17,25 @@ from cnnkit.core.task import MappedDataset, Task
 
 
 class ClassifySample:
-    """Albumentations pipeline + tensor conversion + label check for one ``(image, label)``."""
+    """Albumentations pipeline + tensor conversion + label check for one ``(image, label)``;
+    ``publisher``: published weights' own evaluation transform (on a PIL image) instead."""
 
-    def __init__(self, img_size: int, train: bool, num_classes: int, norm: Norm = IMAGENET) -> None:
+    def __init__(self, img_size: int, train: bool, num_classes: int, norm: Norm = IMAGENET,
+                 publisher: Any = None) -> None:
         self.pipeline = classification_pipeline(img_size, train)
-        self.num_classes, self.norm = num_classes, norm
+        self.num_classes, self.norm, self.publisher = num_classes, norm, publisher
+
+    def image(self, image: np.ndarray) -> torch.Tensor:
+        """An RGB uint8 image as the model's input."""
+        if self.publisher is not None:
+            return self.publisher(Image.fromarray(image))
+        return to_tensor(self.pipeline(image=image)["image"], self.norm)
 
     def __call__(self, sample: tuple[np.ndarray, int]) -> tuple[torch.Tensor, int]:
         image, label = sample
         if not 0 <= int(label) < self.num_classes:
             raise CnnkitError(f"label {label} is out of range for {self.num_classes} classes")
-        return to_tensor(self.pipeline(image=image)["image"], self.norm), int(label)
+        return self.image(image), int(label)
 
 
 class ClassificationLoss(nn.Module):
@@ -74,9 +83,17 @@ class ClassifyTask(Task):
         return self.spec.loss or "cross_entropy"
 
     def dataset(self, split: str) -> MappedDataset:
-        raw = self.raw_dataset(split)
-        return MappedDataset(raw, ClassifySample(self.config.img_size, split == "train", len(self.classes or []),
-                                                 self.input_norm()))
+        return MappedDataset(self.raw_dataset(split), self.sample_transform(split == "train"))
+
+    def sample_transform(self, train: bool) -> ClassifySample:
+        """Training augmentation, or the evaluation transform: the publisher's (resize, centre crop,
+        their mean/std) for weights from the registry run at their own crop size, else the task's."""
+        from cnnkit.core.data.transforms import publisher_transform
+        from cnnkit.core.registry import weights
+
+        entry = weights.get(self.config.weights) if self.config.weights in weights else None
+        publisher = None if train or entry is None or entry.crop != self.config.img_size else publisher_transform(entry)
+        return ClassifySample(self.config.img_size, train, len(self.classes or []), self.input_norm(), publisher)
 
     def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:
         return Probabilities(model)
@@ -91,8 +108,8 @@ class ClassifyTask(Task):
     @torch.no_grad()
     def predict(self, model: nn.Module, images: Any, device: torch.device, **kwargs: Any) -> list[list[float]]:
         """Class probabilities of RGB uint8 images, prepared as for validation."""
-        pipeline = classification_pipeline(self.config.img_size, False)
-        x = torch.stack([to_tensor(pipeline(image=image)["image"]) for image in images]).to(device)
+        prepare = self.sample_transform(train=False).image
+        x = torch.stack([prepare(image) for image in images]).to(device)
         return self.inference(model.eval())(x).float().cpu().tolist()
 
     @torch.no_grad()

@@ -31,8 +31,9 @@ class DetectionTransform:
     holds ``boxes`` and ``labels``, and the ignore regions ``ignore_boxes``, ``ignore_labels``,
     ``ignore_crowd`` moved with them (see ``cnnkit.core.data.detection``)."""
 
-    def __init__(self, img_size: int, train: bool, normalize: bool | Norm = False, zoom_out: float = 1.0) -> None:
-        self.pipeline = detection_pipeline(img_size, train, zoom_out)
+    def __init__(self, img_size: int, train: bool, normalize: bool | Norm = False, zoom_out: float = 1.0,
+                 jitter: float = 0.25) -> None:
+        self.pipeline = detection_pipeline(img_size, train, zoom_out, jitter)
         self.normalize = normalize
 
     def __call__(self, sample: DetectionSample) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -84,8 +85,12 @@ class DetectionTask(Task):
         return IMAGENET if self.normalize else RAW
 
     def dataset(self, split: str) -> MappedDataset:
-        return MappedDataset(self.raw_dataset(split),
-                             DetectionTransform(self.config.img_size, split == "train", self.input_norm()))
+        return MappedDataset(self.raw_dataset(split), DetectionTransform(self.config.img_size, split == "train",
+                                                                         self.input_norm(), jitter=self.jitter()))
+
+    def jitter(self) -> float:
+        """Scale jitter of training images (a factor in ``1 +- jitter``)."""
+        return 0.25
 
     def collate(self, batch: list[Any]) -> Any:
         return collate_detections(batch)

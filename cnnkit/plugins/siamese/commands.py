@@ -213,7 +213,7 @@ def gallery_list(
     for p in people:
         table.add_row(p["name"], str(p["embeddings"]),
                       datetime.datetime.fromtimestamp(p["created"]).strftime("%Y-%m-%d %H:%M"))
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(table)
     if model:
         console.print(f"model {model.model} (fingerprint {model.fingerprint[:12]}) from {model.checkpoint}")

@@ -83,7 +83,8 @@ DETECTORS = [
               build_kwargs={"batch_norm": True},
               description="YOLOv1 with batch norm after every convolution (YOLOv2's first change)"),
     _detector("yolov1-fast", f"{MODELS}:yolov1_fast", loss="yolov1", paper=V1, img_size=448, min_img_size=64,
-              num_classes=20, description="Fast YOLO as published: 9 conv layers (no batch norm) + 1 FC, S=7, B=2"),
+              num_classes=20, options={"batch_norm": False},
+              description="Fast YOLO as published: 9 conv layers (no batch norm; --batch-norm) + 1 FC, S=7, B=2"),
     _detector("yolov2", f"{MODELS}:yolov2", loss="yolov2", paper=V2, img_size=416, num_classes=80,
               description="YOLOv2: Darknet-19, 5 anchors, passthrough layer"),
     _detector("yolov2-tiny", f"{MODELS}:yolov2_tiny", loss="yolov2", paper=V2, img_size=416, num_classes=80,
@@ -157,17 +158,21 @@ def register_datasets(register):
 
 @hookimpl
 def register_losses(register):
-    # a .cfg's head sets these for its model (Darknet's coord_scale, noobject_scale, thresh, ...); flags win
+    # a .cfg's head sets these for its model (Darknet's coord_scale, noobject_scale, thresh, rescore, ...);
+    # flags win; rescore 1: objectness trained towards the box's IoU, 0: towards 1
     register(LossSpec("yolov1", "cnnkit.plugins.yolo.losses:yolov1", ("detect",),
-                      {"coord_scale": 5.0, "noobject_scale": 0.5},
-                      "YOLOv1 sum-squared error (--coord-scale 5, --noobject-scale 0.5)"))
+                      {"coord_scale": 5.0, "noobject_scale": 0.5, "object_scale": 1.0, "class_scale": 1.0, "rescore": 1},
+                      "YOLOv1 sum-squared error (--coord-scale 5, --noobject-scale 0.5, --object-scale, "
+                      "--class-scale, --rescore)"))
     register(LossSpec("yolov2", "cnnkit.plugins.yolo.losses:yolov2", ("detect",),
-                      {"ignore_thresh": 0.6, "object_scale": 5.0, "noobject_scale": 1.0, "cls_objectness": "paper",
-                       "cls_box": "objectness"},
-                      "YOLOv2 anchor loss, softmax classes (--ignore-thresh, --object-scale, --noobject-scale; "
-                      "--cls-objectness paper|darknet, --cls-box class|objectness: YOLO9000's classification images)"))
-    register(LossSpec("yolov3", "cnnkit.plugins.yolo.losses:yolov3", ("detect",), {"ignore_thresh": 0.5},
-                      "YOLOv3 three-scale loss, logistic classes (--ignore-thresh)"))
+                      {"ignore_thresh": 0.6, "object_scale": 5.0, "noobject_scale": 1.0, "coord_scale": 1.0,
+                       "class_scale": 1.0, "rescore": 1, "cls_objectness": "paper", "cls_box": "objectness"},
+                      "YOLOv2 anchor loss, softmax classes (--ignore-thresh, --object-scale, --noobject-scale, "
+                      "--coord-scale, --class-scale, --rescore; --cls-objectness paper|darknet, "
+                      "--cls-box class|objectness: YOLO9000's classification images)"))
+    register(LossSpec("yolov3", "cnnkit.plugins.yolo.losses:yolov3", ("detect",),
+                      {"ignore_thresh": 0.5, "truth_thresh": 1.0},
+                      "YOLOv3 three-scale loss, logistic classes (--ignore-thresh, --truth-thresh)"))
 
 
 @hookimpl

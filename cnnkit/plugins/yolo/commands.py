@@ -38,7 +38,7 @@ def anchors_cmd(
         print(json.dumps({"anchors": pairs, "grid_cells": cells, "mean_iou": round(mean_iou, 4),
                           "img_size": img_size, "boxes": len(wh)}, indent=2))
         return
-    console = Console()
+    console = Console(soft_wrap=True)
     for i, ((w, h), (cw, ch)) in enumerate(zip(pairs, cells)):
         console.print(f"{i:>2}  {w:>7.1f} x {h:<7.1f} px   {cw:>7.4f} x {ch:<7.4f} cells")
     console.print(f"mean IoU {mean_iou:.4f} over {len(wh)} boxes at --img-size {img_size}")

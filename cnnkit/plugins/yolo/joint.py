@@ -143,13 +143,13 @@ def joint_dataset(detections: MappedDataset, cls_data: str, tree: Any, img_size:
     images = on_tree(open_dataset(cls_data, "train", ("classify",)), tree, where)
     if not len(images):
         raise CnnkitError(f"{where}: the training split is empty")
-    ratio = _number(cls_ratio, "--cls-ratio", "0 (each classification image once) or more", lambda r: 0 <= r < math.inf)
+    ratio = checked_number(cls_ratio, "--cls-ratio", "0 (each classification image once) or more", lambda r: 0 <= r < math.inf)
     count = round(ratio * len(detections)) if ratio > 0 else None
-    zoom = _number(cls_zoom, "--cls-zoom", "a fraction in (0, 1] (1: no zoom-out)", lambda z: 0 < z <= 1)
+    zoom = checked_number(cls_zoom, "--cls-zoom", "a fraction in (0, 1] (1: no zoom-out)", lambda z: 0 < z <= 1)
     return JointDataset(detections, MappedDataset(images, ClassificationTransform(img_size, zoom)), count)
 
 
-def _number(value: Any, flag: str, expected: str, valid: Any) -> float:
+def checked_number(value: Any, flag: str, expected: str, valid: Any) -> float:
     """``value`` as a float that ``valid`` accepts, else one line naming ``flag``."""
     try:
         number = float(value)

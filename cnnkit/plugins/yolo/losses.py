@@ -76,31 +76,39 @@ def _cxcywh_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / area.clamp(min=1e-9)
 
 
-def _best_iou_with_gt(pred: torch.Tensor, index: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """For ``pred`` ``(B, ..., 4)`` cxcywh, the best IoU of each box with its image's ground truths."""
+def _best_iou_with_gt(pred: torch.Tensor, index: torch.Tensor, gt: torch.Tensor,
+                      which: bool = False) -> Any:
+    """For ``pred`` ``(B, ..., 4)`` cxcywh, the best IoU of each box with its image's ground truths
+    (``which``: and the row of ``gt`` that gives it, as a second tensor)."""
     n = len(pred)
     counts = torch.bincount(index, minlength=n)
     if not len(gt):
-        return pred.new_zeros(pred.shape[:-1])
-    slot = torch.arange(len(gt), device=gt.device) - (counts.cumsum(0) - counts)[index]
+        zeros = pred.new_zeros(pred.shape[:-1])
+        return (zeros, zeros.long()) if which else zeros
+    first = counts.cumsum(0) - counts  # each image's first row of gt
+    slot = torch.arange(len(gt), device=gt.device) - first[index]
     padded = gt.new_zeros(n, int(counts.max()), 4)  # zero-size boxes overlap nothing
     padded[index, slot] = gt
     a = box_convert(pred.reshape(n, -1, 4), "cxcywh", "xyxy")[:, :, None]
     b = box_convert(padded, "cxcywh", "xyxy")[:, None]
     inter = (torch.min(a[..., 2:], b[..., 2:]) - torch.max(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
     union = (a[..., 2:] - a[..., :2]).prod(-1) + (b[..., 2:] - b[..., :2]).prod(-1) - inter
-    return (inter / union.clamp(min=1e-9)).max(2).values.view(pred.shape[:-1])
+    best = (inter / union.clamp(min=1e-9)).max(2)
+    values = best.values.view(pred.shape[:-1])
+    return (values, (best.indices + first[:, None]).view(pred.shape[:-1])) if which else values
 
 
 class YOLOv3Loss(nn.Module):
     """YOLOv3: each ground truth is given to the one anchor (of all scales) whose shape fits it
     best; coordinates by squared error on ``sigmoid(t_xy)`` and ``t_wh`` weighted ``2 - w*h``;
     objectness and classes by binary cross-entropy; a prediction whose best IoU with a ground
-    truth exceeds ``ignore_thresh`` gets no objectness loss."""
+    truth exceeds ``ignore_thresh`` gets no objectness loss, and one above ``truth_thresh``
+    (Darknet's ``yolo_layer.c``; 1 in its cfgs: never) is trained as a positive of that truth."""
 
-    def __init__(self, num_classes: int, anchors: Sequence[torch.Tensor], ignore_thresh: float = 0.5) -> None:
+    def __init__(self, num_classes: int, anchors: Sequence[torch.Tensor], ignore_thresh: float = 0.5,
+                 truth_thresh: float = 1.0) -> None:
         super().__init__()
-        self.num_classes, self.ignore_thresh = num_classes, ignore_thresh
+        self.num_classes, self.ignore_thresh, self.truth_thresh = num_classes, ignore_thresh, truth_thresh
         self.anchors = [a.float() for a in anchors]
 
     def forward(self, outputs: Sequence[torch.Tensor], targets: Targets, img_size: int) -> dict[str, torch.Tensor]:
@@ -122,7 +130,14 @@ class YOLOv3Loss(nn.Module):
             with torch.no_grad():
                 pred = decode_anchor_boxes(p.detach(), anchors, img_size)
                 target_obj = torch.zeros(p.shape[:4], device=device)
-                weight = (_best_iou_with_gt(pred, index, gt) <= self.ignore_thresh).float()
+                best_iou, best_gt = _best_iou_with_gt(pred, index, gt, which=True)
+                weight = (best_iou <= self.ignore_thresh).float()
+                sure = best_iou > self.truth_thresh
+                sure[b, a, gj, gi] = False  # the assigned anchor's loss is its own truth's
+                if sure.any():  # positives of the truth they overlap most
+                    rows = best_gt[sure]
+                    b, a, gj, gi, g, c = [torch.cat(t) for t in zip((b, a, gj, gi, g, c),
+                                                                    (*sure.nonzero(as_tuple=True), gt[rows], labels[rows]))]
                 target_obj[b, a, gj, gi] = 1.0
                 weight[b, a, gj, gi] = 1.0
             obj = obj + (F.binary_cross_entropy_with_logits(p[..., 4], target_obj, reduction="none") * weight).sum()
@@ -186,9 +201,10 @@ def classification_image_loss(p: torch.Tensor, conf: torch.Tensor, label: torch.
 
 class YOLOv2Loss(nn.Module):
     """YOLOv2 (Darknet's region layer): each ground truth goes to the anchor of its cell with the
-    best-fitting shape; squared error on coordinates (weight ``2 - w*h``) and on objectness, whose
-    target is the IoU of the predicted box with its ground truth (weight ``object_scale``); other
-    predictions are pushed to 0 unless their best IoU exceeds ``ignore_thresh``; softmax classes.
+    best-fitting shape; squared error on coordinates (weight ``coord_scale * (2 - w*h)``) and on
+    objectness, whose target is the IoU of the predicted box with its ground truth (1 without
+    ``rescore``; weight ``object_scale``); other predictions are pushed to 0 unless their best IoU
+    exceeds ``ignore_thresh``; softmax classes (weight ``class_scale``).
 
     With a WordTree (YOLO9000) the class loss is the cross-entropy in every sibling group from the
     label up to the root, so a label at an inner node teaches nothing below it. A target with an
@@ -198,7 +214,8 @@ class YOLOv2Loss(nn.Module):
 
     def __init__(self, num_classes: int, anchors: Sequence[torch.Tensor], ignore_thresh: float = 0.6,
                  object_scale: float = 5.0, noobject_scale: float = 1.0, tree: Any = None,
-                 cls_objectness: str = "paper", cls_box: str = "objectness") -> None:
+                 cls_objectness: str = "paper", cls_box: str = "objectness", coord_scale: float = 1.0,
+                 class_scale: float = 1.0, rescore: bool = True) -> None:
         super().__init__()
         for flag, value, choices in (("--cls-objectness", cls_objectness, CLS_OBJECTNESS), ("--cls-box", cls_box, CLS_BOX)):
             if value not in choices:
@@ -206,6 +223,7 @@ class YOLOv2Loss(nn.Module):
         self.cls_objectness, self.cls_box = cls_objectness, cls_box
         self.num_classes, self.ignore_thresh = num_classes, ignore_thresh
         self.object_scale, self.noobject_scale = object_scale, noobject_scale
+        self.coord_scale, self.class_scale, self.rescore = coord_scale, class_scale, rescore
         self.anchors = torch.cat([a.float() for a in anchors])
         self.tree = tree
 
@@ -233,9 +251,9 @@ class YOLOv2Loss(nn.Module):
             txy = torch.stack([gt[:, 0] * w / img_size - gi, gt[:, 1] * h / img_size - gj], 1)
             twh = torch.log(gt[:, 2:] / anchors[a]).clamp(min=-10)
             scale = 2.0 - gt[:, 2] * gt[:, 3] / img_size ** 2
-            box = (scale[:, None] * ((pp[:, :2].sigmoid() - txy) ** 2 + (pp[:, 2:4] - twh) ** 2)).sum()
-            iou = _cxcywh_iou(pred[index, a, gj, gi].detach(), gt)
-            pos = self.object_scale * ((conf[index, a, gj, gi] - iou) ** 2).sum()
+            box = self.coord_scale * (scale[:, None] * ((pp[:, :2].sigmoid() - txy) ** 2 + (pp[:, 2:4] - twh) ** 2)).sum()
+            target = _cxcywh_iou(pred[index, a, gj, gi].detach(), gt) if self.rescore else 1.0
+            pos = self.object_scale * ((conf[index, a, gj, gi] - target) ** 2).sum()
             cls = class_nll(pp[:, 5:], labels, self.tree)
         for i in classify:
             c, o = classification_image_loss(p[i], conf[i], targets[i]["image_label"].to(device), self.tree,
@@ -244,19 +262,23 @@ class YOLOv2Loss(nn.Module):
             cls, pos = cls + c, pos + o
         obj = pos + self.noobject_scale * (noobj * conf ** 2).sum()
         n = len(p)
-        box, obj, cls = box / n, obj / n, cls / n
+        box, obj, cls = box / n, obj / n, self.class_scale * cls / n
         return {"loss": box + obj + cls, "box": box, "obj": obj, "cls": cls}
 
 
 class YOLOv1Loss(nn.Module):
     """YOLOv1's sum-squared error: ``lambda_coord`` on x, y and on the square roots of w, h of the
     responsible predictor (the one of the object's cell with the highest IoU), confidence towards
-    that IoU, ``lambda_noobj`` on the other predictors' confidence, class error in object cells."""
+    that IoU (towards 1 without ``rescore``, Darknet's ``detection_layer.c``) weighted
+    ``object_scale``, ``lambda_noobj`` on the other predictors' confidence, class error in object
+    cells weighted ``class_scale``."""
 
-    def __init__(self, num_classes: int, boxes: int = 2, lambda_coord: float = 5.0, lambda_noobj: float = 0.5) -> None:
+    def __init__(self, num_classes: int, boxes: int = 2, lambda_coord: float = 5.0, lambda_noobj: float = 0.5,
+                 object_scale: float = 1.0, class_scale: float = 1.0, rescore: bool = True) -> None:
         super().__init__()
         self.num_classes, self.boxes = num_classes, boxes
         self.lambda_coord, self.lambda_noobj = lambda_coord, lambda_noobj
+        self.object_scale, self.class_scale, self.rescore = object_scale, class_scale, rescore
 
     def forward(self, output: torch.Tensor, targets: Targets, img_size: int) -> dict[str, torch.Tensor]:
         p = output.float()
@@ -280,8 +302,9 @@ class YOLOv1Loss(nn.Module):
             txy = torch.stack([gt[:, 0] / cell - gi, gt[:, 1] / cell - gj], 1)
             twh = (gt[:, 2:] / img_size).sqrt()
             box = self.lambda_coord * (((r[:, :2] - txy) ** 2).sum() + ((r[:, 2:4] - twh) ** 2).sum())
-            pos = ((r[:, 4] - ious.gather(1, j[:, None])[:, 0]) ** 2).sum()
-            cls = self._class_error(p[..., nb * 5:], index, gj, gi, labels)
+            target = ious.gather(1, j[:, None])[:, 0] if self.rescore else torch.ones_like(r[:, 4])
+            pos = self.object_scale * ((r[:, 4] - target) ** 2).sum()
+            cls = self.class_scale * self._class_error(p[..., nb * 5:], index, gj, gi, labels)
         obj = pos + self.lambda_noobj * (conf[~responsible] ** 2).sum()
         n = len(p)
         box, obj, cls = box / n, obj / n, cls / n
@@ -306,7 +329,11 @@ def setting(model: nn.Module, task: Any, name: str, default: float, head_key: st
     """A loss setting: the user's ``--name``, else what the model's .cfg head sets (``head_key``,
     default ``name``: Darknet's [region] calls its ignore threshold ``thresh``), else ``default``."""
     if name in task.config.options:
-        return float(task.config.options[name])
+        value = task.config.options[name]
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise CnnkitError(f"--{name.replace('_', '-')} {value}: expected a number") from None
     return float(getattr(model, "head_settings", {}).get(head_key or name, default))
 
 
@@ -315,7 +342,10 @@ def yolov1(model: nn.Module, task: Any) -> YOLOv1Loss:
     core = unwrap(model)
     return YOLOv1Loss(num_classes=core.num_classes, boxes=core.boxes,
                       lambda_coord=setting(core, task, "coord_scale", 5.0),
-                      lambda_noobj=setting(core, task, "noobject_scale", 0.5))
+                      lambda_noobj=setting(core, task, "noobject_scale", 0.5),
+                      object_scale=setting(core, task, "object_scale", 1.0),
+                      class_scale=setting(core, task, "class_scale", 1.0),
+                      rescore=bool(setting(core, task, "rescore", 1)))
 
 
 def yolov2(model: nn.Module, task: Any) -> YOLOv2Loss:
@@ -327,6 +357,9 @@ def yolov2(model: nn.Module, task: Any) -> YOLOv2Loss:
                       ignore_thresh=setting(core, task, "ignore_thresh", 0.6, "thresh"),
                       object_scale=setting(core, task, "object_scale", 5.0),
                       noobject_scale=setting(core, task, "noobject_scale", 1.0),
+                      coord_scale=setting(core, task, "coord_scale", 1.0),
+                      class_scale=setting(core, task, "class_scale", 1.0),
+                      rescore=bool(setting(core, task, "rescore", 1)),
                       cls_objectness=str(task.option("cls_objectness")), cls_box=str(task.option("cls_box")))
 
 
@@ -334,4 +367,5 @@ def yolov3(model: nn.Module, task: Any) -> YOLOv3Loss:
     """Three-scale loss with logistic classes; ``--ignore-thresh`` (0.5 in the paper; a .cfg's own)."""
     core = unwrap(model)
     return YOLOv3Loss(num_classes=core.num_classes, anchors=core.anchors,
-                      ignore_thresh=setting(core, task, "ignore_thresh", 0.5))
+                      ignore_thresh=setting(core, task, "ignore_thresh", 0.5),
+                      truth_thresh=setting(core, task, "truth_thresh", 1.0))

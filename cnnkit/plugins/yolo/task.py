@@ -61,6 +61,7 @@ class YoloTask(DetectionTask):
         "tree_thresh": 0.5,  # predictions descend the tree while the probability stays above this
         "cls_ratio": 0.0,  # classification images an epoch per detection image (0: each once; the paper: 4)
         "cls_zoom": 0.4,  # classification images shrunk by a random factor in [cls_zoom, 1] (1: not)
+        "jitter": None,  # scale jitter of training images, 1 +- jitter (None: a .cfg head's jitter=, else 0.25)
     }
     scale_every = 10  # batches between multi-scale size changes
     batch_export = True
@@ -107,6 +108,19 @@ class YoloTask(DetectionTask):
 
         return joint_dataset(detections, str(self.option("cls_data")), self.tree, self.config.img_size,
                              self.option("cls_ratio"), self.option("cls_zoom"))
+
+    def jitter(self) -> float:
+        """``--jitter``, else the jitter= of a .cfg's head (Darknet's crop jitter), else 0.25."""
+        value = self.option("jitter")
+        if value is None and "cfg" in self.spec.build_kwargs:
+            from cnnkit.plugins.yolo.cfgfile import describe
+
+            value = describe(self.spec.build_kwargs["cfg"])["settings"].get("jitter")
+        if value is None:
+            return super().jitter()
+        from cnnkit.plugins.yolo.joint import checked_number
+
+        return checked_number(value, "--jitter", "a fraction in [0, 1)", lambda j: 0 <= j < 1)
 
     def default_loss(self) -> str:
         """The model's loss; a detector read from a .cfg trains with the loss of its head."""
