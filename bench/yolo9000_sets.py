@@ -19,27 +19,26 @@ and the training process's CPU seconds (user + system, ``resource.getrusage`` of
 machine is shared, so wall time says little).
 
     python bench/yolo9000_sets.py [--sets outlines,clutter,groups] [--runs joint,detection-only]
-        [--model yolov2-tiny] [--n-det 256] [--n-cls 512] [--extra "--epochs 10"] [--jobs 2]
+        [--model yolov2-tiny] [--n-det 256] [--n-cls 256] [--extra "--epochs 10"] [--jobs 2]
 
-Measured (--n-cls 256, 100 val images, yolov2-tiny's registered recipe: Adam 2e-3, burn_in 60,
-batches of 16, 12 epochs, one size; 2-core machine shared by 7 jobs, load 4-12, one thread a run):
+Measured 2026-12-03 (--n-cls 256, 100 val images, yolov2-tiny's registered recipe and defaults: Adam 2e-3,
+burn_in 60, batches of 16, 40 epochs, one size, --cls-box objectness, --cls-zoom 0.4; 2-core machine shared,
+two runs at once, one thread a run):
 
-    set       run                          coarse map50  fine map50  train CPU s
-    outlines  joint                        0.800         0.389       251
-    clutter   joint                        0.200         0.022       241
-    groups    joint                        0.862         0.540       251
-    outlines  detection-only, 3 epochs     0.028         0.0         34
-    clutter   detection-only, 3 epochs     0.006         0.0         34
-    groups    detection-only, 3 epochs     0.044         0.017       36
-    groups    detection-only (12 epochs)   0.903         0.194       126
-    clutter   joint, --epochs 24           0.655         0.073       437
+    set       run              coarse map50  fine map50  train CPU s
+    outlines  joint            0.998         0.942       742
+    outlines  detection-only   0.994         0.0         423
+    clutter   joint            0.967         0.544       726
+    clutter   detection-only   0.978         0.0         396
+    groups    joint            0.988         0.991       695
+    groups    detection-only   0.990         0.0         383
 
-Without --cls-data the fine groups get no gradient, so their softmax stays near uniform: with
-two siblings (groups) one of them passes --tree-thresh 0.5 by chance and is right half the
-time, so chance there is about 0.2, not 0.
+Without --cls-data the fine groups get no gradient and, their class rows starting at zero, stay exactly
+uniform: the prediction stops at the coarse node (fine map50 0.0).
 
-On outlines, 4 epochs, lr 1e-3: --cls-objectness paper 0.288/0.073 (91 CPU s), darknet
-0.190/0.048 (78 CPU s).
+On clutter (coarse/fine, CPU s), the paper's choices and shorter runs: 12 epochs --cls-box class 0.203/0.018;
+with --cls-ratio 4 0.12/0.01 (487); with --cls-objectness darknet 0.028/0.005 (199); 12 epochs objectness
+0.264/0.024 (202); 24 epochs objectness 0.847/0.240 (408); 40 epochs --cls-zoom 0.25 0.947/0.525 (671).
 """
 
 from __future__ import annotations
