@@ -203,18 +203,20 @@ def recall(db: Path, n: int, count: int = 1000) -> dict:
 
 
 def faiss_hnsw(db: Path, n: int, count: int = 1000) -> dict:
-    """The same graph with FAISS (IndexHNSWFlat, M=16, efConstruction=efSearch=128): build, load, query, recall."""
+    """The same graph with FAISS (IndexHNSWFlat with hnsw.py's M, efConstruction and efSearch): build, load,
+    query, recall."""
     import faiss
 
     from cnnkit.core.scoring import Scorer
+    from cnnkit.plugins.siamese import hnsw
     from cnnkit.plugins.siamese.gallery import Gallery
 
     q = probes(n, count, seed=7)
     with Gallery(db, create=False, readonly=True) as gallery:
         vectors = gallery.vectors()
         start = time.perf_counter()
-        index = faiss.IndexHNSWFlat(DIM, 16)
-        index.hnsw.efConstruction = 128
+        index = faiss.IndexHNSWFlat(DIM, hnsw.CONNECTIVITY)
+        index.hnsw.efConstruction = hnsw.EXPANSION_ADD
         index.add(np.ascontiguousarray(vectors.matrix))
         build_s = time.perf_counter() - start
         path = f"{db}-faiss-hnsw"
@@ -223,7 +225,7 @@ def faiss_hnsw(db: Path, n: int, count: int = 1000) -> dict:
         start = time.perf_counter()
         index = faiss.read_index(path)
         load_s = time.perf_counter() - start
-        index.hnsw.efSearch = 128
+        index.hnsw.efSearch = hnsw.EXPANSION_SEARCH
         exact = [vectors.nearest(v, Scorer("l2"))[0] for v in q]
         start = time.perf_counter()
         found = [int(index.search(v[None], 1)[1][0, 0]) for v in q]

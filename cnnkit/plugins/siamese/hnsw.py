@@ -21,7 +21,7 @@ from cnnkit.plugins.siamese.vectors import VectorFile, nearest
 
 CONNECTIVITY = 16  # graph degree (usearch's M)
 EXPANSION_ADD = 128  # candidate list while building
-EXPANSION_SEARCH = 128  # candidate list while searching (recall@1 vs time: bench/gallery.py --recall)
+EXPANSION_SEARCH = 256  # candidate list while searching: recall@1 at 1M 0.990 with 128, 0.998 with 256 (+0.5 ms)
 TOP = 16  # graph candidates re-scored exactly
 
 
