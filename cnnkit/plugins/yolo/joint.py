@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from cnnkit.core.data.detection import DetectionSample
 from cnnkit.core.tasks.detect import DetectionTransform
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError, checked_number
 from cnnkit.core.task import MappedDataset
 
 
@@ -147,14 +147,3 @@ def joint_dataset(detections: MappedDataset, cls_data: str, tree: Any, img_size:
     count = round(ratio * len(detections)) if ratio > 0 else None
     zoom = checked_number(cls_zoom, "--cls-zoom", "a fraction in (0, 1] (1: no zoom-out)", lambda z: 0 < z <= 1)
     return JointDataset(detections, MappedDataset(images, ClassificationTransform(img_size, zoom)), count)
-
-
-def checked_number(value: Any, flag: str, expected: str, valid: Any) -> float:
-    """``value`` as a float that ``valid`` accepts, else one line naming ``flag``."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if math.isnan(number) or not valid(number):
-        raise CnnkitError(f"{flag} {value}: expected {expected}")
-    return number

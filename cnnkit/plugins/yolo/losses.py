@@ -7,6 +7,7 @@ targets ``[{"boxes": (N, 4) xyxy pixels, "labels": (N,)}]``; it returns ``{"loss
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -15,7 +16,7 @@ from torch.nn import functional as F
 
 from cnnkit.core.boxes import box_convert, wh_iou
 from cnnkit.core.device import unwrap
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError, checked_number
 
 Targets = Sequence[dict[str, torch.Tensor]]
 
@@ -329,11 +330,7 @@ def setting(model: nn.Module, task: Any, name: str, default: float, head_key: st
     """A loss setting: the user's ``--name``, else what the model's .cfg head sets (``head_key``,
     default ``name``: Darknet's [region] calls its ignore threshold ``thresh``), else ``default``."""
     if name in task.config.options:
-        value = task.config.options[name]
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise CnnkitError(f"--{name.replace('_', '-')} {value}: expected a number") from None
+        return checked_number(task.config.options[name], f"--{name.replace('_', '-')}", "a number", math.isfinite)
     return float(getattr(model, "head_settings", {}).get(head_key or name, default))
 
 

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from cnnkit.core.boxes import batched_nms, box_convert, clip_boxes
 from cnnkit.core.device import unwrap
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError, checked_number
 from cnnkit.core.tasks.detect import DetectionTask, Prediction
 from cnnkit.plugins.yolo.losses import decode_anchor_boxes, decode_v1_boxes, grid_view
 
@@ -118,8 +118,6 @@ class YoloTask(DetectionTask):
             value = describe(self.spec.build_kwargs["cfg"])["settings"].get("jitter")
         if value is None:
             return super().jitter()
-        from cnnkit.plugins.yolo.joint import checked_number
-
         return checked_number(value, "--jitter", "a fraction in [0, 1)", lambda j: 0 <= j < 1)
 
     def default_loss(self) -> str:
