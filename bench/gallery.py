@@ -8,6 +8,8 @@ them as face embeddings are), filled through the gallery's own schema. Every fig
 fresh process, as `cnnkit verify` / `cnnkit enroll` would run: ``search_ms`` = open the gallery and
 answer one 1:N query (the probe's embedding and the libraries' imports excluded); ``enroll_ms`` = open it and enroll one
 embedding; ``rss_mb`` = the search process's peak resident memory; ``matrix_mb`` = N x 128 x 4 bytes.
+With hnsw: ``hnsw_build_s`` (the graph and its reachability check), ``hnsw_unreached`` (rows the
+graph cannot reach, searched exactly) and ``recall_at_1`` against exact search over 1,000 probes.
 One JSON line per (size, backend). Prints `uptime` first: the machine may be shared.
 """
 
@@ -282,8 +284,10 @@ def measure(args: argparse.Namespace) -> None:
                 if backend == "hnsw":
                     from cnnkit.plugins.siamese.gallery import Gallery
                     with Gallery(db) as gallery:
-                        gallery.build_hnsw()
-                    extra = recall(db, n)
+                        built = time.perf_counter()
+                        unreached = gallery.build_hnsw()
+                    extra = {"hnsw_build_s": round(time.perf_counter() - built, 1), "hnsw_unreached": unreached,
+                             **recall(db, n)}
                     if args.faiss:
                         extra.update(faiss_hnsw(db, n))
                 prepare = time.perf_counter() - start

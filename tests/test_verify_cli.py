@@ -76,7 +76,7 @@ def test_enroll_verify_and_gallery_commands_on_crops(cli, ckpt, tmp_path):
     r = cli("verify", images[0][0], "--no-detect", "--index", "hnsw")
     assert r.code == 2 and "gallery index --hnsw" in r.stderr
     r = cli("gallery", "index", "--hnsw")
-    assert r.code == 0 and "indexed 4 embedding(s)" in r.stdout
+    assert r.code == 0 and "indexed 4 embedding(s)" in r.stdout and "0 the graph cannot reach" in r.stdout
     exact = json.loads(cli("verify", images[0][0], tmp_path / "more", "--no-detect", "--json").stdout)
     approx = json.loads(cli("verify", images[0][0], tmp_path / "more", "--no-detect", "--json", "--index", "hnsw").stdout)
     assert [(o["closest"], o["distance"]) for o in approx] == [(o["closest"], pytest.approx(o["distance"], abs=1e-5))

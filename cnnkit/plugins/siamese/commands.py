@@ -235,10 +235,9 @@ def gallery_index(
     start = time.perf_counter()
     with open_gallery(gallery_path, create=False) as gallery:
         rows = gallery.vectors().rows
-        if hnsw:
-            gallery.build_hnsw()
-    print(f"indexed {rows} embedding(s) of {gallery_path}{' (exact and hnsw)' if hnsw else ''} "
-          f"in {time.perf_counter() - start:.1f} s")
+        unreached = gallery.build_hnsw() if hnsw else 0
+    built = f" (exact and hnsw; {unreached} the graph cannot reach are searched exactly)" if hnsw else ""
+    print(f"indexed {rows} embedding(s) of {gallery_path}{built} in {time.perf_counter() - start:.1f} s")
 
 
 @gallery_app.command("remove")

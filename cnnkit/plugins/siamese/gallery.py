@@ -308,11 +308,12 @@ class Gallery(GalleryBase):
                               "run `cnnkit gallery index` where the gallery is writable") from None
         return current
 
-    def build_hnsw(self) -> None:
-        """Build (or rebuild) the approximate index over the whole gallery (``hnsw.py``)."""
+    def build_hnsw(self) -> int:
+        """Build (or rebuild) the approximate index over the whole gallery (``hnsw.py``); returns
+        how many rows its graph cannot reach (those are searched exactly)."""
         from cnnkit.plugins.siamese import hnsw
 
-        hnsw.build(self.path, self.vectors())
+        return hnsw.build(self.path, self.vectors())
 
     def nearest(self, query: np.ndarray, scorer: Scorer, index: str = "exact") -> tuple[str, float]:
         """The enrolled person closest to ``query`` and their distance: an exact search, or

@@ -1,9 +1,10 @@
 """Approximate 1:N search for large galleries: a usearch HNSW graph beside the database (``<db>-hnsw``).
 
 Built on demand (`cnnkit gallery index --hnsw`) over the exact search side (``vectors.py``), keyed by
-embedding id, vectors stored as float16; opened as a memory-mapped view (no load time). The
-``TOP`` graph candidates are re-scored exactly from the float32 matrix, so a reported distance is
-always exact. A graph older than the gallery stays usable: candidates removed since are dropped,
+embedding id, vectors stored as float16; opened as a memory-mapped view (nothing copied in, yet ~170 ms
+to open at 1M rows). The ``TOP`` graph candidates are re-scored exactly from the float32 matrix, so a
+reported distance is always exact; rows the graph cannot reach are listed when it is built and always
+scored with them. A graph older than the gallery stays usable: candidates removed since are dropped,
 and rows enrolled after it (ids above its last one) are searched exactly and merged.
 """
 
@@ -23,33 +24,55 @@ CONNECTIVITY = 16  # graph degree (usearch's M)
 EXPANSION_ADD = 128  # candidate list while building
 EXPANSION_SEARCH = 256  # candidate list while searching: recall@1 at 1M 0.990 with 128, 0.998 with 256 (+0.5 ms)
 TOP = 16  # graph candidates re-scored exactly
+CHECK_BLOCK = 65_536  # rows searched for at once when listing the ones the graph cannot reach
 
 
 def _paths(gallery: Path) -> tuple[Path, Path]:
     return gallery.with_name(gallery.name + "-hnsw"), gallery.with_name(gallery.name + "-hnsw.json")
 
 
-def build(gallery: Path, vectors: VectorFile, threads: int = 0) -> None:
-    """Build the graph over every row of ``vectors`` and save it atomically with what it covers."""
+def build(gallery: Path, vectors: VectorFile, threads: int = 0) -> int:
+    """Build the graph over every row of ``vectors`` on ``threads`` (0: all cores) and save it
+    atomically with what it covers; returns how many rows the graph cannot reach.
+
+    A graph can hold rows that no search reaches: usearch's concurrent ``add`` strands some
+    (unum-cloud/USearch#735, unfixed in 2.26.6) and neighbour pruning others (1,466 of 1M clustered
+    rows on 2 threads, 19 of 100k). So every row is searched for with its own vector, and those not
+    among their own ``TOP`` candidates are listed and always scored exactly.
+    """
     from usearch.index import Index
 
     graph, info = _paths(gallery)
     index = Index(ndim=vectors.dim, metric="l2sq", dtype="f16", connectivity=CONNECTIVITY,
                   expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
+    unreached = []
     if vectors.rows:
         index.add(vectors.ids.astype(np.uint64), vectors.matrix, threads=threads)
+        for start in range(0, vectors.rows, CHECK_BLOCK):
+            ids = vectors.ids[start:start + CHECK_BLOCK]
+            found = np.asarray(index.search(vectors.matrix[start:start + CHECK_BLOCK], TOP, threads=threads).keys,
+                               np.int64)
+            unreached += ids[~(found == ids[:, None]).any(axis=1)].tolist()
     with atomic_path(graph) as tmp:
         index.save(str(tmp))
     with atomic_path(info) as tmp:
         tmp.write_text(json.dumps({"generation": vectors.generation, "rows": vectors.rows,
-                                   "last_id": int(vectors.ids[-1]) if vectors.rows else 0}))
+                                   "last_id": int(vectors.ids[-1]) if vectors.rows else 0,
+                                   "unreached": unreached}))
+    return len(unreached)
+
+
+def _rows(vectors: VectorFile, ids: np.ndarray) -> np.ndarray:
+    """The rows of ``vectors`` holding ``ids`` (ids removed since are dropped)."""
+    rows = np.searchsorted(vectors.ids, ids)
+    return rows[(rows < vectors.rows) & (vectors.ids[np.minimum(rows, vectors.rows - 1)] == ids)]
 
 
 class Graph:
     """A built graph, mapped read-only (``None`` from :meth:`open` when there is none)."""
 
-    def __init__(self, index, last_id: int) -> None:
-        self.index, self.last_id = index, last_id
+    def __init__(self, index, last_id: int, unreached: np.ndarray) -> None:
+        self.index, self.last_id, self.unreached = index, last_id, unreached
 
     @classmethod
     def open(cls, gallery: Path) -> "Graph | None":
@@ -62,18 +85,18 @@ class Graph:
         if index is None:
             return None
         index.expansion_search = EXPANSION_SEARCH
-        return cls(index, int(json.loads(info.read_text())["last_id"]))
+        covered = json.loads(info.read_text())
+        return cls(index, int(covered["last_id"]), np.asarray(covered.get("unreached", []), np.int64))
 
     def nearest(self, vectors: VectorFile, query: np.ndarray, scorer: Scorer) -> tuple[int, float]:
-        """(row of ``vectors``, exact distance) of the best graph candidate, or of a row enrolled after the graph."""
+        """(row of ``vectors``, exact distance) of the best graph candidate, of a row the graph cannot
+        reach, or of a row enrolled after the graph."""
         if scorer.metric != "l2":
             raise CnnkitError("--index hnsw searches l2 embeddings; this model scores with a learned similarity")
         query = np.asarray(query, np.float32)
         keys = np.asarray(self.index.search(query, TOP).keys, np.int64)
-        rows = np.searchsorted(vectors.ids, keys)
-        rows = rows[(rows < vectors.rows) & (vectors.ids[np.minimum(rows, vectors.rows - 1)] == keys)]
         tail = int(np.searchsorted(vectors.ids, self.last_id, side="right"))
-        rows = np.unique(np.r_[rows, np.arange(tail, vectors.rows)])
+        rows = np.unique(np.r_[_rows(vectors, keys), _rows(vectors, self.unreached), np.arange(tail, vectors.rows)])
         if len(rows) == 0:  # everything the graph knew was removed
             return nearest(vectors.matrix, query, scorer, vectors.norms)
         best, distance = nearest(vectors.matrix[rows], query, scorer, vectors.norms[rows])
