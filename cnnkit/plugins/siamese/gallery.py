@@ -110,6 +110,7 @@ class Gallery(GalleryBase):
         self.vectors_path = self.path.with_name(self.path.name + "-vectors")
         self.readonly = readonly
         self.db_timeout = busy_timeout()
+        self.graph = None  # the HNSW graph, opened by the first ``nearest(..., index="hnsw")``
         exists = self.path.is_file() and self.path.stat().st_size > 0
         if not create and not exists:
             raise CnnkitError(f"{self.path}: no such gallery (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
@@ -313,6 +314,7 @@ class Gallery(GalleryBase):
         how many rows its graph cannot reach (those are searched exactly)."""
         from cnnkit.plugins.siamese import hnsw
 
+        self.graph = None
         return hnsw.build(self.path, self.vectors())
 
     def nearest(self, query: np.ndarray, scorer: Scorer, index: str = "exact") -> tuple[str, float]:
@@ -322,7 +324,7 @@ class Gallery(GalleryBase):
         if index == "hnsw":
             from cnnkit.plugins.siamese.hnsw import Graph
 
-            graph = Graph.open(self.path)
+            self.graph = graph = self.graph or Graph.open(self.path)
             if graph is None:
                 raise CnnkitError(f"{self.path} has no HNSW index: build it with `cnnkit gallery index --hnsw`")
         elif index != "exact":

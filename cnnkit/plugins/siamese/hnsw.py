@@ -73,6 +73,7 @@ class Graph:
 
     def __init__(self, index, last_id: int, unreached: np.ndarray) -> None:
         self.index, self.last_id, self.unreached = index, last_id, unreached
+        self._unreached_rows: tuple[tuple[str, int], np.ndarray] = (("", -1), np.empty(0, np.int64))
 
     @classmethod
     def open(cls, gallery: Path) -> "Graph | None":
@@ -96,7 +97,10 @@ class Graph:
         query = np.asarray(query, np.float32)
         keys = np.asarray(self.index.search(query, TOP).keys, np.int64)
         tail = int(np.searchsorted(vectors.ids, self.last_id, side="right"))
-        rows = np.unique(np.r_[_rows(vectors, keys), _rows(vectors, self.unreached), np.arange(tail, vectors.rows)])
+        version = (vectors.generation, vectors.rows)
+        if self._unreached_rows[0] != version:  # found once per state of the gallery
+            self._unreached_rows = version, _rows(vectors, self.unreached)
+        rows = np.r_[_rows(vectors, keys), self._unreached_rows[1], np.arange(tail, vectors.rows)]
         if len(rows) == 0:  # everything the graph knew was removed
             return nearest(vectors.matrix, query, scorer, vectors.norms)
         best, distance = nearest(vectors.matrix[rows], query, scorer, vectors.norms[rows])
