@@ -77,15 +77,14 @@ def _cxcywh_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / area.clamp(min=1e-9)
 
 
-def _best_iou_with_gt(pred: torch.Tensor, index: torch.Tensor, gt: torch.Tensor,
-                      which: bool = False) -> Any:
-    """For ``pred`` ``(B, ..., 4)`` cxcywh, the best IoU of each box with its image's ground truths
-    (``which``: and the row of ``gt`` that gives it, as a second tensor)."""
+def _best_iou_with_gt(pred: torch.Tensor, index: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For ``pred`` ``(B, ..., 4)`` cxcywh, the best IoU of each box with its image's ground truths,
+    and the row of ``gt`` that gives it."""
     n = len(pred)
     counts = torch.bincount(index, minlength=n)
     if not len(gt):
         zeros = pred.new_zeros(pred.shape[:-1])
-        return (zeros, zeros.long()) if which else zeros
+        return zeros, zeros.long()
     first = counts.cumsum(0) - counts  # each image's first row of gt
     slot = torch.arange(len(gt), device=gt.device) - first[index]
     padded = gt.new_zeros(n, int(counts.max()), 4)  # zero-size boxes overlap nothing
@@ -96,7 +95,7 @@ def _best_iou_with_gt(pred: torch.Tensor, index: torch.Tensor, gt: torch.Tensor,
     union = (a[..., 2:] - a[..., :2]).prod(-1) + (b[..., 2:] - b[..., :2]).prod(-1) - inter
     best = (inter / union.clamp(min=1e-9)).max(2)
     values = best.values.view(pred.shape[:-1])
-    return (values, (best.indices + first[:, None]).view(pred.shape[:-1])) if which else values
+    return values, (best.indices + first[:, None]).view(pred.shape[:-1])
 
 
 class YOLOv3Loss(nn.Module):
@@ -131,7 +130,7 @@ class YOLOv3Loss(nn.Module):
             with torch.no_grad():
                 pred = decode_anchor_boxes(p.detach(), anchors, img_size)
                 target_obj = torch.zeros(p.shape[:4], device=device)
-                best_iou, best_gt = _best_iou_with_gt(pred, index, gt, which=True)
+                best_iou, best_gt = _best_iou_with_gt(pred, index, gt)
                 weight = (best_iou <= self.ignore_thresh).float()
                 sure = best_iou > self.truth_thresh
                 sure[b, a, gj, gi] = False  # the assigned anchor's loss is its own truth's
@@ -239,7 +238,7 @@ class YOLOv2Loss(nn.Module):
         conf = p[..., 4].sigmoid()
         classify = [i for i, t in enumerate(targets) if "image_label" in t]
         with torch.no_grad():
-            noobj = (_best_iou_with_gt(pred.detach(), index, gt) <= self.ignore_thresh).float()
+            noobj = (_best_iou_with_gt(pred.detach(), index, gt)[0] <= self.ignore_thresh).float()
             noobj[classify] = 0.0  # classification images: no objectness loss but the one below
         zero = p.new_zeros(())
         box, cls, pos = zero, zero, zero
