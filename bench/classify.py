@@ -4,9 +4,9 @@
     .venv/bin/python bench/classify.py
 """
 
-from cnnkit.core.plugins import load_plugins
-from cnnkit.core.registry import models
-from cnnkit.core.summary import summarize
+from cnnkit.core.base.plugins import load_plugins
+from cnnkit.core.base.registry import models
+from cnnkit.core.models.summary import summarize
 
 
 def pct(ours: float, paper: float | None) -> str:

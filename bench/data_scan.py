@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.core import plugins
+from cnnkit.core.base import plugins
 from cnnkit.core.data import open_dataset
 from cnnkit.core.data.images import write_image
 

@@ -55,7 +55,7 @@ def chips() -> dict[str, list[np.ndarray]]:
 def pair_figures(model: torch.nn.Module, people: dict[str, list[np.ndarray]]) -> dict[str, float]:
     """Accuracy at 0.6, mean genuine/impostor distance and the best threshold over every pair."""
     from cnnkit.core.data.transforms import to_tensor
-    from cnnkit.core.protocol import best_threshold
+    from cnnkit.core.metrics.protocol import best_threshold
 
     images = [c for name in people for c in people[name]]
     labels = np.array([i for i, name in enumerate(people) for _ in people[name]])
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strong", action="store_true", help="harder training views (see above)")
     args = parser.parse_args()
-    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.base.plugins import load_plugins
     from cnnkit.plugins.siamese.face_resnet import face_resnet
 
     load_plugins()

@@ -100,7 +100,7 @@ def peak_rss_mb() -> float:
 def child(args: argparse.Namespace) -> None:
     """One measurement in this fresh process; prints one JSON object."""
     base = peak_rss_mb()
-    from cnnkit.core.scoring import Scorer
+    from cnnkit.core.metrics.distances import Scorer
 
     g = gallery_module(args.old)
     q = np.load(args.probes)[args.seed % 10]
@@ -187,7 +187,7 @@ def milvus_copy(n: int, data_dir: Path) -> tuple[str, float]:
 
 def recall(db: Path, n: int, count: int = 1000) -> dict:
     """recall@1 of the HNSW graph against exact search over ``count`` probes, and both query times (in process)."""
-    from cnnkit.core.scoring import Scorer
+    from cnnkit.core.metrics.distances import Scorer
     from cnnkit.plugins.siamese.gallery import Gallery
     from cnnkit.plugins.siamese.hnsw import Graph
 
@@ -209,7 +209,7 @@ def faiss_hnsw(db: Path, n: int, count: int = 1000) -> dict:
     query, recall."""
     import faiss
 
-    from cnnkit.core.scoring import Scorer
+    from cnnkit.core.metrics.distances import Scorer
     from cnnkit.plugins.siamese import hnsw
     from cnnkit.plugins.siamese.gallery import Gallery
 

@@ -40,14 +40,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cnnkit.core.checkpoint import save_checkpoint  # noqa: E402
-from cnnkit.core.config import TrainConfig  # noqa: E402
-from cnnkit.core.engine import load_for_eval, make_task  # noqa: E402
-from cnnkit.core.export import export  # noqa: E402
-from cnnkit.core.exported import open_session  # noqa: E402
-from cnnkit.core.inference import for_inference  # noqa: E402
-from cnnkit.core.plugins import load_plugins  # noqa: E402
-from cnnkit.core.registry import models  # noqa: E402
+from cnnkit.core.weights.checkpoint import save_checkpoint
+from cnnkit.core.base.config import TrainConfig
+from cnnkit.core.load.source import load_for_eval
+from cnnkit.core.tasks.base import make_task
+from cnnkit.core.deploy.export import export
+from cnnkit.core.deploy.exported import open_session
+from cnnkit.core.load.inference import for_inference
+from cnnkit.core.base.plugins import load_plugins
+from cnnkit.core.base.registry import models
 
 
 def darknet_files(name: str, size: int, folder: Path) -> tuple[Path, Path, Path]:

@@ -36,10 +36,10 @@ def bench_selective_search(size: int, images: int) -> dict[str, float]:
 def bench_detector(name: str, size: int, images: int, threads: int, proposals: int) -> dict[str, float]:
     import torch
 
-    from cnnkit.core import plugins
-    from cnnkit.core.config import TrainConfig
-    from cnnkit.core.engine import make_task
-    from cnnkit.core.registry import models
+    from cnnkit.core.base import plugins
+    from cnnkit.core.base.config import TrainConfig
+    from cnnkit.core.tasks.base import make_task
+    from cnnkit.core.base.registry import models
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

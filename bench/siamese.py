@@ -47,9 +47,9 @@ def timed(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
 
 
 def random_checkpoint(folder: Path, img_size: int) -> Path:
-    from cnnkit.core.checkpoint import save_checkpoint
-    from cnnkit.core.config import TrainConfig
-    from cnnkit.core.registry import models
+    from cnnkit.core.weights.checkpoint import save_checkpoint
+    from cnnkit.core.base.config import TrainConfig
+    from cnnkit.core.base.registry import models
 
     torch.manual_seed(0)
     model = models.get("siamese-small").create()
@@ -70,10 +70,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from cnnkit.core.plugins import load_plugins
-    from cnnkit.core.registry import models
+    from cnnkit.core.base.plugins import load_plugins
+    from cnnkit.core.base.registry import models
     from cnnkit.plugins.siamese.pipeline import Embedder, decide
-    from cnnkit.core.scoring import Scorer
+    from cnnkit.core.metrics.distances import Scorer
 
     load_plugins()
     img_size = args.img_size or models.get("siamese-small").defaults["img_size"]

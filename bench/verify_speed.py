@@ -42,12 +42,12 @@ STAGES = """
 import sys, time
 t0 = time.perf_counter()
 from cnnkit.cli import main  # noqa: F401  (the CLI's own imports)
-from cnnkit.core.registry import models  # noqa: F401
-from cnnkit.core.plugins import load_plugins
+from cnnkit.core.base.registry import models  # noqa: F401
+from cnnkit.core.base.plugins import load_plugins
 load_plugins()
 t1 = time.perf_counter()
 from cnnkit.core.data.images import read_image
-from cnnkit.core.scoring import Scorer
+from cnnkit.core.metrics.distances import Scorer
 from cnnkit.plugins.siamese.faces import detect_faces
 from cnnkit.plugins.siamese.align import extract_chip
 from cnnkit.plugins.siamese.gallery import Gallery

@@ -60,8 +60,8 @@ def timed(fn, iters: int, device: torch.device) -> float:
 
 
 def measure(name: str, img_size: int, iters: int, train_batch: int, device: torch.device) -> dict:
-    from cnnkit.core import plugins
-    from cnnkit.core.registry import models
+    from cnnkit.core.base import plugins
+    from cnnkit.core.base.registry import models
     from cnnkit.plugins.yolo.losses import YOLOv3Loss
 
     plugins.load_plugins()

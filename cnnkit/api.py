@@ -16,19 +16,19 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.hookspecs import hookimpl
-from cnnkit.core.registry import DatasetSpec, LossSpec, ModelSpec, TaskSpec, WeightsSpec
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.base.hookspecs import hookimpl
+from cnnkit.core.base.registry import DatasetSpec, LossSpec, ModelSpec, TaskSpec, WeightsSpec
 
 _LAZY = {
-    "Task": "cnnkit.core.task",
-    "MappedDataset": "cnnkit.core.task",
+    "Task": "cnnkit.core.tasks.base",
+    "MappedDataset": "cnnkit.core.tasks.base",
     "ClassifyTask": "cnnkit.core.tasks.classify",
     "DetectionTask": "cnnkit.core.tasks.detect",
     "EmbedTask": "cnnkit.core.tasks.embed",
     "StylizeTask": "cnnkit.core.tasks.stylize",
-    "Backbone": "cnnkit.core.backbone",
-    "build_backbone": "cnnkit.core.backbone",
+    "Backbone": "cnnkit.core.models.backbone",
+    "build_backbone": "cnnkit.core.models.backbone",
 }
 
 __all__ = ["hookimpl", "ModelSpec", "TaskSpec", "LossSpec", "DatasetSpec", "WeightsSpec", "CnnkitError", *_LAZY]

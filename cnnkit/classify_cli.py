@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 import typer
 from rich.console import Console
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 console = Console(soft_wrap=True)  # lines a user copies (anchors, paths) stay whole when piped
 SOURCE_HELP = "A registered classifier's name (its published weights) or a checkpoint written by `cnnkit train`."
@@ -28,8 +28,8 @@ def classify_cmd(
     """Classify images: the top K classes with their probabilities."""
     import torch
 
-    from cnnkit.core.device import resolve_device
-    from cnnkit.core.engine import load_for_eval
+    from cnnkit.core.base.device import resolve_device
+    from cnnkit.core.load.source import load_for_eval
 
     task, model, _ = load_for_eval(source, weights_ref=weights)
     if task.spec.task != "classify":

@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnkit import __version__
-from cnnkit.core import plugins
+from cnnkit.core.base import plugins
 from cnnkit.core.data.check import check_cmd
-from cnnkit.core.errors import CnnkitError, Interrupted
+from cnnkit.core.base.errors import CnnkitError, Interrupted
 from cnnkit.classify_cli import classify_cmd
 from cnnkit.weights_cli import app as weights_app
 
@@ -68,8 +68,8 @@ def models_cmd(task: Optional[str] = typer.Option(None, "--task", help="Only thi
                                           "yet (builds them; counts are cached per cnnkit version)."),
                as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List the registered models with the paper's parameter counts and ours (once counted)."""
-    from cnnkit.core.registry import models
-    from cnnkit.core.summary import param_counts
+    from cnnkit.core.base.registry import models
+    from cnnkit.core.models.summary import param_counts
 
     specs = [spec for _, spec in models.items() if not task or spec.task == task]
     if task and not specs:
@@ -167,8 +167,8 @@ def train_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (flags win)."),
 ) -> None:
     """Train MODEL. Family options go after it too (e.g. --anchors, --style); see each family's docs."""
-    from cnnkit.core.config import read_config_file, resolve_config
-    from cnnkit.core.registry import models
+    from cnnkit.core.base.config import read_config_file, resolve_config
+    from cnnkit.core.base.registry import models
 
     if register and no_track:
         raise CnnkitError("--register adds the tracked run's model to MLflow's registry: drop --no-track")
@@ -176,7 +176,7 @@ def train_cmd(
     file_values = read_config_file(config) if config else {}
     resume_values: dict[str, Any] = {}
     if resume:
-        from cnnkit.core.checkpoint import load_checkpoint, run_folder
+        from cnnkit.core.weights.checkpoint import load_checkpoint, run_folder
 
         resume_values = dict(load_checkpoint(resume)["config"])
         resume_values.pop("resume", None)
@@ -193,7 +193,7 @@ def train_cmd(
     flags["out"] = out or resume_values.get("out") or _out_dir(None, spec.name)
     cfg = resolve_config(spec.name, spec.defaults, file_values, flags, resume_values, str(config or ""))
 
-    from cnnkit.core.engine import fit
+    from cnnkit.core.train.trainer import fit
 
     result = fit(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -226,8 +226,8 @@ def eval_cmd(
     """Evaluate a checkpoint (or a published model) on the validation split."""
     import time
 
-    from cnnkit.core.callbacks import tracked_run
-    from cnnkit.core.engine import evaluate_checkpoint
+    from cnnkit.core.train.callbacks import tracked_run
+    from cnnkit.core.load.evaluate import evaluate_checkpoint
 
     if split not in ("val", "test"):
         raise CnnkitError(f"--split {split}: choose val or test")
@@ -265,13 +265,13 @@ def detect_cmd(
     A video or stream gives one JSON line a frame and an annotated video in --save-dir."""
     from cnnkit.core.data.detection import image_paths
     from cnnkit.core.data.images import ImageFiles, write_image
-    from cnnkit.core.config import check_value
-    from cnnkit.core.detect import annotated_names, draw_detections
-    from cnnkit.core.device import resolve_device
-    from cnnkit.core.engine import load_for_eval
-    from cnnkit.core.inference import for_inference
-    from cnnkit.core.paths import writable_dir
-    from cnnkit.core.video import detect_video, is_video
+    from cnnkit.core.base.config import check_value
+    from cnnkit.core.tasks.draw import annotated_names, draw_detections
+    from cnnkit.core.base.device import resolve_device
+    from cnnkit.core.load.source import load_for_eval
+    from cnnkit.core.load.inference import for_inference
+    from cnnkit.core.base.paths import writable_dir
+    from cnnkit.core.load.video import detect_video, is_video
 
     if img_size is not None:
         check_value("img_size", img_size, " (from --img-size)")
@@ -324,7 +324,7 @@ def export_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Export a model's inference graph with its metadata, checked against torch with onnxruntime."""
-    from cnnkit.core.export import export
+    from cnnkit.core.deploy.export import export
 
     report = export(checkpoint, fmt, img_size, dynamic_batch, opset, out, {"conf": conf, "iou": iou} if nms else None)
     if as_json:
@@ -344,8 +344,8 @@ def summary_cmd(
 ) -> None:
     """A layer table (output shape, parameters, multiply-adds) with totals and the paper's figures.
     The model's architecture options go after it, as on `train` (e.g. --backbone vgg16)."""
-    from cnnkit.core.registry import models
-    from cnnkit.core.summary import render, summarize
+    from cnnkit.core.base.registry import models
+    from cnnkit.core.models.summary import render, summarize
 
     report = summarize(models.get(model), img_size=img_size, num_classes=num_classes, options=parse_extra(ctx.args))
     if as_json:
@@ -363,7 +363,7 @@ def runs_cmd(
     """Recent MLflow runs with their key metric (browse them all with `mlflow ui`)."""
     import datetime
 
-    from cnnkit.core.tracking import recent_runs
+    from cnnkit.core.train.tracking import recent_runs
 
     rows = recent_runs(tracking_uri or "", limit)
     if as_json:

@@ -9,16 +9,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cnnkit.core import plugins
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base import plugins
+from cnnkit.core.base.errors import CnnkitError
 
 app = typer.Typer(help="Published weights: list, pull (before going offline), path, verify.", no_args_is_help=True)
 console = Console(soft_wrap=True)  # lines a user copies (anchors, paths) stay whole when piped
 
 
 def _rows() -> list[dict[str, Any]]:
-    from cnnkit.core.registry import weights
-    from cnnkit.core.weights import cache_path
+    from cnnkit.core.base.registry import weights
+    from cnnkit.core.weights.fetch import cache_path
 
     plugins.load_plugins()
     rows = []
@@ -50,7 +50,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
 
 
 def _entry(name: str) -> Any:
-    from cnnkit.core.registry import weights
+    from cnnkit.core.base.registry import weights
 
     plugins.load_plugins()
     return weights.get(name)
@@ -59,7 +59,7 @@ def _entry(name: str) -> Any:
 @app.command("pull")
 def pull_cmd(names: list[str] = typer.Argument(..., help="Registered weights names (see `cnnkit weights list`).")) -> None:
     """Download these files into the cache now (e.g. before going offline)."""
-    from cnnkit.core.weights import fetch
+    from cnnkit.core.weights.fetch import fetch
 
     for entry in [_entry(n) for n in names]:
         print(f"{entry.name}: {fetch(entry)}")
@@ -68,7 +68,7 @@ def pull_cmd(names: list[str] = typer.Argument(..., help="Registered weights nam
 @app.command("path")
 def path_cmd(name: str = typer.Argument(..., help="A registered weights name.")) -> None:
     """Where the file is (or goes) in the cache; exit code 1 when it is not there yet."""
-    from cnnkit.core.weights import cache_path
+    from cnnkit.core.weights.fetch import cache_path
 
     path = cache_path(_entry(name))
     print(path)
@@ -79,9 +79,9 @@ def path_cmd(name: str = typer.Argument(..., help="A registered weights name."))
 @app.command("verify")
 def verify_cmd() -> None:
     """Re-hash every cached file against the registry; a file that fails is named (exit code 2)."""
-    from cnnkit.core.registry import weights
-    from cnnkit.core.weight_formats import parse_problem
-    from cnnkit.core.weights import cache_path, check, hashed, sha256_of
+    from cnnkit.core.base.registry import weights
+    from cnnkit.core.weights.formats import parse_problem
+    from cnnkit.core.weights.fetch import cache_path, check, hashed, sha256_of
 
     plugins.load_plugins()
     bad, seen = [], 0

@@ -120,7 +120,7 @@ def assert_detect_maps_back(detections: list[dict], checkpoint: str, image: np.n
     import torch
 
     from cnnkit.core.data.transforms import letterbox, to_tensor
-    from cnnkit.core.engine import load_for_eval
+    from cnnkit.core.load.source import load_for_eval
 
     task, model, _ = load_for_eval(checkpoint)
     size, (h, w) = task.config.img_size, image.shape[:2]

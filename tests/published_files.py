@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from cnnkit.core import plugins, registry
+from cnnkit.core.base import plugins, registry
 
 
 def place(monkeypatch: Any, cache: Path, name: str, state: dict[str, Any]) -> Path:

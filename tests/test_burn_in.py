@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnkit.core.optim import add_burn_in
+from cnnkit.core.train.optim import add_burn_in
 
 
 def _rates(optimizer: torch.optim.Optimizer, steps: int) -> list[float]:

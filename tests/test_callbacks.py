@@ -1,9 +1,9 @@
 """The training loop's events reach callbacks; MLflow is one of them."""
 
-from cnnkit.core.callbacks import Callback
-from cnnkit.core.config import TrainConfig
-from cnnkit.core.engine import Trainer
-from cnnkit.core.plugins import load_plugins
+from cnnkit.core.train.callbacks import Callback
+from cnnkit.core.base.config import TrainConfig
+from cnnkit.core.train.trainer import Trainer
+from cnnkit.core.base.plugins import load_plugins
 
 
 class Recorder(Callback):

@@ -2,7 +2,7 @@
 matches the paper's parameter count (and, for ResNets, multiply-adds).
 
 Cost: every model is built and run on the meta device (no weights are allocated), through
-``cnnkit.core.summary.summarize`` at the paper's input size; real forwards use small inputs.
+``cnnkit.core.models.summary.summarize`` at the paper's input size; real forwards use small inputs.
 
 Conventions (see cnnkit/core/summary.py): parameters are those used at inference (auxiliary
 classifiers apart); multiply-adds are torch's FlopCounterMode FLOPs / 2 of convolutions and fully
@@ -14,10 +14,10 @@ from functools import cache
 import pytest
 import torch
 
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.plugins import load_plugins
-from cnnkit.core.registry import models
-from cnnkit.core.summary import count_params, summarize
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.base.plugins import load_plugins
+from cnnkit.core.base.registry import models
+from cnnkit.core.models.summary import count_params, summarize
 
 ISSUE_MODELS = [
     "alexnet-lrn", "alexnet", "vgg-a", "vgg-a-lrn", "vgg-b", "vgg-c", "vgg-d", "vgg-e", "googlenet",
@@ -211,9 +211,9 @@ def test_inception_resnet_residual_scale_option():
 def test_init_paper_is_the_papers_initialisation():
     """`--init paper`: AlexNet's N(0, 0.01) weights with biases 1 in conv2, conv4, conv5, fc6, fc7 (0 elsewhere);
     VGG's N(0, 0.01) weights and zero biases. The default (`torch`) keeps PyTorch's / torchvision's."""
-    from cnnkit.core.errors import CnnkitError
-    from cnnkit.core.plugins import load_plugins
-    from cnnkit.core.registry import models
+    from cnnkit.core.base.errors import CnnkitError
+    from cnnkit.core.base.plugins import load_plugins
+    from cnnkit.core.base.registry import models
 
     load_plugins()
     torch.manual_seed(0)

@@ -47,10 +47,10 @@ def test_classifier_fits_one_batch_above_chance(model):
     batch norm) need far more steps to fit a batch and are left to the one-epoch smoke test."""
     import torch
 
-    from cnnkit.core.config import TrainConfig
-    from cnnkit.core.engine import make_task
-    from cnnkit.core.plugins import load_plugins
-    from cnnkit.core.registry import models
+    from cnnkit.core.base.config import TrainConfig
+    from cnnkit.core.tasks.base import make_task
+    from cnnkit.core.base.plugins import load_plugins
+    from cnnkit.core.base.registry import models
     from tests.conftest import optimise
 
     load_plugins()
@@ -84,8 +84,8 @@ def test_family_options_are_checked(cli):
 
 
 def test_inception_v3_recipe_is_the_papers():
-    from cnnkit.core.plugins import load_plugins
-    from cnnkit.core.registry import models
+    from cnnkit.core.base.plugins import load_plugins
+    from cnnkit.core.base.registry import models
     from cnnkit.plugins.classify import CLASSIFY_RECIPE
 
     load_plugins()
@@ -101,11 +101,11 @@ def test_predict_uses_the_checkpoints_own_input_transform():
     import numpy as np
     import torch
 
-    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.base.config import TrainConfig
     from cnnkit.core.data.transforms import classification_pipeline, to_tensor
-    from cnnkit.core.engine import make_task
-    from cnnkit.core.plugins import load_plugins
-    from cnnkit.core.registry import models
+    from cnnkit.core.tasks.base import make_task
+    from cnnkit.core.base.plugins import load_plugins
+    from cnnkit.core.base.registry import models
 
     load_plugins()
     config = TrainConfig(model="resnet18", img_size=32, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])

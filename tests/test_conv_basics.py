@@ -1,12 +1,12 @@
-"""The convolution-basics worked examples, reproduced exactly by cnnkit.core.conv."""
+"""The convolution-basics worked examples, reproduced exactly by cnnkit.core.models.conv."""
 
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
-from cnnkit.core.conv import HORIZONTAL_EDGE, VERTICAL_EDGE, convolve, output_size, pool
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.models.conv import HORIZONTAL_EDGE, VERTICAL_EDGE, convolve, output_size, pool
+from cnnkit.core.base.errors import CnnkitError
 
 IMAGE_6X6 = np.array([[3, 0, 1, 2, 7, 4],
                       [1, 5, 8, 9, 3, 1],

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from cnnkit.core import plugins
+from cnnkit.core.base import plugins
 from cnnkit.core.data import open_dataset
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 from tests.test_data_layouts import _image, coco_json, roboflow_yolo, voc
 
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from cnnkit.core import plugins
+from cnnkit.core.base import plugins
 from cnnkit.core.data.detection import write_coco
 from cnnkit.core.data.synthetic import Shapes
 
@@ -45,7 +45,7 @@ def test_train_prints_and_logs_its_splits_and_eval_reads_test_only_when_asked(cl
     assert line in r.stderr.splitlines()
     from mlflow import MlflowClient
 
-    from cnnkit.core.tracking import recent_runs
+    from cnnkit.core.train.tracking import recent_runs
 
     (run,) = recent_runs()
     params = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(run["run_id"]).data.params

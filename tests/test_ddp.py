@@ -7,7 +7,7 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from cnnkit.core.checkpoint import load_checkpoint
+from cnnkit.core.weights.checkpoint import load_checkpoint
 
 
 @pytest.mark.slow

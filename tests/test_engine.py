@@ -7,7 +7,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from cnnkit.core.checkpoint import load_checkpoint
+from cnnkit.core.weights.checkpoint import load_checkpoint
 from tests.conftest import write_image_folder
 
 TINY = ["--data", "synthetic:textures?n=48&size=32", "--img-size", "32", "--batch-size", "16"]
@@ -86,8 +86,8 @@ def test_rmsprop_tf_puts_epsilon_inside_the_square_root():
     PyTorch's rmsprop (v from 0, lr g / (sqrt(v) + 1)) takes another step."""
     import torch
 
-    from cnnkit.core.config import TrainConfig
-    from cnnkit.core.optim import build_optimizer
+    from cnnkit.core.base.config import TrainConfig
+    from cnnkit.core.train.optim import build_optimizer
 
     g = torch.tensor([0.5, -3.0])
     steps = {}

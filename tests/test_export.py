@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.core.checkpoint import save_checkpoint
-from cnnkit.core.config import TrainConfig
+from cnnkit.core.weights.checkpoint import save_checkpoint
+from cnnkit.core.base.config import TrainConfig
 from cnnkit.core.data.images import write_image
-from cnnkit.core.engine import load_for_eval, make_task
-from cnnkit.core.plugins import load_plugins
-from cnnkit.core.registry import models
+from cnnkit.core.load.source import load_for_eval
+from cnnkit.core.tasks.base import make_task
+from cnnkit.core.base.plugins import load_plugins
+from cnnkit.core.base.registry import models
 from tests.conftest import one_clear_line, run_cli
 
 SHAPES = ["circle", "square", "triangle"]
@@ -225,7 +226,7 @@ def test_torchvision_faster_rcnn_export(tmp_path):
 def test_export_beyond_tolerance_writes_nothing(tmp_path, monkeypatch):
     """A graph that differs from torch by more than the tolerance: exit 2, no file (float
     arithmetic differs by about 1e-5 here, so a 1e-9 tolerance must refuse it)."""
-    import cnnkit.core.export as export_module
+    import cnnkit.core.deploy.export as export_module
 
     ckpt = untrained("yolov3-tiny", tmp_path / "y.pt", 64, SHAPES)
     monkeypatch.setattr(export_module, "TOLERANCE", 1e-9)

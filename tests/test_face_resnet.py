@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from cnnkit.core.data.transforms import to_tensor
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.plugins import load_plugins
-from cnnkit.core.registry import models
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.base.plugins import load_plugins
+from cnnkit.core.base.registry import models
 from cnnkit.plugins.siamese.dlib_format import DatReader, read_dnn
 from cnnkit.plugins.siamese.face_resnet import RESNET_FILE, face_resnet, model_file
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.scoring import Scorer
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.metrics.distances import Scorer
 from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo, open_gallery
 from tests.conftest import ROOT, one_clear_line, run_cli
 

@@ -1,4 +1,4 @@
-"""cnnkit.core.metrics.coco_map must give pycocotools' COCOeval (bbox, area "all", maxDets 100)
+"""cnnkit.core.metrics.measures.coco_map must give pycocotools' COCOeval (bbox, area "all", maxDets 100)
 numbers on the same detections and ground truth."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import io
 import numpy as np
 import pytest
 
-from cnnkit.core.metrics import Detections, coco_map, pr_curve
+from cnnkit.core.metrics.measures import Detections, coco_map, pr_curve
 
 
 def _scene(seed: int, num_images: int = 12, num_classes: int = 4) -> list[Detections]:

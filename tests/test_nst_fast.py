@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnkit.core.checkpoint import load_checkpoint
-from cnnkit.core.config import TrainConfig
+from cnnkit.core.weights.checkpoint import load_checkpoint
+from cnnkit.core.base.config import TrainConfig
 from cnnkit.core.data import find_dataset
 from cnnkit.core.data.images import read_image, write_image
-from cnnkit.core.plugins import load_plugins
-from cnnkit.core.registry import models
+from cnnkit.core.base.plugins import load_plugins
+from cnnkit.core.base.registry import models
 from cnnkit.plugins.nst.data import is_photo_folder
 from cnnkit.plugins.nst.models import TransformerNet
 from tests.conftest import optimise
@@ -51,7 +51,7 @@ def test_photo_folder_layout(tmp_path):
 
 def test_perceptual_loss_falls_while_training(shared_data):
     load_plugins()
-    from cnnkit.core.engine import make_task
+    from cnnkit.core.tasks.base import make_task
 
     spec = models.get("fast-style")
     config = TrainConfig(model="fast-style", img_size=32, data="synthetic:textures?n=4&size=32",

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.plugins.nst.losses import StyleTransferLoss, content_cost, gram, style_cost, tv_cost
 from cnnkit.plugins.nst.vgg import ARCH_LAYERS, LAYERS, VGGFeatures
 

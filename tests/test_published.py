@@ -22,8 +22,8 @@ def _photo(path: Path) -> Path:
 
 
 def _darknet_file(path: Path, model: str) -> Path:
-    from cnnkit.core.plugins import load_plugins
-    from cnnkit.core.registry import models
+    from cnnkit.core.base.plugins import load_plugins
+    from cnnkit.core.base.registry import models
     from cnnkit.plugins.yolo.weights import save_darknet_weights
 
     load_plugins()
@@ -50,7 +50,7 @@ def test_a_registered_model_runs_its_cached_published_file_with_its_class_names(
     r = cli("detect", "yolov3-tiny", _photo(tmp_path / "a.jpg"), "--conf", "0.0", "--img-size", "160",
             "--json", "--no-save")
     assert r.code == 0, r.stderr
-    from cnnkit.core.classnames import class_names
+    from cnnkit.core.weights.classnames import class_names
 
     found = json.loads(r.stdout)[0]["detections"]
     assert found and {d["class"] for d in found} <= set(class_names("coco"))

@@ -184,7 +184,7 @@ def test_network_shapes(size):
 
 @pytest.mark.parametrize("name,stride,channels", [("resnet18", 8, 512), ("vgg16", 16, 512)])
 def test_registered_backbones_through_the_contract(name, stride, channels):
-    from cnnkit.core.plugins import load_plugins
+    from cnnkit.core.base.plugins import load_plugins
 
     load_plugins()
     net, c, s = trunk(backbone=name)
@@ -230,10 +230,10 @@ def test_bad_options_are_clear_errors(cli):
 
 
 def test_four_step_schedule_gives_each_step_its_own_cosine():
-    from cnnkit.core.config import TrainConfig
-    from cnnkit.core.engine import make_task
-    from cnnkit.core.plugins import load_plugins
-    from cnnkit.core.registry import models
+    from cnnkit.core.base.config import TrainConfig
+    from cnnkit.core.tasks.base import make_task
+    from cnnkit.core.base.plugins import load_plugins
+    from cnnkit.core.base.registry import models
 
     load_plugins()
     task = make_task(models.get("faster-rcnn"), TrainConfig(model="faster-rcnn", epochs=8,
@@ -284,11 +284,11 @@ def test_summary_builds_the_papers_heads_on_the_papers_trunks(cli):
 def test_pretrained_vgg16_fills_fc6_fc7_from_its_imagenet_classifier(tmp_path, monkeypatch):
     """`--backbone vgg16 --pretrained`: the trunk and fc6/fc7 come from the registry's VGG-16 file
     (here a random state dict in torchvision's layout, cached under the registry's file name)."""
-    from cnnkit.core import weights
-    from cnnkit.core.config import TrainConfig
-    from cnnkit.core.engine import make_task
-    from cnnkit.core.plugins import load_plugins
-    from cnnkit.core.registry import models
+    from cnnkit.core.weights import fetch as weights
+    from cnnkit.core.base.config import TrainConfig
+    from cnnkit.core.tasks.base import make_task
+    from cnnkit.core.base.plugins import load_plugins
+    from cnnkit.core.base.registry import models
     from published_files import place
 
     load_plugins()

@@ -7,7 +7,7 @@ import mlflow
 import pytest
 import torch
 
-from cnnkit.core.checkpoint import load_checkpoint
+from cnnkit.core.weights.checkpoint import load_checkpoint
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.synthetic import Shapes
 from tests.conftest import assert_detect_maps_back

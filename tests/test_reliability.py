@@ -156,7 +156,7 @@ def test_read_only_out_folder(cli, tmp_path):
 # ---------------------------------------------------------------- 3. concurrent first use of a store
 PROBE = """
 import sys
-from cnnkit.core.tracking import Tracker
+from cnnkit.core.train.tracking import Tracker
 t = Tracker(True, sys.argv[1], "cnnkit")
 t.start("probe", {"i": sys.argv[2]}, {})
 t.log_metrics({"loss": 1.0}, 0)
@@ -294,7 +294,7 @@ def test_checkpoint_errors_never_suggest_weights_only_false(cli, tmp_path):
 
 
 def test_models_lists_at_once_and_counts_on_request(cli, monkeypatch):
-    from cnnkit.core import summary
+    from cnnkit.core.models import summary
 
     built = []
     monkeypatch.setattr(summary, "count_params", lambda spec, num_classes=None: built.append(spec.name) or 7)
@@ -765,7 +765,7 @@ def test_identity_and_photo_folders_skip_a_truncated_image_by_name(cli, tmp_path
 def test_atomic_writes_leave_the_permissions_of_a_plain_write(tmp_path):
     """An exported model or checkpoint is readable by others under umask 022 (mkstemp's 0600 is not
     what a user expects), and a file that is replaced keeps its own mode."""
-    from cnnkit.core.atomic import atomic_path
+    from cnnkit.core.base.atomic import atomic_path
 
     old = os.umask(0o022)
     try:

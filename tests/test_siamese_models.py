@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.plugins import load_plugins
-from cnnkit.core.registry import models
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.base.plugins import load_plugins
+from cnnkit.core.base.registry import models
 from cnnkit.core.data.sampler import PKSampler
-from cnnkit.core.scoring import Scorer
+from cnnkit.core.metrics.distances import Scorer
 from cnnkit.core.tasks.embed import verification_pairs
 
 

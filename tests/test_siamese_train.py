@@ -8,7 +8,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from cnnkit.core.checkpoint import load_checkpoint
+from cnnkit.core.weights.checkpoint import load_checkpoint
 from cnnkit.core.data.identities import is_pairs_file
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.synthetic import Glyphs
@@ -32,7 +32,7 @@ def _check_verification_figures(ck: dict, path: str) -> None:
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from cnnkit.core.engine import load_for_eval
+    from cnnkit.core.load.source import load_for_eval
 
     task, model, _ = load_for_eval(path)
     val = task.dataset("val")

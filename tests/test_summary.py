@@ -2,10 +2,10 @@
 
 import json
 
-from cnnkit.core.conv import output_size
-from cnnkit.core.plugins import load_plugins
-from cnnkit.core.registry import models
-from cnnkit.core.summary import count_params, formula_shape, summarize
+from cnnkit.core.models.conv import output_size
+from cnnkit.core.base.plugins import load_plugins
+from cnnkit.core.base.registry import models
+from cnnkit.core.models.summary import count_params, formula_shape, summarize
 
 ALEXNET_SIZES = ["55x55x96", "27x27x96", "27x27x256", "13x13x256", "13x13x384", "13x13x384", "13x13x256",
                  "6x6x256", "4096", "4096", "1000"]

@@ -8,8 +8,8 @@ import pytest
 
 from cnnkit.core.data.identities import PairsDataset
 from cnnkit.core.data.images import read_image, write_image
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.protocol import best_threshold, held_out_accuracy, random_folds
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.metrics.protocol import best_threshold, held_out_accuracy, random_folds
 
 
 def test_held_out_accuracy_never_scores_a_threshold_on_its_own_fold():

@@ -16,9 +16,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from cnnkit.core import plugins, registry
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.registry import WeightsSpec
+from cnnkit.core.base import plugins, registry
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.base.registry import WeightsSpec
 
 import published_files
 from conftest import one_clear_line
@@ -174,8 +174,8 @@ def test_pretrained_loads_a_cached_file_without_network(cli, cache, place):
 
 
 def test_weights_by_registry_name_and_backbones(cli, cache, place):
-    from cnnkit.core.registry import models
-    from cnnkit.core.weights import pretrained_entry
+    from cnnkit.core.base.registry import models
+    from cnnkit.core.weights.fetch import pretrained_entry
 
     plugins.load_plugins()
     torch.manual_seed(4)
@@ -192,8 +192,8 @@ def test_weights_by_registry_name_and_backbones(cli, cache, place):
 
 
 def test_pretrained_builds_the_variant_the_weights_were_trained_for(cli):
-    from cnnkit.core.registry import models
-    from cnnkit.core.weights import pretrained_entry
+    from cnnkit.core.base.registry import models
+    from cnnkit.core.weights.fetch import pretrained_entry
 
     plugins.load_plugins()
     options = {}
@@ -216,7 +216,7 @@ def test_torchvision_variants_fit_our_builders():
     shapes (checked on meta tensors against torchvision's own models; DenseNet via its renames)."""
     import torchvision
 
-    from cnnkit.core.registry import models
+    from cnnkit.core.base.registry import models
     from cnnkit.plugins.classify.pretrained import densenet_keys
 
     plugins.load_plugins()
@@ -254,7 +254,7 @@ def test_stylize_without_cache_or_mirror_names_the_vgg_file(cli, cache, tmp_path
 def test_faster_rcnn_backbone_starts_from_its_imagenet_weights(cli, cache, place):
     """`--backbone resnet18 --pretrained` (and vgg16 alike): the trunk starts from the registry's file;
     the 4-step schedule's two trunks both do, as in the paper."""
-    from cnnkit.core.registry import models
+    from cnnkit.core.base.registry import models
 
     plugins.load_plugins()
     torch.manual_seed(5)
@@ -283,7 +283,7 @@ def _safetensors_bytes(n=4):
 
 def test_a_file_lacking_tensors_is_refused_by_name_unless_allow_partial(cli, tmp_path):
     """Defect 1's rule: what stays unloaded is named; only a head re-initialised on purpose is quiet."""
-    from cnnkit.core.registry import models
+    from cnnkit.core.base.registry import models
 
     plugins.load_plugins()
     state = models.get("resnet18").create(num_classes=1000).state_dict()
@@ -302,7 +302,7 @@ def test_faster_rcnn_old_key_names_are_upgraded_not_left_random(cache, place):
     """Defect 1: torchvision's pre-0.13 FPN/RPN names load through the modules' own version upgrade."""
     import torchvision
 
-    from cnnkit.core.checkpoint import load_weights_into
+    from cnnkit.core.weights.checkpoint import load_weights_into
     from published_files import rcnn_layout
 
     plugins.load_plugins()
@@ -328,7 +328,7 @@ def test_pretrained_trunks_and_published_weights_carry_their_input_transform(cli
             "--backbone", "resnet18", "--pretrained", "--epochs", "1", "--out", "det")
     assert r.code == 0, r.stderr
     config = torch.load("det/weights/last.pt", weights_only=True)["config"]
-    from cnnkit.core.engine import load_for_eval
+    from cnnkit.core.load.source import load_for_eval
 
     task, _, _ = load_for_eval("det/weights/last.pt")
     x = task.dataset("val")[0][0]
@@ -389,7 +389,7 @@ def test_a_darknet_file_of_zeros_is_refused(cli, mirror, cache):
 def test_a_cached_file_is_checked_before_each_use_and_hashed_once(cli, cache, place, monkeypatch):
     """Defect 4: a file put by hand under a registry name is not trusted as is; a good one is hashed
     once (remembered by size and mtime), a changed one again."""
-    from cnnkit.core import weights
+    from cnnkit.core.weights import fetch as weights
 
     plugins.load_plugins()
     cache.mkdir(parents=True)
@@ -445,8 +445,8 @@ def test_sigterm_during_pull_leaves_no_partial_file(mirror, cache, tmp_path):
 
 
 def test_sizes_are_exact_or_absent_and_messages_name_typeable_options():
-    from cnnkit.core.registry import models
-    from cnnkit.core.weights import pretrained_entry
+    from cnnkit.core.base.registry import models
+    from cnnkit.core.weights.fetch import pretrained_entry
 
     plugins.load_plugins()
     for name, entry in registry.weights.items():

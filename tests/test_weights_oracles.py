@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.core import plugins, registry
+from cnnkit.core.base import plugins, registry
 from published_files import densenet_layout, old_layout, place, randomise, rcnn_layout, torchvision_weights
 
 TOL = 1e-4
@@ -81,7 +81,7 @@ def _classifier_outputs(entry, ref, photo, capsys):
     `cnnkit eval`'s data and MLflow serving see)."""
     from cnnkit.classify_cli import preprocessing
     from cnnkit.core.data.images import read_image
-    from cnnkit.core.engine import load_for_eval
+    from cnnkit.core.load.source import load_for_eval
 
     task, model, _ = load_for_eval(entry.model, weights_ref=str(ref))
     with torch.no_grad():
@@ -170,9 +170,9 @@ def test_faster_rcnn_old_layout_file_equals_the_publishers_model(name, cache, mo
     is (short side 800), and so does cnnkit's letterbox at the model's 800."""
     from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
 
-    from cnnkit.core.classnames import class_names
+    from cnnkit.core.weights.classnames import class_names
     from cnnkit.core.data.images import open_image
-    from cnnkit.core.engine import load_for_eval
+    from cnnkit.core.load.source import load_for_eval
 
     theirs = _rcnn_publisher(name)
     path = place(monkeypatch, cache, name, rcnn_layout(theirs.state_dict()))
@@ -203,7 +203,7 @@ def test_classify_prints_the_publishers_top5_with_imagenet_names(cli, cache, mon
     """`cnnkit classify resnet50 IMAGE --json` from a cached file: torchvision's probabilities, names."""
     import torchvision
 
-    from cnnkit.core.classnames import class_names
+    from cnnkit.core.weights.classnames import class_names
     from cnnkit.core.data.images import open_image
 
     arch, published = torchvision_weights(registry.weights.get("resnet50"))

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnkit.core import plugins
-from cnnkit.core.config import TrainConfig
-from cnnkit.core.registry import models
+from cnnkit.core.base import plugins
+from cnnkit.core.base.config import TrainConfig
+from cnnkit.core.base.registry import models
 from cnnkit.plugins.yolo.darknet import packaged_cfg
 from cnnkit.plugins.yolo.task import ANCHOR_UNITS, YoloTask, decode
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from cnnkit.core import plugins
-from cnnkit.core.registry import models
-from cnnkit.core.summary import count_params
+from cnnkit.core.base import plugins
+from cnnkit.core.base.registry import models
+from cnnkit.core.models.summary import count_params
 from cnnkit.plugins.yolo.darknet import CFG_DIR, model_from_cfg
 from cnnkit.plugins.yolo.layers import DetectionOutput, LocallyConnected, Reorg
 from cnnkit.plugins.yolo.task import decode
@@ -299,7 +299,7 @@ def test_handwritten_yolov2_is_the_cfg_network(name, tmp_path):
 def test_a_checkpoints_anchors_rebuild_the_same_heads(name):
     """The task keeps the anchors in the order the builder takes them: yolov2-tiny-voc.cfg lists
     its anchors out of area order, and a rebuild from the checkpoint must not permute them."""
-    from cnnkit.core.config import TrainConfig
+    from cnnkit.core.base.config import TrainConfig
     from cnnkit.plugins.yolo.task import YoloTask
 
     config = TrainConfig(model=name, img_size=64)
@@ -354,9 +354,9 @@ def test_every_cfg_given_by_path_is_built_as_written(cli, tmp_path):
 ])
 def test_a_cfg_heads_loss_settings_are_its_training_defaults_and_flags_win(name, edit, options, attribute, value,
                                                                           tmp_path):
-    from cnnkit.core.config import TrainConfig
-    from cnnkit.core.engine import make_task
-    from cnnkit.core.registry import losses, resolve
+    from cnnkit.core.base.config import TrainConfig
+    from cnnkit.core.tasks.base import make_task
+    from cnnkit.core.base.registry import losses, resolve
 
     path = tmp_path / f"{name}.cfg"
     text = (CFG_DIR / f"{name}.cfg").read_text()
@@ -377,8 +377,8 @@ def test_a_cfg_heads_loss_settings_are_its_training_defaults_and_flags_win(name,
 def test_a_cfg_heads_jitter_scales_its_training_images(name, edit, options, jitter, tmp_path):
     import albumentations as A
 
-    from cnnkit.core.config import TrainConfig
-    from cnnkit.core.engine import make_task
+    from cnnkit.core.base.config import TrainConfig
+    from cnnkit.core.tasks.base import make_task
 
     path = tmp_path / f"{name}.cfg"
     text = (CFG_DIR / f"{name}.cfg").read_text()

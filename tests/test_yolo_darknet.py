@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnkit.core import plugins
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.registry import models
+from cnnkit.core.base import plugins
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.base.registry import models
 from cnnkit.plugins.yolo.darknet import model_from_cfg
 from cnnkit.plugins.yolo.weights import load_darknet_weights, save_darknet_weights, weight_layers
 
@@ -151,7 +151,7 @@ def test_train_starts_from_darknet_weights_of_the_80_class_network(cli, tmp_path
     assert r.code == 0, r.stderr
     total = len(coco.state_dict())
     assert f"weights: {total - 4}/{total} tensors from" in r.stderr  # 2 heads x (weight, bias)
-    from cnnkit.core.checkpoint import load_checkpoint
+    from cnnkit.core.weights.checkpoint import load_checkpoint
 
     state = load_checkpoint("ft/weights/last.pt")["model_state"]
     first = next(k for k in state if k.endswith("weight") and state[k].dim() == 4)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from cnnkit.core import plugins
-from cnnkit.core.registry import losses, resolve
+from cnnkit.core.base import plugins
+from cnnkit.core.base.registry import losses, resolve
 from cnnkit.plugins.yolo.losses import YOLOv1Loss, YOLOv2Loss, YOLOv3Loss, grid_view
 
 GT = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([1])}]  # centre (24, 24), 32 x 32
@@ -16,9 +16,9 @@ GT = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([
 
 def test_losses_are_registered_by_name():
     """Each YOLO model names its loss; the registered factory build(model, task) makes it."""
-    from cnnkit.core.config import TrainConfig
-    from cnnkit.core.engine import make_task
-    from cnnkit.core.registry import models
+    from cnnkit.core.base.config import TrainConfig
+    from cnnkit.core.tasks.base import make_task
+    from cnnkit.core.base.registry import models
 
     plugins.load_plugins()
     for name, cls in (("yolov1", YOLOv1Loss), ("yolov2", YOLOv2Loss), ("yolov3", YOLOv3Loss)):

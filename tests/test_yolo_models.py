@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from cnnkit.core import plugins
-from cnnkit.core.registry import models
-from cnnkit.core.summary import count_params
+from cnnkit.core.base import plugins
+from cnnkit.core.base.registry import models
+from cnnkit.core.models.summary import count_params
 from cnnkit.plugins.yolo import models as yolo_models
 
 DARKNET_PARAMS = {"yolov3": 61_949_149, "yolov3-tiny": 8_852_366, "darknet53": 41_609_928, "darknet19": 20_842_376}

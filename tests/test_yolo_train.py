@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.core import plugins
-from cnnkit.core.checkpoint import load_checkpoint, save_checkpoint
-from cnnkit.core.config import TrainConfig
+from cnnkit.core.base import plugins
+from cnnkit.core.weights.checkpoint import load_checkpoint, save_checkpoint
+from cnnkit.core.base.config import TrainConfig
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.synthetic import Shapes
-from cnnkit.core.registry import models
+from cnnkit.core.base.registry import models
 from cnnkit.plugins.yolo.anchors import kmeans_anchors
 from cnnkit.plugins.yolo.task import YoloTask, scale_choices
 from tests.conftest import assert_detect_maps_back, optimise
@@ -91,7 +91,7 @@ FIT_FLOOR = 0.5
 
 
 def _batch_map50(task: YoloTask, model: torch.nn.Module, batch) -> float:
-    from cnnkit.core.metrics import Detections, coco_map
+    from cnnkit.core.metrics.measures import Detections, coco_map
 
     images, targets = batch
     predictions = task.predict_batch(model.eval(), images, task.eval_conf, task.eval_iou)

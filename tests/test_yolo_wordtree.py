@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.core import plugins
-from cnnkit.core.checkpoint import load_checkpoint
+from cnnkit.core.base import plugins
+from cnnkit.core.weights.checkpoint import load_checkpoint
 from cnnkit.core.data.images import write_image
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.plugins.yolo.losses import YOLOv2Loss
 from cnnkit.plugins.yolo.synthetic import TREE, Figures
 from cnnkit.plugins.yolo.wordtree import WordTree
@@ -216,7 +216,7 @@ def test_a_bad_cls_ratio_or_zoom_is_one_line(cli, tmp_path, flag, value):
 def test_cls_ratio_draws_classification_images_evenly_and_reproducibly():
     """``--cls-ratio 2.5`` with 4 detection and 3 classification images: 10 classification
     samples an epoch, each image 3 or 4 times, the same order for the same (seed, epoch)."""
-    from cnnkit.core.task import MappedDataset
+    from cnnkit.core.tasks.base import MappedDataset
     from cnnkit.plugins.yolo.joint import JointDataset
 
     det = MappedDataset(list(range(4)), lambda x: ("det", x))
@@ -273,7 +273,7 @@ def _content_area(image: torch.Tensor) -> float:
 
 
 def test_cls_zoom_shrinks_classification_images_to_a_random_size_at_a_random_spot():
-    from cnnkit.core.task import MappedDataset
+    from cnnkit.core.tasks.base import MappedDataset
     from cnnkit.plugins.yolo.joint import ClassificationTransform
 
     white = [(np.full((64, 64, 3), 255, np.uint8), 3)] * 40

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 
-from cnnkit.core import registry
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base import registry
+from cnnkit.core.base.errors import CnnkitError
 
 SYNTHETIC_PREFIX = "synthetic:"
 

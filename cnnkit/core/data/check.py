@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 
 def check(spec: str, val: str = "", val_fraction: float = 0.0, seed: int = 0,

@@ -15,7 +15,7 @@ import numpy as np
 from cnnkit.core.data.classification import FolderDataset, LabelledImages, scanned
 from cnnkit.core.data.images import list_images
 from cnnkit.core.data.splits import MissingSplit
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 SPLITS = ("train", "val")
 

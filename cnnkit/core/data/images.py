@@ -13,8 +13,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnkit.core.atomic import atomic_path
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.atomic import atomic_path
+from cnnkit.core.base.errors import CnnkitError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 PIXELS_ENV = "CNNKIT_MAX_IMAGE_PIXELS"

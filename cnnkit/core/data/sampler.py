@@ -8,7 +8,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 
 class PKSampler(Sampler[list[int]]):

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cnnkit.core.data.detection import DetectionSample
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
 

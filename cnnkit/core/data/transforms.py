@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from cnnkit.core.registry import IMAGENET_MEAN, IMAGENET_STD, RAW_MEAN, RAW_STD
+from cnnkit.core.base.registry import IMAGENET_MEAN, IMAGENET_STD, RAW_MEAN, RAW_STD
 
 Norm = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) of pixels in [0, 1]
 IMAGENET: Norm = (IMAGENET_MEAN, IMAGENET_STD)

@@ -11,9 +11,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnkit.core.data.transforms import IMAGENET, Norm, classification_pipeline, to_tensor
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.metrics import topk_correct
-from cnnkit.core.task import MappedDataset, Task
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.metrics.measures import topk_correct
+from cnnkit.core.tasks.base import MappedDataset, Task
 
 
 class ClassifySample:
@@ -89,7 +89,7 @@ class ClassifyTask(Task):
         """Training augmentation, or the evaluation transform: the publisher's (resize, centre crop,
         their mean/std) for weights from the registry run at their own crop size, else the task's."""
         from cnnkit.core.data.transforms import publisher_transform
-        from cnnkit.core.registry import weights
+        from cnnkit.core.base.registry import weights
 
         entry = weights.get(self.config.weights) if self.config.weights in weights else None
         publisher = None if train or entry is None or entry.crop != self.config.img_size else publisher_transform(entry)

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.core.boxes import batched_nms
+from cnnkit.core.models.boxes import batched_nms
 from cnnkit.core.data.detection import DetectionSample
 from cnnkit.core.data.transforms import IMAGENET, RAW, Norm, detection_pipeline, letterbox, to_tensor
-from cnnkit.core.detect import draw_detections, records
-from cnnkit.core.metrics import Detections, coco_map, pr_curve
-from cnnkit.core.task import MappedDataset, Task
+from cnnkit.core.tasks.draw import draw_detections, records
+from cnnkit.core.metrics.measures import Detections, coco_map, pr_curve
+from cnnkit.core.tasks.base import MappedDataset, Task
 
 Prediction = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (N,4) xyxy, scores (N,), labels (N,)
 
@@ -159,7 +159,7 @@ class DetectionTask(Task):
         return results
 
     def log_artifacts(self, model: nn.Module, val: Any, tracker: Any, device: torch.device) -> None:
-        from cnnkit.core.plots import new_figure
+        from cnnkit.core.metrics.plots import new_figure
 
         raw = val.base if isinstance(val, MappedDataset) else val
         samples = [raw[i] for i in range(min(4, len(raw)))]

@@ -24,13 +24,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cnnkit.core.data.transforms import IMAGENET, Norm, to_tensor
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.metrics import Verification, verification_metrics
-from cnnkit.core.openset import OpenSet, open_set
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.metrics.measures import Verification, verification_metrics
+from cnnkit.core.metrics.openset import OpenSet, open_set
 from cnnkit.core.data.sampler import PKSampler
-from cnnkit.core.scoring import Scorer
-from cnnkit.core.task import MappedDataset, Task
-from cnnkit.core.protocol import FOLDS, best_threshold, held_out_accuracy, random_folds
+from cnnkit.core.metrics.distances import Scorer
+from cnnkit.core.tasks.base import MappedDataset, Task
+from cnnkit.core.metrics.protocol import FOLDS, best_threshold, held_out_accuracy, random_folds
 
 MAX_GENUINE_PAIRS = 20_000
 
@@ -179,7 +179,7 @@ class EmbedTask(Task):
     def log_evaluation(self, tracker: Any, step: int = 0) -> None:
         """The figures of the last evaluation (``cnnkit eval`` logs them too)."""
         distances, same, v = self.last
-        from cnnkit.core.plots import det_figure, distance_histograms, roc_figure
+        from cnnkit.core.metrics.plots import det_figure, distance_histograms, roc_figure
 
         tracker.log_figure(roc_figure(v), "roc_curve.png")
         tracker.log_figure(distance_histograms(distances, same, v.threshold), "distance_histograms.png")

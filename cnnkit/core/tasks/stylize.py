@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cnnkit.core.data.transforms import to_image, to_tensor
-from cnnkit.core.task import MappedDataset, Task
+from cnnkit.core.tasks.base import MappedDataset, Task
 
 
 class PhotoSample:

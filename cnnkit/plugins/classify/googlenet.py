@@ -72,7 +72,7 @@ class GoogLeNet(nn.Module):
         self.aux1 = AuxClassifier(512, num_classes) if aux_logits and num_classes else None
         self.aux2 = AuxClassifier(528, num_classes) if aux_logits and num_classes else None
 
-    feature_channels = 1024  # the backbone contract (cnnkit.core.backbone)
+    feature_channels = 1024  # the backbone contract (cnnkit.core.models.backbone)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.inception5(self.inception4e(self.inception4bcd(self.inception4a(self.inception3(self.stem(x))))))

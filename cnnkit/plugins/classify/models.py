@@ -11,12 +11,12 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 
 # ------------------------------------------------------------------------- the backbone contract
 # Every classifier here exposes ``forward_features(x)`` and ``feature_channels`` and, built with
-# ``num_classes=0``, carries no classifier (cnnkit.core.backbone). torchvision's classes get them
+# ``num_classes=0``, carries no classifier (cnnkit.core.models.backbone). torchvision's classes get them
 # from the small subclasses below (same modules, same state dict keys).
 class ResNet(torchvision.models.ResNet):
     head = "fc"

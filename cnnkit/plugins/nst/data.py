@@ -7,7 +7,7 @@ from typing import Any
 
 from cnnkit.core.data.classification import scanned
 from cnnkit.core.data.images import is_image, list_images, read_image
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 
 def is_photo_folder(path: Path) -> bool:

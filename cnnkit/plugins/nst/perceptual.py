@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnkit.core.data.images import read_image
 from cnnkit.core.data.transforms import to_tensor
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.plugins.nst.losses import PerceptualLoss, gram
 from cnnkit.plugins.nst.stylize import fit_long_side
 from cnnkit.plugins.nst.vgg import VGGFeatures, check_layers, resolve_weights

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 
 def proposals_cmd(
@@ -48,7 +48,7 @@ def draw_boxes(image: Any, boxes: Any) -> Any:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from cnnkit.core.detect import PALETTE
+    from cnnkit.core.tasks.draw import PALETTE
 
     img = Image.fromarray(image)
     pen = ImageDraw.Draw(img)

@@ -15,7 +15,7 @@ from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import roi_align
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.plugins.rcnn.roi_heads import RoIHead, fc67, with_index
 from cnnkit.plugins.rcnn.rpn import RPN
 
@@ -74,7 +74,7 @@ def trunk(*, backbone: str = "small", width: int = 16) -> tuple[nn.Module, int, 
     ``small`` (stride 4, for small images): VGG-style conv3x3-BN-ReLU blocks (width, 2w, 4w, 4w)
     with two 2x2 max pools. ``resnet18`` (stride 8), ``vgg16`` (conv5_3, stride 16: the papers')
     and ``alexnet`` (conv5, stride 16: the small networks' of the papers) come through the backbone
-    contract (:func:`cnnkit.core.backbone.build_backbone`); resnet18's last two stages are dilated
+    contract (:func:`cnnkit.core.models.backbone.build_backbone`); resnet18's last two stages are dilated
     instead of strided, VGG-16's and AlexNet's last max pool is dropped (neither changes a
     weight's name, so ``--pretrained`` loads the ImageNet files into them).
     """
@@ -84,7 +84,7 @@ def trunk(*, backbone: str = "small", width: int = 16) -> tuple[nn.Module, int, 
         w = width
         return nn.Sequential(_conv(3, w), nn.MaxPool2d(2), _conv(w, 2 * w), nn.MaxPool2d(2),
                              _conv(2 * w, 4 * w), _conv(4 * w, 4 * w)), 4 * w, 4
-    from cnnkit.core.backbone import build_backbone
+    from cnnkit.core.models.backbone import build_backbone
 
     net = build_backbone(backbone)
     if backbone == "resnet18":

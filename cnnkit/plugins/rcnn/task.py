@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.core.boxes import box_iou
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.task import MappedDataset
+from cnnkit.core.models.boxes import box_iou
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.tasks.base import MappedDataset
 from cnnkit.core.tasks.detect import DetectionTask, DetectionTransform, Prediction
 from cnnkit.plugins.rcnn.matching import UNIT_CODER, Labeller, Sampler
 from cnnkit.plugins.rcnn.roi_heads import postprocess, with_index

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import typer
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 WEIGHTS_HELP = ("Embedder checkpoint (from `cnnkit train`) or a registered model's name. Default: what the "
                 "gallery was enrolled with, else the pretrained face-resnet.")
@@ -104,7 +104,7 @@ def verify_cmd(
     verified, 1: any not (or without a face, reported as "face": null), 2: bad input."""
     import numpy as np
 
-    from cnnkit.core.video import is_video
+    from cnnkit.core.load.video import is_video
     from cnnkit.plugins.siamese.faces import NoFaceError
     from cnnkit.plugins.siamese.gallery import open_gallery
     from cnnkit.plugins.siamese.pipeline import Decision, Embedder, decide
@@ -162,7 +162,7 @@ def verify_cmd(
 def _verify_video(source: str, embedder: Any, judge: Any, all_faces: bool, detector: str, every: int,
                   no_detect: bool = False) -> None:
     """One JSON line a processed frame: ``{"frame", "time", "faces": [decision, ...]}`` (empty: no face)."""
-    from cnnkit.core.video import run
+    from cnnkit.core.load.video import run
     from cnnkit.plugins.siamese.faces import NoFaceError, face_chips
 
     def frame(image: Any) -> tuple[dict[str, Any], None]:
@@ -262,8 +262,8 @@ def gallery_export(
     """Export the model fingerprint, the people and their embeddings."""
     import numpy as np
 
-    from cnnkit.core.atomic import atomic_path
-    from cnnkit.core.paths import writable_file
+    from cnnkit.core.base.atomic import atomic_path
+    from cnnkit.core.base.paths import writable_file
     from cnnkit.plugins.siamese.gallery import open_gallery
 
     if out is not None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 SPECIAL_EXPONENTS = {32000: math.inf, 32001: -math.inf, 32002: math.nan}
 

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnkit.core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.plugins.siamese.dlib_format import DlibNet, read_dnn
 
 RESNET_FILE = "dlib_face_recognition_resnet_model_v1.dat"

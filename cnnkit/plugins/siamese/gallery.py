@@ -20,8 +20,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.scoring import Scorer
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.metrics.distances import Scorer
 from cnnkit.plugins.siamese import vectors as vectors_file
 
 SCHEMA_VERSION = "1"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.core.atomic import atomic_path
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.scoring import Scorer
+from cnnkit.core.base.atomic import atomic_path
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.metrics.distances import Scorer
 from cnnkit.plugins.siamese.vectors import VectorFile, nearest
 
 CONNECTIVITY = 16  # graph degree (usearch's M)

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.core.device import unwrap
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.device import unwrap
+from cnnkit.core.base.errors import CnnkitError
 
 MINING = ("batch-hard", "semi-hard", "all")
 

@@ -16,8 +16,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.scoring import Scorer
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.metrics.distances import Scorer
 from cnnkit.plugins.siamese.gallery import GalleryBase, ModelInfo, checked_vectors, export
 
 SCHEME = "milvus://"

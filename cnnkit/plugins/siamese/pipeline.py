@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 from cnnkit.core.data.images import read_image
-from cnnkit.core.checkpoint import state_fingerprint
-from cnnkit.core.device import resolve_device
-from cnnkit.core.engine import load_for_eval
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.weights.checkpoint import state_fingerprint
+from cnnkit.core.base.device import resolve_device
+from cnnkit.core.load.source import load_for_eval
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.plugins.siamese.faces import Face, face_chips
 from cnnkit.plugins.siamese.gallery import ModelInfo
-from cnnkit.core.scoring import Scorer
+from cnnkit.core.metrics.distances import Scorer
 
 
 @dataclass
@@ -44,7 +44,7 @@ PRETRAINED = "face-resnet"  # the embedder when neither --weights nor the galler
 
 def is_model_name(source: str) -> bool:
     """Does a gallery's recorded source name a registered model (rather than a checkpoint file)?"""
-    from cnnkit.core.registry import models
+    from cnnkit.core.base.registry import models
 
     return not Path(source).exists() and source in models
 

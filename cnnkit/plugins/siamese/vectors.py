@@ -19,8 +19,8 @@ from typing import Iterable
 
 import numpy as np
 
-from cnnkit.core.atomic import atomic_path
-from cnnkit.core.scoring import Scorer
+from cnnkit.core.base.atomic import atomic_path
+from cnnkit.core.metrics.distances import Scorer
 
 MAGIC = b"CNNKITV1"
 HEADER = struct.Struct("<8sQQQ32s")  # magic, dim, rows, capacity, generation (ascii, padded)

@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 
 from cnnkit.core.data.detection import DetectionSample
 from cnnkit.core.tasks.detect import DetectionTransform
-from cnnkit.core.errors import CnnkitError, checked_number
-from cnnkit.core.task import MappedDataset
+from cnnkit.core.base.errors import CnnkitError, checked_number
+from cnnkit.core.tasks.base import MappedDataset
 
 
 def tree_nodes(classes: list[str], tree: Any, where: str) -> np.ndarray:

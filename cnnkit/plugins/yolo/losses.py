@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.core.boxes import box_convert, wh_iou
-from cnnkit.core.device import unwrap
-from cnnkit.core.errors import CnnkitError, checked_number
+from cnnkit.core.models.boxes import box_convert, wh_iou
+from cnnkit.core.base.device import unwrap
+from cnnkit.core.base.errors import CnnkitError, checked_number
 
 Targets = Sequence[dict[str, torch.Tensor]]
 

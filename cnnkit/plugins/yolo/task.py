@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.core.boxes import batched_nms, box_convert, clip_boxes
-from cnnkit.core.device import unwrap
-from cnnkit.core.errors import CnnkitError, checked_number
+from cnnkit.core.models.boxes import batched_nms, box_convert, clip_boxes
+from cnnkit.core.base.device import unwrap
+from cnnkit.core.base.errors import CnnkitError, checked_number
 from cnnkit.core.tasks.detect import DetectionTask, Prediction
 from cnnkit.plugins.yolo.losses import decode_anchor_boxes, decode_v1_boxes, grid_view
 
@@ -166,7 +166,7 @@ class YoloTask(DetectionTask):
         COCO-trained head is skipped when fine-tuning on other classes."""
         if not re.search(r"\.weights$|\.conv\.\d+$", str(path)):  # yolov3.weights, darknet53.conv.74
             return super().load_weights(model, path)
-        from cnnkit.core.checkpoint import load_weights_into
+        from cnnkit.core.weights.checkpoint import load_weights_into
         from pathlib import Path
 
         from cnnkit.plugins.yolo.weights import load_darknet_weights, weight_layers

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 
 class WordTree:

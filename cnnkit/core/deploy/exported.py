@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 SUFFIXES = (".onnx", ".torchscript")
 
@@ -112,12 +112,12 @@ def read_task(path: str | Path) -> dict[str, str]:
 
 
 def load_exported(path: str | Path, data: str = "", device: str = "auto") -> tuple[Any, nn.Module, dict[str, Any]]:
-    """``(task, model, ck)`` for an exported file, as :func:`cnnkit.core.engine.load_for_eval`
+    """``(task, model, ck)`` for an exported file, as :func:`cnnkit.core.load.source.load_for_eval`
     returns them for a checkpoint (``ck["model_state"]`` holds only the tensors the task keeps)."""
-    from cnnkit.core.config import TrainConfig
-    from cnnkit.core.engine import make_task
-    from cnnkit.core.export import META_KEY, decode
-    from cnnkit.core.registry import models
+    from cnnkit.core.base.config import TrainConfig
+    from cnnkit.core.tasks.base import make_task
+    from cnnkit.core.deploy.export import META_KEY, decode
+    from cnnkit.core.base.registry import models
 
     path = Path(path)
     meta = read_metadata(path)

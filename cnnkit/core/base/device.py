@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -10,8 +10,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.registry import models
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.base.registry import models
 
 
 @runtime_checkable

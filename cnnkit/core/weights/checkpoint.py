@@ -16,8 +16,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from cnnkit.core.atomic import atomic_path
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.atomic import atomic_path
+from cnnkit.core.base.errors import CnnkitError
 
 REQUIRED = ("model", "task", "model_state", "config")
 

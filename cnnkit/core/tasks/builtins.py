@@ -1,8 +1,8 @@
 """Core's own registrations, loaded through pluggy like any plugin: the generic tasks, their
 default losses and the dataset adapters that are always present."""
 
-from cnnkit.core.hookspecs import hookimpl
-from cnnkit.core.registry import LossSpec, TaskSpec
+from cnnkit.core.base.hookspecs import hookimpl
+from cnnkit.core.base.registry import LossSpec, TaskSpec
 
 _T = "cnnkit.core.tasks"
 

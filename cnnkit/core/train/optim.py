@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.core.config import TrainConfig
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.config import TrainConfig
+from cnnkit.core.base.errors import CnnkitError
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -12,7 +12,7 @@ from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 Ref = str | Callable[..., Any]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the input transform most published weights were trained with
@@ -78,7 +78,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A registered task: the :class:`cnnkit.core.task.Task` subclass that trains, evaluates and
+    """A registered task: the :class:`cnnkit.core.tasks.base.Task` subclass that trains, evaluates and
     runs every model whose ``ModelSpec.task`` names it."""
 
     name: str
@@ -154,7 +154,7 @@ class WeightsSpec:
     crop: int = 224
     interpolation: str = "bilinear"
     plugin: str = ""
-    classes: str = ""  # the class list they were trained with (cnnkit.core.classnames: imagenet, coco, coco91)
+    classes: str = ""  # the class list they were trained with (cnnkit.core.weights.classnames: imagenet, coco, coco91)
 
 
 class Registry:

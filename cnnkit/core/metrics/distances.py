@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 METRICS = ("l2", "similarity")
 

@@ -1,6 +1,6 @@
 """The one training loop for every family, in named steps: set up the model and weights,
 resume, build the loaders, train an epoch, validate, save. MLflow and the progress display
-listen to the loop's events as callbacks (:mod:`cnnkit.core.callbacks`)."""
+listen to the loop's events as callbacks (:mod:`cnnkit.core.train.callbacks`)."""
 
 from __future__ import annotations
 
@@ -18,19 +18,27 @@ from torch import nn
 from torch.utils.data import DistributedSampler, RandomSampler
 
 from cnnkit import __version__
-from cnnkit.core import device as devices
-from cnnkit.core import exported, weights
-from cnnkit.core.callbacks import Callback, Run, console, tracked_run
-from cnnkit.core.checkpoint import (copy_checkpoint, load_checkpoint, load_weights_into, remove_orphans, rng_state,
-                                    save_checkpoint, set_rng_state)
-from cnnkit.core.config import TrainConfig, validate_config
+from cnnkit.core.base import device as devices
+from cnnkit.core.deploy import exported
+from cnnkit.core.weights import fetch as weights
+from cnnkit.core.train.callbacks import Callback, Run, console, tracked_run
+from cnnkit.core.weights.checkpoint import (
+    copy_checkpoint,
+    load_checkpoint,
+    load_weights_into,
+    remove_orphans,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from cnnkit.core.base.config import TrainConfig, validate_config
 from cnnkit.core.data.splits import split_summary
-from cnnkit.core.errors import CnnkitError, Interrupted
-from cnnkit.core.optim import add_burn_in, build_optimizer, build_scheduler
-from cnnkit.core.paths import writable_dir
-from cnnkit.core.plots import line_plot
-from cnnkit.core.registry import ModelSpec, models, resolve, tasks
-from cnnkit.core.task import Task, to_device
+from cnnkit.core.base.errors import CnnkitError, Interrupted
+from cnnkit.core.train.optim import add_burn_in, build_optimizer, build_scheduler
+from cnnkit.core.base.paths import writable_dir
+from cnnkit.core.metrics.plots import line_plot
+from cnnkit.core.base.registry import ModelSpec, models, resolve, tasks
+from cnnkit.core.tasks.base import Task, to_device
 
 
 @dataclass
@@ -486,7 +494,7 @@ def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None 
     """``spec`` built with published weights: ``weights_ref`` (a registry name or a file), else the
     model's first registered file (downloaded on first use), else weights that ship in a package
     (``face-resnet``). The classes are ``names`` (a ``.names`` file), else the weights' own list."""
-    from cnnkit.core.classnames import class_names, read_names
+    from cnnkit.core.weights.classnames import class_names, read_names
 
     shipped = "pretrained" in spec.options
     config = TrainConfig(model=spec.name, data=data or spec.default_data, val=data, img_size=spec.img_size,

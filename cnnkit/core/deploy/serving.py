@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 ARTIFACT = "model"  # runs:/ID/model
 DETECT_PARAMS = {"conf": 0.25, "iou": 0.45}  # as `cnnkit detect`
@@ -73,9 +73,9 @@ with warnings.catch_warnings(record=True):
         artifact; ``predict`` runs :func:`records` on the decoded images."""
 
         def load_context(self, context: Any) -> None:
-            from cnnkit.core.device import resolve_device
-            from cnnkit.core.engine import load_for_eval
-            from cnnkit.core.plugins import load_plugins
+            from cnnkit.core.base.device import resolve_device
+            from cnnkit.core.load.source import load_for_eval
+            from cnnkit.core.base.plugins import load_plugins
 
             load_plugins()
             self.task, self.model, _ = load_for_eval(context.artifacts["checkpoint"])
@@ -96,7 +96,7 @@ def save(checkpoint: str | Path, example: np.ndarray, output: list[dict[str, Any
     from mlflow.pyfunc import save_model
 
     from cnnkit import __version__
-    from cnnkit.core.checkpoint import load_checkpoint, save_checkpoint
+    from cnnkit.core.weights.checkpoint import load_checkpoint, save_checkpoint
 
     frame = pd.DataFrame({"image": [encode_image(example)]})
     path = folder / ARTIFACT

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 KEYS = ("imagenet", "coco", "coco91", "coco90")
 

@@ -23,10 +23,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from cnnkit.core.atomic import atomic_path
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.registry import ModelSpec, WeightsSpec, models, resolve, weights
-from cnnkit.core.weight_formats import parse_problem, safetensors_problem
+from cnnkit.core.base.atomic import atomic_path
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.base.registry import ModelSpec, WeightsSpec, models, resolve, weights
+from cnnkit.core.weights.formats import parse_problem, safetensors_problem
 
 MIRROR = "CNNKIT_WEIGHTS_MIRROR"
 CHUNK = 1 << 20
@@ -264,7 +264,7 @@ def read_state(entry: WeightsSpec, path: Path) -> dict[str, Any]:
 
         state = load_file(str(path))
     else:
-        from cnnkit.core.checkpoint import load_state_dict
+        from cnnkit.core.weights.checkpoint import load_state_dict
 
         state = load_state_dict(path)
     return resolve(entry.convert)(state) if entry.convert else state
@@ -275,8 +275,8 @@ def load_entry(task: Any, model: Any, entry: WeightsSpec, path: Path | None = No
     into each of its backbones when the weights are a backbone's (Faster R-CNN's 4-step schedule
     starts both of its trunks from them, as the paper does). Returns (what the model or its first
     backbone took from the file, the file)."""
-    from cnnkit.core.backbone import Trunk
-    from cnnkit.core.checkpoint import load_weights_into
+    from cnnkit.core.models.backbone import Trunk
+    from cnnkit.core.weights.checkpoint import load_weights_into
 
     targets = [model]
     if entry.model not in (task.spec.name, *task.spec.aliases):  # a backbone's weights
@@ -321,7 +321,7 @@ def choose(value: str, spec: ModelSpec, options: dict[str, Any]) -> tuple[Weight
 def checkpoint_norm(path: str | Path) -> tuple[Any, Any]:
     """The input transform a cnnkit checkpoint was trained with ((None, None) for a bare state dict
     or a checkpoint from before transforms were recorded)."""
-    from cnnkit.core.checkpoint import load_checkpoint
+    from cnnkit.core.weights.checkpoint import load_checkpoint
 
     try:
         config = load_checkpoint(path)["config"]
@@ -352,7 +352,7 @@ def refuse_other_variant(path: str | Path, spec: ModelSpec, options: dict[str, A
     """A bare state dict no entry identifies, for a model whose published weights need options
     the user left at their defaults (resnet50's ``stride_in_1x1``: the same keys, other wiring):
     refused in one line naming the option, never loaded into the wiring it may not fit."""
-    from cnnkit.core.checkpoint import load_checkpoint
+    from cnnkit.core.weights.checkpoint import load_checkpoint
 
     try:
         load_checkpoint(path)

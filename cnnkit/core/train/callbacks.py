@@ -11,8 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cnnkit.core.errors import Interrupted
-from cnnkit.core.tracking import Tracker
+from cnnkit.core.base.errors import Interrupted
+from cnnkit.core.train.tracking import Tracker
 
 console = Console(stderr=True, soft_wrap=True)
 

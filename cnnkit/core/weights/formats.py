@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.registry import WeightsSpec
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.base.registry import WeightsSpec
 
 
 def parse_problem(entry: WeightsSpec, path: Path) -> str:
@@ -18,7 +18,7 @@ def parse_problem(entry: WeightsSpec, path: Path) -> str:
         return safetensors_problem(path)
     if entry.format == "darknet":
         return darknet_problem(path)
-    from cnnkit.core.checkpoint import load_state_dict
+    from cnnkit.core.weights.checkpoint import load_state_dict
 
     try:
         load_state_dict(path)

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 
 @dataclass

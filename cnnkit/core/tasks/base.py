@@ -18,12 +18,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cnnkit.core.checkpoint import Loaded, load_state_dict, load_weights_into
+from cnnkit.core.weights.checkpoint import Loaded, load_state_dict, load_weights_into
 from cnnkit.core.data.transforms import IMAGENET, Norm
-from cnnkit.core.config import TrainConfig
+from cnnkit.core.base.config import TrainConfig
 from cnnkit.core.data import open_dataset
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.registry import LossSpec, ModelSpec, losses, resolve
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.base.registry import LossSpec, ModelSpec, losses, resolve
 
 
 class MappedDataset(Dataset):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 FOLDS = 10
 

@@ -10,7 +10,7 @@ Counting conventions (those of the papers' tables):
   convolutions and fully connected layers (matrix products); batch norm, activations, pooling,
   LRN, bias additions and residual additions are not counted, as in He et al.'s 1.8-11.3 G;
 - output sizes: each convolution and pooling layer's size comes from
-  :func:`cnnkit.core.conv.output_size`, floor((n + 2p - f) / s) + 1, and is checked against the
+  :func:`cnnkit.core.models.conv.output_size`, floor((n + 2p - f) / s) + 1, and is checked against the
   tensor the layer actually produced.
 """
 
@@ -21,10 +21,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cnnkit.core.atomic import atomic_path
-from cnnkit.core.conv import output_size
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.registry import ModelSpec
+from cnnkit.core.base.atomic import atomic_path
+from cnnkit.core.models.conv import output_size
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.base.registry import ModelSpec
 
 
 def _is_aux(name: str) -> bool:

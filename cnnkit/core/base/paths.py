@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 
 def _probe(folder: Path, path: Path, what: str) -> None:

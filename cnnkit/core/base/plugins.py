@@ -13,11 +13,11 @@ from typing import Any, Callable
 import pluggy
 
 from cnnkit import __version__
-from cnnkit.core import hookspecs, registry
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base import hookspecs, registry
+from cnnkit.core.base.errors import CnnkitError
 
 GROUP = "cnnkit"
-CORE = "cnnkit.core.builtins"  # core's own tasks and dataset adapters, registered like any plugin
+CORE = "cnnkit.core.tasks.builtins"  # core's own tasks and dataset adapters, registered like any plugin
 
 # hook -> (the registry it fills, the spec type it accepts)
 REGISTRIES: dict[str, tuple[registry.Registry, type]] = {

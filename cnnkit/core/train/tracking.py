@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 DEFAULT_DB = "mlflow.db"
 
@@ -235,9 +235,9 @@ class Tracker:
             self._client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_model(self, checkpoint: str | Path, task: Any, model: Any, device: Any, register: str = "") -> None:
-        """``checkpoint`` as this run's MLflow Model (see :mod:`cnnkit.core.serving`)."""
+        """``checkpoint`` as this run's MLflow Model (see :mod:`cnnkit.core.deploy.serving`)."""
         if self.run_id:
-            from cnnkit.core.serving import log_model
+            from cnnkit.core.deploy.serving import log_model
 
             log_model(self._client, self.run_id, checkpoint, task, model, device, register)
 

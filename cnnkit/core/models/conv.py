@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 # The vertical-edge detector: bright on the left, dark on the right gives a positive response.
 VERTICAL_EDGE = np.array([[1, 0, -1], [1, 0, -1], [1, 0, -1]])

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnkit.core.errors import CnnkitError
-from cnnkit.core.scoring import Scorer
+from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.metrics.distances import Scorer
 
 FPIR_TARGETS = (0.01, 0.001)
 

@@ -15,7 +15,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
 STREAM_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -128,7 +128,7 @@ def detect_video(source: str, task: Any, model: Any, dev: Any, save_dir: Path | 
                  **predict: Any) -> None:
     """``cnnkit detect`` on a video or stream with a loaded detector (``task``, ``model`` on ``dev``):
     ``save_dir/<name>.mp4`` holds the annotated frames."""
-    from cnnkit.core.detect import draw_detections
+    from cnnkit.core.tasks.draw import draw_detections
 
     size = predict.pop("img_size", None) or task.config.img_size
 

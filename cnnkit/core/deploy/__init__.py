@@ -1,0 +1,1 @@
+"""Exported files (the format table, writing, running) and MLflow serving."""

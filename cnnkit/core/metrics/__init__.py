@@ -1,0 +1,1 @@
+"""Measuring: top-k, COCO mAP, ROC, verification protocol, open-set identification, distances, plots."""

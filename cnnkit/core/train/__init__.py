@@ -1,0 +1,1 @@
+"""Training: the trainer, its callbacks, optimizers and schedules, MLflow tracking."""

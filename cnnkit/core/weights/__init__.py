@@ -1,0 +1,1 @@
+"""Weights files: checkpoints, published files (fetched, hash-checked), their formats and class names."""
