@@ -1,8 +1,5 @@
 """cnnkit: the classic convolutional-network playbook as one command-line toolkit."""
 
-from importlib.metadata import PackageNotFoundError, version
+from cnnkit.core.base.version import __version__
 
-try:
-    __version__ = version("cnnkit")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+local"
+__all__ = ["__version__"]

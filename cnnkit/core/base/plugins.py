@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import pluggy
 
-from cnnkit import __version__
+from cnnkit.core.base.version import __version__
 from cnnkit.core.base import hookspecs, registry
 from cnnkit.core.base.errors import CnnkitError
 

@@ -95,7 +95,7 @@ def save(checkpoint: str | Path, example: np.ndarray, output: list[dict[str, Any
     from mlflow.models import infer_signature
     from mlflow.pyfunc import save_model
 
-    from cnnkit import __version__
+    from cnnkit.core.base.version import __version__
     from cnnkit.core.weights.checkpoint import load_checkpoint, save_checkpoint
 
     frame = pd.DataFrame({"image": [encode_image(example)]})

@@ -51,7 +51,7 @@ def count_params(spec: ModelSpec, num_classes: int | None = None) -> int | None:
 
 
 def _cache_file() -> Path:
-    from cnnkit import __version__
+    from cnnkit.core.base.version import __version__
 
     root = os.environ.get("CNNKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnkit"
     return Path(root) / f"param_counts-{__version__}.json"

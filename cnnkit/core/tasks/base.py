@@ -23,7 +23,7 @@ from cnnkit.core.data.transforms import IMAGENET, Norm
 from cnnkit.core.base.config import TrainConfig
 from cnnkit.core.data import open_dataset
 from cnnkit.core.base.errors import CnnkitError
-from cnnkit.core.base.registry import LossSpec, ModelSpec, losses, resolve
+from cnnkit.core.base.registry import LossSpec, ModelSpec, losses, resolve, tasks
 
 
 class MappedDataset(Dataset):
@@ -112,6 +112,8 @@ class Task:
     ``options``, the model's architecture ``options`` (passed to its builder) and the chosen
     loss's ``options``; ``--loss NAME`` picks any registered loss made for this task.
     """
+
+    channels_last_inference = True  # CPU inference in channels-last (faster for convolutions: bench/infer_cpu.py)
 
     data_tasks: tuple[str, ...] = ()  # which kinds of --data fit ("classify", "detect", "embed")
     default_data: str = ""  # used when --data is not given
@@ -278,6 +280,11 @@ class Task:
         """Predictions for RGB uint8 images (detection: boxes in original pixel coordinates)."""
         raise CnnkitError(f"{self.spec.name} does not predict images")
 
+    def result(self, image: str, pixels: Any, prediction: Any, **kwargs: Any) -> Any:
+        """One image's prediction as the object the Python API returns (a :mod:`cnnkit.core.tasks.results`
+        class); its ``to_json()`` is what the command line prints for the image."""
+        raise CnnkitError(f"{self.spec.name} does not predict images")
+
     # ---------------------------------------------------------------- export
     def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:
         """The inference graph ``cnnkit export`` writes: a module of one image batch whose output
@@ -300,3 +307,16 @@ class Task:
     def kept_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Tensors of the state dict that prediction reads outside the graph (kept in the metadata)."""
         return {}
+
+
+def make_task(spec: ModelSpec, config: TrainConfig, classes: list[str] | None = None,
+              state: dict[str, Any] | None = None) -> Task:
+    """The task that trains ``spec``: its ``task_class`` override, else the task registered as ``spec.task``."""
+    if spec.task_class is not None:
+        cls = resolve(spec.task_class)
+    elif spec.task in tasks:
+        cls = resolve(tasks.get(spec.task).build)
+    else:
+        raise CnnkitError(f"model '{spec.name}' names the unknown task '{spec.task}' "
+                          f"(known: {', '.join(sorted(tasks.names()))})")
+    return cls(spec, config, classes=classes, state=state)

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from cnnkit.core.data.transforms import IMAGENET, Norm, classification_pipeline, to_tensor
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.metrics.measures import topk_correct
+from cnnkit.core.tasks import results
 from cnnkit.core.tasks.base import MappedDataset, Task
 
 
@@ -111,6 +112,9 @@ class ClassifyTask(Task):
         prepare = self.sample_transform(train=False).image
         x = torch.stack([prepare(image) for image in images]).to(device)
         return self.inference(model.eval())(x).float().cpu().tolist()
+
+    def result(self, image: str, pixels: Any, prediction: Any, top: int = 5, **_: Any) -> results.Classification:
+        return results.Classification(image, np.asarray(prediction, np.float32), list(self.classes or []), top)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:

@@ -21,6 +21,7 @@ from cnnkit.core.data.detection import DetectionSample
 from cnnkit.core.data.transforms import IMAGENET, RAW, Norm, detection_pipeline, letterbox, to_tensor
 from cnnkit.core.tasks.draw import draw_detections, records
 from cnnkit.core.metrics.measures import Detections, coco_map, pr_curve
+from cnnkit.core.tasks import results
 from cnnkit.core.tasks.base import MappedDataset, Task
 
 Prediction = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (N,4) xyxy, scores (N,), labels (N,)
@@ -111,7 +112,7 @@ class DetectionTask(Task):
     def predict_batch(self, model: nn.Module, images: torch.Tensor, conf: float, iou: float) -> list[Prediction]:
         """Detections for a batch of letterboxed images, in their pixel coordinates."""
         model.eval()
-        results = []
+        found = []
         if getattr(model, "exported", False):  # one image a graph run: (boxes, scores, labels)
             outputs = [dict(zip(("boxes", "scores", "labels"), model(image[None]))) for image in images]
         else:
@@ -119,8 +120,8 @@ class DetectionTask(Task):
         for out in outputs:
             keep = out["scores"] >= conf
             kept = batched_nms(out["boxes"][keep], out["scores"][keep], out["labels"][keep], iou)
-            results.append((out["boxes"][keep][kept], out["scores"][keep][kept], out["labels"][keep][kept]))
-        return results
+            found.append((out["boxes"][keep][kept], out["scores"][keep][kept], out["labels"][keep][kept]))
+        return found
 
     def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:
         return FirstImage(model)
@@ -148,15 +149,18 @@ class DetectionTask(Task):
         """Detections for RGB uint8 images, letterboxed and run ``batch_size`` at a time."""
         size = img_size or self.config.img_size
         model.eval()
-        images, results = list(images), []
+        images, found = list(images), []
         for i in range(0, len(images), batch_size):
             chunk = images[i:i + batch_size]
             boxed = [letterbox(image, size) for image in chunk]
             x = torch.stack([to_tensor(b, self.input_norm()) for b, _ in boxed]).to(device, non_blocking=True)
             for image, (_, lb), (boxes, scores, labels) in zip(chunk, boxed, self.predict_batch(model, x, conf, iou)):
                 boxes = lb.unmap(boxes.float().cpu(), image.shape[:2])
-                results.append(records(boxes, scores.cpu(), labels.cpu(), list(self.classes or [])))
-        return results
+                found.append(records(boxes, scores.cpu(), labels.cpu(), list(self.classes or [])))
+        return found
+
+    def result(self, image: str, pixels: Any, prediction: Any, **_: Any) -> results.Detections:
+        return results.Detections(image, prediction, pixels)
 
     def log_artifacts(self, model: nn.Module, val: Any, tracker: Any, device: torch.device) -> None:
         from cnnkit.core.metrics.plots import new_figure

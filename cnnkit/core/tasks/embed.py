@@ -29,6 +29,7 @@ from cnnkit.core.metrics.measures import Verification, verification_metrics
 from cnnkit.core.metrics.openset import OpenSet, open_set
 from cnnkit.core.data.sampler import PKSampler
 from cnnkit.core.metrics.distances import Scorer
+from cnnkit.core.tasks import results
 from cnnkit.core.tasks.base import MappedDataset, Task
 from cnnkit.core.metrics.protocol import FOLDS, best_threshold, held_out_accuracy, random_folds
 
@@ -199,6 +200,9 @@ class EmbedTask(Task):
             return []
         model.eval()
         return list(self.inference(model)(torch.stack(batch).to(device)).float().cpu().numpy())
+
+    def result(self, image: str, pixels: Any, prediction: Any, **_: Any) -> results.Embedding:
+        return results.Embedding(image, np.asarray(prediction, np.float32))
 
     def export_attrs(self, model: nn.Module) -> dict[str, Any]:
         return {"embedding_dim": int(model.embedding_dim)}

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from cnnkit.core.data.transforms import to_image, to_tensor
+from cnnkit.core.tasks import results
 from cnnkit.core.tasks.base import MappedDataset, Task
 
 
@@ -34,6 +35,7 @@ class StylizeTask(Task):
     key_metric = "loss"
     key_mode = "min"
     normalize = False
+    channels_last_inference = False  # measured 1.4x slower for the fast stylizer (bench/infer_cpu.py)
 
     def export_axes(self) -> dict[int, str]:
         return {2: "height", 3: "width"}  # images keep their own size
@@ -77,9 +79,12 @@ class StylizeTask(Task):
                 **kwargs: Any) -> list[np.ndarray]:
         """Stylize RGB uint8 images in one forward pass each (sizes kept)."""
         model.eval()
-        results = []
+        styled = []
         with torch.no_grad():
             for image in images:
                 x = to_tensor(image, normalize=False)[None].to(device)
-                results.append(to_image(self.inference(model)(x)))
-        return results
+                styled.append(to_image(self.inference(model)(x)))
+        return styled
+
+    def result(self, image: str, pixels: Any, prediction: Any, **_: Any) -> results.Stylized:
+        return results.Stylized(image, prediction)

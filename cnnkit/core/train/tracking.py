@@ -182,7 +182,7 @@ class Tracker:
             exp_id = self._client.create_experiment(self.experiment, artifact_location=self._artifact_root())
         else:
             exp_id = exp.experiment_id
-        from cnnkit import __version__
+        from cnnkit.core.base.version import __version__
 
         return self._client.create_run(exp_id, run_name=run_name,
                                        tags={"cnnkit.version": __version__, **tags, **owner_tags()})

@@ -17,9 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler, RandomSampler
 
-from cnnkit import __version__
+from cnnkit.core.base.version import __version__
 from cnnkit.core.base import device as devices
-from cnnkit.core.deploy import exported
 from cnnkit.core.weights import fetch as weights
 from cnnkit.core.train.callbacks import Callback, Run, console, tracked_run
 from cnnkit.core.weights.checkpoint import (
@@ -37,8 +36,9 @@ from cnnkit.core.base.errors import CnnkitError, Interrupted
 from cnnkit.core.train.optim import add_burn_in, build_optimizer, build_scheduler
 from cnnkit.core.base.paths import writable_dir
 from cnnkit.core.metrics.plots import line_plot
-from cnnkit.core.base.registry import ModelSpec, models, resolve, tasks
-from cnnkit.core.tasks.base import Task, to_device
+from cnnkit.core.base.registry import models
+from cnnkit.core.models.pretrained import load_entry
+from cnnkit.core.tasks.base import make_task, to_device
 
 
 @dataclass
@@ -51,19 +51,6 @@ class FitResult:
     metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     run_id: str = ""
-
-
-def make_task(spec: ModelSpec, config: TrainConfig, classes: list[str] | None = None,
-              state: dict[str, Any] | None = None) -> Task:
-    """The task that trains ``spec``: its ``task_class`` override, else the task registered as ``spec.task``."""
-    if spec.task_class is not None:
-        cls = resolve(spec.task_class)
-    elif spec.task in tasks:
-        cls = resolve(tasks.get(spec.task).build)
-    else:
-        raise CnnkitError(f"model '{spec.name}' names the unknown task '{spec.task}' "
-                          f"(known: {', '.join(sorted(tasks.names()))})")
-    return cls(spec, config, classes=classes, state=state)
 
 
 def _better(value: float, best: float | None, mode: str) -> bool:
@@ -163,7 +150,7 @@ class Trainer:
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if entry is not None:
-            loaded, source = weights.load_entry(task, self.model, entry, path)
+            loaded, source = load_entry(task, self.model, entry, path)
             console.print(loaded.line(f"{entry.name}, {source}"))
         elif cfg.weights and self.resume_ckpt is None:
             loaded = task.load_weights(self.model, cfg.weights)
@@ -456,103 +443,3 @@ def fit(config: TrainConfig) -> FitResult:
     return Trainer(config).fit()
 
 
-def load_for_eval(source: str | Path, data: str = "", weights_ref: str | None = None,
-                  names: str | None = None) -> tuple[Task, nn.Module, dict[str, Any]]:
-    """The task and model to run: a checkpoint written by ``cnnkit train`` (everything comes from it),
-    a file written by ``cnnkit export`` (run by onnxruntime or TorchScript), or a registered model's
-    name or a definition file a plugin builds (a Darknet ``.cfg``) with its published weights
-    (:func:`published_for_eval`). ``data`` overrides the training data."""
-    if is_model_source(source):
-        return published_for_eval(models.get(str(source)), data, weights_ref, names)
-    if weights_ref or names:
-        raise CnnkitError(f"{source}: a checkpoint carries its own weights and classes; "
-                          "--weights and --names go with a model name or a .cfg")
-    if exported.is_exported(source):
-        return exported.load_exported(source, data)
-    ck = load_checkpoint(source)
-    if ck["model"] not in models:
-        raise CnnkitError(f"{source}: made by model '{ck['model']}', which no loaded plugin provides")
-    spec = models.get(ck["model"])
-    config = TrainConfig.from_dict(ck["config"])
-    if data:  # evaluate on it: its val split, else all of it
-        config.data, config.val, config.val_fraction = data, data, 0.0
-    task = make_task(spec, config, classes=ck.get("classes"), state=ck.get("task_state"))
-    model = task.build_model()
-    load_weights_into(model, ck["model_state"], spec.name, source)
-    model.eval()
-    return task, model, ck
-
-
-def is_model_source(source: str | Path) -> bool:
-    """A registered model name (where no such file exists) or a definition file a plugin builds."""
-    name = str(source)
-    return models.is_definition_file(name) or (name in models and not Path(name).exists())
-
-
-def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None = None,
-                       names: str | None = None) -> tuple[Task, nn.Module, dict[str, Any]]:
-    """``spec`` built with published weights: ``weights_ref`` (a registry name or a file), else the
-    model's first registered file (downloaded on first use), else weights that ship in a package
-    (``face-resnet``). The classes are ``names`` (a ``.names`` file), else the weights' own list."""
-    from cnnkit.core.weights.classnames import class_names, read_names
-
-    shipped = "pretrained" in spec.options
-    config = TrainConfig(model=spec.name, data=data or spec.default_data, val=data, img_size=spec.img_size,
-                         options={"pretrained": True} if shipped and not weights_ref else {},
-                         **{k: v for k, v in spec.defaults.items() if k == "batch_size"})
-    entry, path = None, None
-    if weights_ref:
-        entry, path = weights.choose(weights_ref, spec, config.options)
-    elif not shipped:
-        found = weights.for_model(spec.name)
-        if not found:
-            raise CnnkitError(f"{spec.name} has no published weights (see `cnnkit weights list`); "
-                              "pass --weights FILE, or train it first and use the checkpoint")
-        entry = found[0]
-    if entry is not None:
-        weights.use_variant(entry, spec, config.options)
-        config.mean, config.std = list(entry.mean), list(entry.std)  # the input transform they were trained with
-        config.weights = entry.name  # a classifier sees its publisher's evaluation transform
-        if spec.task == "classify":
-            config.img_size = entry.crop
-    classes = read_names(names) if names else (class_names(entry.classes) if entry and entry.classes else None)
-    task = make_task(spec, config, classes=classes)
-    model = task.build_model()
-    loaded = None
-    if entry is not None:
-        loaded, source = weights.load_entry(task, model, entry, path)
-        label = f"{entry.name}, {source}"
-    elif path is not None:
-        loaded, source = task.load_weights(model, str(path)), path
-        label = str(path)
-    if getattr(loaded, "heads", None):  # run as published: nothing may be re-initialised
-        raise CnnkitError(f"{source}: {loaded.heads[0]} does not fit {spec.name} built for "
-                          f"{len(task.classes or []) or spec.num_classes} classes; --names must list as many "
-                          "classes as the weights have")
-    if loaded is not None:  # said once the load is accepted, so a refusal stays one line
-        console.print(loaded.line(label))
-    if task.classes is None:  # no names: the class numbers
-        task.classes = [str(i) for i in range(int(getattr(model, "num_classes", 0) or spec.num_classes))]
-    model.eval()
-    ck = {"model": spec.name, "task": spec.task, "model_state": model.state_dict(), "config": config.to_dict(),
-          "classes": list(task.classes), "weights": entry.name if entry else str(path or "")}
-    return task, model, ck
-
-
-def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "auto",
-                        batch_size: int = 0, split: str = "val", weights_ref: str | None = None,
-                        names: str | None = None, run: Any = None) -> dict[str, float]:
-    """Metrics of a checkpoint (or a published model, see :func:`load_for_eval`) on the ``split`` of
-    ``data`` (or of the data it was trained on); logged with the task's figures to ``run`` when given."""
-    task, model, _ = load_for_eval(checkpoint, data, weights_ref, names)
-    if batch_size:
-        task.config.batch_size = batch_size
-    dev = devices.resolve_device(device)
-    model.to(dev)
-    task.config.device = str(dev)
-    ds = task.dataset(split)
-    metrics = task.evaluate(model, task.loader(ds, train=False), dev)
-    if run is not None:
-        run.log_metrics({f"{split}_{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=0)
-        task.log_evaluation(run)
-    return metrics

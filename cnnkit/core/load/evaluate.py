@@ -1,0 +1,30 @@
+"""Metrics of any model source on a split of a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cnnkit.core.base import device as devices
+from cnnkit.core.load.source import load_for_eval
+
+
+def evaluate_loaded(task: Any, model: Any, device: Any, data: str = "", batch_size: int = 0,
+                    split: str = "val") -> dict[str, Any]:
+    """Metrics of a loaded model on the ``split`` of ``data`` (default: the data it was trained on)."""
+    if data:  # evaluate on it: its val split, else all of it
+        task.config.data, task.config.val, task.config.val_fraction = data, data, 0.0
+    if batch_size:
+        task.config.batch_size = batch_size
+    model.to(device)
+    task.config.device = str(device)
+    return task.evaluate(model, task.loader(task.dataset(split), train=False), device)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "auto", batch_size: int = 0,
+                        split: str = "val", weights_ref: str | None = None,
+                        names: str | None = None) -> tuple[dict[str, Any], Any]:
+    """Metrics of any model source (see :func:`load_for_eval`) on the ``split`` of ``data`` (or of the
+    data it was trained on), and the task that measured them (its ``log_evaluation`` draws the figures)."""
+    task, model, _ = load_for_eval(checkpoint, data, weights_ref, names)
+    return evaluate_loaded(task, model, devices.resolve_device(device), "", batch_size, split), task
