@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import albumentations as A
@@ -10,21 +9,11 @@ import cv2
 import numpy as np
 import torch
 
-from cnnkit.core.base.registry import IMAGENET_MEAN, IMAGENET_STD, RAW_MEAN, RAW_STD
-
-Norm = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) of pixels in [0, 1]
-IMAGENET: Norm = (IMAGENET_MEAN, IMAGENET_STD)
-RAW: Norm = (RAW_MEAN, RAW_STD)
-
+from cnnkit.core.data.arrays import Norm, to_array
 
 def to_tensor(image: np.ndarray, normalize: bool | Norm = True) -> torch.Tensor:
-    """HWC uint8 RGB -> CHW float tensor in [0, 1], then ``(x - mean) / std``: ``normalize`` is a
-    ``(mean, std)`` pair, True for ImageNet's, False for none."""
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
-    mean, std = IMAGENET if normalize is True else RAW if normalize is False else normalize
-    if (mean, std) != RAW:
-        t = (t - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    return t
+    """HWC uint8 RGB -> CHW float tensor in [0, 1], then ``(x - mean) / std`` (:func:`arrays.to_array`)."""
+    return torch.from_numpy(to_array(image, normalize))
 
 
 def to_image(tensor: torch.Tensor) -> np.ndarray:
@@ -65,35 +54,11 @@ def detection_pipeline(img_size: int, train: bool, zoom_out: float = 1.0, jitter
                                                      min_visibility=0.3, min_area=4))
 
 
-@dataclass
-class Letterbox:
-    """How an image was fitted into a square: ``scale`` then padding ``(left, top)``."""
-
-    scale: float
-    pad: tuple[float, float]
-
-    def unmap(self, boxes: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-        """Boxes in letterboxed pixels -> boxes in the original image (clipped to it)."""
-        out = boxes.clone()
-        out[:, [0, 2]] = ((out[:, [0, 2]] - self.pad[0]) / self.scale).clamp(0, shape[1])
-        out[:, [1, 3]] = ((out[:, [1, 3]] - self.pad[1]) / self.scale).clamp(0, shape[0])
-        return out
-
-
 def letterbox_steps(img_size: int, fill: int = 114) -> list[A.BasicTransform]:
     """Long side to ``img_size`` (linear interpolation), then pad to a centred square: the one
     letterbox of training, evaluation and ``cnnkit detect``."""
     return [A.LongestMaxSize(max_size=img_size),
             A.PadIfNeeded(img_size, img_size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=fill)]
-
-
-def letterbox(image: np.ndarray, size: int, fill: int = 114) -> tuple[np.ndarray, Letterbox]:
-    """:func:`letterbox_steps` on one image, with the scale and padding that map boxes back."""
-    resize, pad = letterbox_steps(size, fill)
-    resized = resize(image=image)["image"]
-    (h, w), (nh, nw) = image.shape[:2], resized.shape[:2]
-    top, left = (size - nh) // 2, (size - nw) // 2  # PadIfNeeded's centre split
-    return pad(image=resized)["image"], Letterbox(size / max(h, w), (float(left), float(top)))
 
 
 def publisher_transform(entry: Any) -> Any:

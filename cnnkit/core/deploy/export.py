@@ -22,7 +22,7 @@ from torch import nn
 
 from cnnkit.core.base.atomic import atomic_path
 from cnnkit.core.weights.checkpoint import state_fingerprint
-from cnnkit.core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cnnkit.core.base.registry import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.core.load.source import load_for_eval
 from cnnkit.core.base.errors import CnnkitError
 
@@ -131,7 +131,7 @@ def _onnx(module: nn.Module, x: torch.Tensor, path: Path, opset: int, axes: dict
           meta: dict[str, str]) -> list[np.ndarray]:
     import onnx
 
-    from cnnkit.core.deploy.exported import open_session
+    from cnnkit.core.deploy.onnxrun import open_session
 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")

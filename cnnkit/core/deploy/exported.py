@@ -7,15 +7,14 @@ the graph to call (the exported file already is that graph)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.deploy.onnxrun import OnnxRunner, first_line, onnx_metadata
 
 SUFFIXES = (".onnx", ".torchscript")
 
@@ -23,27 +22,6 @@ SUFFIXES = (".onnx", ".torchscript")
 def is_exported(path: str | Path) -> bool:
     """Whether ``path`` names an exported file (by its suffix)."""
     return Path(path).suffix.lower() in SUFFIXES
-
-
-def open_session(path: str | Path, device: str = "cpu") -> Any:
-    """An onnxruntime session: CUDA first where asked for and installed, else CPU; threads from
-    ``CNNKIT_THREADS`` when set."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    threads = int(os.environ.get("CNNKIT_THREADS", "0"))
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    providers = ["CPUExecutionProvider"]
-    if str(device).startswith(("cuda", "auto")) and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
-        raise CnnkitError(f"{path}: not a readable ONNX model ({first})") from None
 
 
 class ExportedModel(nn.Module):
@@ -58,27 +36,15 @@ class ExportedModel(nn.Module):
         for key, value in attrs.items():
             setattr(self, key, value)
         if path.suffix.lower() == ".onnx":
-            self.session = open_session(path, device)
-            self.input = self.session.get_inputs()[0]
-            self.script = None
+            self.runner, self.script = OnnxRunner(path, device), None
         else:
-            self.session, self.input = None, None
-            self.script = torch.jit.load(str(path), map_location="cpu")
+            self.runner, self.script = None, torch.jit.load(str(path), map_location="cpu")
 
     def forward(self, x: torch.Tensor) -> Any:
         if self.script is not None:
             out = self.script(x.cpu())
             return tuple(t.to(x.device) for t in out) if isinstance(out, tuple) else out.to(x.device)
-        want = self.input.shape
-        if any(isinstance(n, int) and x.shape[i] != n for i, n in list(enumerate(want))[1:]):
-            raise CnnkitError(f"{self.path} takes inputs of shape {list(want)} and got {list(x.shape)} "
-                              "(export again with that --img-size)")
-        array = x.detach().float().cpu().contiguous().numpy()
-        if isinstance(want[0], int) and len(array) != want[0]:  # a fixed-batch graph: one run an image
-            runs = [self.session.run(None, {self.input.name: array[i:i + want[0]]}) for i in range(0, len(array), want[0])]
-            outs = [np.concatenate(parts) for parts in zip(*runs)]
-        else:
-            outs = self.session.run(None, {self.input.name: array})
+        outs = self.runner.run(x.detach().float().cpu().numpy())
         tensors = tuple(torch.from_numpy(o).to(x.device) for o in outs)
         return tensors[0] if len(tensors) == 1 else tensors
 
@@ -89,18 +55,14 @@ def read_metadata(path: Path) -> dict[str, str]:
         raise CnnkitError(f"{path}: no such file")
     try:
         if path.suffix.lower() == ".onnx":
-            import onnx
-
-            graph = onnx.load(str(path), load_external_data=False)
-            return {p.key: p.value for p in graph.metadata_props}
+            return onnx_metadata(path)
         files = {"cnnkit.json": ""}
         torch.jit.load(str(path), map_location="cpu", _extra_files=files)
         return json.loads(files["cnnkit.json"] or "{}")
     except CnnkitError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
-        raise CnnkitError(f"{path}: not a readable exported model ({first})") from None
+        raise CnnkitError(f"{path}: not a readable exported model ({first_line(exc)})") from None
 
 
 def read_task(path: str | Path) -> dict[str, str]:

@@ -74,11 +74,13 @@ with warnings.catch_warnings(record=True):
 
         def load_context(self, context: Any) -> None:
             from cnnkit.core.base.device import resolve_device
-            from cnnkit.core.load.source import load_for_eval
             from cnnkit.core.base.plugins import load_plugins
+            from cnnkit.core.tasks.base import from_checkpoint
+            from cnnkit.core.weights.checkpoint import load_checkpoint
 
             load_plugins()
-            self.task, self.model, _ = load_for_eval(context.artifacts["checkpoint"])
+            path = context.artifacts["checkpoint"]
+            self.task, self.model = from_checkpoint(load_checkpoint(path), path)
             self.device = resolve_device("cpu")
 
         def predict(self, context, model_input, params=None):  # no type hints: MLflow reads them as a schema

@@ -14,9 +14,9 @@ from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.base.registry import ModelSpec, models
 from cnnkit.core.deploy import exported
 from cnnkit.core.models.pretrained import load_entry
-from cnnkit.core.tasks.base import Task, make_task
+from cnnkit.core.tasks.base import Task, from_checkpoint, make_task
 from cnnkit.core.weights import fetch as weights
-from cnnkit.core.weights.checkpoint import load_checkpoint, load_weights_into
+from cnnkit.core.weights.checkpoint import load_checkpoint
 
 
 def load_for_eval(source: str | Path, data: str = "", weights_ref: str | None = None,
@@ -33,18 +33,8 @@ def load_for_eval(source: str | Path, data: str = "", weights_ref: str | None = 
     if exported.is_exported(source):
         return exported.load_exported(source, data)
     ck = load_checkpoint(source)
-    if ck["model"] not in models:
-        raise CnnkitError(f"{source}: made by model '{ck['model']}', which no loaded plugin provides")
-    spec = models.get(ck["model"])
-    config = TrainConfig.from_dict(ck["config"])
-    if data:  # evaluate on it: its val split, else all of it
-        config.data, config.val, config.val_fraction = data, data, 0.0
-    task = make_task(spec, config, classes=ck.get("classes"), state=ck.get("task_state"))
-    model = task.build_model()
-    load_weights_into(model, ck["model_state"], spec.name, source)
-    model.eval()
+    task, model = from_checkpoint(ck, source, data)
     return task, model, ck
-
 
 
 def is_model_source(source: str | Path) -> bool:

@@ -12,6 +12,7 @@ import functools
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
@@ -19,11 +20,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnkit.core.weights.checkpoint import Loaded, load_state_dict, load_weights_into
-from cnnkit.core.data.transforms import IMAGENET, Norm
+from cnnkit.core.data.arrays import IMAGENET, Norm
 from cnnkit.core.base.config import TrainConfig
 from cnnkit.core.data import open_dataset
 from cnnkit.core.base.errors import CnnkitError
-from cnnkit.core.base.registry import LossSpec, ModelSpec, losses, resolve, tasks
+from cnnkit.core.base.registry import LossSpec, ModelSpec, losses, models, resolve, tasks
 
 
 class MappedDataset(Dataset):
@@ -320,3 +321,18 @@ def make_task(spec: ModelSpec, config: TrainConfig, classes: list[str] | None = 
         raise CnnkitError(f"model '{spec.name}' names the unknown task '{spec.task}' "
                           f"(known: {', '.join(sorted(tasks.names()))})")
     return cls(spec, config, classes=classes, state=state)
+
+
+def from_checkpoint(ck: dict[str, Any], source: str | Path, data: str = "") -> tuple[Task, nn.Module]:
+    """The task and the model (eval mode) a checkpoint written by ``cnnkit train`` describes;
+    ``data`` overrides the data it was trained on (its val split, else all of it)."""
+    if ck["model"] not in models:
+        raise CnnkitError(f"{source}: made by model '{ck['model']}', which no loaded plugin provides")
+    spec = models.get(ck["model"])
+    config = TrainConfig.from_dict(ck["config"])
+    if data:
+        config.data, config.val, config.val_fraction = data, data, 0.0
+    task = make_task(spec, config, classes=ck.get("classes"), state=ck.get("task_state"))
+    model = task.build_model()
+    load_weights_into(model, ck["model_state"], spec.name, source)
+    return task, model.eval()

@@ -10,7 +10,8 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.core.data.transforms import IMAGENET, Norm, classification_pipeline, to_tensor
+from cnnkit.core.data.arrays import IMAGENET, Norm
+from cnnkit.core.data.transforms import classification_pipeline, to_tensor
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.metrics.measures import topk_correct
 from cnnkit.core.tasks import results

@@ -18,7 +18,8 @@ from torch import nn
 
 from cnnkit.core.models.boxes import batched_nms
 from cnnkit.core.data.detection import DetectionSample
-from cnnkit.core.data.transforms import IMAGENET, RAW, Norm, detection_pipeline, letterbox, to_tensor
+from cnnkit.core.data.arrays import IMAGENET, RAW, Norm, letterbox
+from cnnkit.core.data.transforms import detection_pipeline, to_tensor
 from cnnkit.core.tasks.draw import draw_detections, records
 from cnnkit.core.metrics.measures import Detections, coco_map, pr_curve
 from cnnkit.core.tasks import results

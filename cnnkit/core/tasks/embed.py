@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cnnkit.core.data.transforms import IMAGENET, Norm, to_tensor
+from cnnkit.core.data.arrays import IMAGENET, Norm
+from cnnkit.core.data.transforms import to_tensor
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.metrics.measures import Verification, verification_metrics
 from cnnkit.core.metrics.openset import OpenSet, open_set

@@ -50,7 +50,11 @@ class MLflowCallback(Callback):
         self.tracker.set_tag(key, value)
 
     def on_model(self, run: "Run", checkpoint: Path, task: Any, model: Any, device: Any, register: str) -> None:
-        self.tracker.log_model(checkpoint, task, model, device, register)
+        """``checkpoint`` as the run's MLflow Model (see :mod:`cnnkit.core.deploy.serving`)."""
+        if self.tracker.run_id:
+            from cnnkit.core.deploy.serving import log_model
+
+            log_model(self.tracker.client, self.tracker.run_id, checkpoint, task, model, device, register)
 
     def on_run_end(self, run: "Run", status: str) -> None:
         self.tracker.end(status)

@@ -234,12 +234,10 @@ class Tracker:
         if self.run_id:
             self._client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def log_model(self, checkpoint: str | Path, task: Any, model: Any, device: Any, register: str = "") -> None:
-        """``checkpoint`` as this run's MLflow Model (see :mod:`cnnkit.core.deploy.serving`)."""
-        if self.run_id:
-            from cnnkit.core.deploy.serving import log_model
-
-            log_model(self._client, self.run_id, checkpoint, task, model, device, register)
+    @property
+    def client(self) -> Any:
+        """The MLflow client of the open run (None before it starts)."""
+        return self._client
 
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from cnnkit.core.weights.checkpoint import load_state_dict, load_weights_into
-from cnnkit.core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cnnkit.core.base.registry import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.core.base.errors import CnnkitError
 
 BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}  # convolutions per block (configurations D, E)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cnnkit.core.base.registry import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.plugins.siamese.dlib_format import DlibNet, read_dnn
 
