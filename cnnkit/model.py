@@ -15,6 +15,7 @@ from cnnkit.core.base.console import quiet
 from cnnkit.core.base.errors import CnnkitError
 
 ImageInput = Any  # a path (file or folder), a numpy HxWx3 RGB uint8 array, a PIL image, or a list of them
+RUNTIMES = ("auto", "torch", "onnxruntime")
 
 
 def _registry() -> Any:
@@ -46,36 +47,74 @@ def create_model(name: str, pretrained: bool = False, num_classes: int | None = 
         from cnnkit.core.load.source import published_for_eval
 
         if num_classes is not None or options:
-            raise CnnkitError(f"{name}: pretrained weights come with their own head and options; build with "
+            raise CnnkitError(f"{name}: published weights come with their own head and options; build with "
                               "pretrained=False to choose num_classes or options")
-        _, module, _ = published_for_eval(spec)
-        return module.train()
-    config = TrainConfig(model=spec.name, options=dict(options))
-    task = make_task(spec, config, classes=[str(i) for i in range(num_classes)] if num_classes else None)
+        return published_for_eval(spec)[1].train()
+    task = make_task(spec, TrainConfig(model=spec.name, options=dict(options)),
+                     classes=[str(i) for i in range(num_classes)] if num_classes else None)
     return task.build_model()
 
 
+class TorchRunner:
+    """A task and its torch model on a device: predictions as the task makes them."""
+
+    def __init__(self, task: Any, module: Any, device: Any) -> None:
+        from cnnkit.core.load.inference import for_inference
+
+        self.task, self.classes = task, list(task.classes or [])
+        self.module = for_inference(module, device, channels_last=task.channels_last_inference)
+        self.device = device
+        task.config.device = str(device)
+
+    def predict(self, images: list[np.ndarray], **kwargs: Any) -> list[Any]:
+        import torch
+
+        with torch.no_grad():
+            return self.task.predict(self.module, images, self.device, **kwargs)
+
+    def result(self, image: str, pixels: np.ndarray, prediction: Any, **kwargs: Any) -> Any:
+        return self.task.result(image, pixels, prediction, **kwargs)
+
+
+def _lite_runner(source: str, weights: str | None, names: str | None, device: str, runtime: str,
+                 settings: dict[str, Any]) -> Any:
+    """The onnxruntime runner of ``source`` when it runs without torch (see :mod:`cnnkit.core.load.lite`)."""
+    from cnnkit.core.base.hardware import gpu_present
+    from cnnkit.core.load.compiled import compiled_graph
+    from cnnkit.core.load.lite import open_lite
+
+    if runtime == "torch" or device not in ("cpu", "auto") or (device == "auto" and gpu_present()):
+        return None
+    if Path(source).suffix.lower() == ".onnx" and Path(source).is_file():
+        path: Path | None = Path(source)
+    else:
+        path = compiled_graph(source, weights, names, settings.get("img_size"), settings["conf"], settings["iou"])
+    return open_lite(path) if path is not None else None
+
+
 def load(source: str | Path, *, weights: str | None = None, names: str | None = None, device: str = "auto",
-         verbose: bool = True) -> "Model":
+         runtime: str = "auto", verbose: bool = True) -> "Model":
     """A model ready to run: a registered name (its published weights), a checkpoint written by
     ``cnnkit train``, a ``.cfg`` (with ``weights=`` and ``names=`` files) or an exported ``.onnx`` /
-    ``.torchscript`` file. It stays loaded between calls."""
-    from cnnkit.core.base.device import resolve_device
-    from cnnkit.core.load.inference import for_inference
-    from cnnkit.core.load.source import load_for_eval
-
+    ``.torchscript`` file. It stays loaded between calls. ``runtime``: ``torch``, ``onnxruntime``
+    (a detector on the CPU: its graph compiled once and cached, no torch import), or ``auto`` (the
+    latter where it can)."""
+    if runtime not in RUNTIMES:
+        raise CnnkitError(f"runtime {runtime}: choose {', '.join(RUNTIMES)}")
     _registry()
-    with quiet(not verbose):
-        task, module, checkpoint = load_for_eval(str(source), weights_ref=weights, names=names)
-    dev = resolve_device(device)
-    for_inference(module, dev, channels_last=task.channels_last_inference)
-    task.config.device = str(dev)
-    return Model(task, module, checkpoint, str(source), dev, verbose)
+    return Model(str(source), weights, names, device, runtime, verbose)
+
+
+def _names_a_source(source: str) -> bool:
+    """A registered model, a definition file or an existing file (told without loading it)."""
+    from cnnkit.core.base.registry import is_model_source
+
+    return is_model_source(source) or Path(source).is_file()
 
 
 @dataclass
 class _Inputs:
-    """Images to predict on: names, and either files (read in the loader) or arrays."""
+    """Images to predict on: names, and either files or arrays."""
 
     names: list[str]
     paths: list[Path] | None = None
@@ -106,29 +145,63 @@ def _inputs(images: ImageInput) -> _Inputs:
 class Model:
     """A loaded model: ``predict`` images, ``evaluate`` on data, ``export`` to ONNX/TorchScript.
     ``task`` names what it does (classify, detect, embed, stylize), ``names`` its classes and
-    ``module`` the ``torch.nn.Module`` (or the exported file's runner)."""
+    ``module`` the ``torch.nn.Module`` it runs."""
 
-    def __init__(self, task: Any, module: Any, checkpoint: dict[str, Any], source: str, device: Any,
-                 verbose: bool = True) -> None:
-        self._task, self.module, self.checkpoint = task, module, checkpoint
-        self.source, self.device, self.verbose = source, device, verbose
+    def __init__(self, source: str, weights: str | None, names: str | None, device: str, runtime: str,
+                 verbose: bool) -> None:
+        self.source, self._weights, self._names = source, weights, names
+        self._device, self.runtime, self.verbose = device, runtime, verbose
+        self._loaded: tuple[Any, Any, dict[str, Any]] | None = None
+        self._runners: dict[tuple[Any, ...], Any] = {}
+        if runtime == "torch" or not _names_a_source(source):
+            self._load()  # bad sources fail here (one line), not at the first prediction
+
+    def _load(self) -> tuple[Any, Any, dict[str, Any]]:
+        """(task, torch module, checkpoint dict), loaded once."""
+        if self._loaded is None:
+            from cnnkit.core.load.source import load_for_eval
+
+            with quiet(not self.verbose):
+                self._loaded = load_for_eval(self.source, weights_ref=self._weights, names=self._names)
+        return self._loaded
+
+    @property
+    def module(self) -> Any:
+        """The ``torch.nn.Module`` (an exported file's runner for ``.onnx``/``.torchscript``)."""
+        return self._load()[1]
 
     @property
     def name(self) -> str:
         """The registered model it is (or the .cfg it was built from)."""
-        return str(self.checkpoint["model"])
+        return str(self._load()[2]["model"])
 
     @property
     def task(self) -> str:
-        return str(self.checkpoint["task"])
+        return str(self._load()[2]["task"])
 
     @property
     def names(self) -> list[str]:
         """Its class names (index order)."""
-        return list(self._task.classes or [])
+        return list(self._load()[0].classes or [])
 
     def __repr__(self) -> str:
-        return f"Model({self.name!r}, task={self.task!r}, source={self.source!r}, device='{self.device}')"
+        return f"Model({self.source!r}, device={self._device!r}, runtime={self.runtime!r})"
+
+    def _runner(self, settings: dict[str, Any]) -> Any:
+        lite_key = (settings.get("img_size"), settings["conf"], settings["iou"])
+        if lite_key not in self._runners:
+            with quiet(not self.verbose):
+                runner = _lite_runner(self.source, self._weights, self._names, self._device, self.runtime, settings)
+            if runner is None and self.runtime == "onnxruntime":
+                raise CnnkitError(f"{self.source}: runs on torch only (onnxruntime runs detectors on the CPU)")
+            if runner is None:
+                from cnnkit.core.base.device import resolve_device
+
+                task, module, _ = self._load()
+                runner = self._runners.get("torch") or TorchRunner(task, module, resolve_device(self._device))
+                self._runners["torch"] = runner
+            self._runners[lite_key] = runner
+        return self._runners[lite_key]
 
     def predict(self, images: ImageInput, *, conf: float = 0.25, iou: float = 0.45, img_size: int | None = None,
                 top: int = 5, batch_size: int = 16, stream: bool = False) -> Any:
@@ -145,44 +218,33 @@ class Model:
                 raise CnnkitError(f"{key}: {value!r} must be in [0, 1]")
         if batch_size < 1 or top < 1:
             raise CnnkitError("batch_size and top must be 1 or more")
+        settings = {"conf": conf, "iou": iou, "img_size": img_size, "top": top, "batch_size": batch_size}
         found = _inputs(images)
-        results = self._results(found, conf=conf, iou=iou, img_size=img_size, top=top, batch_size=batch_size)
+        runner = self._runner(settings)
+        results = self._results(runner, found, settings)
         return results if stream else list(results)
 
-    def _batches(self, found: _Inputs, batch_size: int) -> Iterator[list[np.ndarray]]:
-        if found.arrays is not None:
-            for i in range(0, len(found.arrays), batch_size):
-                yield found.arrays[i:i + batch_size]
-            return
-        from cnnkit.core.data.images import ImageFiles
+    def _results(self, runner: Any, found: _Inputs, settings: dict[str, Any]) -> Iterator[Any]:
+        from cnnkit.core.data.images import read_image
 
-        loader = self._task.loader(ImageFiles(found.paths), train=False, batch_size=batch_size, collate_fn=list,
-                                   **({"num_workers": 0} if len(found.paths) <= batch_size else {}))
-        for batch in loader:
-            bad = next((x for x in batch if isinstance(x, str)), None)
-            if bad is not None:
-                raise CnnkitError(bad)
-            yield batch
-
-    def _results(self, found: _Inputs, **kwargs: Any) -> Iterator[Any]:
-        import torch
-
-        done = 0
-        with torch.no_grad():
-            for batch in self._batches(found, kwargs["batch_size"]):
-                predictions = self._task.predict(self.module, batch, self.device, **kwargs)
-                for image, prediction in zip(batch, predictions):
-                    yield self._task.result(found.names[done], image, prediction, **kwargs)
-                    done += 1
+        size, done = settings["batch_size"], 0
+        for start in range(0, len(found.names), size):
+            batch = (found.arrays[start:start + size] if found.arrays is not None
+                     else [read_image(p) for p in found.paths[start:start + size]])
+            for image, prediction in zip(batch, runner.predict(batch, **settings)):
+                yield runner.result(found.names[done], image, prediction, **settings)
+                done += 1
 
     def evaluate(self, data: str | None = None, *, split: str = "val", batch_size: int = 0) -> dict[str, Any]:
         """Metrics on ``split`` of ``data`` (default: the data it was trained on): the dict
         ``cnnkit eval --json`` prints."""
+        from cnnkit.core.base.device import resolve_device
         from cnnkit.core.load.evaluate import evaluate_loaded
 
         if split not in ("val", "test"):
             raise CnnkitError(f"split {split}: choose val or test")
-        return evaluate_loaded(self._task, self.module, self.device, data or "", batch_size, split)
+        task, module, _ = self._load()
+        return evaluate_loaded(task, module, resolve_device(self._device), data or "", batch_size, split)
 
     def export(self, format: str = "onnx", *, out: str | Path | None = None, img_size: int | None = None,
                dynamic_batch: bool = False, opset: int = 17, nms: bool = False, conf: float = 0.25,
@@ -196,7 +258,7 @@ def evaluate(source: str | Path, data: str | None = None, *, split: str = "val",
              weights: str | None = None, names: str | None = None, device: str = "auto",
              verbose: bool = True) -> dict[str, Any]:
     """Metrics of any model source on ``split`` of ``data``: what ``cnnkit eval --json`` prints."""
-    model = load(source, weights=weights, names=names, device=device, verbose=verbose)
+    model = load(source, weights=weights, names=names, device=device, runtime="torch", verbose=verbose)
     return model.evaluate(data, split=split, batch_size=batch_size)
 
 
@@ -208,4 +270,3 @@ def export(source: str | Path, format: str = "onnx", *, out: str | Path | None =
     from cnnkit.core.deploy.export import export as write
 
     return write(source, format, img_size, dynamic_batch, opset, out, {"conf": conf, "iou": iou} if nms else None)
-

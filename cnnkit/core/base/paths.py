@@ -68,3 +68,9 @@ def writable_file(path: str | Path, what: str = "output file") -> Path:
         raise CnnkitError(f"{what} {path}: is a folder, not a file")
     _probe(_nearest(path, what), path, what)
     return path
+
+
+def cache_root() -> Path:
+    """cnnkit's own cache: ``$CNNKIT_CACHE``, else ``$XDG_CACHE_HOME/cnnkit`` (``~/.cache/cnnkit``)."""
+    root = os.environ.get("CNNKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnkit"
+    return Path(root)

@@ -224,3 +224,9 @@ losses = Registry("loss")
 datasets = Registry("dataset")
 weights = Registry("weights")
 ALL = (models, tasks, losses, datasets, weights)
+
+
+def is_model_source(source: str | Path) -> bool:
+    """A registered model name (where no such file exists) or a definition file a plugin builds."""
+    name = str(source)
+    return models.is_definition_file(name) or (name in models and not Path(name).exists())

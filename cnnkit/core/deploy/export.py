@@ -169,6 +169,14 @@ def export(checkpoint: str | Path, fmt: str = "onnx", img_size: int | None = Non
     task, model, ck = load_for_eval(checkpoint)
     if getattr(model, "exported", False):
         raise CnnkitError(f"{checkpoint}: already an exported file; export the checkpoint it came from")
+    target = Path(out) if out else Path(checkpoint).with_suffix(SUFFIX[fmt])
+    return export_loaded(task, model, ck, fmt, img_size, dynamic_batch, opset, target, nms)
+
+
+def export_loaded(task: Any, model: nn.Module, ck: dict[str, Any], fmt: str, img_size: int | None = None,
+                  dynamic_batch: bool = False, opset: int = 17, out: str | Path = "",
+                  nms: dict[str, float] | None = None) -> ExportReport:
+    """:func:`export` for a model already loaded (``(task, model, ck)`` as ``load_for_eval`` gives them)."""
     if nms and not task.export_nms:
         raise CnnkitError(f"--nms: {ck['model']} has no NMS to put in its graph (YOLO and Darknet .cfg detectors do)")
     if dynamic_batch and (nms or not task.batch_export):
@@ -179,7 +187,7 @@ def export(checkpoint: str | Path, fmt: str = "onnx", img_size: int | None = Non
     batch = 2 if dynamic_batch else 1
     x = sample_input(task, size, batch)
     axes = {**({0: "batch"} if dynamic_batch else {}), **task.export_axes()}
-    target = Path(out) if out else Path(checkpoint).with_suffix(SUFFIX[fmt])
+    target = Path(out)
     meta = metadata(task, model, ck, size, nms)
     with torch.no_grad():
         reference = outputs_of(module(x))

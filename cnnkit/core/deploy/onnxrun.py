@@ -54,6 +54,10 @@ class OnnxRunner:
         self.session = open_session(path, device)
         self.input = self.session.get_inputs()[0]
 
+    def metadata(self) -> dict[str, str]:
+        """The file's metadata properties (as ``cnnkit export`` wrote them)."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
     @property
     def shape(self) -> list[Any]:
         """The input's shape (ints for fixed axes, names for free ones)."""

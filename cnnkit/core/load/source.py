@@ -11,7 +11,7 @@ from torch import nn
 from cnnkit.core.base.config import TrainConfig
 from cnnkit.core.base.console import notice
 from cnnkit.core.base.errors import CnnkitError
-from cnnkit.core.base.registry import ModelSpec, models
+from cnnkit.core.base.registry import ModelSpec, is_model_source, models
 from cnnkit.core.deploy import exported
 from cnnkit.core.models.pretrained import load_entry
 from cnnkit.core.tasks.base import Task, from_checkpoint, make_task
@@ -35,13 +35,6 @@ def load_for_eval(source: str | Path, data: str = "", weights_ref: str | None = 
     ck = load_checkpoint(source)
     task, model = from_checkpoint(ck, source, data)
     return task, model, ck
-
-
-def is_model_source(source: str | Path) -> bool:
-    """A registered model name (where no such file exists) or a definition file a plugin builds."""
-    name = str(source)
-    return models.is_definition_file(name) or (name in models and not Path(name).exists())
-
 
 
 def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None = None,

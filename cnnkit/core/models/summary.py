@@ -17,7 +17,6 @@ Counting conventions (those of the papers' tables):
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +50,10 @@ def count_params(spec: ModelSpec, num_classes: int | None = None) -> int | None:
 
 
 def _cache_file() -> Path:
+    from cnnkit.core.base.paths import cache_root
     from cnnkit.core.base.version import __version__
 
-    root = os.environ.get("CNNKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnkit"
-    return Path(root) / f"param_counts-{__version__}.json"
+    return cache_root() / f"param_counts-{__version__}.json"
 
 
 def param_counts(specs: list[ModelSpec], count: bool = False) -> dict[str, int | None]:

@@ -34,10 +34,13 @@ TIMEOUT_S = 30
 
 
 def cache_dir() -> Path:
-    """torch's checkpoint cache: ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``)."""
-    import torch.hub
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    """torch's checkpoint cache, ``torch.hub.get_dir()/checkpoints``: ``$TORCH_HOME/hub/checkpoints``,
+    else ``$XDG_CACHE_HOME/torch/...`` (``~/.cache/torch/...``), found without importing torch."""
+    hub = sys.modules.get("torch.hub")
+    if hub is not None:  # torch is loaded: its answer, which honours torch.hub.set_dir
+        return Path(hub.get_dir()) / "checkpoints"
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "torch")
+    return Path(os.path.expanduser(home)) / "hub" / "checkpoints"
 
 
 def cache_path(entry: WeightsSpec) -> Path:
