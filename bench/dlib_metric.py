@@ -54,7 +54,7 @@ def chips() -> dict[str, list[np.ndarray]]:
 
 def pair_figures(model: torch.nn.Module, people: dict[str, list[np.ndarray]]) -> dict[str, float]:
     """Accuracy at 0.6, mean genuine/impostor distance and the best threshold over every pair."""
-    from cnnkit.core.data.transforms import to_tensor
+    from cnnkit.core.data.pixels import to_tensor
     from cnnkit.core.metrics.protocol import best_threshold
 
     images = [c for name in people for c in people[name]]
@@ -81,7 +81,7 @@ def strong_pipeline() -> object:
 
 def fine_tune(loss_name: str, people: dict[str, list[np.ndarray]], steps: int, lr: float, seed: int,
               strong: bool) -> tuple[torch.nn.Module, float]:
-    from cnnkit.core.data.transforms import to_tensor
+    from cnnkit.core.data.pixels import to_tensor
     from cnnkit.core.tasks.embed import embed_pipeline
     from cnnkit.plugins.siamese.face_resnet import face_resnet
     from cnnkit.plugins.siamese.losses import DlibMetricLoss, TripletLoss

@@ -102,7 +102,8 @@ def test_predict_uses_the_checkpoints_own_input_transform():
     import torch
 
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.data.transforms import classification_pipeline, to_tensor
+    from cnnkit.core.data.transforms import classification_pipeline
+    from cnnkit.core.data.pixels import to_tensor
     from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models

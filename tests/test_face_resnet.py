@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.core.data.transforms import to_tensor
+from cnnkit.core.data.pixels import to_tensor
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.base.plugins import load_plugins
 from cnnkit.core.base.registry import models

@@ -9,17 +9,6 @@ import cv2
 import numpy as np
 import torch
 
-from cnnkit.core.data.arrays import Norm, to_array
-
-def to_tensor(image: np.ndarray, normalize: bool | Norm = True) -> torch.Tensor:
-    """HWC uint8 RGB -> CHW float tensor in [0, 1], then ``(x - mean) / std`` (:func:`arrays.to_array`)."""
-    return torch.from_numpy(to_array(image, normalize))
-
-
-def to_image(tensor: torch.Tensor) -> np.ndarray:
-    """The first image of a ``(B, 3, H, W)`` batch in [0, 1] as RGB uint8 ``(H, W, 3)`` (to_tensor's inverse)."""
-    return tensor[0].detach().clamp(0, 1).permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
-
 
 def classification_pipeline(img_size: int, train: bool) -> A.Compose:
     """Random-resized crop and flips for training; resize + centre crop for evaluation."""
@@ -59,15 +48,3 @@ def letterbox_steps(img_size: int, fill: int = 114) -> list[A.BasicTransform]:
     letterbox of training, evaluation and ``cnnkit detect``."""
     return [A.LongestMaxSize(max_size=img_size),
             A.PadIfNeeded(img_size, img_size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=fill)]
-
-
-def publisher_transform(entry: Any) -> Any:
-    """The evaluation transform published weights (a ``WeightsSpec``) were measured with, as
-    torchvision's ``weights.transforms()`` and timm's ``create_transform(resolve_data_config)`` do
-    on a PIL image: resize the short side to ``entry.resize``, centre crop ``entry.crop``, scale to
-    [0, 1], normalise with the weights' mean/std."""
-    from torchvision import transforms as T
-
-    mode = T.InterpolationMode(entry.interpolation)
-    return T.Compose([T.Resize(entry.resize, interpolation=mode), T.CenterCrop(entry.crop), T.ToTensor(),
-                      T.Normalize(entry.mean, entry.std)])

@@ -1,5 +1,5 @@
 """Exported graphs run without torch: onnxruntime on numpy arrays, prepared and read back with the
-same numpy code the torch path uses (:mod:`cnnkit.core.data.arrays`, :mod:`cnnkit.core.tasks.draw`).
+same numpy code the torch path uses (:mod:`cnnkit.core.data.pixels`, :mod:`cnnkit.core.tasks.draw`).
 
 A command that runs one photo through a model pays mostly for importing torch (about 2 CPU seconds
 here, four times an OpenCV script's whole run); this path imports onnxruntime instead. It runs the
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.core.data.arrays import letterbox, to_array
+from cnnkit.core.data.pixels import letterbox, to_array
 from cnnkit.core.deploy.onnxrun import OnnxRunner
 from cnnkit.core.tasks.draw import records
 from cnnkit.core.tasks.results import Detections

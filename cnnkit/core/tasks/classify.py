@@ -6,12 +6,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.core.data.arrays import IMAGENET, Norm
-from cnnkit.core.data.transforms import classification_pipeline, to_tensor
+from cnnkit.core.data.pixels import IMAGENET, Norm, publisher_crop, resize_short_crop, to_tensor
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.metrics.measures import topk_correct
 from cnnkit.core.tasks import results
@@ -24,14 +22,22 @@ class ClassifySample:
 
     def __init__(self, img_size: int, train: bool, num_classes: int, norm: Norm = IMAGENET,
                  publisher: Any = None) -> None:
-        self.pipeline = classification_pipeline(img_size, train)
-        self.num_classes, self.norm, self.publisher = num_classes, norm, publisher
+        self.pipeline = None
+        if train:
+            from cnnkit.core.data.transforms import classification_pipeline
+
+            self.pipeline = classification_pipeline(img_size, train)
+        self.img_size, self.num_classes, self.norm, self.publisher = img_size, num_classes, norm, publisher
 
     def image(self, image: np.ndarray) -> torch.Tensor:
         """An RGB uint8 image as the model's input."""
-        if self.publisher is not None:
-            return self.publisher(Image.fromarray(image))
-        return to_tensor(self.pipeline(image=image)["image"], self.norm)
+        if self.pipeline is not None:
+            image = self.pipeline(image=image)["image"]
+        elif self.publisher is not None:
+            image = publisher_crop(image, self.publisher.resize, self.publisher.crop, self.publisher.interpolation)
+        else:
+            image = resize_short_crop(image, self.img_size)
+        return to_tensor(image, self.norm)
 
     def __call__(self, sample: tuple[np.ndarray, int]) -> tuple[torch.Tensor, int]:
         image, label = sample
@@ -90,11 +96,10 @@ class ClassifyTask(Task):
     def sample_transform(self, train: bool) -> ClassifySample:
         """Training augmentation, or the evaluation transform: the publisher's (resize, centre crop,
         their mean/std) for weights from the registry run at their own crop size, else the task's."""
-        from cnnkit.core.data.transforms import publisher_transform
         from cnnkit.core.base.registry import weights
 
         entry = weights.get(self.config.weights) if self.config.weights in weights else None
-        publisher = None if train or entry is None or entry.crop != self.config.img_size else publisher_transform(entry)
+        publisher = None if train or entry is None or entry.crop != self.config.img_size else entry
         return ClassifySample(self.config.img_size, train, len(self.classes or []), self.input_norm(), publisher)
 
     def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:

@@ -18,8 +18,7 @@ from torch import nn
 
 from cnnkit.core.models.boxes import batched_nms
 from cnnkit.core.data.detection import DetectionSample
-from cnnkit.core.data.arrays import IMAGENET, RAW, Norm, letterbox
-from cnnkit.core.data.transforms import detection_pipeline, to_tensor
+from cnnkit.core.data.pixels import IMAGENET, RAW, Norm, letterbox, to_tensor
 from cnnkit.core.tasks.draw import draw_detections, records
 from cnnkit.core.metrics.measures import Detections, coco_map, pr_curve
 from cnnkit.core.tasks import results
@@ -35,6 +34,8 @@ class DetectionTransform:
 
     def __init__(self, img_size: int, train: bool, normalize: bool | Norm = False, zoom_out: float = 1.0,
                  jitter: float = 0.25) -> None:
+        from cnnkit.core.data.transforms import detection_pipeline
+
         self.pipeline = detection_pipeline(img_size, train, zoom_out, jitter)
         self.normalize = normalize
 

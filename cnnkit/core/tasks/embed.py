@@ -16,15 +16,13 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-import albumentations as A
 import cv2
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cnnkit.core.data.arrays import IMAGENET, Norm
-from cnnkit.core.data.transforms import to_tensor
+from cnnkit.core.data.pixels import IMAGENET, Norm, resize, to_tensor
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.metrics.measures import Verification, verification_metrics
 from cnnkit.core.metrics.openset import OpenSet, open_set
@@ -37,9 +35,12 @@ from cnnkit.core.metrics.protocol import FOLDS, best_threshold, held_out_accurac
 MAX_GENUINE_PAIRS = 20_000
 
 
-def embed_pipeline(img_size: int, train: bool, flip: bool = False) -> A.Compose:
-    """Resize to a square; in training also a small affine jitter, colour jitter and optional flips."""
-    steps: list[A.BasicTransform] = []
+def embed_pipeline(img_size: int, train: bool, flip: bool = False) -> Any:
+    """Resize to a square; in training also a small affine jitter, colour jitter and optional flips
+    (an albumentations pipeline; prediction resizes with :func:`cnnkit.core.data.pixels.resize`)."""
+    import albumentations as A
+
+    steps: list[Any] = []
     if train:
         steps += [A.Affine(scale=(0.9, 1.1), rotate=(-8, 8), translate_percent=(-0.05, 0.05), p=0.5,
                            border_mode=cv2.BORDER_REFLECT_101),
@@ -195,8 +196,8 @@ class EmbedTask(Task):
     def predict(self, model: nn.Module, images: Iterable[np.ndarray], device: torch.device,
                 **kwargs: Any) -> list[np.ndarray]:
         """One embedding (float32, L2-normalised) per RGB uint8 image (a face crop)."""
-        pipeline = embed_pipeline(self.config.img_size, train=False)
-        batch = [to_tensor(pipeline(image=image)["image"], self.input_norm()) for image in images]
+        size = self.config.img_size
+        batch = [to_tensor(resize(image, size, size), self.input_norm()) for image in images]
         if not batch:
             return []
         model.eval()

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-import albumentations as A
 import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.core.data.transforms import to_image, to_tensor
+from cnnkit.core.data.pixels import to_image, to_tensor
 from cnnkit.core.tasks import results
 from cnnkit.core.tasks.base import MappedDataset, Task
 
@@ -19,6 +18,8 @@ class PhotoSample:
     """A photo (or an ``(image, label)`` sample) -> a square crop as a [0, 1] tensor."""
 
     def __init__(self, img_size: int, train: bool) -> None:
+        import albumentations as A
+
         crop = A.RandomCrop if train else A.CenterCrop
         self.pipeline = A.Compose([A.SmallestMaxSize(max_size=img_size), crop(img_size, img_size)])
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cnnkit.core.data.images import read_image
-from cnnkit.core.data.transforms import to_tensor
+from cnnkit.core.data.pixels import to_tensor
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.plugins.nst.losses import PerceptualLoss, gram
 from cnnkit.plugins.nst.stylize import fit_long_side

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from cnnkit.core.data.transforms import to_image, to_tensor
+from cnnkit.core.data.pixels import to_image, to_tensor
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.plugins.nst.losses import StyleTransferLoss, content_cost, gram
 from cnnkit.plugins.nst.vgg import POOLING, VGGFeatures, check_layers
