@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import albumentations as A
 import cv2
-import numpy as np
-import torch
 
 
 def classification_pipeline(img_size: int, train: bool) -> A.Compose:
