@@ -41,7 +41,7 @@ for photo in sys.argv[2:]:
 STAGES = """
 import sys, time
 t0 = time.perf_counter()
-from cnnkit.cli import main  # noqa: F401  (the CLI's own imports)
+from cnnkit.commands import main  # noqa: F401  (the CLI's own imports)
 from cnnkit.core.base.registry import models  # noqa: F401
 from cnnkit.core.base.plugins import load_plugins
 load_plugins()

@@ -1,5 +1,5 @@
 """``python -m cnnkit`` (what ``torchrun -m cnnkit`` runs)."""
 
-from cnnkit.cli import main
+from cnnkit.commands import main
 
 main()

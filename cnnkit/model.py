@@ -61,7 +61,8 @@ class TorchRunner:
     def __init__(self, task: Any, module: Any, device: Any) -> None:
         from cnnkit.core.load.inference import for_inference
 
-        self.task, self.classes = task, list(task.classes or [])
+        self._task, self.task, self.classes = task, task.spec.task, list(task.classes or [])
+        self.batch_size = max(1, min(int(task.config.batch_size), 64))  # the training batch, at most 64
         self.module = for_inference(module, device, channels_last=task.channels_last_inference)
         self.device = device
         task.config.device = str(device)
@@ -70,10 +71,10 @@ class TorchRunner:
         import torch
 
         with torch.no_grad():
-            return self.task.predict(self.module, images, self.device, **kwargs)
+            return self._task.predict(self.module, images, self.device, **kwargs)
 
     def result(self, image: str, pixels: np.ndarray, prediction: Any, **kwargs: Any) -> Any:
-        return self.task.result(image, pixels, prediction, **kwargs)
+        return self._task.result(image, pixels, prediction, **kwargs)
 
 
 def _lite_runner(source: str, weights: str | None, names: str | None, device: str, runtime: str,
@@ -177,12 +178,23 @@ class Model:
 
     @property
     def task(self) -> str:
+        """What it does: classify, detect, embed or stylize."""
+        if self._runners and self._loaded is None:
+            return next(iter(self._runners.values())).task
         return str(self._load()[2]["task"])
 
     @property
     def names(self) -> list[str]:
         """Its class names (index order)."""
+        if self._runners and self._loaded is None:
+            return list(next(iter(self._runners.values())).classes)
         return list(self._load()[0].classes or [])
+
+    def prepare(self, *, conf: float = 0.25, iou: float = 0.45, img_size: int | None = None, **_: Any) -> "Model":
+        """Make it ready to predict with these settings now (a detector's graph compiled for
+        onnxruntime, or the torch model loaded) rather than at the first ``predict``."""
+        self._runner({"conf": conf, "iou": iou, "img_size": img_size})
+        return self
 
     def __repr__(self) -> str:
         return f"Model({self.source!r}, device={self._device!r}, runtime={self.runtime!r})"
@@ -204,7 +216,7 @@ class Model:
         return self._runners[lite_key]
 
     def predict(self, images: ImageInput, *, conf: float = 0.25, iou: float = 0.45, img_size: int | None = None,
-                top: int = 5, batch_size: int = 16, stream: bool = False) -> Any:
+                top: int = 5, batch_size: int | None = None, stream: bool = False) -> Any:
         """Predictions for ``images`` (a path, a folder, an RGB array, a PIL image, or a list of them):
         a list of results, one an image (``Detections``, ``Classification``, ``Embedding`` or
         ``Stylized``); ``stream=True`` yields them as they come. Detectors take ``conf``/``iou``
@@ -216,11 +228,12 @@ class Model:
         for key, value in (("conf", conf), ("iou", iou)):
             if not 0 <= value <= 1:
                 raise CnnkitError(f"{key}: {value!r} must be in [0, 1]")
-        if batch_size < 1 or top < 1:
+        if (batch_size is not None and batch_size < 1) or top < 1:
             raise CnnkitError("batch_size and top must be 1 or more")
-        settings = {"conf": conf, "iou": iou, "img_size": img_size, "top": top, "batch_size": batch_size}
+        settings = {"conf": conf, "iou": iou, "img_size": img_size, "top": top}
         found = _inputs(images)
         runner = self._runner(settings)
+        settings["batch_size"] = batch_size or runner.batch_size
         results = self._results(runner, found, settings)
         return results if stream else list(results)
 
@@ -255,18 +268,64 @@ class Model:
 
 
 def evaluate(source: str | Path, data: str | None = None, *, split: str = "val", batch_size: int = 0,
-             weights: str | None = None, names: str | None = None, device: str = "auto",
-             verbose: bool = True) -> dict[str, Any]:
-    """Metrics of any model source on ``split`` of ``data``: what ``cnnkit eval --json`` prints."""
-    model = load(source, weights=weights, names=names, device=device, runtime="torch", verbose=verbose)
-    return model.evaluate(data, split=split, batch_size=batch_size)
+             weights: str | None = None, names: str | None = None, device: str = "auto", track: bool = False,
+             experiment: str = "cnnkit", tracking_uri: str | None = None, verbose: bool = True) -> dict[str, Any]:
+    """Metrics of any model source on ``split`` of ``data`` (default: the data it was trained on):
+    what ``cnnkit eval --json`` prints. ``track``: an ``eval-...`` MLflow run with the metrics and
+    the task's figures (ROC and DET curves for embedders)."""
+    import time
+
+    if split not in ("val", "test"):
+        raise CnnkitError(f"--split {split}: choose val or test")
+    if not track:
+        model = load(source, weights=weights, names=names, device=device, runtime="torch", verbose=verbose)
+        return model.evaluate(data, split=split, batch_size=batch_size)
+    from cnnkit.core.train.callbacks import tracked_run
+
+    with tracked_run(f"eval-{Path(source).stem}-{time.strftime('%Y%m%d-%H%M%S')}",
+                     {"checkpoint": str(source), "data": data or "", "split": split}, {"cnnkit.eval": "1"},
+                     track=True, uri=tracking_uri or "", experiment=experiment, progress=False) as run:
+        model = load(source, weights=weights, names=names, device=device, runtime="torch", verbose=verbose)
+        metrics = model.evaluate(data, split=split, batch_size=batch_size)
+        run.log_metrics({f"{split}_{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=0)
+        model._load()[0].log_evaluation(run)
+    return metrics
 
 
 def export(source: str | Path, format: str = "onnx", *, out: str | Path | None = None, img_size: int | None = None,
            dynamic_batch: bool = False, opset: int = 17, nms: bool = False, conf: float = 0.25,
            iou: float = 0.45) -> Any:
-    """Export a checkpoint's (or a registered model's) inference graph; returns the report
-    (``output`` path, input shape, largest difference from torch)."""
-    from cnnkit.core.deploy.export import export as write
+    """Export a checkpoint's (or a registered model's) inference graph beside it (or to ``out``),
+    checked against torch with onnxruntime; returns the report (``output`` path, input shape,
+    largest difference from torch): what ``cnnkit export --json`` prints."""
+    from cnnkit.core.deploy.export import SUFFIX, export as write
+    from cnnkit.core.load.source import load_for_eval
 
-    return write(source, format, img_size, dynamic_batch, opset, out, {"conf": conf, "iou": iou} if nms else None)
+    _registry()
+    task, module, ck = load_for_eval(str(source))
+    if getattr(module, "exported", False):
+        raise CnnkitError(f"{source}: already an exported file; export the checkpoint it came from")
+    target = Path(out) if out else Path(source).with_suffix(SUFFIX.get(format, ".onnx"))
+    return write(task, module, ck, format, target, img_size, dynamic_batch, opset,
+                 {"conf": conf, "iou": iou} if nms else None)
+
+
+def describe_models(task: str | None = None, count: bool = False) -> list[dict[str, Any]]:
+    """The rows ``cnnkit models --json`` prints: name, task, plugin, parameter counts (ours once
+    counted; ``count=True`` builds the models not counted yet) and the paper's."""
+    from cnnkit.core.models.summary import param_counts
+
+    list_models(task)  # an unknown task: one line naming the known ones
+    specs = [spec for _, spec in _registry().items() if not task or spec.task == task]
+    counts = param_counts(specs, count)
+    return [{"name": spec.name, "task": spec.task, "plugin": spec.plugin, "params": counts[spec.name],
+             "paper_params": spec.paper_params, "aliases": list(spec.aliases), "description": spec.description}
+            for spec in specs]
+
+
+def summary(name: str, img_size: int | None = None, num_classes: int | None = None, **options: Any) -> dict[str, Any]:
+    """A registered model's layer table (output shapes, parameters, multiply-adds, the paper's
+    figures): what ``cnnkit summary --json`` prints."""
+    from cnnkit.core.models.summary import summarize
+
+    return summarize(_registry().get(name), img_size=img_size, num_classes=num_classes, options=options)

@@ -1,5 +1,5 @@
 """Shared fixtures: a temp working directory with its own MLflow sqlite store, an in-process CLI
-runner that goes through ``cnnkit.cli.main`` (exit codes and stderr as a user sees them), and
+runner that goes through ``cnnkit.commands.main`` (exit codes and stderr as a user sees them), and
 the real images in ../shared/data (tests that need them skip when it is absent)."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Result:
 
 def run_cli(*args: str) -> Result:
     """Run ``cnnkit ARGS`` in this process; returns the exit code and captured output."""
-    from cnnkit.cli import main
+    from cnnkit.commands import main
 
     out, err = io.StringIO(), io.StringIO()
     code = 0

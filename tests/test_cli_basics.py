@@ -36,8 +36,8 @@ def test_unknown_model_suggests_close_names(cli):
 def test_help_and_plugins_do_not_import_torch():
     probe = ("import sys, runpy\n"
              "sys.argv=['cnnkit','--help']\n"
-             "from cnnkit import cli\n"
-             "try:\n    cli.main(['plugins'])\nexcept SystemExit: pass\n"
+             "from cnnkit import commands\n"
+             "try:\n    commands.main(['plugins'])\nexcept SystemExit: pass\n"
              "assert 'torch' not in sys.modules, 'torch was imported'\n"
              "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)

@@ -137,7 +137,7 @@ def test_the_checker_finds_a_loop_and_an_upward_import(tmp_path: Path) -> None:
     assert RANK[wing("cnnkit.core.train.b")] > RANK[wing("cnnkit.core.base.a")]
 
 
-@pytest.mark.parametrize("module", ["cnnkit", "cnnkit.cli"])
+@pytest.mark.parametrize("module", ["cnnkit", "cnnkit.commands"])
 def test_start_up_modules_stay_light(module: str) -> None:
     """``import cnnkit`` and the command line's module import no torch (checked in a fresh process)."""
     import subprocess

@@ -187,7 +187,7 @@ def test_512_px_run_stays_under_4_gib(shared_data, tmp_path):
             "--size", "512", "--steps", "1", "--weights", "random", "--no-track", "--device", "cpu",
             "-o", str(tmp_path / "big.png")]
     probe = ("import sys\n"
-             "from cnnkit.cli import main\n"
+             "from cnnkit.commands import main\n"
              "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
              "hwm = next(line for line in open('/proc/self/status') if line.startswith('VmHWM:'))\n"
              "print(int(hwm.split()[1]))\n")

@@ -79,13 +79,12 @@ def _report(name, loaded, diffs):
 def _classifier_outputs(entry, ref, photo, capsys):
     """Logits as `cnnkit classify` computes them, and the probabilities of the task's predict (what
     `cnnkit eval`'s data and MLflow serving see)."""
-    from cnnkit.classify_cli import preprocessing
     from cnnkit.core.data.images import read_image
     from cnnkit.core.load.source import load_for_eval
 
     task, model, _ = load_for_eval(entry.model, weights_ref=str(ref))
     with torch.no_grad():
-        out = model(preprocessing(task)(photo)[None])
+        out = model(task.sample_transform(train=False).image(read_image(photo))[None])
     probs = torch.tensor(task.predict(model, [read_image(photo)], torch.device("cpu")))
     return out, probs, _loaded(capsys.readouterr().err)
 

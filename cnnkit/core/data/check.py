@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, Optional
+from typing import Any
 
-import typer
-
-from cnnkit.core.base.errors import CnnkitError
 
 
 def check(spec: str, val: str = "", val_fraction: float = 0.0, seed: int = 0,
@@ -45,7 +41,7 @@ def check(spec: str, val: str = "", val_fraction: float = 0.0, seed: int = 0,
     return out
 
 
-def _describe(split: str, entry: dict[str, Any]) -> list[str]:
+def describe(split: str, entry: dict[str, Any]) -> list[str]:
     if "missing" in entry:
         return [f"{split}: none ({entry['missing']})"]
     counts = [f"{entry['images']} images"]
@@ -57,29 +53,3 @@ def _describe(split: str, entry: dict[str, Any]) -> list[str]:
     if "seconds" in entry:
         line += f"; scan {entry['seconds']:.2f} s, cache {entry['cache']}"
     return [line] + [f"  warning: {w}" for w in entry.get("warnings", [])]
-
-
-def check_cmd(
-    data: str = typer.Option(..., "--data", help="Dataset path or synthetic:NAME[?k=v]."),
-    val: Optional[str] = typer.Option(None, "--val", help="Validation data from another source (any layout)."),
-    val_fraction: float = typer.Option(0.0, "--val-fraction", min=0.0, max=0.99,
-                                       help="Validate on this share of the training images."),
-    seed: int = typer.Option(0, "--seed", help="The seed of the --val-fraction cut."),
-    task: Optional[str] = typer.Option(None, "--task", help="Read the data as this task's (classify, detect, embed)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-) -> None:
-    """Scan a dataset as training would: splits, sources, counts, skipped images and bad boxes."""
-    result = check(data, val or "", val_fraction, seed, task)
-    if as_json:
-        print(json.dumps(result, indent=2, default=str))
-        return
-    classes = result["classes"]
-    shown = ", ".join(classes[:10]) + (f", ... ({len(classes)} in all)" if len(classes) > 10 else "")
-    print(f"data: {data} ({result['layout']}, {result['task']}); classes: {shown or '-'}")
-    for split, entry in result["splits"].items():
-        for line in _describe(split, entry):
-            print(line)
-    if "missing" in result["splits"]["val"]:
-        print("training needs a validation split: --val PATH or --val-fraction F")
-    if not any("missing" not in e for e in result["splits"].values()):
-        raise CnnkitError(f"--data {data}: no split could be read")

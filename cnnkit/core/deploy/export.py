@@ -23,7 +23,6 @@ from torch import nn
 from cnnkit.core.base.atomic import atomic_path
 from cnnkit.core.weights.checkpoint import state_fingerprint
 from cnnkit.core.base.registry import IMAGENET_MEAN, IMAGENET_STD
-from cnnkit.core.load.source import load_for_eval
 from cnnkit.core.base.errors import CnnkitError
 
 FORMATS = ("onnx", "torchscript")
@@ -159,24 +158,13 @@ def _torchscript(module: nn.Module, x: torch.Tensor, path: Path, meta: dict[str,
         return outputs_of(torch.jit.load(str(path), map_location="cpu")(x))
 
 
-def export(checkpoint: str | Path, fmt: str = "onnx", img_size: int | None = None, dynamic_batch: bool = False,
-           opset: int = 17, out: str | Path | None = None, nms: dict[str, float] | None = None) -> ExportReport:
-    """Write ``checkpoint``'s inference graph to ``out`` and check it against torch; a file that
-    differs by more than :data:`TOLERANCE` is removed (one clear error). ``nms``: ``{"conf", "iou"}``
-    to put a detector's NMS inside the graph."""
+def export(task: Any, model: nn.Module, ck: dict[str, Any], fmt: str, out: str | Path, img_size: int | None = None,
+           dynamic_batch: bool = False, opset: int = 17, nms: dict[str, float] | None = None) -> ExportReport:
+    """Write a loaded model's inference graph (``(task, model, ck)`` as ``load_for_eval`` gives them)
+    to ``out`` and check it against torch; a file that differs by more than :data:`TOLERANCE` is
+    removed (one clear error). ``nms``: ``{"conf", "iou"}`` to put a detector's NMS inside the graph."""
     if fmt not in FORMATS:
         raise CnnkitError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
-    task, model, ck = load_for_eval(checkpoint)
-    if getattr(model, "exported", False):
-        raise CnnkitError(f"{checkpoint}: already an exported file; export the checkpoint it came from")
-    target = Path(out) if out else Path(checkpoint).with_suffix(SUFFIX[fmt])
-    return export_loaded(task, model, ck, fmt, img_size, dynamic_batch, opset, target, nms)
-
-
-def export_loaded(task: Any, model: nn.Module, ck: dict[str, Any], fmt: str, img_size: int | None = None,
-                  dynamic_batch: bool = False, opset: int = 17, out: str | Path = "",
-                  nms: dict[str, float] | None = None) -> ExportReport:
-    """:func:`export` for a model already loaded (``(task, model, ck)`` as ``load_for_eval`` gives them)."""
     if nms and not task.export_nms:
         raise CnnkitError(f"--nms: {ck['model']} has no NMS to put in its graph (YOLO and Darknet .cfg detectors do)")
     if dynamic_batch and (nms or not task.batch_export):

@@ -125,7 +125,7 @@ def compiled_graph(source: str, weights_ref: str | None = None, names: str | Non
         return path
     if cache.needs_torch(key):
         return None
-    from cnnkit.core.deploy.export import export_loaded
+    from cnnkit.core.deploy.export import export
     from cnnkit.core.load.source import load_for_eval
 
     task, model, ck = load_for_eval(source, weights_ref=weights_ref, names=names)
@@ -134,7 +134,7 @@ def compiled_graph(source: str, weights_ref: str | None = None, names: str | Non
         return None
     target = cache.target(key, conf)
     try:
-        export_loaded(task, model, ck, "onnx", img_size, out=target, nms={"conf": conf, "iou": iou})
+        export(task, model, ck, "onnx", target, img_size, nms={"conf": conf, "iou": iou})
     except CnnkitError as exc:
         cache.mark_torch(key, str(exc))
         return None

@@ -35,6 +35,9 @@ class LiteDetector:
     """A detector's graph with NMS inside, one image a run: letterbox, onnxruntime, boxes back to
     the image's pixels; ``predict`` gives what ``DetectionTask.predict`` gives (records an image)."""
 
+    task = "detect"
+    batch_size = 1  # one image a graph run
+
     def __init__(self, runner: OnnxRunner, info: dict[str, Any]) -> None:
         self.runner, self.info = runner, info
         self.classes = list(info["classes"])

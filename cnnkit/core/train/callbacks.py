@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cnnkit.core.base.console import verbose
 from cnnkit.core.base.errors import Interrupted
 from cnnkit.core.train.tracking import Tracker
 
@@ -69,7 +70,7 @@ class ProgressCallback(Callback):
     The bar appears at the first step, so set-up errors stay one line."""
 
     def __init__(self, visible: bool = True) -> None:
-        self.visible = visible
+        self.visible = visible and verbose()  # the Python API's verbose=False hides it
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console,
                                  disable=not visible)

@@ -6,14 +6,16 @@ import json
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from cnnkit.core.base import plugins
 from cnnkit.core.base.errors import CnnkitError
 
+from cnnkit.commands.app import app as root
+from cnnkit.commands.app import console
+
 app = typer.Typer(help="Published weights: list, pull (before going offline), path, verify.", no_args_is_help=True)
-console = Console(soft_wrap=True)  # lines a user copies (anchors, paths) stay whole when piped
+root.add_typer(app, name="weights")
 
 
 def _rows() -> list[dict[str, Any]]:

@@ -1,0 +1,65 @@
+"""The ``cnnkit`` command line: a thin shell over the Python API. Each module here is one command
+group; it parses options, calls the API function and prints the result. Plugins add their own
+commands (``register_commands``). No torch at import: every command loads what its path needs."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from cnnkit.commands import data, evaluate, export, models, predict, runs, train, weights  # noqa: F401 (they add their commands)
+from cnnkit.commands.app import app
+from cnnkit.core.base import plugins
+from cnnkit.core.base.errors import CnnkitError, Interrupted
+from cnnkit.core.base.version import __version__
+
+# Commands that run a trained model: their OpenMP threads sleep between parallel regions instead of
+# spinning (bench/infer_cpu.py --omp-passive: torch with 2 threads on a loaded 2-core machine went
+# from 4x OpenCV's time to 0.2x for yolov3-tiny). Training keeps OpenMP's default.
+INFERENCE_COMMANDS = {"detect", "classify", "eval", "export", "verify", "enroll", "stylize"}
+_mounted: list[bool] = []
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cnnkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit."),
+          max_image_pixels: int = typer.Option(
+              None, "--max-image-pixels", min=1, envvar="CNNKIT_MAX_IMAGE_PIXELS",
+              help="Refuse images that decode to more pixels (default 89478485).")) -> None:
+    """cnnkit: one command line for the classic convolutional networks."""
+    if max_image_pixels is not None:
+        os.environ["CNNKIT_MAX_IMAGE_PIXELS"] = str(max_image_pixels)
+
+
+def _one_line(exc: CnnkitError) -> str:
+    """The error's own message (a DataLoader worker wraps it in a traceback: keep the last line)."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split("CnnkitError: ", 1)[-1]
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point: clear one-line errors with exit code 2, never a traceback."""
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] in INFERENCE_COMMANDS:  # read by OpenMP when torch loads: set before that
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        if not _mounted:
+            plugins.mount_commands(app)
+            _mounted.append(True)
+        app(args=args, prog_name="cnnkit")
+    except CnnkitError as exc:
+        print(f"{'stopped' if isinstance(exc, Interrupted) else 'error'}: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
