@@ -81,6 +81,7 @@ def _lite_runner(source: str, weights: str | None, names: str | None, device: st
                  settings: dict[str, Any]) -> Any:
     """The onnxruntime runner of ``source`` when it runs without torch (see :mod:`cnnkit.core.load.lite`)."""
     from cnnkit.core.base.hardware import gpu_present
+    from cnnkit.core.base.registry import is_model_source
     from cnnkit.core.load.compiled import compiled_graph
     from cnnkit.core.load.lite import open_lite
 
@@ -88,8 +89,10 @@ def _lite_runner(source: str, weights: str | None, names: str | None, device: st
         return None
     if Path(source).suffix.lower() == ".onnx" and Path(source).is_file():
         path: Path | None = Path(source)
-    else:
+    elif runtime == "onnxruntime" or is_model_source(source):  # a checkpoint runs on torch unless asked
         path = compiled_graph(source, weights, names, settings.get("img_size"), settings["conf"], settings["iou"])
+    else:
+        return None
     return open_lite(path) if path is not None else None
 
 
@@ -97,9 +100,10 @@ def load(source: str | Path, *, weights: str | None = None, names: str | None = 
          runtime: str = "auto", verbose: bool = True) -> "Model":
     """A model ready to run: a registered name (its published weights), a checkpoint written by
     ``cnnkit train``, a ``.cfg`` (with ``weights=`` and ``names=`` files) or an exported ``.onnx`` /
-    ``.torchscript`` file. It stays loaded between calls. ``runtime``: ``torch``, ``onnxruntime``
-    (a detector on the CPU: its graph compiled once and cached, no torch import), or ``auto`` (the
-    latter where it can)."""
+    ``.torchscript`` file. It stays loaded between calls. ``runtime``: ``torch``, ``onnxruntime`` (a
+    detector on the CPU, its graph compiled once and cached: no torch import), or ``auto``:
+    onnxruntime for an exported ``.onnx`` file and for a registered name or ``.cfg`` on the CPU where
+    it can, torch otherwise (checkpoints run on torch unless asked)."""
     if runtime not in RUNTIMES:
         raise CnnkitError(f"runtime {runtime}: choose {', '.join(RUNTIMES)}")
     _registry()

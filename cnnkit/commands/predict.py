@@ -41,6 +41,9 @@ def detect_cmd(
     batch_size: int = typer.Option(0, "--batch-size", min=0, help="Images a batch (0: the training batch size, at most 64)."),
     as_json: bool = typer.Option(False, "--json", help="Print detections as JSON."),
     every: int = typer.Option(1, "--every", min=1, help="Video: process every Nth frame."),
+    runtime: str = typer.Option("auto", "--runtime", help="torch, onnxruntime (on the CPU: the detector's graph "
+                                "compiled once and cached, no torch import) or auto (onnxruntime for published "
+                                "models, .cfg and .onnx files on the CPU; torch otherwise)."),
 ) -> None:
     """Detect objects in images with a trained or published detector; boxes are in original image pixels.
     A video or stream gives one JSON line a frame and an annotated video in --save-dir."""
@@ -53,7 +56,7 @@ def detect_cmd(
     if not no_save:
         writable_dir(save_dir, "--save-dir")
     video = len(sources) == 1 and is_video(sources[0])
-    model = load(checkpoint, weights=weights, names=names, device=device)
+    model = load(checkpoint, weights=weights, names=names, device=device, runtime=runtime)
     settings = dict(conf=conf, iou=iou, img_size=img_size, batch_size=batch_size or None)
     if video:
         require_task(model.prepare(**settings), "detect")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.core.base.atomic import atomic_path
+from cnnkit.core.base.console import notice
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.base.paths import cache_root
 from cnnkit.core.base.registry import models, weights
@@ -133,6 +134,7 @@ def compiled_graph(source: str, weights_ref: str | None = None, names: str | Non
         cache.mark_torch(key, f"{ck['model']}: a {ck['task']} graph without NMS inside")
         return None
     target = cache.target(key, conf)
+    notice(f"compiling {source} for onnxruntime, once: {target}")
     try:
         export(task, model, ck, "onnx", target, img_size, nms={"conf": conf, "iou": iou})
     except CnnkitError as exc:
