@@ -14,6 +14,8 @@ one is refused in one line naming the file and the command that rebuilds it.
 from __future__ import annotations
 
 import json
+import mmap
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +40,13 @@ def _paths(gallery: Path) -> tuple[Path, Path]:
 
 
 def _digest(path: Path) -> tuple[int, str]:
-    """Size and xxh3 of a file."""
-    digest, size = xxhash.xxh3_64(), 0
+    """Size and xxh3 of a file (hashed through a mapping: no copy)."""
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 24):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return 0, xxhash.xxh3_64_hexdigest(b"")
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return size, xxhash.xxh3_64_hexdigest(mapped)
 
 
 def _damaged(path: Path, what: str) -> CnnkitError:
