@@ -97,6 +97,23 @@ def alter_rows(db: Path, how: str) -> None:
             vectors._write_sums(fh, capacity, dim, 0, rows)
 
 
+def damage_graph(db: Path, how: str) -> None:
+    """Damage a built HNSW graph (``<db>-hnsw``) or its description (``<db>-hnsw.json``)."""
+    graph, info = Path(f"{db}-hnsw"), Path(f"{db}-hnsw.json")
+    raw, described = graph.read_bytes(), json.loads(info.read_text())
+    noise = np.random.default_rng(0).bytes
+    writes = {"graph truncated": (graph, raw[:len(raw) // 3]), "graph zeroed": (graph, bytes(len(raw))),
+              "graph empty": (graph, b""), "graph random": (graph, noise(len(raw))),
+              "graph body random": (graph, raw[:len(raw) // 2] + noise(len(raw) // 4) + raw[3 * len(raw) // 4:]),
+              "json garbage": (info, b"\x00\xffgarbage{"), "json list": (info, b"[1, 2, 3]"),
+              "json wrong types": (info, json.dumps({**described, "rows": "many", "xxh3": 7}).encode()),
+              "json empty": (info, b""), "json 64-d": (info, json.dumps({**described, "dim": 64}).encode())}
+    if how in writes:
+        writes[how][0].write_bytes(writes[how][1])
+    else:  # "graph missing", "json missing"
+        (graph if how == "graph missing" else info).unlink()
+
+
 def write_video(path: Path, frames: list[np.ndarray]) -> Path:
     import cv2
 
@@ -191,23 +208,7 @@ def run_cases(work: Path, faces: Path, milvus: str, undo: list[list[str]]) -> No
                 "json 64-d"):
         db = fresh()
         subprocess.run([CNNKIT, "gallery", "index", "--hnsw", "--gallery", db], env=ENV, capture_output=True)
-        graph, info = Path(f"{db}-hnsw"), Path(f"{db}-hnsw.json")
-        raw, described = graph.read_bytes(), json.loads(info.read_text())
-        rng = np.random.default_rng(0)
-        damage = {"graph truncated": lambda: graph.write_bytes(raw[:len(raw) // 3]),
-                  "graph zeroed": lambda: graph.write_bytes(bytes(len(raw))),
-                  "graph empty": lambda: graph.write_bytes(b""),
-                  "graph random": lambda: graph.write_bytes(rng.bytes(len(raw))),
-                  "graph body random": lambda: graph.write_bytes(raw[:len(raw) // 2] + rng.bytes(len(raw) // 4)
-                                                                 + raw[3 * len(raw) // 4:]),
-                  "graph missing": graph.unlink,
-                  "json garbage": lambda: info.write_bytes(b"\x00\xffgarbage{"),
-                  "json list": lambda: info.write_text(json.dumps([1, 2, 3])),
-                  "json wrong types": lambda: info.write_text(json.dumps({**described, "rows": "many", "xxh3": 7})),
-                  "json empty": lambda: info.write_text(""),
-                  "json missing": info.unlink,
-                  "json 64-d": lambda: info.write_text(json.dumps({**described, "dim": 64}))}[how]
-        damage()
+        damage_graph(db, how)
         cnnkit("18", how, "verify", photo, "--no-detect", "--index", "hnsw", "--gallery", db, cwd=db.parent)
 
     # row 20: a valid gallery on read-only storage
