@@ -24,7 +24,7 @@ from cnnkit.core.callbacks import Callback, Run, console, tracked_run
 from cnnkit.core.checkpoint import (copy_checkpoint, load_checkpoint, load_weights_into, remove_orphans, rng_state,
                                     save_checkpoint, set_rng_state)
 from cnnkit.core.config import TrainConfig, validate_config
-from cnnkit.core.data.splits import split_summary
+from cnnkit.core.data.splits import report_of, split_summary
 from cnnkit.core.errors import CnnkitError, Interrupted
 from cnnkit.core.optim import add_burn_in, build_optimizer, build_scheduler
 from cnnkit.core.paths import writable_dir
@@ -535,7 +535,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "a
                         batch_size: int = 0, split: str = "val", weights_ref: str | None = None,
                         names: str | None = None, run: Any = None) -> dict[str, float]:
     """Metrics of a checkpoint (or a published model, see :func:`load_for_eval`) on the ``split`` of
-    ``data`` (or of the data it was trained on); logged with the task's figures to ``run`` when given."""
+    ``data`` (or of the data it was trained on); logged with the task's figures to ``run`` when given.
+    What the data's scan left out (unreadable images, dropped boxes) is said first on stderr."""
     task, model, _ = load_for_eval(checkpoint, data, weights_ref, names)
     if batch_size:
         task.config.batch_size = batch_size
@@ -543,6 +544,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "a
     model.to(dev)
     task.config.device = str(dev)
     ds = task.dataset(split)
+    report = report_of(ds)
+    for line in report.warnings() if report is not None else []:  # e.g. "3 image(s) skipped: a.jpg: ..."
+        console.print(f"data warning: {line}", soft_wrap=True, markup=False, highlight=False)
     metrics = task.evaluate(model, task.loader(ds, train=False), dev)
     if run is not None:
         run.log_metrics({f"{split}_{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=0)
