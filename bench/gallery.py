@@ -6,8 +6,10 @@
 Synthetic 128-d embeddings, 10 per person (people on the unit sphere, their images spread around
 them as face embeddings are), filled through the gallery's own schema. Every figure comes from a
 fresh process, as `cnnkit verify` / `cnnkit enroll` would run: ``search_ms`` = open the gallery and
-answer one 1:N query (the probe's embedding and the libraries' imports excluded); ``enroll_ms`` = open it and enroll one
-embedding; ``rss_mb`` = the search process's peak resident memory; ``matrix_mb`` = N x 128 x 4 bytes.
+answer one 1:N query (the probe's embedding and the libraries' imports excluded; it includes the first search's
+checksum pass over the mapped file); ``enroll_ms`` = open it and enroll one embedding; ``rss_mb`` = the search
+process's peak resident memory; ``matrix_mb`` = N x 128 x 4 bytes; ``check_ms`` and ``query_ms`` (in one process,
+medians of 5): the checksum pass over every block of the mapped file and one exact query after it.
 With hnsw: ``hnsw_build_s`` (the graph and its reachability check), ``hnsw_unreached`` (rows the
 graph cannot reach, searched exactly) and ``recall_at_1`` against exact search over 1,000 probes.
 One JSON line per (size, backend). Prints `uptime` first: the machine may be shared.
@@ -204,6 +206,24 @@ def recall(db: Path, n: int, count: int = 1000) -> dict:
     return {"recall_at_1": round(float(same), 4), "exact_query_ms": round(exact_ms, 2), "hnsw_query_ms": round(hnsw_ms, 2)}
 
 
+def check_cost(db: Path, n: int, repeat: int = 5) -> dict:
+    """In one process: the checksum pass over the mapped search side, and one exact query, in ms (medians)."""
+    from cnnkit.core.metrics.distances import Scorer
+    from cnnkit.plugins.siamese.vectors import VectorFile
+
+    q = probes(n, repeat, seed=11)
+    checks, queries = [], []
+    for v in q:
+        mapped = VectorFile.open(Path(f"{db}-vectors"))
+        start = time.perf_counter()
+        assert mapped.altered() is None
+        checks.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        mapped.nearest(v, Scorer("l2"))
+        queries.append(time.perf_counter() - start)
+    return {"check_ms": round(1000 * float(np.median(checks)), 1), "query_ms": round(1000 * float(np.median(queries)), 1)}
+
+
 def faiss_hnsw(db: Path, n: int, count: int = 1000) -> dict:
     """The same graph with FAISS (IndexHNSWFlat with hnsw.py's M, efConstruction and efSearch): build, load,
     query, recall."""
@@ -291,6 +311,8 @@ def measure(args: argparse.Namespace) -> None:
                     if args.faiss:
                         extra.update(faiss_hnsw(db, n))
                 prepare = time.perf_counter() - start
+            if backend == "sqlite" and not args.old:
+                extra.update(check_cost(db, n))
             searches = [run_child("search", target, n, backend, args.old, seed=i) for i in range(args.repeat)]
             enrolls = [run_child("enroll", target, n, backend, args.old, seed=100 + i) for i in range(args.repeat)]
             print(json.dumps({

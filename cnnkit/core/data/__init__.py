@@ -70,9 +70,26 @@ def find_dataset(spec: str, tasks: tuple[str, ...] | None = None) -> tuple[regis
             first = first or ds
     if first is not None:
         return first, str(path), params
+    _refuse_empty_folders(path)
     raise CnnkitError(
         f"{path}: unrecognised data layout (expected a YOLO data.yaml, a COCO json or root, a Roboflow "
         "export, a VOC root, an ImageFolder root with train/ and val/, an identity root, or synthetic:NAME)")
+
+
+def _refuse_empty_folders(path: Path) -> None:
+    """A folder of folders that would be an identity root (or a single folder of classes) but for
+    folders without images: name them, as the cause of the unrecognised layout."""
+    from cnnkit.core.data.images import list_images
+
+    if not path.is_dir() or (path / "train").is_dir():
+        return
+    folders = sorted(p for p in path.iterdir() if p.is_dir())
+    empty = [p.name + "/" for p in folders if not list_images(p)]
+    if folders and empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise CnnkitError(f"{path}: {len(empty)} of its {len(folders)} folders hold no images ({shown}); an identity "
+                          "root (one folder a person) or a folder of classes needs images directly in each folder: "
+                          "add images or remove the empty folders")
 
 
 def _build(spec: str, split: str, tasks: tuple[str, ...] | None) -> Any:

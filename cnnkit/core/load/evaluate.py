@@ -6,19 +6,26 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.core.base import device as devices
+from cnnkit.core.base.console import notice
+from cnnkit.core.data.splits import report_of
 from cnnkit.core.load.source import load_for_eval
 
 
 def evaluate_loaded(task: Any, model: Any, device: Any, data: str = "", batch_size: int = 0,
                     split: str = "val") -> dict[str, Any]:
-    """Metrics of a loaded model on the ``split`` of ``data`` (default: the data it was trained on)."""
+    """Metrics of a loaded model on the ``split`` of ``data`` (default: the data it was trained on).
+    What the data's scan left out (unreadable images, dropped boxes) is said first on stderr."""
     if data:  # evaluate on it: its val split, else all of it
         task.config.data, task.config.val, task.config.val_fraction = data, data, 0.0
     if batch_size:
         task.config.batch_size = batch_size
     model.to(device)
     task.config.device = str(device)
-    return task.evaluate(model, task.loader(task.dataset(split), train=False), device)
+    ds = task.dataset(split)
+    report = report_of(ds)
+    for line in report.warnings() if report is not None else []:  # e.g. "3 image(s) skipped: a.jpg: ..."
+        notice(f"data warning: {line}")
+    return task.evaluate(model, task.loader(ds, train=False), device)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "auto", batch_size: int = 0,

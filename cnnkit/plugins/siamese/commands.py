@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -61,10 +62,12 @@ def enroll_cmd(
     """Enroll NAME from a few photos: the largest face of each is embedded and stored.
 
     All photos or none: a photo without a face stops the enrollment (exit 2) before anything is written.
+    Names: at most 128 characters, no control characters.
     """
-    from cnnkit.plugins.siamese.gallery import open_gallery
+    from cnnkit.plugins.siamese.gallery import checked_name, open_gallery, shown
     from cnnkit.plugins.siamese.pipeline import Embedder
 
+    name = checked_name(name)
     paths = _images(images)
     local = not gallery_path.startswith("milvus://")
     existed = not local or (Path(gallery_path).is_file() and Path(gallery_path).stat().st_size > 0)
@@ -79,7 +82,7 @@ def enroll_cmd(
             for leftover in ("", "-wal", "-shm", "-vectors"):
                 Path(f"{gallery_path}{leftover}").unlink(missing_ok=True)
         raise
-    print(f"enrolled {name}: {len(paths)} image(s) added, {total} in {gallery_path}")
+    print(f"enrolled {shown(name)}: {len(paths)} image(s) added, {total} in {gallery_path}")
 
 
 def verify_cmd(
@@ -101,12 +104,13 @@ def verify_cmd(
     every: int = typer.Option(1, "--every", min=1, help="Video: verify every Nth frame."),
 ) -> None:
     """Verify photos (or a video, frame by frame) against the gallery. Exit code 0: every photo
-    verified, 1: any not (or without a face, reported as "face": null), 2: bad input."""
+    verified (a video: a face verified in some frame), 1: any not (or without a face, reported as
+    "face": null; a video: no frame, said on stderr), 2: bad input."""
     import numpy as np
 
     from cnnkit.core.load.video import is_video
     from cnnkit.plugins.siamese.faces import NoFaceError
-    from cnnkit.plugins.siamese.gallery import open_gallery
+    from cnnkit.plugins.siamese.gallery import open_gallery, shown
     from cnnkit.plugins.siamese.pipeline import Decision, Embedder, decide
     from cnnkit.plugins.siamese.vectors import nearest
 
@@ -129,10 +133,13 @@ def verify_cmd(
                 closest, distance = claim, nearest(claimed, vector, embedder.scorer)[1]
             else:
                 closest, distance = gallery.nearest(vector, embedder.scorer, index)
+            if not math.isfinite(distance):
+                raise CnnkitError(f"corrupt gallery: {gallery_path}: the distance to {shown(closest)} is not finite")
             return decide(closest, distance, limit, claim)
 
         if video:
-            return _verify_video(images[0], embedder, judge, all_faces, detector, every, no_detect)
+            decisions = _verify_video(images[0], embedder, judge, all_faces, detector, every, no_detect)
+            raise typer.Exit(_video_verdict(images[0], decisions, claim))
         found: list[tuple[Path, Any, Any]] = []  # (image, face, chip); face None: no face found
         for path in paths:
             try:
@@ -160,12 +167,14 @@ def verify_cmd(
 
 
 def _verify_video(source: str, embedder: Any, judge: Any, all_faces: bool, detector: str, every: int,
-                  no_detect: bool = False) -> None:
-    """One JSON line a processed frame: ``{"frame", "time", "faces": [decision, ...]}`` (empty: no face)."""
+                  no_detect: bool = False) -> list[list[Any]]:
+    """One JSON line a processed frame: ``{"frame", "time", "faces": [decision, ...]}`` (empty: no face);
+    returns each processed frame's decisions."""
     from cnnkit.core.load.video import run
     from cnnkit.plugins.siamese.faces import NoFaceError, face_chips
 
     def frame(image: Any) -> tuple[dict[str, Any], None]:
+        frames.append([])
         try:
             crops = [(image, None)] if no_detect else face_chips(image, all_faces, source, detector)
         except NoFaceError:
@@ -174,19 +183,41 @@ def _verify_video(source: str, embedder: Any, judge: Any, all_faces: bool, detec
         for (_, face), vector in zip(crops, embedder.embed([c for c, _ in crops])):
             d = judge(vector, source)
             d.image, d.face = source, face.as_list() if face else None
+            frames[-1].append(d)
             faces.append({k: v for k, v in d.as_dict().items() if k != "image"})
         return {"faces": faces}, None
 
+    frames: list[list[Any]] = []
     run(source, frame, None, every)
+    return frames
+
+
+def _video_verdict(source: str, frames: list[list[Any]], claim: Optional[str]) -> int:
+    """0 when a face was verified in some frame; else 1, said in one line on stderr."""
+    from cnnkit.plugins.siamese.gallery import shown
+
+    decisions = [d for faces in frames for d in faces]
+    if any(d.match for d in decisions):
+        return 0
+    if not decisions:
+        print(f"{source}: no face found in any of {len(frames)} frame(s)", file=sys.stderr)
+        return 1
+    best = min(decisions, key=lambda d: d.distance)
+    who = f"not {shown(claim)}" if claim is not None else f"closest is {shown(str(best.closest))}"
+    print(f"{source}: not verified in any of {len(frames)} frame(s): {who} (distance {best.distance:.4f} > "
+          f"threshold {best.threshold:.4f} at best, {len(decisions)} face(s))", file=sys.stderr)
+    return 1
 
 
 def _describe(d: Any, claim: Optional[str], all_faces: bool) -> str:
     """One line for one decision."""
+    from cnnkit.plugins.siamese.gallery import shown
+
     if d.distance is None:
         return f"{d.image}: no face found"
     where = f" (face at {d.face})" if all_faces and d.face else ""
-    verdict = f"verified: {d.name}" if d.match else \
-        f"not verified: {'not ' + claim if claim else 'closest is ' + str(d.closest)}"
+    verdict = f"verified: {shown(d.name)}" if d.match else \
+        f"not verified: {'not ' + shown(claim) if claim else 'closest is ' + shown(str(d.closest))}"
     return (f"{d.image}{where}: {verdict} (distance {d.distance:.4f} "
             f"{'<=' if d.match else '>'} threshold {d.threshold:.4f})")
 
@@ -201,8 +232,9 @@ def gallery_list(
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    from cnnkit.plugins.siamese.gallery import open_gallery
+    from cnnkit.plugins.siamese.gallery import open_gallery, shown
 
     with open_gallery(gallery_path, create=False, readonly=True) as gallery:
         people, model = gallery.people(), gallery.model
@@ -210,13 +242,13 @@ def gallery_list(
         print(json.dumps({"model": vars(model) if model else None, "people": people}, indent=2))
         return
     table = Table("name", "embeddings", "enrolled")
-    for p in people:
-        table.add_row(p["name"], str(p["embeddings"]),
+    for p in people:  # names as text, never as markup
+        table.add_row(Text(shown(p["name"])), str(p["embeddings"]),
                       datetime.datetime.fromtimestamp(p["created"]).strftime("%Y-%m-%d %H:%M"))
     console = Console(soft_wrap=True)
     console.print(table)
     if model:
-        console.print(f"model {model.model} (fingerprint {model.fingerprint[:12]}) from {model.checkpoint}")
+        console.print(Text(f"model {model.model} (fingerprint {model.fingerprint[:12]}) from {shown(model.checkpoint)}"))
 
 
 @gallery_app.command("index")
@@ -224,8 +256,8 @@ def gallery_index(
     gallery_path: str = typer.Option("gallery.db", "--gallery", help=GALLERY_HELP),
     hnsw: bool = typer.Option(False, "--hnsw", help="Also build the approximate HNSW graph for `verify --index hnsw`."),
 ) -> None:
-    """Bring the search side up to date with the database (it is kept in step by enroll and remove,
-    and rebuilt when stale); with --hnsw, (re)build the approximate index too."""
+    """Rebuild the search side from the database (it is kept in step by enroll and remove, and
+    rebuilt when stale or altered); with --hnsw, (re)build the approximate index too."""
     import time
 
     from cnnkit.plugins.siamese.gallery import open_gallery
@@ -234,7 +266,7 @@ def gallery_index(
         raise CnnkitError(f"{gallery_path}: Milvus keeps its own index")
     start = time.perf_counter()
     with open_gallery(gallery_path, create=False) as gallery:
-        rows = gallery.vectors().rows
+        rows = gallery.reindex().rows
         unreached = gallery.build_hnsw() if hnsw else 0
     built = f" (exact and hnsw; {unreached} the graph cannot reach are searched exactly)" if hnsw else ""
     print(f"indexed {rows} embedding(s) of {gallery_path}{built} in {time.perf_counter() - start:.1f} s")
@@ -246,11 +278,11 @@ def gallery_remove(
     gallery_path: str = typer.Option("gallery.db", "--gallery", help=GALLERY_HELP),
 ) -> None:
     """Remove a person and all their embeddings."""
-    from cnnkit.plugins.siamese.gallery import open_gallery
+    from cnnkit.plugins.siamese.gallery import open_gallery, shown
 
     with open_gallery(gallery_path, create=False) as gallery:
         count = gallery.remove(name)
-    print(f"removed {name} ({count} embedding(s)) from {gallery_path}")
+    print(f"removed {shown(name)} ({count} embedding(s)) from {gallery_path}")
 
 
 @gallery_app.command("export")

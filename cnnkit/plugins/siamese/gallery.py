@@ -4,15 +4,18 @@ Write-ahead logging with ``synchronous=FULL`` and one transaction per enrollment
 Ctrl-C mid-enroll rolls that enrollment back and loses nothing stored before it. Every
 embedding row carries the fingerprint of the model that made it, and the gallery refuses
 embeddings (or queries) from any other model: distances between two models' embeddings mean
-nothing.
+nothing. Names are checked once for every backend (:func:`checked_name`) and printed through
+:func:`shown`. On read-only storage the database is read as immutable and searched in memory.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import sys
 import time
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +59,53 @@ class ModelInfo:
 
 
 TABLES = {"meta", "identities", "embeddings"}
+NAME_MAX = 128  # characters in a name, on every backend (at most 512 bytes of UTF-8: Milvus's name field)
+DIRECTION_MARKS = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 BUSY_TIMEOUT_S = 30.0  # sqlite's wait for another writer, per try (CNNKIT_GALLERY_TIMEOUT overrides)
 BUSY_TRIES = 4
+
+
+class Unwritable(CnnkitError):
+    """The gallery cannot be written here (read-only storage, no permission)."""
+
+    def __init__(self, path: Path, exc: BaseException, changed: str = "") -> None:
+        super().__init__(f"{path}: the gallery cannot be written here ({exc}: read-only storage or no "
+                         f"permission){changed}")
+
+
+def _invisible(char: str) -> bool:
+    """A character that moves or hides text in a terminal: controls (escape, newline), line and
+    paragraph separators, lone surrogates (undecodable bytes), direction marks and overrides."""
+    return unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in DIRECTION_MARKS
+
+
+def shown(name: str) -> str:
+    """``name`` as plain text for a terminal: invisible characters as escapes (``\\n``, ``\\x1b``)."""
+    return "".join(c.encode("unicode_escape", "backslashreplace").decode("ascii") if _invisible(c) else c
+                   for c in name)
+
+
+def checked_name(name: str) -> str:
+    """The name to enroll, stripped; the same limits on every backend, checked before anything is
+    written: not empty, at most ``NAME_MAX`` characters, nothing :func:`_invisible`."""
+    name = name.strip()
+    if not name:
+        raise CnnkitError("the name to enroll is empty")
+    if len(name) > NAME_MAX:
+        raise CnnkitError(f"the name to enroll is {len(name)} characters long ('{shown(name[:24])}...'); "
+                          f"at most {NAME_MAX}")
+    bad = next((c for c in name if _invisible(c)), None)
+    if bad is not None:
+        raise CnnkitError(f"the name '{shown(name)}' holds a control character ({shown(bad)}): "
+                          "use letters, digits, spaces and punctuation")
+    return name
+
+
+def _cannot_write(exc: BaseException) -> bool:
+    """Does this error say the gallery or its folder is read-only (or not ours to write)?"""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    return "readonly" in str(exc) or "unable to open database file" in str(exc)
 
 
 def busy_timeout() -> float:
@@ -102,7 +150,8 @@ class Gallery(GalleryBase):
 
     ``create=False``: the file must exist. An existing database without a gallery's tables is
     refused untouched either way. ``readonly=True``: opened with sqlite's ``mode=ro`` (list, export,
-    verify), so reading never changes the database (a stale search side is rebuilt beside it).
+    verify), so reading never changes the database (a stale search side is rebuilt beside it); on
+    read-only storage, where not even the ``-shm`` beside it can be made, as ``immutable``.
     """
 
     def __init__(self, path: str | Path, create: bool = True, readonly: bool = False) -> None:
@@ -111,13 +160,14 @@ class Gallery(GalleryBase):
         self.readonly = readonly
         self.db_timeout = busy_timeout()
         self.graph = None  # the HNSW graph, opened by the first ``nearest(..., index="hnsw")``
+        self._searched: vectors_file.VectorFile | None = None  # the search side last checked
+        self._distrust = ""  # why the mapped search side cannot be believed (a row unlike the database's)
         exists = self.path.is_file() and self.path.stat().st_size > 0
         if not create and not exists:
             raise CnnkitError(f"{self.path}: no such gallery (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
         try:
             if readonly:
-                self.db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True,
-                                          isolation_level=None, timeout=self.db_timeout)
+                self.db = self._connect_readonly()
             else:
                 self.db = sqlite3.connect(self.path, isolation_level=None, timeout=self.db_timeout)
             if exists:
@@ -133,9 +183,26 @@ class Gallery(GalleryBase):
                             db.execute(statement)
             version = self._meta().get("schema", SCHEMA_VERSION)
         except sqlite3.DatabaseError as exc:
+            if not readonly and _cannot_write(exc):
+                raise Unwritable(self.path, exc) from None
             raise CnnkitError(f"{self.path}: not a cnnkit gallery ({exc})") from None
         if version != SCHEMA_VERSION:
             raise CnnkitError(f"{self.path}: gallery schema {version} is not supported (this cnnkit writes {SCHEMA_VERSION})")
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """``mode=ro``; where that cannot open the database because not even its ``-shm`` can be made
+        beside it (read-only storage) and no ``-wal`` holds changes, ``immutable=1``."""
+        uri = f"{self.path.absolute().as_uri()}?mode=ro"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=self.db_timeout)
+        try:
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return db
+        except sqlite3.OperationalError as exc:
+            db.close()
+            wal = self.path.with_name(self.path.name + "-wal")
+            if "unable to open" not in str(exc) or (wal.is_file() and wal.stat().st_size > 0):
+                raise
+        return sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None)
 
     def _check_schema(self) -> None:
         """Refuse a database without the gallery's tables before touching it."""
@@ -156,6 +223,8 @@ class Gallery(GalleryBase):
                 self.db.execute("BEGIN IMMEDIATE")
                 break
             except sqlite3.OperationalError as exc:
+                if _cannot_write(exc):
+                    raise Unwritable(self.path, exc) from None
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
                 if attempt == BUSY_TRIES:
@@ -165,8 +234,13 @@ class Gallery(GalleryBase):
                       file=sys.stderr)
         try:
             yield self.db
-        except BaseException:
+        except BaseException as exc:
             self.db.execute("ROLLBACK")
+            if isinstance(exc, (sqlite3.OperationalError, OSError)) and _cannot_write(exc):
+                raise Unwritable(self.path, exc, "; nothing was changed") from None
+            if isinstance(exc, OSError):  # a full disk
+                raise CnnkitError(f"{self.path}: {exc.strerror or exc} writing {exc.filename or 'its search side'}; "
+                                  "nothing was changed") from None
             raise
         self.db.execute("COMMIT")
 
@@ -191,7 +265,7 @@ class Gallery(GalleryBase):
     # ---------------------------------------------------------------- writing
     def enroll(self, name: str, vectors: np.ndarray, sources: list[str], info: ModelInfo) -> int:
         """Add ``vectors`` (N, D) for ``name`` in one transaction; returns the person's total."""
-        name = name.strip()
+        name = checked_name(name)
         vectors = checked_vectors(name, vectors, len(sources), info)
         now = time.time()
         with self.transaction() as db:
@@ -217,13 +291,13 @@ class Gallery(GalleryBase):
         with self.transaction() as db:
             row = db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
             if row is None:
-                raise CnnkitError(f"'{name}' is not enrolled in {self.path}")
+                raise CnnkitError(f"'{shown(name)}' is not enrolled in {self.path}")
             before = self._meta()["generation"]
             gone = np.array([i for (i,) in db.execute("SELECT id FROM embeddings WHERE identity_id = ?", row)], np.int64)
             db.execute("DELETE FROM identities WHERE id = ?", row)
             after = self._meta()["generation"]
             current = vectors_file.VectorFile.open(self.vectors_path)
-            if current is not None and current.generation == before:
+            if current is not None and current.generation == before and current.altered() is None:
                 keep = ~np.isin(current.ids, gone)
                 blocks = ((current.ids[s:s + BLOCK][keep[s:s + BLOCK]], current.matrix[s:s + BLOCK][keep[s:s + BLOCK]])
                           for s in range(0, current.rows, BLOCK))
@@ -277,7 +351,7 @@ class Gallery(GalleryBase):
         """Every stored embedding (or one person's) as (names per row, (N, D) float32 matrix)."""
         if self.db.execute("SELECT 1 FROM embeddings LIMIT 1").fetchone() is None:
             if name is not None:
-                raise CnnkitError(f"'{name}' is not enrolled in {self.path} (see `cnnkit gallery list`)")
+                raise CnnkitError(f"'{shown(name)}' is not enrolled in {self.path} (see `cnnkit gallery list`)")
             return [], np.zeros((0, 0), np.float32)
         dim = self._dim()
         names: list[str] = []
@@ -286,28 +360,64 @@ class Gallery(GalleryBase):
             names += block_names
             blocks.append(block)
         if name is not None and not names:
-            raise CnnkitError(f"'{name}' is not enrolled in {self.path} (see `cnnkit gallery list`)")
+            raise CnnkitError(f"'{shown(name)}' is not enrolled in {self.path} (see `cnnkit gallery list`)")
         return names, np.concatenate(blocks)
 
     def vectors(self) -> vectors_file.VectorFile:
-        """The search side, mapped; rebuilt first (under the write lock) when it is stale or missing."""
+        """The search side: ``<db>-vectors`` mapped once it mirrors the database's generation and every
+        block agrees with its checksum (checked once per state of the file), else rebuilt from the
+        database under the write lock, saying so when it was altered; where it cannot be written
+        (read-only storage), the database's rows held in memory, said once on stderr."""
         generation = self._meta().get("generation")
+        searched = self._searched
+        if searched is not None and searched.generation == generation and not self._distrust and \
+                (searched.sums is None or searched.stamp == vectors_file.stamp(self.vectors_path)):
+            return searched
         current = vectors_file.VectorFile.open(self.vectors_path)
-        if current is not None and generation is not None and current.generation == generation:
-            if current.rows and current.dim != self._dim():
-                raise CnnkitError(f"corrupt gallery: {self.path} says {self._dim()}-d, its vectors are {current.dim}-d")
-            return current
+        altered = ""
+        if current is not None and current.generation == generation:
+            altered = self._distrust or current.altered() or ""
+            if not altered:
+                if current.rows and current.dim != self._dim():
+                    raise CnnkitError(f"corrupt gallery: {self.path} says {self._dim()}-d, its vectors are {current.dim}-d")
+                self._searched = current
+                return current
+        self._distrust = ""
         try:
             with Gallery(self.path, create=False) as writer, writer.transaction():
                 generation = writer._meta()["generation"]
                 current = vectors_file.VectorFile.open(self.vectors_path)
-                if current is None or current.generation != generation:
+                if altered or current is None or current.generation != generation:
                     writer._write_vectors(generation)
                     current = vectors_file.VectorFile.open(self.vectors_path)
-        except (sqlite3.OperationalError, PermissionError) as exc:
-            raise CnnkitError(f"{self.path}: its search index is out of date and cannot be rebuilt here ({exc}); "
-                              "run `cnnkit gallery index` where the gallery is writable") from None
+        except Unwritable:
+            why = f"disagrees with the database ({altered})" if altered else "is missing or out of date"
+            self._searched = self._in_memory()
+            print(f"warning: {self.vectors_path} {why} and cannot be rebuilt here (read-only storage or no "
+                  f"permission): searching the database's {self._searched.rows} embedding(s) in memory; "
+                  "`cnnkit gallery index` where the gallery is writable rebuilds it", file=sys.stderr)
+            return self._searched
+        if altered:
+            print(f"warning: {self.vectors_path} disagreed with the database ({altered}); rebuilt it from the database",
+                  file=sys.stderr)
+        self._searched = current
         return current
+
+    def _in_memory(self) -> vectors_file.VectorFile:
+        """Every embedding of the database as an in-memory search side (read-only storage)."""
+        generation = self._meta().get("generation", "")
+        if self.count() == 0:
+            return vectors_file.VectorFile.in_memory(np.zeros(0, np.int64), np.zeros((0, 1), np.float32), generation)
+        parts = list(self._blocks(self._dim()))
+        return vectors_file.VectorFile.in_memory(np.concatenate([ids for ids, _, _ in parts]),
+                                                 np.concatenate([m for _, _, m in parts]), generation)
+
+    def reindex(self) -> vectors_file.VectorFile:
+        """Rewrite the search side from the database whatever it holds (``cnnkit gallery index``)."""
+        with self.transaction():
+            self._write_vectors(self._meta()["generation"])
+        self._searched = None
+        return self.vectors()
 
     def build_hnsw(self) -> int:
         """Build (or rebuild) the approximate index over the whole gallery (``hnsw.py``); returns
@@ -334,10 +444,15 @@ class Gallery(GalleryBase):
             if vectors.rows == 0:
                 raise CnnkitError(f"{self.path}: the gallery is empty (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
             row, distance = graph.nearest(vectors, query, scorer) if graph else vectors.nearest(query, scorer)
-            found = self.db.execute("SELECT i.name FROM embeddings e JOIN identities i ON i.id = e.identity_id "
+            found = self.db.execute("SELECT i.name, e.vector FROM embeddings e JOIN identities i ON i.id = e.identity_id "
                                     "WHERE e.id = ?", (int(vectors.ids[row]),)).fetchone()
-            if found is not None:  # else removed since: search again
-                return found[0], distance
+            if found is None:  # removed since: search again
+                continue
+            if found[1] != vectors.matrix[row].tobytes():  # changed since, or the search side lies
+                if self._meta().get("generation") == vectors.generation:
+                    self._distrust = f"embedding {int(vectors.ids[row])} is not the database's"
+                continue
+            return found[0], distance
         raise CnnkitError(f"{self.path} keeps changing under the search; try again")
 
     def export(self) -> dict[str, Any]:
@@ -366,13 +481,11 @@ def open_gallery(uri: str | Path, create: bool = True, readonly: bool = False) -
 
 
 def checked_vectors(name: str, vectors: np.ndarray, rows: int, info: ModelInfo) -> np.ndarray:
-    """``vectors`` as an (rows, D) float32 array; an empty name, another dimension or a
-    non-finite value is refused before anything is stored."""
-    if not name:
-        raise CnnkitError("the name to enroll is empty")
+    """``vectors`` as an (rows, D) float32 array; another dimension or a non-finite value is
+    refused before anything is stored."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(rows, -1)
     if vectors.shape[1] != info.dim:
         raise CnnkitError(f"embeddings are {vectors.shape[1]}-d but the model says {info.dim}")
     if not np.isfinite(vectors).all():
-        raise CnnkitError(f"an embedding of {name} is not finite (NaN or infinity): nothing was enrolled")
+        raise CnnkitError(f"an embedding of {shown(name)} is not finite (NaN or infinity): nothing was enrolled")
     return vectors

@@ -5,15 +5,21 @@ embedding id, vectors stored as float16; opened as a memory-mapped view (nothing
 to open at 1M rows). The ``TOP`` graph candidates are re-scored exactly from the float32 matrix, so a
 reported distance is always exact; rows the graph cannot reach are listed when it is built and always
 scored with them. A graph older than the gallery stays usable: candidates removed since are dropped,
-and rows enrolled after it (ids above its last one) are searched exactly and merged.
+and rows enrolled after it (ids above its last one) are searched exactly and merged. The description
+beside it (``<db>-hnsw.json``) holds the graph file's size and xxh3: a graph that does not match (truncated,
+overwritten: usearch's view reads out of bounds and crashes on a damaged body) or a description that is not
+one is refused in one line naming the file and the command that rebuilds it.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
+import os
 from pathlib import Path
 
 import numpy as np
+import xxhash
 
 from cnnkit.core.base.atomic import atomic_path
 from cnnkit.core.base.errors import CnnkitError
@@ -25,10 +31,44 @@ EXPANSION_ADD = 128  # candidate list while building
 EXPANSION_SEARCH = 256  # candidate list while searching: recall@1 at 1M 0.990 with 128, 0.998 with 256 (+0.5 ms)
 TOP = 16  # graph candidates re-scored exactly
 CHECK_BLOCK = 65_536  # rows searched for at once when listing the ones the graph cannot reach
+REBUILD = "rebuild it with `cnnkit gallery index --hnsw`"
+DESCRIPTION = {"generation": str, "rows": int, "last_id": int, "dim": int, "bytes": int, "xxh3": str, "unreached": list}
 
 
 def _paths(gallery: Path) -> tuple[Path, Path]:
     return gallery.with_name(gallery.name + "-hnsw"), gallery.with_name(gallery.name + "-hnsw.json")
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    """Size and xxh3 of a file (hashed through a mapping: no copy)."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return 0, xxhash.xxh3_64_hexdigest(b"")
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return size, xxhash.xxh3_64_hexdigest(mapped)
+
+
+def _damaged(path: Path, what: str) -> CnnkitError:
+    return CnnkitError(f"{path} {what}: {REBUILD}")
+
+
+def _description(info: Path) -> dict:
+    """The graph's description, checked field by field."""
+    try:
+        covered = json.loads(info.read_text())
+    except FileNotFoundError:
+        raise _damaged(info, "is missing") from None
+    except (OSError, ValueError) as exc:
+        raise _damaged(info, f"is not readable JSON ({exc})") from None
+    if not isinstance(covered, dict):
+        raise _damaged(info, f"holds a {type(covered).__name__}, not the description of an HNSW graph")
+    wrong = [key for key, kind in DESCRIPTION.items() if type(covered.get(key)) is not kind]
+    if not wrong and not all(type(i) is int for i in covered["unreached"]):
+        wrong = ["unreached"]
+    if wrong:
+        raise _damaged(info, f"lacks or mistypes {', '.join(wrong)}")
+    return covered
 
 
 def build(gallery: Path, vectors: VectorFile, threads: int = 0) -> int:
@@ -55,10 +95,11 @@ def build(gallery: Path, vectors: VectorFile, threads: int = 0) -> int:
             unreached += ids[~(found == ids[:, None]).any(axis=1)].tolist()
     with atomic_path(graph) as tmp:
         index.save(str(tmp))
+        size, digest = _digest(tmp)
     with atomic_path(info) as tmp:
         tmp.write_text(json.dumps({"generation": vectors.generation, "rows": vectors.rows,
-                                   "last_id": int(vectors.ids[-1]) if vectors.rows else 0,
-                                   "unreached": unreached}))
+                                   "last_id": int(vectors.ids[-1]) if vectors.rows else 0, "dim": vectors.dim,
+                                   "bytes": size, "xxh3": digest, "unreached": unreached}))
     return len(unreached)
 
 
@@ -71,29 +112,47 @@ def _rows(vectors: VectorFile, ids: np.ndarray) -> np.ndarray:
 class Graph:
     """A built graph, mapped read-only (``None`` from :meth:`open` when there is none)."""
 
-    def __init__(self, index, last_id: int, unreached: np.ndarray) -> None:
-        self.index, self.last_id, self.unreached = index, last_id, unreached
+    def __init__(self, index, last_id: int, unreached: np.ndarray, dim: int) -> None:
+        self.index, self.last_id, self.unreached, self.dim = index, last_id, unreached, dim
         self._unreached_rows: tuple[tuple[str, int], np.ndarray] = (("", -1), np.empty(0, np.int64))
 
     @classmethod
     def open(cls, gallery: Path) -> "Graph | None":
+        """The graph beside ``gallery``, once its file matches its description (None when neither exists)."""
         from usearch.index import Index
 
         graph, info = _paths(gallery)
-        if not graph.is_file() or not info.is_file():
+        if not graph.exists() and not info.exists():
             return None
-        index = Index.restore(str(graph), view=True)
-        if index is None:
-            return None
+        for attempt in (1, 2):  # a rebuild replaces the graph, then its description: look twice
+            covered = _description(info)
+            try:
+                found = _digest(graph)
+            except FileNotFoundError:
+                raise _damaged(graph, "is missing") from None
+            except OSError as exc:
+                raise _damaged(graph, f"cannot be read ({exc.strerror})") from None
+            if found == (covered["bytes"], covered["xxh3"]):
+                break
+            if attempt == 2:
+                raise _damaged(graph, f"does not match its description ({found[0]} bytes, xxh3 {found[1]}; built "
+                               f"as {covered['bytes']} bytes, xxh3 {covered['xxh3']})")
+        try:
+            index = Index.restore(str(graph), view=True)
+        except (RuntimeError, ValueError) as exc:
+            raise _damaged(graph, f"is not a usearch graph ({exc})") from None
+        if index is None or index.ndim != covered["dim"]:
+            raise _damaged(graph, f"is not a {covered['dim']}-d usearch graph")
         index.expansion_search = EXPANSION_SEARCH
-        covered = json.loads(info.read_text())
-        return cls(index, int(covered["last_id"]), np.asarray(covered.get("unreached", []), np.int64))
+        return cls(index, covered["last_id"], np.asarray(covered["unreached"], np.int64), covered["dim"])
 
     def nearest(self, vectors: VectorFile, query: np.ndarray, scorer: Scorer) -> tuple[int, float]:
         """(row of ``vectors``, exact distance) of the best graph candidate, of a row the graph cannot
         reach, or of a row enrolled after the graph."""
         if scorer.metric != "l2":
             raise CnnkitError("--index hnsw searches l2 embeddings; this model scores with a learned similarity")
+        if vectors.rows and vectors.dim != self.dim:
+            raise CnnkitError(f"the HNSW graph is {self.dim}-d, the gallery {vectors.dim}-d: {REBUILD}")
         query = np.asarray(query, np.float32)
         keys = np.asarray(self.index.search(query, TOP).keys, np.int64)
         tail = int(np.searchsorted(vectors.ids, self.last_id, side="right"))

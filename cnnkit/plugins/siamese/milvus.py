@@ -5,30 +5,69 @@ protocol on one machine and is what the tests start. One collection holds the em
 id, name, fingerprint, source, created, the vector; exact ``FLAT`` L2 index), a second one
 (``<collection>__meta``) the model binding, so the fingerprint check holds as with SQLite. Every
 read is ``Strong``: an enrollment on one machine is seen by the next search on any other.
-Distances are recomputed from the returned vector (Milvus's L2 is squared).
+Distances are recomputed from the returned vector (Milvus's L2 is squared). The URL and the names
+are checked before anything is written (names by the same :func:`checked_name` as SQLite's), and
+Milvus's own refusals are one line naming the gallery.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import re
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
 import numpy as np
 
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.metrics.distances import Scorer
-from cnnkit.plugins.siamese.gallery import GalleryBase, ModelInfo, checked_vectors, export
+from cnnkit.plugins.siamese.gallery import GalleryBase, ModelInfo, checked_name, checked_vectors, export, shown
 
 SCHEME = "milvus://"
 STRONG = {"consistency_level": "Strong"}
 PAGE = 16_384  # Milvus's largest query page
 FIELDS = ("fingerprint", "model", "checkpoint", "metric", "dim")
+META_SUFFIX = "__meta"
+COLLECTION_MAX = 255 - len(META_SUFFIX)  # Milvus names are at most 255 characters, the binding's included
+FORM = "milvus://HOST:PORT/COLLECTION"
 
 
 def _quote(text: str) -> str:
-    """A Milvus filter-expression string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A Milvus filter-expression string literal (Milvus's parser knows these escapes, not \\u or \\x)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+def _address(uri: str) -> tuple[str, int, str]:
+    """Host, port and collection of a ``milvus://`` URL, refused in one line when malformed."""
+    parsed = urlparse(uri)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if not parsed.hostname or not port:
+        raise CnnkitError(f"{uri}: give a Milvus gallery as {FORM} (a host, and a port from 1 to 65535)")
+    collection = parsed.path.strip("/")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", collection) or len(collection) > COLLECTION_MAX:
+        raise CnnkitError(f"{shown(uri[:80])}{'...' if len(uri) > 80 else ''}: give a Milvus gallery as {FORM}; "
+                          f"COLLECTION is letters, digits and _ (not first a digit), at most {COLLECTION_MAX} "
+                          f"characters (this one: {len(collection)})")
+    return parsed.hostname, port, collection
+
+
+def _refusals(method: Callable) -> Callable:
+    """Milvus's own errors (a refused request, a server gone) as one line naming the gallery."""
+    @functools.wraps(method)
+    def wrapper(self: "MilvusGallery", *args: Any, **kwargs: Any) -> Any:
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return method(self, *args, **kwargs)
+        except MilvusException as exc:
+            raise CnnkitError(f"{self.path}: Milvus refused the request ({exc.message})") from None
+    return wrapper
 
 
 class MilvusGallery(GalleryBase):
@@ -40,14 +79,12 @@ class MilvusGallery(GalleryBase):
             from pymilvus.exceptions import MilvusException
         except ImportError:
             raise CnnkitError(f"{uri}: Milvus galleries need pymilvus (pip install 'cnnkit[milvus]')") from None
-        parsed = urlparse(uri)
-        self.collection = parsed.path.strip("/")
-        if not parsed.hostname or not parsed.port or not self.collection.isidentifier():
-            raise CnnkitError(f"{uri}: give a Milvus gallery as milvus://HOST:PORT/COLLECTION (a letters-and-digits name)")
+        host, port, self.collection = _address(uri)
         self.path = uri
-        self.meta = f"{self.collection}__meta"
+        self.meta = f"{self.collection}{META_SUFFIX}"
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # its errors come back as one line, not a log + traceback
         try:
-            self.client = MilvusClient(uri=f"http://{parsed.hostname}:{parsed.port}", timeout=timeout)
+            self.client = MilvusClient(uri=f"http://{host}:{port}", timeout=timeout)
             exists = self.client.has_collection(self.collection)
         except MilvusException as exc:
             raise CnnkitError(f"{uri}: cannot reach Milvus ({exc.message})") from None
@@ -71,6 +108,7 @@ class MilvusGallery(GalleryBase):
         return self.client.has_collection(self.collection)
 
     @property
+    @_refusals
     def model(self) -> ModelInfo | None:
         if not self._exists() or not self.client.query(self.collection, filter="", limit=1, output_fields=["id"],
                                                          **STRONG):
@@ -109,8 +147,9 @@ class MilvusGallery(GalleryBase):
                     time.sleep(0.1)
 
     # ---------------------------------------------------------------- writing
+    @_refusals
     def enroll(self, name: str, vectors: np.ndarray, sources: list[str], info: ModelInfo) -> int:
-        name = name.strip()
+        name = checked_name(name)
         vectors = checked_vectors(name, vectors, len(sources), info)
         self._create(info.dim)
         self.check(info)
@@ -125,10 +164,11 @@ class MilvusGallery(GalleryBase):
                                               "created": now, "vector": v.tolist()} for v, src in zip(vectors, sources)])
         return self._count(f"name == {_quote(name)}")
 
+    @_refusals
     def remove(self, name: str) -> int:
         count = self._count(f"name == {_quote(name)}") if self._exists() else 0
         if count == 0:
-            raise CnnkitError(f"'{name}' is not enrolled in {self.path}")
+            raise CnnkitError(f"'{shown(name)}' is not enrolled in {self.path}")
         self.client.delete(self.collection, filter=f"name == {_quote(name)}")
         return count
 
@@ -137,6 +177,7 @@ class MilvusGallery(GalleryBase):
         rows = self.client.query(self.collection, filter=where, output_fields=["count(*)"], **STRONG)
         return int(rows[0]["count(*)"])
 
+    @_refusals
     def count(self) -> int:
         return self._count() if self._exists() else 0
 
@@ -151,6 +192,7 @@ class MilvusGallery(GalleryBase):
         finally:
             iterator.close()
 
+    @_refusals
     def people(self) -> list[dict[str, Any]]:
         people: dict[str, dict[str, Any]] = {}
         for row in self._rows(["name", "created"]):
@@ -159,15 +201,17 @@ class MilvusGallery(GalleryBase):
             p["created"] = min(p["created"], row["created"])
         return [people[n] for n in sorted(people)]
 
+    @_refusals
     def embeddings(self, name: str | None = None) -> tuple[list[str], np.ndarray]:
         rows = sorted(self._rows(["id", "name", "vector"], f"name == {_quote(name)}" if name is not None else ""),
                       key=lambda r: r["id"])
         if name is not None and not rows:
-            raise CnnkitError(f"'{name}' is not enrolled in {self.path} (see `cnnkit gallery list`)")
+            raise CnnkitError(f"'{shown(name)}' is not enrolled in {self.path} (see `cnnkit gallery list`)")
         if not rows:
             return [], np.zeros((0, 0), np.float32)
         return [r["name"] for r in rows], np.asarray([r["vector"] for r in rows], np.float32)
 
+    @_refusals
     def nearest(self, query: np.ndarray, scorer: Scorer, index: str = "exact") -> tuple[str, float]:
         if scorer.metric != "l2":
             raise CnnkitError(f"{self.path}: a Milvus gallery searches l2 embeddings; this model scores with a "
