@@ -112,6 +112,27 @@ class ClassifyTask(Task):
         x = torch.stack([prepare(image) for image in images]).to(device)
         return self.inference(model.eval())(x).float().cpu().tolist()
 
+    def explain_input(self, image: np.ndarray) -> Any:
+        """As for evaluation (the publisher's resize and crop for published weights); the map is
+        drawn on that crop."""
+        from cnnkit.core.explain.targets import prepared
+
+        return prepared(self.sample_transform(train=False).image, image, self.input_norm())
+
+    def explain_targets(self, model: nn.Module, x: torch.Tensor, options: Any) -> list[Any]:
+        """The ``--top`` most probable classes (1), ``--target CLASS`` or ``all``: each class's logit."""
+        from cnnkit.core.explain.targets import Target, class_indices
+
+        classes = list(self.classes or [])
+        with torch.no_grad():
+            probs = model(x).float().softmax(1)[0]
+        names = classes + [str(i) for i in range(len(classes), len(probs))]
+        chosen = class_indices(options.target, names, self.spec.name)
+        if chosen is None:
+            k = len(probs) if options.target == "all" else options.top or 1
+            chosen = probs.topk(min(k, len(probs))).indices.tolist()
+        return [Target(names[c], lambda m, t, c=c: m(t)[:, c], float(probs[c]), c) for c in chosen]
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
         model.eval()
