@@ -17,13 +17,14 @@ from pathlib import Path
 from cnnkit.core.explain import METHODS
 from cnnkit.core.explain.sanity import RANK_BOUND, Sample, chance, maps, pointing, rank_correlation, reinitialised
 
-FAMILIES = {  # family: (model, data, train flags)
+FAMILIES = {  # family: (model, data, train flags, layer: None for the task's default)
+    # resnet18 at 64 px: its last map (layer4) is 2x2, so the game is played at layer3 (4x4)
     "classifier": ("resnet18", "synthetic:figure-crops?n={n}&size=64",
-                   ["--img-size", "64", "--batch-size", "32", "--epochs", "{epochs}"]),
+                   ["--img-size", "64", "--batch-size", "32", "--epochs", "{epochs}"], "layer3"),
     "yolo": ("yolov3-tiny", "synthetic:shapes?n={n}&size=96&max_objects=1",
-             ["--img-size", "96", "--batch-size", "16", "--epochs", "{epochs}", "--no-multi-scale"]),
+             ["--img-size", "96", "--batch-size", "16", "--epochs", "{epochs}", "--no-multi-scale"], None),
     "faster-rcnn": ("faster-rcnn", "synthetic:shapes?n={n}&size=96&max_objects=1",
-                    ["--img-size", "96", "--batch-size", "8", "--epochs", "{epochs}"]),
+                    ["--img-size", "96", "--batch-size", "8", "--epochs", "{epochs}"], None),
 }
 
 
@@ -60,16 +61,19 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-explain")
     parser.add_argument("--images", type=int, default=0)
     parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--n", type=int, default=0, help="training images (default 1024; --quick 128)")
+    parser.add_argument("--epochs", type=int, default=0, help="default 12; --quick 2")
     args = parser.parse_args()
     from cnnkit.core.engine import load_for_eval
     from cnnkit.core.plugins import load_plugins
 
     load_plugins()
     n, epochs, count = (128, 2, 16) if args.quick else (1024, 12, 64)
-    count = args.images or count
+    n, epochs, count = args.n or n, args.epochs or epochs, args.images or count
     rows = []
     for family in args.families.split(","):
-        model, data, flags = FAMILIES[family]
+        model, data, flags, layer = FAMILIES[family]
         data, flags = data.format(n=n), [f.format(epochs=epochs) for f in flags]
         start = time.time()
         trained = train(model, data, flags, Path(args.out) / family)
@@ -79,13 +83,13 @@ def main() -> None:
         shuffled_task, shuffled_net, _ = load_for_eval(shuffled)
         random_net = reinitialised(task)
         found = samples(family, count)
-        for method in METHODS:
+        for method in args.methods.split(","):
             if method in task.explain_refused:
                 continue
             start = time.time()
-            a = maps(task, net, found, method)
-            b = maps(task, random_net, found, method)
-            c = maps(shuffled_task, shuffled_net, found, method)
+            a = maps(task, net, found, method, layer=layer)
+            b = maps(task, random_net, found, method, layer=layer)
+            c = maps(shuffled_task, shuffled_net, found, method, layer=layer)
             rho = rank_correlation(a, b)
             rows.append((family, model, method, pointing(a, found), pointing(b, found), pointing(c, found),
                          chance(found), rho, time.time() - start))

@@ -50,12 +50,13 @@ def reinitialised(task: Any, seed: int = 0) -> nn.Module:
     return task.build_model().eval()
 
 
-def maps(task: Any, model: nn.Module, samples: list[Sample], method: str, conf: float = 0.0) -> list[np.ndarray | None]:
+def maps(task: Any, model: nn.Module, samples: list[Sample], method: str, conf: float = 0.0,
+         layer: str | None = None) -> list[np.ndarray | None]:
     """Each sample's map for its true class (a detector: its best detection of that class; None
-    when there is none)."""
+    when there is none), at ``layer`` (None: the task's)."""
     out: list[np.ndarray | None] = []
     for s in samples:
-        options = Options(method, str(s.label), None, 1, conf, 0.45)
+        options = Options(method, str(s.label), layer, 1, conf, 0.45)
         try:
             found = attribution_maps(task, model, s.image, options)
         except Exception as exc:  # a detector that finds nothing of the class: no point
