@@ -74,12 +74,20 @@ def test_classifier_top_classes_each_get_an_overlay(runs, tmp_path):
     assert r.code == 0 and "bar" in r.stdout and "integrated-gradients at input" in r.stdout, r.stderr
 
 
-@pytest.mark.parametrize("method", ["gradcam++", "eigencam", "scorecam"])
-def test_every_layer_method_runs_on_a_classifier(runs, tmp_path, method):
-    recs = _records(run_cli("explain", runs["classify"], _image(tmp_path / "p.png"), "--method", method, "--json",
-                            "-o", tmp_path))
+@pytest.mark.parametrize("family,method", [("classify", "scorecam"), ("faster-rcnn", "gradcam++"),
+                                           ("yolo", "eigencam"), ("yolo", "scorecam")])
+def test_every_layer_method_runs(runs, tmp_path, family, method):
+    size = {"classify": (48, 48)}.get(family, (96, 72))
+    recs = _records(run_cli("explain", runs[family], _image(tmp_path / "p.png"), "--method", method, "--json",
+                            "--conf", "0", "--top", "1", "-o", tmp_path))
     assert len(recs) == 1 and recs[0]["method"] == method
-    _check_map_record(recs[0], 48, 48)
+    _check_map_record(recs[0], *size)
+
+
+@pytest.mark.parametrize("method", ["gradcam++", "eigencam"])
+def test_methods_that_fail_the_randomisation_check_are_refused_for_classifiers(runs, tmp_path, method):
+    one_clear_line(run_cli("explain", runs["classify"], _image(tmp_path / "p.png"), "--method", method),
+                   f"--method {method} is refused for resnet18", "model-randomisation check", "Spearman")
 
 
 def test_a_published_classifier_is_explained_with_its_weights(tmp_path, monkeypatch):

@@ -78,6 +78,14 @@ class ClassifyTask(Task):
     default_data = "synthetic:textures"
     key_metric = "top1"
     key_mode = "max"
+    # bench/explain.py (resnet18 on synthetic:figure-crops, 32 val images): trained vs re-initialised
+    # maps' Spearman rho 0.58 (gradcam++) and 0.62 (eigencam) >= RANK_BOUND 0.5; gradcam 0.04
+    explain_refused = {
+        "gradcam++": "it fails the model-randomisation check on classifiers (its maps of a re-initialised network "
+                     "correlate with the trained one's: Spearman 0.58 >= 0.5); use gradcam",
+        "eigencam": "it fails the model-randomisation check on classifiers (class-agnostic, it follows the image, "
+                    "not the weights: Spearman 0.62 >= 0.5); use gradcam",
+    }
 
     def default_loss(self) -> str:
         return self.spec.loss or "cross_entropy"
