@@ -105,7 +105,7 @@ def _write(results: list[tuple[Any, str]], out: Path, model: str, source: str, m
         print(json.dumps(records, indent=2))
         return
     for r in records:
-        where = f" peak {r['peak'][0]},{r['peak'][1]}" if r.get("peak") and r["method"] not in ("filters",) else ""
+        where = f" peak {r['peak'][0]},{r['peak'][1]}" if r.get("peak") else " empty map" if "peak" in r else ""
         what = f"{r['target']} {r['score']:.3f} " if r["target"] else ""
         console.print(f"{r['image']}: {what}({r['method']} at {r['layer']}{where}) -> {r['file']}", markup=False)
     if run.run_id:

@@ -67,7 +67,8 @@ class Explanation:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"image": self.image, "method": self.method, "layer": self.layer,
-                               "target": self.target, "score": round(self.score, 4), "peak": list(self.peak),
+                               "target": self.target, "score": round(self.score, 4),
+                               "peak": list(self.peak) if self.map.any() else None,  # None: an empty map
                                "box_top10": self.top_box, "size": [self.map.shape[1], self.map.shape[0]]}
         if self.box is not None:
             out["detection_box"] = [round(v, 2) for v in self.box]
