@@ -16,6 +16,7 @@ from cnnkit import __version__
 from cnnkit.core import plugins
 from cnnkit.core.data.check import check_cmd
 from cnnkit.core.errors import CnnkitError, Interrupted
+from cnnkit.core.explain.command import explain_cmd
 from cnnkit.classify_cli import classify_cmd
 from cnnkit.weights_cli import app as weights_app
 
@@ -24,6 +25,7 @@ app = typer.Typer(name="cnnkit", help="The classic CNN playbook: train, run and 
 console = Console(soft_wrap=True)  # lines a user copies (anchors, paths) stay whole when piped
 app.add_typer(weights_app, name="weights")
 app.command("classify")(classify_cmd)
+app.command("explain")(explain_cmd)
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
@@ -390,7 +392,7 @@ _mounted: list[bool] = []
 # Commands that run a trained model: their OpenMP threads sleep between parallel regions instead of
 # spinning (bench/infer_cpu.py --omp-passive: torch with 2 threads on a loaded 2-core machine went
 # from 4x OpenCV's time to 0.2x for yolov3-tiny). Training keeps OpenMP's default.
-INFERENCE_COMMANDS = {"detect", "eval", "export", "verify", "enroll", "stylize"}
+INFERENCE_COMMANDS = {"detect", "eval", "export", "verify", "enroll", "stylize", "explain"}
 
 
 def _one_line(exc: CnnkitError) -> str:

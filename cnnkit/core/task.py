@@ -300,3 +300,28 @@ class Task:
     def kept_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Tensors of the state dict that prediction reads outside the graph (kept in the metadata)."""
         return {}
+
+    # ---------------------------------------------------------------- explanation (cnnkit explain)
+    explain_refused: dict[str, str] = {}  # method -> why this family refuses it (its sanity check failed)
+
+    def explain_input(self, image: Any) -> Any:
+        """An RGB uint8 image as the model takes it and the picture its maps are drawn on
+        (:class:`cnnkit.core.explain.targets.Prepared`)."""
+        raise CnnkitError(f"{self.spec.name}: `cnnkit explain` does not know how {self.spec.task} models see images")
+
+    def explain_targets(self, model: nn.Module, x: torch.Tensor, options: Any) -> list[Any]:
+        """The decisions to explain for one prepared image ``x`` (:class:`~cnnkit.core.explain.targets.Target`s)."""
+        raise CnnkitError(f"{self.spec.name}: `cnnkit explain` has no target for {self.spec.task} models")
+
+    def explain_layer(self, model: nn.Module, x: torch.Tensor) -> str:
+        """The layer maps are computed at unless ``--layer`` says otherwise: the last feature map
+        before the network pools."""
+        from cnnkit.core.explain.targets import last_feature_layer
+
+        return last_feature_layer(model, x)
+
+    def explain(self, model: nn.Module, images: list[tuple[str, Any]], options: Any, device: Any) -> list[Any]:
+        """``cnnkit explain``'s maps for ``(name, RGB uint8)`` images: one per target of each image."""
+        from cnnkit.core.explain.explain import attribution_maps
+
+        return [e for name, image in images for e in attribution_maps(self, model, image, options, name, device)]

@@ -200,6 +200,19 @@ class EmbedTask(Task):
         model.eval()
         return list(self.inference(model)(torch.stack(batch).to(device)).float().cpu().numpy())
 
+    def explain_input(self, image: np.ndarray) -> Any:
+        """Resized as for prediction; the map is drawn on what the embedder saw."""
+        from cnnkit.core.explain.targets import prepared
+
+        pipeline = embed_pipeline(self.config.img_size, train=False)
+        return prepared(lambda im: to_tensor(pipeline(image=im)["image"], self.input_norm()), image, self.input_norm())
+
+    def explain(self, model: nn.Module, images: list[tuple[str, Any]], options: Any, device: Any) -> list[Any]:
+        """Images in pairs: what makes the two close (the cosine similarity of their embeddings)."""
+        from cnnkit.core.explain.explain import pair_maps
+
+        return pair_maps(self, model, images, options, device)
+
     def export_attrs(self, model: nn.Module) -> dict[str, Any]:
         return {"embedding_dim": int(model.embedding_dim)}
 

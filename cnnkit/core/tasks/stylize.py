@@ -73,6 +73,18 @@ class StylizeTask(Task):
         strip = torch.cat([torch.cat(list(photos), 2), torch.cat(list(out), 2)], 1)
         tracker.log_image(to_image(strip[None]), "samples/stylized.png")
 
+    def explain_input(self, image: np.ndarray) -> Any:
+        from cnnkit.core.data.transforms import RAW
+        from cnnkit.core.explain.targets import prepared
+
+        return prepared(lambda im: to_tensor(im, normalize=False), image, RAW)
+
+    def explain(self, model: nn.Module, images: list[tuple[str, Any]], options: Any, device: Any) -> list[Any]:
+        """The style layers' feature maps (the loss network's) for the style image and each result."""
+        from cnnkit.core.explain.explain import style_maps
+
+        return [style_maps(self, model, image, name, device) for name, image in images]
+
     def predict(self, model: nn.Module, images: Iterable[np.ndarray], device: torch.device,
                 **kwargs: Any) -> list[np.ndarray]:
         """Stylize RGB uint8 images in one forward pass each (sizes kept)."""
