@@ -252,6 +252,48 @@ class Model:
                 yield runner.result(found.names[done], image, prediction, **settings)
                 done += 1
 
+    def _pictures(self, images: ImageInput) -> list[tuple[str, np.ndarray]]:
+        """(name, RGB array) of every image, all read (and refused) before any work."""
+        from cnnkit.core.data.images import read_image
+
+        found = _inputs(images)
+        arrays = found.arrays if found.arrays is not None else [read_image(p) for p in found.paths or []]
+        return list(zip(found.names, arrays))
+
+    def explain(self, images: ImageInput, *, method: str = "gradcam", target: str | None = None,
+                layer: str | None = None, top: int | None = None, conf: float = 0.25, iou: float = 0.45) -> list[Any]:
+        """What the network looked at: one ``Explanation`` per decision (a class, a detection, a pair of
+        images for an embedder, the style layers for a stylizer), with the map as a numpy array
+        (``.map``), the picture (``.overlay``, a PIL image), its ``peak`` and ``top_box``.
+        ``method``: gradcam, gradcam++, eigencam, scorecam or integrated-gradients."""
+        from cnnkit.core.base.device import resolve_device
+        from cnnkit.core.explain import METHODS
+        from cnnkit.core.explain import explain as lib
+
+        if method not in METHODS:
+            raise CnnkitError(f"--method {method}: choose {', '.join(METHODS)}")
+        pictures = self._pictures(images)
+        task, module, _ = self._load()
+        return lib.explain(task, module, pictures, lib.Options(method, target, layer, top, conf, iou),
+                           resolve_device(self._device))
+
+    def feature_maps(self, images: ImageInput, layer: str) -> list[Any]:
+        """A grid of ``layer``'s channels for each image (an ``Explanation`` each)."""
+        from cnnkit.core.base.device import resolve_device
+        from cnnkit.core.explain import explain as lib
+
+        pictures = self._pictures(images)
+        task, module, _ = self._load()
+        return [lib.feature_maps(task, module, image, layer, name, resolve_device(self._device))
+                for name, image in pictures]
+
+    def filters(self) -> Any:
+        """The first convolution's kernels as RGB tiles (an ``Explanation``)."""
+        from cnnkit.core.explain import explain as lib
+
+        task, module, _ = self._load()
+        return lib.first_conv_filters(task, module)
+
     def evaluate(self, data: str | None = None, *, split: str = "val", batch_size: int = 0) -> dict[str, Any]:
         """Metrics on ``split`` of ``data`` (default: the data it was trained on): the dict
         ``cnnkit eval --json`` prints."""

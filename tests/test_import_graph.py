@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cnnkit"
 # core's wings from the bottom up; a wing imports only from wings listed before it (and itself)
-WINGS = [["base"], ["data", "weights", "metrics"], ["models"], ["tasks"], ["deploy"], ["load"], ["train"]]
+WINGS = [["base"], ["data", "weights", "metrics"], ["models"], ["tasks"], ["deploy"], ["load"], ["train"], ["explain"]]
 RANK = {wing: rank for rank, names in enumerate(WINGS) for wing in names}
 
 

@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from cnnkit.commands import data, evaluate, export, models, predict, runs, train, weights  # noqa: F401 (they add their commands)
+from cnnkit.commands import data, evaluate, explain, export, models, predict, runs, train, weights  # noqa: F401 (they add their commands)
 from cnnkit.commands.app import app
 from cnnkit.core.base import plugins
 from cnnkit.core.base.errors import CnnkitError, Interrupted
@@ -18,7 +18,7 @@ from cnnkit.core.base.version import __version__
 # Commands that run a trained model: their OpenMP threads sleep between parallel regions instead of
 # spinning (bench/infer_cpu.py --omp-passive: torch with 2 threads on a loaded 2-core machine went
 # from 4x OpenCV's time to 0.2x for yolov3-tiny). Training keeps OpenMP's default.
-INFERENCE_COMMANDS = {"detect", "classify", "eval", "export", "verify", "enroll", "stylize"}
+INFERENCE_COMMANDS = {"detect", "classify", "eval", "export", "verify", "enroll", "stylize", "explain"}
 _mounted: list[bool] = []
 
 

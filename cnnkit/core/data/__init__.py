@@ -1,5 +1,6 @@
 """``--data SPEC`` resolution: a path recognised by its layout, or ``synthetic:NAME?k=v``; and
-the explicit splits of a run (``--val PATH``, ``--val-fraction F``, see ``splits.py``)."""
+the explicit splits of a run (``--val PATH``, ``--val-fraction F``, see ``splits.py``).
+``?shuffle_labels=SEED`` on any spec gives every image another's labels (``shuffled.py``)."""
 
 from __future__ import annotations
 
@@ -94,6 +95,7 @@ def _refuse_empty_folders(path: Path) -> None:
 
 def _build(spec: str, split: str, tasks: tuple[str, ...] | None) -> Any:
     ds, source, params = find_dataset(spec, tasks)
+    shuffle = params.pop("shuffle_labels", 0)  # any layout: every image takes another's labels
     if tasks is not None and ds.task not in tasks:
         raise CnnkitError(f"--data {spec} is a {ds.task} dataset ({ds.name}); this model needs {' or '.join(tasks)} data")
     build = registry.resolve(ds.build)
@@ -111,6 +113,12 @@ def _build(spec: str, split: str, tasks: tuple[str, ...] | None) -> Any:
             data.source = f"{spec} {split}"
         except AttributeError:
             pass
+    if shuffle:
+        from cnnkit.core.data.shuffled import ShuffledLabels
+
+        if isinstance(shuffle, bool) or not isinstance(shuffle, int) or shuffle < 0:
+            raise CnnkitError(f"{spec}: shuffle_labels={shuffle} must be a whole number (the permutation's seed)")
+        data = ShuffledLabels(data, shuffle)
     return data
 
 

@@ -64,3 +64,13 @@ def pool(x: np.ndarray, f: int = 2, *, stride: int = 2, mode: str = "max") -> np
     if reduce is None:
         raise CnnkitError(f"pooling mode must be 'max' or 'avg', not '{mode}'")
     return reduce(_windows(np.asarray(x, dtype=np.float64), f, stride), axis=(2, 3))
+
+
+def receptive_step(r: float, j: float, p_eff: float, f: int, *, stride: float = 1, padding: int = 0,
+                   dilation: int = 1) -> tuple[float, float, float]:
+    """One layer of the lecture's receptive-field arithmetic (Araujo et al., Distill 2019, eqs. 1-3):
+    an ``f``-wide window (dilated to d(f-1)+1) at ``stride`` with ``padding`` on a map whose units
+    see ``r`` input pixels, ``j`` apart, the first starting ``p_eff`` pixels before the image:
+    r' = r + (d(f-1)+1 - 1) j,  j' = j s,  p' = p_eff + padding j."""
+    span = dilation * (f - 1) + 1
+    return r + (span - 1) * j, j * stride, p_eff + padding * j

@@ -11,7 +11,9 @@ Counting conventions (those of the papers' tables):
   LRN, bias additions and residual additions are not counted, as in He et al.'s 1.8-11.3 G;
 - output sizes: each convolution and pooling layer's size comes from
   :func:`cnnkit.core.models.conv.output_size`, floor((n + 2p - f) / s) + 1, and is checked against the
-  tensor the layer actually produced.
+  tensor the layer actually produced;
+- receptive fields: each row's output's size, effective stride and effective padding in input
+  pixels (:mod:`cnnkit.core.models.receptive_field`; the largest over the paths that join).
 """
 
 from __future__ import annotations
@@ -130,13 +132,15 @@ def summarize(spec: ModelSpec, *, img_size: int | None = None, num_classes: int 
     the batch norms, activations, LRN and dropout that follow a row are folded into it. A model
     whose forward needs more than images (a detector's proposals) defines ``summary_forward(images)``,
     the pass the table follows. Returns ``{"model", "img_size", "num_classes", "options", "params",
-    "aux_params", "macs", "paper", "layers"}``; ``paper`` holds the paper's ``params``/``macs`` (and
+    "aux_params", "macs", "paper", "layers"}`` (each layer with its ``receptive_field``); ``paper`` holds the paper's ``params``/``macs`` (and
     our difference in %) where it gives them: the model's own ``paper_params`` (set by a builder
     whose options make the paper's network) before the spec's.
     """
     import torch
     from torch import nn
     from torch.utils.flop_counter import FlopCounterMode
+
+    from cnnkit.core.models.receptive_field import ReceptiveFields
 
     size = img_size or spec.img_size
     least = 2 if spec.task == "classify" else 1  # a classifier of one class has nothing to tell apart
@@ -155,6 +159,7 @@ def summarize(spec: ModelSpec, *, img_size: int | None = None, num_classes: int 
     rows: list[dict[str, Any]] = []
     seen: set[int] = set()
     counter = FlopCounterMode(display=False)
+    fields = ReceptiveFields()
     before: dict[int, int] = {}
 
     def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -177,16 +182,20 @@ def summarize(spec: ModelSpec, *, img_size: int | None = None, num_classes: int 
         new_row = isinstance(module, row_types) and not (
             isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and shape == in_shape)
         if new_row or not rows:
+            field = fields.field(output)
             rows.append({"name": names.get(id(module), type(module).__name__), "type": type(module).__name__,
-                         "output": list(shape), "params": 0, "macs": 0})
+                         "output": list(shape), "params": 0, "macs": 0,
+                         "receptive_field": field.as_dict() if field else None,
+                         "receptive_field_text": field.text() if field else "-"})
         rows[-1]["params"] += params
         rows[-1]["macs"] += macs
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [h for m in leaves for h in (m.register_forward_pre_hook(pre_hook), m.register_forward_hook(hook))]
     try:
-        with counter:
-            getattr(model, "summary_forward", model)(torch.empty(1, spec.in_channels, size, size, device="meta"))
+        with counter, fields:
+            images = fields.watch(torch.empty(1, spec.in_channels, size, size, device="meta"))
+            getattr(model, "summary_forward", model)(images)
     except CnnkitError:
         raise
     except Exception as exc:  # e.g. a size the layers cannot take, or a model that wants other inputs
@@ -230,14 +239,16 @@ def render(report: dict[str, Any], console: Any) -> None:
 
     size = report["img_size"]
     table = Table(Column("layer", overflow="fold"), "type", "output", Column("params", justify="right"),
-                  Column("MACs", justify="right"),
+                  Column("MACs", justify="right"), Column("RF (s, p)", justify="right"),
                   title=f"{report['model']}{_options_text(report.get('options') or {})} at {size}x{size}, "
                         f"{report['num_classes']} classes")
     for row in report["layers"]:
-        table.add_row(row["name"], row["type"], row["output_text"], f"{row['params']:,}", _si(row["macs"]))
+        table.add_row(row["name"], row["type"], row["output_text"], f"{row['params']:,}", _si(row["macs"]),
+                      row["receptive_field_text"])
     console.print(table)
     lines = [f"parameters: {report['params']:,} ({_si(report['params'])})",
-             f"multiply-adds: {report['macs']:,} ({_si(report['macs'])})"]
+             f"multiply-adds: {report['macs']:,} ({_si(report['macs'])})",
+             "RF (s, p): receptive field in input pixels (effective stride, effective padding)"]
     if report["aux_params"]:
         lines.append(f"auxiliary classifiers (training only): {report['aux_params']:,} parameters")
     paper = report["paper"]

@@ -309,6 +309,26 @@ class Task:
         """Tensors of the state dict that prediction reads outside the graph (kept in the metadata)."""
         return {}
 
+    # ---------------------------------------------------------------- explanation (cnnkit explain)
+    explain_refused: dict[str, str] = {}  # method -> why this family refuses it (its sanity check failed)
+    explain_kind = "attribution"  # how cnnkit explain shows it: "attribution" maps, image "pairs", "style" layers
+
+    def explain_input(self, image: Any) -> Any:
+        """An RGB uint8 image as the model takes it and the picture its maps are drawn on
+        (:class:`cnnkit.core.tasks.explaining.Prepared`)."""
+        raise CnnkitError(f"{self.spec.name}: `cnnkit explain` does not know how {self.spec.task} models see images")
+
+    def explain_targets(self, model: nn.Module, x: torch.Tensor, options: Any) -> list[Any]:
+        """The decisions to explain for one prepared image ``x`` (:class:`~cnnkit.core.tasks.explaining.Target`s)."""
+        raise CnnkitError(f"{self.spec.name}: `cnnkit explain` has no target for {self.spec.task} models")
+
+    def explain_layer(self, model: nn.Module, x: torch.Tensor) -> str:
+        """The layer maps are computed at unless ``--layer`` says otherwise: the last feature map
+        before the network pools."""
+        from cnnkit.core.tasks.explaining import last_feature_layer
+
+        return last_feature_layer(model, x)
+
 
 def make_task(spec: ModelSpec, config: TrainConfig, classes: list[str] | None = None,
               state: dict[str, Any] | None = None) -> Task:

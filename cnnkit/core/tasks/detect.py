@@ -164,6 +164,54 @@ class DetectionTask(Task):
     def result(self, image: str, pixels: Any, prediction: Any, **_: Any) -> results.Detections:
         return results.Detections(image, prediction, pixels)
 
+    def explain_input(self, image: np.ndarray) -> Any:
+        """Letterboxed as for ``cnnkit detect``; maps and boxes are drawn on the original image."""
+        import cv2
+
+        from cnnkit.core.tasks.explaining import Prepared
+
+        size, (h, w) = self.config.img_size, image.shape[:2]
+        boxed, lb = letterbox(image, size)
+        left, top = int(lb.pad[0]), int(lb.pad[1])
+        nh, nw = max(1, round(h * lb.scale)), max(1, round(w * lb.scale))
+
+        def to_view(saliency: np.ndarray) -> np.ndarray:
+            return cv2.resize(saliency[top:top + nh, left:left + nw], (w, h), interpolation=cv2.INTER_LINEAR)
+
+        return Prepared(to_tensor(boxed, self.input_norm())[None], image,
+                        to_tensor(np.zeros_like(boxed), self.input_norm())[None], to_view,
+                        lambda box: lb.unmap(torch.tensor([box]), (h, w))[0].tolist())
+
+    def explain_targets(self, model: nn.Module, x: torch.Tensor, options: Any) -> list[Any]:
+        """Each detection (``--conf``, ``--iou``): its score, found again on any input as the best
+        score x IoU among detections of its class (a torchvision detector's proposals move with the input)."""
+        from cnnkit.core.models.boxes import box_iou
+        from cnnkit.core.tasks.explaining import detection_targets
+
+        boxes, scores, labels = self.predict_batch(model, x, options.conf, options.iou)[0]
+
+        def score(i: int) -> Any:
+            box, label = boxes[i][None].float(), labels[i]
+
+            def matched(m: nn.Module, images: torch.Tensor) -> torch.Tensor:
+                found = []
+                for out in m(list(images)):
+                    same = out["labels"] == label
+                    overlap = box_iou(out["boxes"][same].float(), box)[:, 0] * out["scores"][same]
+                    found.append(overlap.max() if len(overlap) else out["scores"].sum() * 0)
+                return torch.stack(found)
+
+            return matched
+
+        return detection_targets(list(self.classes or []), self.spec.name, boxes, scores, labels, options, score)
+
+    def explain_layer(self, model: nn.Module, x: torch.Tensor) -> str:
+        """A torchvision detector's trunk (``backbone.body``): its last map feeds every FPN level."""
+        from cnnkit.core.tasks.explaining import last_feature_layer
+
+        prefix = "backbone.body" if hasattr(model, "backbone") and hasattr(model.backbone, "body") else ""
+        return last_feature_layer(model, x, prefix, forward=lambda t: model(list(t)) if prefix else model(t))
+
     def log_artifacts(self, model: nn.Module, val: Any, tracker: Any, device: torch.device) -> None:
         from cnnkit.core.metrics.plots import new_figure
 

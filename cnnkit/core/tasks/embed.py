@@ -111,6 +111,8 @@ class EmbedTask(Task):
     validation on identities never seen in training. A loss whose model learns its own distance
     declares ``metric: "similarity"`` in its options."""
 
+    explain_kind = "pairs"  # cnnkit explain: images in pairs, what makes the two close (their embeddings' cosine similarity)
+
     data_tasks = ("embed",)
     default_data = "synthetic:glyphs"
     key_metric = "auc"
@@ -205,6 +207,13 @@ class EmbedTask(Task):
 
     def result(self, image: str, pixels: Any, prediction: Any, **_: Any) -> results.Embedding:
         return results.Embedding(image, np.asarray(prediction, np.float32))
+
+    def explain_input(self, image: np.ndarray) -> Any:
+        """Resized as for prediction; the map is drawn on what the embedder saw."""
+        from cnnkit.core.tasks.explaining import prepared
+
+        pipeline = embed_pipeline(self.config.img_size, train=False)
+        return prepared(lambda im: to_tensor(pipeline(image=im)["image"], self.input_norm()), image, self.input_norm())
 
     def export_attrs(self, model: nn.Module) -> dict[str, Any]:
         return {"embedding_dim": int(model.embedding_dim)}

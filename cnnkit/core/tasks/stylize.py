@@ -31,6 +31,8 @@ class PhotoSample:
 class StylizeTask(Task):
     """``model(photos) -> images`` in [0, 1]; the loss is ``criterion(output, photos)``."""
 
+    explain_kind = "style"  # cnnkit explain: the loss network's style layers for the style image and the result
+
     data_tasks = ("photos", "classify")  # a folder of photos, or any image set's images
     default_data = "synthetic:textures?n=64&size=128"
     key_metric = "loss"
@@ -75,6 +77,12 @@ class StylizeTask(Task):
             out = model(photos).clamp(0, 1)
         strip = torch.cat([torch.cat(list(photos), 2), torch.cat(list(out), 2)], 1)
         tracker.log_image(to_image(strip[None]), "samples/stylized.png")
+
+    def explain_input(self, image: np.ndarray) -> Any:
+        from cnnkit.core.data.transforms import RAW
+        from cnnkit.core.tasks.explaining import prepared
+
+        return prepared(lambda im: to_tensor(im, normalize=False), image, RAW)
 
     def predict(self, model: nn.Module, images: Iterable[np.ndarray], device: torch.device,
                 **kwargs: Any) -> list[np.ndarray]:

@@ -62,5 +62,7 @@ def perceptual(model: nn.Module, task: Any) -> PerceptualLoss:
     image = fit_long_side(to_tensor(style_image(state["style"]), normalize=False)[None], state["style_size"])
     with torch.no_grad():
         features = vgg(image)
-    return PerceptualLoss(vgg, {k: gram(features[k]) for k in style}, content, state["content_weight"],
+    loss = PerceptualLoss(vgg, {k: gram(features[k]) for k in style}, content, state["content_weight"],
                           state["style_weight"], state["tv_weight"])
+    loss.style_image = image  # `cnnkit explain` shows the style layers' maps of it
+    return loss

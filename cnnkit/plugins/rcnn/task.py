@@ -77,6 +77,28 @@ class RegionTask(DetectionTask):
         raise CnnkitError(f"{self.spec.name}: the papers' pipelines (selective search, SVMs, our RoI heads) are "
                           "not exported; export a torchvision Faster R-CNN (fasterrcnn_mobilenet_v3_large_fpn, ...)")
 
+    def explain_targets(self, model: nn.Module, x: torch.Tensor, options: Any) -> list[Any]:
+        """Each detection's box held fixed: its class probability from the RoI head on that box
+        (:meth:`region_score`), wherever the input moves the proposals."""
+        from cnnkit.core.tasks.explaining import detection_targets
+
+        boxes, scores, labels = self.predict_batch(model, x, options.conf, options.iou)[0]
+
+        def score(i: int) -> Any:
+            box, label = boxes[i].float(), int(labels[i])
+            return lambda m, t: self.region_score(m, t, box, label)
+
+        return detection_targets(list(self.classes or []), self.spec.name, boxes, scores, labels, options, score)
+
+    def region_score(self, model: nn.Module, images: torch.Tensor, box: torch.Tensor, label: int) -> torch.Tensor:
+        """The head's probability of class ``label`` for ``box`` (xyxy) on each image: Fast and
+        Faster R-CNN pool it from the trunk's map."""
+        logits, _ = model.head(model.trunk(images), with_index([box[None]] * len(images)).to(images))
+        return logits.float().softmax(1)[:, label + 1]
+
+    def explain_layer(self, model: nn.Module, x: torch.Tensor) -> str:
+        return "trunk"  # the map the RPN and the RoI head read
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
         metrics = super().evaluate(model, loader, device)
@@ -125,6 +147,9 @@ class RCNNTask(SelectiveSearchTask):
 
     options = {**SelectiveSearchTask.options, "rois_per_batch": 128, "fg_fraction": 0.25,
                "svm_proposals": 2000, "svm_c": 1e-3, "ridge_lambda": 1000.0}
+    explain_refused = {m: "R-CNN's convolutions see each region warped to a crop, not the image, so a layer "
+                          "map has no place on the photo; use --method integrated-gradients"
+                       for m in ("gradcam", "gradcam++", "eigencam", "scorecam")}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -158,6 +183,14 @@ class RCNNTask(SelectiveSearchTask):
                 per_class = boxes[:, None].expand(-1, scores.shape[1], 4)
             out.append(postprocess(per_class, scores, images.shape[-1], conf, iou))
         return out
+
+    def region_score(self, model: nn.Module, images: torch.Tensor, box: torch.Tensor, label: int) -> torch.Tensor:
+        """The class's SVM score (a probability through the logistic) of ``box`` warped from each
+        image, or the fine-tuned softmax before the SVMs exist."""
+        _, fc = model.region_features(images, with_index([box[None]] * len(images)).to(images))
+        if bool(model.svm_ready):
+            return torch.sigmoid(fc.float() @ model.svm_weight[label] + model.svm_bias[label])
+        return model.cls(fc).float().softmax(1)[:, label + 1]
 
     @torch.no_grad()
     def finish(self, model: nn.Module, train: Any, val_loader: Any, device: torch.device) -> bool:

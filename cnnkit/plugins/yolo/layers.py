@@ -22,6 +22,8 @@ class Reorg(nn.Module):
     This is not a plain space-to-depth (``F.pixel_unshuffle``), and Darknet's yolov2.weights
     were trained through it. ``reverse=True`` (``forward=1``) gives ``(C/s², H*s, W*s)``."""
 
+    moves_positions = True  # output row j reads input rows s²j .. s²j+s²-1 modulo H: no receptive field window
+
     def __init__(self, stride: int = 2, reverse: bool = False) -> None:
         super().__init__()
         self.stride, self.reverse = stride, reverse

@@ -79,17 +79,24 @@ class Figures(_Synthetic):
 
 
 class FigureCrops(_Synthetic):
-    """Classification: one figure an image (25-60% of its side, anywhere), labelled ring/cross/bar."""
+    """Classification: one figure an image (25-60% of its side, anywhere), labelled ring/cross/bar;
+    :meth:`with_box` also gives the figure's box (where a map of the decision should point)."""
 
     classes = list(FIGURES)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        image, kind, _ = self.with_box(index)
+        return image, kind
+
+    def with_box(self, index: int) -> tuple[np.ndarray, int, list[float]]:
+        """The sample and its figure's box (xyxy pixels)."""
         rng = _rng(self.seed + 11, self.split, index)
         s = self.size
         img = Image.fromarray(np.clip(_background(rng, s), 0, 255).astype(np.uint8))
         kind = int(rng.integers(len(FIGURES)))
         w, h = _figure_box(rng, kind, s, 0.3, 0.6)
         x1, y1 = rng.uniform(0, s - w), rng.uniform(0, s - h)
-        _draw(ImageDraw.Draw(img), kind, [x1, y1, x1 + w, y1 + h], tuple(int(c) for c in rng.integers(0, 256, 3)))
+        box = [x1, y1, x1 + w, y1 + h]
+        _draw(ImageDraw.Draw(img), kind, box, tuple(int(c) for c in rng.integers(0, 256, 3)))
         image = np.asarray(img).astype(np.float32) + rng.normal(0, 4, (s, s, 3))
-        return np.clip(image, 0, 255).astype(np.uint8), kind
+        return np.clip(image, 0, 255).astype(np.uint8), kind, box

@@ -281,6 +281,41 @@ class YoloTask(DetectionTask):
         return out
 
 
+    def explain_targets(self, model: nn.Module, x: torch.Tensor, options: Any) -> list[Any]:
+        """Each detection (``--conf``, ``--iou``) is one prediction of the decoded graph: its cell,
+        anchor and class, so its score (objectness x class probability) is found at the same place
+        on any input. It is explained at the input of the convolution that predicts its scale."""
+        from cnnkit.core.tasks.explaining import detection_targets, producers
+
+        core = unwrap(model)
+        graph = Decoded(core, float(self.option("tree_thresh")))
+        with torch.no_grad():
+            boxes, scores = graph(x)
+        flat = scores[0].flatten()
+        keep = (flat > options.conf).nonzero()[:, 0]
+        keep = keep[flat[keep].topk(min(MAX_CANDIDATES, len(keep))).indices]
+        index, label = keep // scores.shape[2], keep % scores.shape[2]
+        xyxy = clip_boxes(boxes[0][index], x.shape[-2], x.shape[-1])
+        kept = batched_nms(xyxy, flat[keep], label, options.iou)[:MAX_DETECTIONS]
+        index, label = index[kept], label[kept]
+        heads = producers(core, x) if core.family != "yolov1" else []
+        with torch.no_grad():  # predictions per head: heads[h] holds a contiguous block of the decoded ones
+            sizes = [len(a) * o.shape[-2] * o.shape[-1] for a, o in zip(core.anchors, core(x))] if heads else []
+        ends = torch.tensor(sizes).cumsum(0) if sizes else None
+
+        def score(i: int) -> Any:
+            n, c = int(index[i]), int(label[i])
+            return lambda m, t: Decoded(unwrap(m), graph.tree_thresh)(t)[1][:, n, c]
+
+        def layer(i: int) -> tuple[str | None, bool]:
+            if not heads:
+                return None, False
+            return heads[int((ends <= int(index[i])).sum())], True
+
+        return detection_targets(list(self.classes or []), self.spec.name, xyxy[kept], flat[keep][kept], label,
+                                 options, score, layer)
+
+
 class Decoded(nn.Module):
     """YOLO's inference graph: images -> every prediction's xyxy pixel box ``(B, N, 4)`` and class
     scores ``(B, N, C)``, before the score threshold and NMS (what ``cnnkit export`` writes)."""
