@@ -79,7 +79,7 @@ class StylizeTask(Task):
         tracker.log_image(to_image(strip[None]), "samples/stylized.png")
 
     def explain_input(self, image: np.ndarray) -> Any:
-        from cnnkit.core.data.transforms import RAW
+        from cnnkit.core.data.pixels import RAW
         from cnnkit.core.tasks.explaining import prepared
 
         return prepared(lambda im: to_tensor(im, normalize=False), image, RAW)
