@@ -78,6 +78,8 @@ class ClassifyTask(Task):
     default_data = "synthetic:textures"
     key_metric = "top1"
     key_mode = "max"
+    noun = "classifier"
+    run_with = "`cnnkit classify {source} IMAGE...`"
 
     def default_loss(self) -> str:
         return self.spec.loss or "cross_entropy"
