@@ -4,8 +4,8 @@ unwind like Ctrl-C, so that a killed write leaves no temp file behind."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,13 +17,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    # named before it exists, so that a signal right after its creation still has it removed
+    # (mkstemp returns the name only once the file exists: a SIGTERM in between left it behind)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     try:
-        yield Path(tmp)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, _mode_for(path))  # mkstemp's 0600 would hide the file from other users
+        os.chmod(tmp, _mode_for(path))  # 0600 would hide the file from other users
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
