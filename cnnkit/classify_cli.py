@@ -3,18 +3,19 @@ model (preprocessed as its publisher does) or a checkpoint written by ``cnnkit t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
 
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core import jsontext
 
 console = Console(soft_wrap=True)  # lines a user copies (anchors, paths) stay whole when piped
 SOURCE_HELP = "A registered classifier's name (its published weights) or a checkpoint written by `cnnkit train`."
 WEIGHTS_HELP = "With a model name: a weights file or a name from `cnnkit weights list` (default: the model's own)."
+PARTIAL_HELP = ("With --weights FILE: let the file lack tensors (left as built) or bring tensors the model has no "
+                "place for (ignored).")
 
 
 def classify_cmd(
@@ -22,6 +23,7 @@ def classify_cmd(
     images: list[Path] = typer.Argument(..., help="Image files."),
     top: int = typer.Option(5, "--top", min=1, help="How many classes to print an image."),
     weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help=PARTIAL_HELP),
     device: str = typer.Option("auto", "--device"),
     as_json: bool = typer.Option(False, "--json", help='One object an image: {"image", "top": [{"index", "class", "prob"}]}.'),
 ) -> None:
@@ -31,25 +33,23 @@ def classify_cmd(
     from cnnkit.core.device import resolve_device
     from cnnkit.core.engine import load_for_eval
 
-    task, model, _ = load_for_eval(source, weights_ref=weights)
-    if task.spec.task != "classify":
-        raise CnnkitError(f"{task.spec.name} is a {task.spec.task} model; `cnnkit classify` runs classifiers")
+    task, model, _ = load_for_eval(source, weights_ref=weights, allow_partial=allow_partial, expect="classify")
     prepare = preprocessing(task)
     inputs = [prepare(path) for path in images]  # every image is read (and refused) before any work
     dev = resolve_device(device)
-    model.to(dev).eval()
+    graph = task.inference(model.to(dev).eval())  # probabilities: a checkpoint's softmax, or an exported file as is
     classes = list(task.classes or [])
     results = []
     with torch.no_grad():
         for i in range(0, len(inputs), 16):
-            probs = model(torch.stack(inputs[i:i + 16]).to(dev)).float().softmax(1).cpu()
+            probs = graph(torch.stack(inputs[i:i + 16]).to(dev)).float().cpu()
             values, indices = probs.topk(min(top, probs.shape[1]), dim=1)
             for path, p, k in zip(images[i:i + 16], values.tolist(), indices.tolist()):
                 results.append({"image": str(path), "top": [
                     {"index": j, "class": classes[j] if j < len(classes) else str(j), "prob": q}
                     for j, q in zip(k, p)]})
     if as_json:
-        print(json.dumps(results, indent=2))
+        print(jsontext.dumps(results))
         return
     for r in results:
         console.print(f"{r['image']}: " + ", ".join(f"{t['class']} {t['prob']:.3f}" for t in r["top"]), markup=False)

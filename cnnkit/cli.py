@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -13,12 +12,18 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnkit import __version__
-from cnnkit.core import plugins
+from cnnkit.core import jsontext, plugins
+from cnnkit.core.config import MAX_IMG_SIZE
 from cnnkit.core.data.check import check_cmd
 from cnnkit.core.errors import CnnkitError, Interrupted
 from cnnkit.core.explain.command import explain_cmd
-from cnnkit.classify_cli import classify_cmd
+from cnnkit.classify_cli import PARTIAL_HELP, classify_cmd
 from cnnkit.weights_cli import app as weights_app
+
+try:  # recent typer carries its own copy of click, whose exceptions its commands raise
+    from typer._click import exceptions as click_errors
+except ImportError:  # typer that runs on click itself
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 app = typer.Typer(name="cnnkit", help="The classic CNN playbook: train, run and track every family.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -47,7 +52,7 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, default=str))
+    print(jsontext.dumps(value))
 
 
 @app.command("plugins")
@@ -142,7 +147,7 @@ def train_cmd(
                                                  help="Validate on this share of the training images (seeded cut)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
-    img_size: Optional[int] = typer.Option(None, "--img-size", min=8),
+    img_size: Optional[int] = typer.Option(None, "--img-size", min=8, help=f"Input size, 8 to {MAX_IMG_SIZE}."),
     lr: Optional[float] = typer.Option(None, "--lr"),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, adam, adamw, rmsprop or rmsprop-tf (epsilon inside the root)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="cosine, step, plateau or none."),
@@ -161,7 +166,7 @@ def train_cmd(
     save_period: Optional[int] = typer.Option(None, "--save-period", min=0, help="Also keep weights/epochN.pt every N epochs."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Start from these weights (a state dict file or a name from `cnnkit weights list`)."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from the published weights (downloaded on first use)."),
-    allow_partial: Optional[bool] = typer.Option(None, "--allow-partial", help="Let --weights/--pretrained leave tensors the file lacks as built."),
+    allow_partial: Optional[bool] = typer.Option(None, "--allow-partial", help="Let --weights/--pretrained leave tensors the file lacks as built, and ignore tensors the model has no place for."),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
@@ -216,6 +221,7 @@ def eval_cmd(
     data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this data (default: the training data)."),
     weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     names: Optional[str] = typer.Option(None, "--names", help=NAMES_HELP),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help=PARTIAL_HELP),
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(0, "--batch-size", min=0, help="0: the training batch size."),
     split: str = typer.Option("val", "--split", help="val, or test (the only command that reads a test split)."),
@@ -237,7 +243,8 @@ def eval_cmd(
                      {"checkpoint": str(checkpoint), "data": data or "", "split": split},
                      {"cnnkit.eval": "1"}, track=track, uri=tracking_uri or "", experiment=experiment,
                      progress=False) as run:
-        metrics = evaluate_checkpoint(checkpoint, data or "", device, batch_size, split, weights, names, run)
+        metrics = evaluate_checkpoint(checkpoint, data or "", device, batch_size, split, weights, names, run,
+                                      allow_partial)
     if as_json:
         print_json(metrics)
         return
@@ -253,9 +260,10 @@ def detect_cmd(
     sources: list[str] = typer.Argument(..., help="Images or folders of images; or one video file, camera index or stream URL."),
     weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     names: Optional[str] = typer.Option(None, "--names", help=NAMES_HELP),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help=PARTIAL_HELP),
     conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Score threshold."),
     iou: float = typer.Option(0.45, "--iou", min=0.0, max=1.0, help="NMS IoU threshold."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", help="Inference size (default: training size)."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help=f"Inference size, 8 to {MAX_IMG_SIZE} (default: training size)."),
     save_dir: Path = typer.Option(Path("runs/detect"), "--save-dir", help="Where annotated images go."),
     no_save: bool = typer.Option(False, "--no-save", help="Do not write annotated images."),
     device: str = typer.Option("auto", "--device"),
@@ -283,7 +291,8 @@ def detect_cmd(
     paths = [] if video else image_paths(sources)
     if not video and not paths:
         raise CnnkitError("no images found in " + ", ".join(sources))
-    task, model, _ = load_for_eval(checkpoint, weights_ref=weights, names=names)
+    task, model, _ = load_for_eval(checkpoint, weights_ref=weights, names=names, allow_partial=allow_partial,
+                                   expect="detect")
     dev = resolve_device(device)
     for_inference(model, dev)
     task.config.device = str(dev)
@@ -316,10 +325,12 @@ def detect_cmd(
 def export_cmd(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `cnnkit train` (or a registered model's name)."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", min=8, help="Input size (default: the training size)."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help=f"Input size, 8 to {MAX_IMG_SIZE} and one the "
+                                           "network can take (default: the training size)."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Any batch size (default: batch 1)."),
-    opset: int = typer.Option(17, "--opset", min=7, help="ONNX opset."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file (default: beside the checkpoint)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (7 to the newest the installed torch and onnx write)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file, named *.onnx or *.torchscript as "
+                                       "--format says (default: beside the checkpoint)."),
     nms: bool = typer.Option(False, "--nms", help="YOLO detectors: score threshold and NMS inside the graph (one image a run)."),
     conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="With --nms: the graph's score threshold."),
     iou: float = typer.Option(0.45, "--iou", min=0.0, max=1.0, help="With --nms: the graph's NMS IoU threshold."),
@@ -403,6 +414,14 @@ def _one_line(exc: CnnkitError) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
+def _usage_line(exc: click_errors.ClickException) -> str:
+    """A click usage error as one line: its message, lowercased as ours are, and where the help is."""
+    text = " ".join(exc.format_message().split()).rstrip(".")
+    text = text[:1].lower() + text[1:]
+    ctx = getattr(exc, "ctx", None)
+    return f"{text} (see `{ctx.command_path} --help`)" if ctx is not None else text
+
+
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point: clear one-line errors with exit code 2, never a traceback."""
     argv = sys.argv[1:] if args is None else args
@@ -412,7 +431,16 @@ def main(args: list[str] | None = None) -> None:
         if not _mounted:
             plugins.mount_commands(app)
             _mounted.append(True)
-        app(args=args, prog_name="cnnkit")
+        code = app(args=args, prog_name="cnnkit", standalone_mode=False)  # --help, --version: their exit code
+        sys.exit(code if isinstance(code, int) else 0)
+    except click_errors.NoArgsIsHelpError:  # `cnnkit` (or `cnnkit weights`) alone: click has shown the help
+        sys.exit(2)
+    except click_errors.ClickException as exc:  # click's own checks (`--top 0`, a missing argument): the same one line
+        print(f"error: {_usage_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:  # end of input at a prompt
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     except CnnkitError as exc:
         print(f"{'stopped' if isinstance(exc, Interrupted) else 'error'}: {_one_line(exc)}", file=sys.stderr)
         sys.exit(exc.exit_code)

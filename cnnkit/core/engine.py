@@ -48,14 +48,33 @@ class FitResult:
 def make_task(spec: ModelSpec, config: TrainConfig, classes: list[str] | None = None,
               state: dict[str, Any] | None = None) -> Task:
     """The task that trains ``spec``: its ``task_class`` override, else the task registered as ``spec.task``."""
+    return task_class(spec)(spec, config, classes=classes, state=state)
+
+
+def task_class(spec: ModelSpec) -> type[Task]:
+    """``spec``'s task class (not built): its ``task_class`` override, else its task's."""
     if spec.task_class is not None:
-        cls = resolve(spec.task_class)
-    elif spec.task in tasks:
-        cls = resolve(tasks.get(spec.task).build)
-    else:
-        raise CnnkitError(f"model '{spec.name}' names the unknown task '{spec.task}' "
-                          f"(known: {', '.join(sorted(tasks.names()))})")
-    return cls(spec, config, classes=classes, state=state)
+        return resolve(spec.task_class)
+    if spec.task in tasks:
+        return resolve(tasks.get(spec.task).build)
+    raise CnnkitError(f"model '{spec.name}' names the unknown task '{spec.task}' "
+                      f"(known: {', '.join(sorted(tasks.names()))})")
+
+
+def refuse_other_task(source: str | Path, spec: ModelSpec, expect: str) -> None:
+    """One line when ``source`` (a model of ``spec``) is not of the task ``expect`` that the command
+    runs: what it is and the command that runs it (`cnnkit detect` given a classifier)."""
+    if not expect or spec.task == expect:
+        return
+    own = task_class(spec)
+    wanted = resolve(tasks.get(expect).build).noun if expect in tasks else f"{expect} model"
+    what = spec.name if str(source) == spec.name else f"{source}: {spec.name}"
+    raise CnnkitError(f"{what} is {_a(own.noun)} ({spec.task} task), not {_a(wanted)}; "
+                      f"run it with {own.run_with.format(source=source)}")
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
 
 
 def _better(value: float, best: float | None, mode: str) -> bool:
@@ -449,22 +468,29 @@ def fit(config: TrainConfig) -> FitResult:
 
 
 def load_for_eval(source: str | Path, data: str = "", weights_ref: str | None = None,
-                  names: str | None = None) -> tuple[Task, nn.Module, dict[str, Any]]:
+                  names: str | None = None, allow_partial: bool = False,
+                  expect: str = "") -> tuple[Task, nn.Module, dict[str, Any]]:
     """The task and model to run: a checkpoint written by ``cnnkit train`` (everything comes from it),
     a file written by ``cnnkit export`` (run by onnxruntime or TorchScript), or a registered model's
     name or a definition file a plugin builds (a Darknet ``.cfg``) with its published weights
-    (:func:`published_for_eval`). ``data`` overrides the training data."""
+    (:func:`published_for_eval`). ``data`` overrides the training data. ``expect``: the task the
+    calling command runs (``"detect"``); a model of another is refused before its weights load."""
     if is_model_source(source):
-        return published_for_eval(models.get(str(source)), data, weights_ref, names)
-    if weights_ref or names:
+        spec = models.get(str(source))
+        refuse_other_task(source, spec, expect)
+        return published_for_eval(spec, data, weights_ref, names, allow_partial)
+    if weights_ref or names or allow_partial:
         raise CnnkitError(f"{source}: a checkpoint carries its own weights and classes; "
-                          "--weights and --names go with a model name or a .cfg")
+                          "--weights and --names go with a model name or a .cfg, as does --allow-partial")
     if exported.is_exported(source):
-        return exported.load_exported(source, data)
+        task, model, ck = exported.load_exported(source, data)
+        refuse_other_task(source, task.spec, expect)
+        return task, model, ck
     ck = load_checkpoint(source)
     if ck["model"] not in models:
         raise CnnkitError(f"{source}: made by model '{ck['model']}', which no loaded plugin provides")
     spec = models.get(ck["model"])
+    refuse_other_task(source, spec, expect)
     config = TrainConfig.from_dict(ck["config"])
     if data:  # evaluate on it: its val split, else all of it
         config.data, config.val, config.val_fraction = data, data, 0.0
@@ -482,15 +508,16 @@ def is_model_source(source: str | Path) -> bool:
 
 
 def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None = None,
-                       names: str | None = None) -> tuple[Task, nn.Module, dict[str, Any]]:
+                       names: str | None = None, allow_partial: bool = False) -> tuple[Task, nn.Module, dict[str, Any]]:
     """``spec`` built with published weights: ``weights_ref`` (a registry name or a file), else the
     model's first registered file (downloaded on first use), else weights that ship in a package
-    (``face-resnet``). The classes are ``names`` (a ``.names`` file), else the weights' own list."""
+    (``face-resnet``). The classes are ``names`` (a ``.names`` file), else the weights' own list.
+    ``allow_partial``: a file may lack tensors (left as built) or bring some the model has no place for."""
     from cnnkit.core.classnames import class_names, read_names
 
     shipped = "pretrained" in spec.options
     config = TrainConfig(model=spec.name, data=data or spec.default_data, val=data, img_size=spec.img_size,
-                         options={"pretrained": True} if shipped and not weights_ref else {},
+                         options={"pretrained": True} if shipped and not weights_ref else {}, allow_partial=allow_partial,
                          **{k: v for k, v in spec.defaults.items() if k == "batch_size"})
     entry, path = None, None
     if weights_ref:
@@ -517,7 +544,11 @@ def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None 
     elif path is not None:
         loaded, source = task.load_weights(model, str(path)), path
         label = str(path)
-    if getattr(loaded, "heads", None):  # run as published: nothing may be re-initialised
+    heads = getattr(loaded, "heads", None) or []
+    if len(heads) > 2:  # more than a classifier's weight and bias: the file is another network's
+        raise CnnkitError(f"{source}: weights do not fit {spec.name}: {len(heads)} tensors differ in shape "
+                          f"({', '.join(heads[:3])}, ...); another model's file?")
+    if heads:  # run as published: nothing may be re-initialised
         raise CnnkitError(f"{source}: {loaded.heads[0]} does not fit {spec.name} built for "
                           f"{len(task.classes or []) or spec.num_classes} classes; --names must list as many "
                           "classes as the weights have")
@@ -533,11 +564,11 @@ def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "auto",
                         batch_size: int = 0, split: str = "val", weights_ref: str | None = None,
-                        names: str | None = None, run: Any = None) -> dict[str, float]:
+                        names: str | None = None, run: Any = None, allow_partial: bool = False) -> dict[str, float]:
     """Metrics of a checkpoint (or a published model, see :func:`load_for_eval`) on the ``split`` of
     ``data`` (or of the data it was trained on); logged with the task's figures to ``run`` when given.
     What the data's scan left out (unreadable images, dropped boxes) is said first on stderr."""
-    task, model, _ = load_for_eval(checkpoint, data, weights_ref, names)
+    task, model, _ = load_for_eval(checkpoint, data, weights_ref, names, allow_partial)
     if batch_size:
         task.config.batch_size = batch_size
     dev = devices.resolve_device(device)

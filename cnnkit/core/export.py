@@ -10,26 +10,46 @@ stylized images). ONNX files are written by torch's TorchScript-based exporter
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import os
+import signal
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.core.atomic import atomic_path
+from cnnkit.core.atomic import Terminated, atomic_path, sigterm_unwinds
 from cnnkit.core.checkpoint import state_fingerprint
+from cnnkit.core.config import check_value
 from cnnkit.core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.core.engine import load_for_eval
-from cnnkit.core.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError, Interrupted
+from cnnkit.core.paths import writable_file
 
 FORMATS = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
 TOLERANCE = 1e-3  # largest difference from torch, per output, relative to its scale (at least 1)
 META_KEY = "cnnkit"  # the metadata entry holding everything cnnkit needs to run the file
+MIN_OPSET = 7  # torch's oldest ONNX opset
+
+
+def max_opset() -> int:
+    """The newest opset both torch's exporters and the installed onnx write (torch's own table
+    where this torch has it; 20, the TorchScript exporter's, where not)."""
+    import onnx.defs
+
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET as newest
+    except ImportError:
+        newest = 20
+    return min(int(newest), onnx.defs.onnx_opset_version())
 
 
 @dataclass
@@ -127,13 +147,31 @@ def row_order(outputs: list[np.ndarray]) -> list[np.ndarray]:
     return [o[order] for o in outputs]
 
 
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    """File descriptor 1 to /dev/null: torch's TorchScript-based exporter prints its whole graph
+    (tens of KB) on stdout from C++ when one of its passes fails, even where the other exporter
+    then succeeds; stdout is the report's (``--json``)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            ctypes.CDLL(None).fflush(None)  # C stdio's buffer goes to /dev/null, not after it
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _onnx(module: nn.Module, x: torch.Tensor, path: Path, opset: int, axes: dict[int, str],
           meta: dict[str, str]) -> list[np.ndarray]:
     import onnx
 
     from cnnkit.core.exported import open_session
 
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _stdout_silenced():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=opset, input_names=["images"],
@@ -163,9 +201,9 @@ def export(checkpoint: str | Path, fmt: str = "onnx", img_size: int | None = Non
            opset: int = 17, out: str | Path | None = None, nms: dict[str, float] | None = None) -> ExportReport:
     """Write ``checkpoint``'s inference graph to ``out`` and check it against torch; a file that
     differs by more than :data:`TOLERANCE` is removed (one clear error). ``nms``: ``{"conf", "iou"}``
-    to put a detector's NMS inside the graph."""
-    if fmt not in FORMATS:
-        raise CnnkitError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
+    to put a detector's NMS inside the graph. Everything a user gives (format, opset, size, the
+    output's name and place) is checked before the model loads; SIGTERM or SIGINT leaves no file."""
+    target = _checked_request(checkpoint, fmt, img_size, opset, out)
     task, model, ck = load_for_eval(checkpoint)
     if getattr(model, "exported", False):
         raise CnnkitError(f"{checkpoint}: already an exported file; export the checkpoint it came from")
@@ -179,22 +217,56 @@ def export(checkpoint: str | Path, fmt: str = "onnx", img_size: int | None = Non
     batch = 2 if dynamic_batch else 1
     x = sample_input(task, size, batch)
     axes = {**({0: "batch"} if dynamic_batch else {}), **task.export_axes()}
-    target = Path(out) if out else Path(checkpoint).with_suffix(SUFFIX[fmt])
     meta = metadata(task, model, ck, size, nms)
-    with torch.no_grad():
-        reference = outputs_of(module(x))
-    with atomic_path(target) as tmp:
-        try:
-            got = _onnx(module, x, tmp, opset, axes, meta) if fmt == "onnx" else _torchscript(module, x, tmp, meta)
-        except CnnkitError:
-            raise
-        except Exception as exc:  # the exporter's many failure types: one line naming the model
-            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
-            raise CnnkitError(f"{ck['model']}: {fmt} export failed ({first})") from None
-        diff, tolerance = max_difference(outputs_of(got), reference)
-        if not diff <= tolerance:
-            diff, tolerance = max_difference(row_order(outputs_of(got)), row_order(reference))
-        if not diff <= tolerance:
-            raise CnnkitError(f"{target}: the exported graph differs from torch by {diff:.3g} "
-                              f"(tolerance {tolerance:.3g}); nothing was written")
+    try:
+        with torch.no_grad():
+            reference = outputs_of(module(x))
+    except Exception as exc:  # too small for its pooling, or memory: one line naming the size
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        raise CnnkitError(f"{'--img-size ' if img_size else 'input size '}{size}: {ck['model']} cannot take "
+                          f"{size} x {size} inputs ({first})") from None
+    try:
+        with sigterm_unwinds(), atomic_path(target) as tmp:
+            got = _write(fmt, module, x, tmp, opset, axes, meta, ck["model"])
+            diff, tolerance = max_difference(outputs_of(got), reference)
+            if not diff <= tolerance:
+                diff, tolerance = max_difference(row_order(outputs_of(got)), row_order(reference))
+            if not diff <= tolerance:
+                raise CnnkitError(f"{target}: the exported graph differs from torch by {diff:.3g} "
+                                  f"(tolerance {tolerance:.3g}); nothing was written")
+    except Terminated:
+        raise Interrupted(f"export stopped by SIGTERM; {target} was not written", signal.SIGTERM) from None
     return ExportReport(str(target), fmt, ck["task"], ck["model"], list(x.shape), diff, tolerance)
+
+
+def _checked_request(checkpoint: str | Path, fmt: str, img_size: int | None, opset: int,
+                     out: str | Path | None) -> Path:
+    """The output file, once the format, opset, size and output place are known to be usable:
+    one line for the first that is not, before any model is loaded or any work done."""
+    if fmt not in FORMATS:
+        raise CnnkitError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
+    if fmt == "onnx" and not MIN_OPSET <= opset <= max_opset():
+        raise CnnkitError(f"--opset {opset}: this torch and onnx write opsets {MIN_OPSET} to {max_opset()}")
+    if img_size is not None:
+        check_value("img_size", img_size, " (from --img-size)")
+    target = Path(out) if out else Path(checkpoint).with_suffix(SUFFIX[fmt])
+    if target.suffix.lower() != SUFFIX[fmt]:
+        raise CnnkitError(f"-o {target}: --format {fmt} writes *{SUFFIX[fmt]} files (the commands that run them "
+                          f"know them by it): use -o {target.with_suffix(SUFFIX[fmt])}")
+    try:
+        return writable_file(target, "-o" if out else "output file")
+    except CnnkitError as exc:
+        raise CnnkitError(f"{exc}; choose another place with -o" if not out else str(exc)) from None
+
+
+def _write(fmt: str, module: nn.Module, x: torch.Tensor, tmp: Path, opset: int, axes: dict[int, str],
+           meta: dict[str, str], model: str) -> list[np.ndarray]:
+    """Export ``module`` into ``tmp`` and run the file on ``x``; the exporters' many failure types
+    are one line naming the model."""
+    try:
+        return _onnx(module, x, tmp, opset, axes, meta) if fmt == "onnx" else _torchscript(module, x, tmp, meta)
+    except CnnkitError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        raise CnnkitError(f"{model}: {fmt} export failed ({first})") from None

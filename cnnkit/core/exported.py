@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnkit.core.checkpoint import refuse_non_finite
 from cnnkit.core.errors import CnnkitError
 
 SUFFIXES = (".onnx", ".torchscript")
@@ -63,7 +65,7 @@ class ExportedModel(nn.Module):
             self.script = None
         else:
             self.session, self.input = None, None
-            self.script = torch.jit.load(str(path), map_location="cpu")
+            self.script = _load_script(path)
 
     def forward(self, x: torch.Tensor) -> Any:
         if self.script is not None:
@@ -83,8 +85,26 @@ class ExportedModel(nn.Module):
         return tensors[0] if len(tensors) == 1 else tensors
 
 
-def read_metadata(path: Path) -> dict[str, str]:
-    """The metadata ``cnnkit export`` wrote into an ONNX or TorchScript file."""
+def _load_script(path: Path, extra_files: dict[str, str] | None = None) -> Any:
+    with warnings.catch_warnings():  # torch.jit.load's deprecation notice, on every run of the file
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files or {})
+
+
+def weight_arrays(graph: Any) -> dict[str, torch.Tensor]:
+    """An ONNX graph's floating-point initializers of more than one value (its weights; a single
+    value may be a deliberate bound such as -inf), stored inside the file."""
+    import onnx
+    from onnx import numpy_helper
+
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
+    return {t.name: torch.from_numpy(numpy_helper.to_array(t).astype(np.float32)) for t in graph.initializer
+            if t.data_type in floats and t.data_location != onnx.TensorProto.EXTERNAL and int(np.prod(t.dims)) > 1}
+
+
+def read_metadata(path: Path, check_weights: bool = False) -> dict[str, str]:
+    """The metadata ``cnnkit export`` wrote into an ONNX or TorchScript file; ``check_weights``:
+    refuse a file whose weights hold NaN or inf, naming the tensor."""
     if not path.is_file():
         raise CnnkitError(f"{path}: no such file")
     try:
@@ -92,9 +112,13 @@ def read_metadata(path: Path) -> dict[str, str]:
             import onnx
 
             graph = onnx.load(str(path), load_external_data=False)
+            if check_weights:
+                refuse_non_finite(weight_arrays(graph.graph), path)
             return {p.key: p.value for p in graph.metadata_props}
         files = {"cnnkit.json": ""}
-        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        script = _load_script(path, files)
+        if check_weights:
+            refuse_non_finite(script.state_dict(), path)
         return json.loads(files["cnnkit.json"] or "{}")
     except CnnkitError:
         raise
@@ -120,7 +144,7 @@ def load_exported(path: str | Path, data: str = "", device: str = "auto") -> tup
     from cnnkit.core.registry import models
 
     path = Path(path)
-    meta = read_metadata(path)
+    meta = read_metadata(path, check_weights=True)
     if META_KEY not in meta:
         raise CnnkitError(f"{path}: not written by `cnnkit export` (no cnnkit metadata)")
     info = decode(json.loads(meta[META_KEY]))

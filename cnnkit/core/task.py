@@ -122,6 +122,8 @@ class Task:
     normalize: bool = True  # images reach the model ImageNet-normalised (recorded in exported files)
     batch_export: bool = True  # the exported graph takes a batch (else one image at a time)
     export_nms: bool = False  # export_module can put NMS inside the graph (`cnnkit export --nms`)
+    noun: str = "model"  # what one-line errors call a model of this task ("a detector")
+    run_with: str = "`cnnkit eval {source}`"  # the command a user runs such a model with, named when given to another
 
     def __init__(self, spec: ModelSpec, config: TrainConfig, classes: list[str] | None = None,
                  state: dict[str, Any] | None = None) -> None:

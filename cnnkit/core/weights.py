@@ -15,15 +15,13 @@ import http.client
 import os
 import signal
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from cnnkit.core.atomic import atomic_path
+from cnnkit.core.atomic import Terminated, atomic_path, sigterm_unwinds
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.registry import ModelSpec, WeightsSpec, models, resolve, weights
 from cnnkit.core.weight_formats import parse_problem, safetensors_problem
@@ -112,26 +110,6 @@ def clean_partial(target: Path) -> None:
                 tmp.unlink()
 
 
-class Terminated(BaseException):
-    """SIGTERM during a download: unwinds so the temporary file is removed."""
-
-
-@contextmanager
-def _terminate_cleanly() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def fetch(entry: WeightsSpec) -> Path:
     """``entry``'s file in the cache (checked before each use), downloaded first if it is not there
     yet; a download is moved into place only once its hash matches (or, when its publisher gives
@@ -144,7 +122,7 @@ def fetch(entry: WeightsSpec) -> Path:
     by_hand = f"put {entry.file} at {target} by hand (or set {MIRROR}=URL)"
     clean_partial(target)
     try:
-        with _terminate_cleanly(), atomic_path(target) as tmp:
+        with sigterm_unwinds(), atomic_path(target) as tmp:
             digest, size = _download(url, tmp, entry)
             problem = check(entry, digest, size) or ("" if hashed(entry) else parse_problem(entry, tmp))
             if problem:
@@ -289,9 +267,21 @@ def load_entry(task: Any, model: Any, entry: WeightsSpec, path: Path | None = No
         return task.load_weights(model, str(path)), path
     state = read_state(entry, path)
     partial = bool(task.config.allow_partial)
-    loaded = [load_weights_into(t, state, entry.model or task.spec.name, path, strict=False, allow_partial=partial)
+    loaded = [load_weights_into(t, state, entry.model or task.spec.name, path, strict=False, allow_partial=partial,
+                                unused_ok=() if t is model else head_tensors(entry.model, t))
               for t in targets]
     return loaded[0], path
+
+
+def head_tensors(name: str, trunk: Any) -> set[str]:
+    """The tensors of model ``name``'s whole network that its ``trunk`` leaves out (the classifier a
+    backbone's file carries), built on the meta device: a file may bring these and nothing else."""
+    import torch
+
+    spec = models.get(name)
+    with torch.device("meta"):
+        whole = spec.create(num_classes=spec.num_classes, **spec.options)
+    return set(whole.state_dict()) - set(trunk.state_dict())
 
 
 def registered(value: str) -> WeightsSpec | None:

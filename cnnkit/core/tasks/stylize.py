@@ -32,6 +32,8 @@ class StylizeTask(Task):
     data_tasks = ("photos", "classify")  # a folder of photos, or any image set's images
     default_data = "synthetic:textures?n=64&size=128"
     key_metric = "loss"
+    noun = "stylizer"
+    run_with = "`cnnkit stylize IMAGE --model {source}`"
     key_mode = "min"
     normalize = False
 
