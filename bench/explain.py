@@ -43,7 +43,7 @@ def samples(family: str, count: int) -> list[Sample]:
 
 
 def train(model: str, data: str, flags: list[str], out: Path) -> Path:
-    from cnnkit.cli import main
+    from cnnkit.commands import main
 
     best = out / "weights" / "best.pt"
     if not best.exists():

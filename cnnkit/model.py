@@ -87,27 +87,26 @@ def _lite_runner(source: str, weights: str | None, names: str | None, device: st
 
     if runtime == "torch" or device not in ("cpu", "auto") or (device == "auto" and gpu_present()):
         return None
-    if Path(source).suffix.lower() == ".onnx" and Path(source).is_file():
-        path: Path | None = Path(source)
-    elif runtime == "onnxruntime" or is_model_source(source):  # a checkpoint runs on torch unless asked
-        path = compiled_graph(source, weights, names, settings.get("img_size"), settings["conf"], settings["iou"])
-    else:
+    if not (runtime == "onnxruntime" or is_model_source(source)):  # a checkpoint runs on torch unless asked
         return None
+    path = compiled_graph(source, weights, names, settings.get("img_size"), settings["conf"], settings["iou"])
     return open_lite(path) if path is not None else None
 
 
 def load(source: str | Path, *, weights: str | None = None, names: str | None = None, device: str = "auto",
-         runtime: str = "auto", verbose: bool = True) -> "Model":
+         runtime: str = "auto", task: str | None = None, allow_partial: bool = False, verbose: bool = True) -> "Model":
     """A model ready to run: a registered name (its published weights), a checkpoint written by
     ``cnnkit train``, a ``.cfg`` (with ``weights=`` and ``names=`` files) or an exported ``.onnx`` /
     ``.torchscript`` file. It stays loaded between calls. ``runtime``: ``torch``, ``onnxruntime`` (a
     detector on the CPU, its graph compiled once and cached: no torch import), or ``auto``:
-    onnxruntime for an exported ``.onnx`` file and for a registered name or ``.cfg`` on the CPU where
-    it can, torch otherwise (checkpoints run on torch unless asked)."""
+    onnxruntime for a registered name or ``.cfg`` on the CPU where it can, torch otherwise
+    (checkpoints and exported files run as before unless asked). ``task``: the task the caller
+    runs (``"detect"``): a model of another is refused, naming the command that runs it.
+    ``allow_partial``: ``weights`` may lack tensors or bring some the model has no place for."""
     if runtime not in RUNTIMES:
         raise CnnkitError(f"runtime {runtime}: choose {', '.join(RUNTIMES)}")
     _registry()
-    return Model(str(source), weights, names, device, runtime, verbose)
+    return Model(str(source), weights, names, device, runtime, verbose, task or "", allow_partial)
 
 
 def _names_a_source(source: str) -> bool:
@@ -153,12 +152,18 @@ class Model:
     ``module`` the ``torch.nn.Module`` it runs."""
 
     def __init__(self, source: str, weights: str | None, names: str | None, device: str, runtime: str,
-                 verbose: bool) -> None:
+                 verbose: bool, expect: str = "", allow_partial: bool = False) -> None:
+        from cnnkit.core.base.registry import is_model_source, models
+        from cnnkit.core.tasks.base import refuse_other_task
+
         self.source, self._weights, self._names = source, weights, names
         self._device, self.runtime, self.verbose = device, runtime, verbose
+        self._expect, self._allow_partial = expect, allow_partial
+        if expect and is_model_source(source):  # a registered model of another task: refused before any download
+            refuse_other_task(source, models.get(source), expect)
         self._loaded: tuple[Any, Any, dict[str, Any]] | None = None
         self._runners: dict[tuple[Any, ...], Any] = {}
-        if runtime == "torch" or not _names_a_source(source):
+        if runtime == "torch" or allow_partial or not _names_a_source(source):
             self._load()  # bad sources fail here (one line), not at the first prediction
 
     def _load(self) -> tuple[Any, Any, dict[str, Any]]:
@@ -167,7 +172,8 @@ class Model:
             from cnnkit.core.load.source import load_for_eval
 
             with quiet(not self.verbose):
-                self._loaded = load_for_eval(self.source, weights_ref=self._weights, names=self._names)
+                self._loaded = load_for_eval(self.source, weights_ref=self._weights, names=self._names,
+                                             allow_partial=self._allow_partial, expect=self._expect)
         return self._loaded
 
     @property
@@ -207,7 +213,8 @@ class Model:
         lite_key = (settings.get("img_size"), settings["conf"], settings["iou"])
         if lite_key not in self._runners:
             with quiet(not self.verbose):
-                runner = _lite_runner(self.source, self._weights, self._names, self._device, self.runtime, settings)
+                runtime = "torch" if self._allow_partial else self.runtime  # compiled graphs take whole files
+                runner = _lite_runner(self.source, self._weights, self._names, self._device, runtime, settings)
             if runner is None and self.runtime == "onnxruntime":
                 raise CnnkitError(f"{self.source}: runs on torch only (onnxruntime runs detectors on the CPU)")
             if runner is None:
@@ -314,7 +321,8 @@ class Model:
 
 
 def evaluate(source: str | Path, data: str | None = None, *, split: str = "val", batch_size: int = 0,
-             weights: str | None = None, names: str | None = None, device: str = "auto", track: bool = False,
+             weights: str | None = None, names: str | None = None, allow_partial: bool = False,
+             device: str = "auto", track: bool = False,
              experiment: str = "cnnkit", tracking_uri: str | None = None, verbose: bool = True) -> dict[str, Any]:
     """Metrics of any model source on ``split`` of ``data`` (default: the data it was trained on):
     what ``cnnkit eval --json`` prints. ``track``: an ``eval-...`` MLflow run with the metrics and
@@ -324,14 +332,16 @@ def evaluate(source: str | Path, data: str | None = None, *, split: str = "val",
     if split not in ("val", "test"):
         raise CnnkitError(f"--split {split}: choose val or test")
     if not track:
-        model = load(source, weights=weights, names=names, device=device, runtime="torch", verbose=verbose)
+        model = load(source, weights=weights, names=names, device=device, runtime="torch",
+                     allow_partial=allow_partial, verbose=verbose)
         return model.evaluate(data, split=split, batch_size=batch_size)
     from cnnkit.core.train.callbacks import tracked_run
 
     with tracked_run(f"eval-{Path(source).stem}-{time.strftime('%Y%m%d-%H%M%S')}",
                      {"checkpoint": str(source), "data": data or "", "split": split}, {"cnnkit.eval": "1"},
                      track=True, uri=tracking_uri or "", experiment=experiment, progress=False) as run:
-        model = load(source, weights=weights, names=names, device=device, runtime="torch", verbose=verbose)
+        model = load(source, weights=weights, names=names, device=device, runtime="torch",
+                     allow_partial=allow_partial, verbose=verbose)
         metrics = model.evaluate(data, split=split, batch_size=batch_size)
         run.log_metrics({f"{split}_{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=0)
         model._load()[0].log_evaluation(run)
@@ -343,35 +353,15 @@ def export(source: str | Path, format: str = "onnx", *, out: str | Path | None =
            iou: float = 0.45) -> Any:
     """Export a checkpoint's (or a registered model's) inference graph beside it (or to ``out``),
     checked against torch with onnxruntime; returns the report (``output`` path, input shape,
-    largest difference from torch): what ``cnnkit export --json`` prints."""
-    from cnnkit.core.deploy.export import SUFFIX, export as write
+    largest difference from torch): what ``cnnkit export --json`` prints. Everything asked for
+    (format, opset, size, the output's name and place) is checked before the model loads."""
+    from cnnkit.core.deploy.export import checked_target, export as write
     from cnnkit.core.load.source import load_for_eval
 
+    target = checked_target(source, format, img_size, opset, out)
     _registry()
     task, module, ck = load_for_eval(str(source))
     if getattr(module, "exported", False):
         raise CnnkitError(f"{source}: already an exported file; export the checkpoint it came from")
-    target = Path(out) if out else Path(source).with_suffix(SUFFIX.get(format, ".onnx"))
     return write(task, module, ck, format, target, img_size, dynamic_batch, opset,
                  {"conf": conf, "iou": iou} if nms else None)
-
-
-def describe_models(task: str | None = None, count: bool = False) -> list[dict[str, Any]]:
-    """The rows ``cnnkit models --json`` prints: name, task, plugin, parameter counts (ours once
-    counted; ``count=True`` builds the models not counted yet) and the paper's."""
-    from cnnkit.core.models.summary import param_counts
-
-    list_models(task)  # an unknown task: one line naming the known ones
-    specs = [spec for _, spec in _registry().items() if not task or spec.task == task]
-    counts = param_counts(specs, count)
-    return [{"name": spec.name, "task": spec.task, "plugin": spec.plugin, "params": counts[spec.name],
-             "paper_params": spec.paper_params, "aliases": list(spec.aliases), "description": spec.description}
-            for spec in specs]
-
-
-def summary(name: str, img_size: int | None = None, num_classes: int | None = None, **options: Any) -> dict[str, Any]:
-    """A registered model's layer table (output shapes, parameters, multiply-adds, the paper's
-    figures): what ``cnnkit summary --json`` prints."""
-    from cnnkit.core.models.summary import summarize
-
-    return summarize(_registry().get(name), img_size=img_size, num_classes=num_classes, options=options)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import typer
 from rich.console import Console
 
+from cnnkit.core.base import jsontext
+from cnnkit.core.base.config import MAX_IMG_SIZE
 from cnnkit.core.base.errors import CnnkitError
 
 app = typer.Typer(name="cnnkit", help="The classic CNN playbook: train, run and track every family.",
@@ -17,10 +18,14 @@ EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 SOURCE_HELP = "A checkpoint written by `cnnkit train`, a registered model name (its published weights) or a .cfg."
 WEIGHTS_HELP = "With a model name or .cfg: a weights file or a name from `cnnkit weights list` (default: the model's own)."
 NAMES_HELP = "With a model name or .cfg: a Darknet .names file, one class a line (default: the weights' classes)."
+PARTIAL_HELP = ("With --weights FILE: let the file lack tensors (left as built) or bring tensors the model has no "
+                "place for (ignored).")
+SIZE_HELP = f"8 to {MAX_IMG_SIZE}"
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, default=str))
+    """Strict JSON (a non-finite number prints as null)."""
+    print(jsontext.dumps(value))
 
 
 def parse_extra(args: list[str]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from cnnkit.commands.app import NAMES_HELP, SOURCE_HELP, WEIGHTS_HELP, app, console, print_json
+from cnnkit.commands.app import NAMES_HELP, PARTIAL_HELP, SOURCE_HELP, WEIGHTS_HELP, app, console, print_json
 
 
 @app.command("eval")
@@ -16,6 +16,7 @@ def eval_cmd(
     data: Optional[str] = typer.Option(None, "--data", help="Evaluate on this data (default: the training data)."),
     weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     names: Optional[str] = typer.Option(None, "--names", help=NAMES_HELP),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help=PARTIAL_HELP),
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(0, "--batch-size", min=0, help="0: the training batch size."),
     split: str = typer.Option("val", "--split", help="val, or test (the only command that reads a test split)."),
@@ -29,7 +30,8 @@ def eval_cmd(
     from cnnkit.model import evaluate
 
     metrics = evaluate(checkpoint, data, split=split, batch_size=batch_size, weights=weights, names=names,
-                       device=device, track=track, experiment=experiment, tracking_uri=tracking_uri)
+                       allow_partial=allow_partial, device=device, track=track, experiment=experiment,
+                       tracking_uri=tracking_uri)
     if as_json:
         print_json(metrics)
         return

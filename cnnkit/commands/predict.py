@@ -10,21 +10,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from cnnkit.commands.app import NAMES_HELP, SOURCE_HELP, WEIGHTS_HELP, app, console, print_json
-from cnnkit.core.base.errors import CnnkitError
-
-COMMAND_OF_TASK = {"detect": "cnnkit detect", "classify": "cnnkit classify", "embed": "cnnkit verify / enroll",
-                   "stylize": "cnnkit stylize --model"}
-
-
-def require_task(model: object, task: str) -> None:
-    """One line when ``model`` does another task, naming the command that runs it."""
-    if model.task != task:  # type: ignore[attr-defined]
-        other = model.task  # type: ignore[attr-defined]
-        use = COMMAND_OF_TASK.get(other, "its family's command")
-        raise CnnkitError(f"{model.source}: a {other} model ({model.name}); `cnnkit {task.removeprefix('cnnkit ')}` "  # type: ignore[attr-defined]
-                          f"runs {task} models: use `{use}`")
-
+from cnnkit.commands.app import NAMES_HELP, PARTIAL_HELP, SIZE_HELP, SOURCE_HELP, WEIGHTS_HELP, app, console, print_json
 
 @app.command("detect")
 def detect_cmd(
@@ -32,9 +18,10 @@ def detect_cmd(
     sources: list[str] = typer.Argument(..., help="Images or folders of images; or one video file, camera index or stream URL."),
     weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     names: Optional[str] = typer.Option(None, "--names", help=NAMES_HELP),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help=PARTIAL_HELP),
     conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Score threshold."),
     iou: float = typer.Option(0.45, "--iou", min=0.0, max=1.0, help="NMS IoU threshold."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", help="Inference size (default: training size)."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help=f"Inference size, {SIZE_HELP} (default: training size)."),
     save_dir: Path = typer.Option(Path("runs/detect"), "--save-dir", help="Where annotated images go."),
     no_save: bool = typer.Option(False, "--no-save", help="Do not write annotated images."),
     device: str = typer.Option("auto", "--device"),
@@ -56,12 +43,11 @@ def detect_cmd(
     if not no_save:
         writable_dir(save_dir, "--save-dir")
     video = len(sources) == 1 and is_video(sources[0])
-    model = load(checkpoint, weights=weights, names=names, device=device, runtime=runtime)
+    model = load(checkpoint, weights=weights, names=names, device=device, runtime=runtime, task="detect",
+                 allow_partial=allow_partial)
     settings = dict(conf=conf, iou=iou, img_size=img_size, batch_size=batch_size or None)
     if video:
-        require_task(model.prepare(**settings), "detect")
-        return detect_video(sources[0], model, None if no_save else save_dir, every, **settings)
-    require_task(model.prepare(**settings), "detect")
+        return detect_video(sources[0], model.prepare(**settings), None if no_save else save_dir, every, **settings)
     results = model.predict(sources, **settings)
     if not no_save:
         for r, name in zip(results, annotated_names([Path(r.image) for r in results])):
@@ -84,14 +70,14 @@ def classify_cmd(
     top: int = typer.Option(5, "--top", min=1, help="How many classes to print an image."),
     weights: Optional[str] = typer.Option(None, "--weights", help="With a model name: a weights file or a name "
                                           "from `cnnkit weights list` (default: the model's own)."),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help=PARTIAL_HELP),
     device: str = typer.Option("auto", "--device"),
     as_json: bool = typer.Option(False, "--json", help='One object an image: {"image", "top": [{"index", "class", "prob"}]}.'),
 ) -> None:
     """Classify images: the top K classes with their probabilities."""
     from cnnkit.model import load
 
-    model = load(source, weights=weights, device=device, runtime="torch")
-    require_task(model, "classify")
+    model = load(source, weights=weights, device=device, runtime="torch", task="classify", allow_partial=allow_partial)
     results = model.predict([str(p) for p in images], top=top)
     if as_json:
         print_json([r.to_json() for r in results])

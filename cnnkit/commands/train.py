@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cnnkit.commands.app import EXTRA_ARGS, app, parse_extra
+from cnnkit.commands.app import EXTRA_ARGS, SIZE_HELP, app, parse_extra
 
 
 @app.command("train", context_settings=EXTRA_ARGS)
@@ -20,7 +20,7 @@ def train_cmd(
                                                  help="Validate on this share of the training images (seeded cut)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
-    img_size: Optional[int] = typer.Option(None, "--img-size", min=8),
+    img_size: Optional[int] = typer.Option(None, "--img-size", min=8, help=f"Input size, {SIZE_HELP}."),
     lr: Optional[float] = typer.Option(None, "--lr"),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, adam, adamw, rmsprop or rmsprop-tf (epsilon inside the root)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="cosine, step, plateau or none."),
@@ -39,7 +39,7 @@ def train_cmd(
     save_period: Optional[int] = typer.Option(None, "--save-period", min=0, help="Also keep weights/epochN.pt every N epochs."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Start from these weights (a state dict file or a name from `cnnkit weights list`)."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from the published weights (downloaded on first use)."),
-    allow_partial: Optional[bool] = typer.Option(None, "--allow-partial", help="Let --weights/--pretrained leave tensors the file lacks as built."),
+    allow_partial: Optional[bool] = typer.Option(None, "--allow-partial", help="Let --weights/--pretrained leave tensors the file lacks as built, and ignore tensors the model has no place for."),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),

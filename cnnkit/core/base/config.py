@@ -85,11 +85,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
+MAX_IMG_SIZE = 4096  # the largest input side any command takes (an image of 4096^2 is 200 MB as floats)
 # (check, what it must be) per numeric field; every layer's value goes through these
 LIMITS: dict[str, tuple[Any, str]] = {
     "epochs": (lambda v: v >= 1, "at least 1"),
     "batch_size": (lambda v: v >= 1, "at least 1"),
-    "img_size": (lambda v: v >= 8, "at least 8"),
+    "img_size": (lambda v: 8 <= v <= MAX_IMG_SIZE, f"at least 8 and at most {MAX_IMG_SIZE}"),
     "lr": (lambda v: v >= 0 and math.isfinite(v), "a finite number, 0 or more"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "weight_decay": (lambda v: v >= 0, "0 or more"),

@@ -10,25 +10,50 @@ stylized images). ONNX files are written by torch's TorchScript-based exporter
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import os
+import signal
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.core.base.atomic import atomic_path
+from cnnkit.core.base.atomic import Terminated, atomic_path, sigterm_unwinds
 from cnnkit.core.weights.checkpoint import state_fingerprint
-from cnnkit.core.base.registry import IMAGENET_MEAN, IMAGENET_STD
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.base.config import check_value
+from cnnkit.core.data.pixels import RAW
+from cnnkit.core.base.errors import CnnkitError, Interrupted
+from cnnkit.core.deploy.formats import META_KEY, format_named
+from cnnkit.core.deploy.onnxrun import first_line, open_session
+from cnnkit.core.base.paths import writable_file
 
-FORMATS = ("onnx", "torchscript")
-SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
 TOLERANCE = 1e-3  # largest difference from torch, per output, relative to its scale (at least 1)
-META_KEY = "cnnkit"  # the metadata entry holding everything cnnkit needs to run the file
+MIN_OPSET = 7  # torch's oldest ONNX opset
+
+
+def check_opset(opset: int) -> None:
+    """``--opset`` within what this torch and onnx write."""
+    if not MIN_OPSET <= opset <= max_opset():
+        raise CnnkitError(f"--opset {opset}: this torch and onnx write opsets {MIN_OPSET} to {max_opset()}")
+
+
+def max_opset() -> int:
+    """The newest opset both torch's exporters and the installed onnx write (torch's own table
+    where this torch has it; 20, the TorchScript exporter's, where not)."""
+    import onnx.defs
+
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET as newest
+    except ImportError:
+        newest = 20
+    return min(int(newest), onnx.defs.onnx_opset_version())
 
 
 @dataclass
@@ -74,7 +99,8 @@ def metadata(task: Any, model: nn.Module, ck: dict[str, Any], img_size: int,
             "task_state": task.state, "fingerprint": state_fingerprint(ck["model_state"]),
             "kept_state": task.kept_state(ck["model_state"]),
             "attrs": {**task.export_attrs(model), **({"nms": nms} if nms else {})}}
-    norm = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)} if task.normalize else None
+    mean, std = task.input_norm()
+    norm = None if (tuple(mean), tuple(std)) == RAW else {"mean": list(mean), "std": list(std)}
     readable = {"task": ck["task"], "model": ck["model"], "classes": json.dumps(list(task.classes or [])),
                 "input": "RGB float in [0, 1], NCHW" + (", then (x - mean) / std" if norm else ""),
                 "img_size": str(img_size), "normalization": json.dumps(norm)}
@@ -88,8 +114,9 @@ def metadata(task: Any, model: nn.Module, ck: dict[str, Any], img_size: int,
 def sample_input(task: Any, img_size: int, batch: int) -> torch.Tensor:
     """A test input as the task feeds its model (seeded, so a failed check can be repeated)."""
     x = torch.rand(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
-    if task.normalize:
-        x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean, std = task.input_norm()
+    if (tuple(mean), tuple(std)) != RAW:
+        x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     return x
 
 
@@ -126,13 +153,30 @@ def row_order(outputs: list[np.ndarray]) -> list[np.ndarray]:
     return [o[order] for o in outputs]
 
 
-def _onnx(module: nn.Module, x: torch.Tensor, path: Path, opset: int, axes: dict[int, str],
-          meta: dict[str, str]) -> list[np.ndarray]:
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    """File descriptor 1 to /dev/null: torch's TorchScript-based exporter prints its whole graph
+    (tens of KB) on stdout from C++ when one of its passes fails, even where the other exporter
+    then succeeds; stdout is the report's (``--json``)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            ctypes.CDLL(None).fflush(None)  # C stdio's buffer goes to /dev/null, not after it
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def write_onnx(module: nn.Module, x: torch.Tensor, path: Path, opset: int, axes: dict[int, str],
+               meta: dict[str, str]) -> list[np.ndarray]:
+    """``module`` as an ONNX file with ``meta`` in its metadata; the file's outputs on ``x`` (onnxruntime)."""
     import onnx
 
-    from cnnkit.core.deploy.onnxrun import open_session
-
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _stdout_silenced():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=opset, input_names=["images"],
@@ -150,7 +194,9 @@ def _onnx(module: nn.Module, x: torch.Tensor, path: Path, opset: int, axes: dict
     return session.run(None, {session.get_inputs()[0].name: x.numpy()})
 
 
-def _torchscript(module: nn.Module, x: torch.Tensor, path: Path, meta: dict[str, str]) -> list[np.ndarray]:
+def write_torchscript(module: nn.Module, x: torch.Tensor, path: Path, opset: int, axes: dict[int, str],
+                      meta: dict[str, str]) -> list[np.ndarray]:
+    """``module`` traced to a TorchScript file with ``meta`` inside; the file's outputs on ``x``."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(module, (x,), check_trace=False)
@@ -158,13 +204,12 @@ def _torchscript(module: nn.Module, x: torch.Tensor, path: Path, meta: dict[str,
         return outputs_of(torch.jit.load(str(path), map_location="cpu")(x))
 
 
-def export(task: Any, model: nn.Module, ck: dict[str, Any], fmt: str, out: str | Path, img_size: int | None = None,
+def export(task: Any, model: nn.Module, ck: dict[str, Any], fmt: str, target: Path, img_size: int | None = None,
            dynamic_batch: bool = False, opset: int = 17, nms: dict[str, float] | None = None) -> ExportReport:
     """Write a loaded model's inference graph (``(task, model, ck)`` as ``load_for_eval`` gives them)
-    to ``out`` and check it against torch; a file that differs by more than :data:`TOLERANCE` is
-    removed (one clear error). ``nms``: ``{"conf", "iou"}`` to put a detector's NMS inside the graph."""
-    if fmt not in FORMATS:
-        raise CnnkitError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
+    to ``target`` (see :func:`checked_target`) and check it against torch; a file that differs by more
+    than :data:`TOLERANCE` is removed (one clear error). ``nms``: ``{"conf", "iou"}`` to put a
+    detector's NMS inside the graph. SIGTERM or SIGINT leaves no file."""
     if nms and not task.export_nms:
         raise CnnkitError(f"--nms: {ck['model']} has no NMS to put in its graph (YOLO and Darknet .cfg detectors do)")
     if dynamic_batch and (nms or not task.batch_export):
@@ -175,22 +220,52 @@ def export(task: Any, model: nn.Module, ck: dict[str, Any], fmt: str, out: str |
     batch = 2 if dynamic_batch else 1
     x = sample_input(task, size, batch)
     axes = {**({0: "batch"} if dynamic_batch else {}), **task.export_axes()}
-    target = Path(out)
     meta = metadata(task, model, ck, size, nms)
-    with torch.no_grad():
-        reference = outputs_of(module(x))
-    with atomic_path(target) as tmp:
-        try:
-            got = _onnx(module, x, tmp, opset, axes, meta) if fmt == "onnx" else _torchscript(module, x, tmp, meta)
-        except CnnkitError:
-            raise
-        except Exception as exc:  # the exporter's many failure types: one line naming the model
-            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
-            raise CnnkitError(f"{ck['model']}: {fmt} export failed ({first})") from None
-        diff, tolerance = max_difference(outputs_of(got), reference)
-        if not diff <= tolerance:
-            diff, tolerance = max_difference(row_order(outputs_of(got)), row_order(reference))
-        if not diff <= tolerance:
-            raise CnnkitError(f"{target}: the exported graph differs from torch by {diff:.3g} "
-                              f"(tolerance {tolerance:.3g}); nothing was written")
+    try:
+        with torch.no_grad():
+            reference = outputs_of(module(x))
+    except Exception as exc:  # too small for its pooling, or memory: one line naming the size
+        raise CnnkitError(f"{'--img-size ' if img_size else 'input size '}{size}: {ck['model']} cannot take "
+                          f"{size} x {size} inputs ({first_line(exc)})") from None
+    try:
+        with sigterm_unwinds(), atomic_path(target) as tmp:
+            got = _write(fmt, module, x, tmp, opset, axes, meta, ck["model"])
+            diff, tolerance = max_difference(outputs_of(got), reference)
+            if not diff <= tolerance:
+                diff, tolerance = max_difference(row_order(outputs_of(got)), row_order(reference))
+            if not diff <= tolerance:
+                raise CnnkitError(f"{target}: the exported graph differs from torch by {diff:.3g} "
+                                  f"(tolerance {tolerance:.3g}); nothing was written")
+    except Terminated:
+        raise Interrupted(f"export stopped by SIGTERM; {target} was not written", signal.SIGTERM) from None
     return ExportReport(str(target), fmt, ck["task"], ck["model"], list(x.shape), diff, tolerance)
+
+
+def checked_target(checkpoint: str | Path, fmt: str, img_size: int | None, opset: int,
+                   out: str | Path | None) -> Path:
+    """The output file, once the format, opset, size and output place are known to be usable:
+    one line for the first that is not, before any model is loaded or any work done."""
+    form = format_named(fmt)
+    form.check(opset)
+    if img_size is not None:
+        check_value("img_size", img_size, " (from --img-size)")
+    target = Path(out) if out else Path(checkpoint).with_suffix(form.suffix)
+    if target.suffix.lower() != form.suffix:
+        raise CnnkitError(f"-o {target}: --format {fmt} writes *{form.suffix} files (the commands that run them "
+                          f"know them by it): use -o {target.with_suffix(form.suffix)}")
+    try:
+        return writable_file(target, "-o" if out else "output file")
+    except CnnkitError as exc:
+        raise CnnkitError(f"{exc}; choose another place with -o" if not out else str(exc)) from None
+
+
+def _write(fmt: str, module: nn.Module, x: torch.Tensor, tmp: Path, opset: int, axes: dict[int, str],
+           meta: dict[str, str], model: str) -> list[np.ndarray]:
+    """Export ``module`` into ``tmp`` and run the file on ``x``; the exporters' many failure types
+    are one line naming the model."""
+    try:
+        return format_named(fmt).write(module, x, tmp, opset, axes, meta)
+    except CnnkitError:
+        raise
+    except Exception as exc:
+        raise CnnkitError(f"{model}: {fmt} export failed ({first_line(exc)})") from None

@@ -7,21 +7,23 @@ the graph to call (the exported file already is that graph)."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from cnnkit.core.weights.checkpoint import refuse_non_finite
 from cnnkit.core.base.errors import CnnkitError
-from cnnkit.core.deploy.onnxrun import OnnxRunner, first_line, onnx_metadata
-
-SUFFIXES = (".onnx", ".torchscript")
+from cnnkit.core.deploy.formats import format_of
+from cnnkit.core.deploy.onnxrun import first_line
 
 
 def is_exported(path: str | Path) -> bool:
-    """Whether ``path`` names an exported file (by its suffix)."""
-    return Path(path).suffix.lower() in SUFFIXES
+    """Whether ``path`` names an exported file (by its suffix, :data:`formats.FORMATS`)."""
+    return format_of(path) is not None
 
 
 class ExportedModel(nn.Module):
@@ -35,30 +37,69 @@ class ExportedModel(nn.Module):
         self.path = path
         for key, value in attrs.items():
             setattr(self, key, value)
-        if path.suffix.lower() == ".onnx":
-            self.runner, self.script = OnnxRunner(path, device), None
-        else:
-            self.runner, self.script = None, torch.jit.load(str(path), map_location="cpu")
+        self.runner = format_of(path).open(path, device)
 
     def forward(self, x: torch.Tensor) -> Any:
-        if self.script is not None:
-            out = self.script(x.cpu())
-            return tuple(t.to(x.device) for t in out) if isinstance(out, tuple) else out.to(x.device)
         outs = self.runner.run(x.detach().float().cpu().numpy())
-        tensors = tuple(torch.from_numpy(o).to(x.device) for o in outs)
+        tensors = tuple(torch.from_numpy(np.asarray(o)).to(x.device) for o in outs)
         return tensors[0] if len(tensors) == 1 else tensors
 
 
-def read_metadata(path: Path) -> dict[str, str]:
-    """The metadata ``cnnkit export`` wrote into an ONNX or TorchScript file."""
+class ScriptRunner:
+    """A TorchScript file: ``run(array)`` gives its outputs as arrays."""
+
+    def __init__(self, path: Path, device: str = "cpu") -> None:
+        self.script = _load_script(path)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = self.script(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+        return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+
+
+def _load_script(path: Path, extra_files: dict[str, str] | None = None) -> Any:
+    with warnings.catch_warnings():  # torch.jit.load's deprecation notice, on every run of the file
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files or {})
+
+
+def weight_arrays(graph: Any) -> dict[str, torch.Tensor]:
+    """An ONNX graph's floating-point initializers of more than one value (its weights; a single
+    value may be a deliberate bound such as -inf), stored inside the file."""
+    import onnx
+    from onnx import numpy_helper
+
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
+    return {t.name: torch.from_numpy(numpy_helper.to_array(t).astype(np.float32)) for t in graph.initializer
+            if t.data_type in floats and t.data_location != onnx.TensorProto.EXTERNAL and int(np.prod(t.dims)) > 1}
+
+
+def read_onnx(path: Path, check_weights: bool = False) -> dict[str, str]:
+    """An ONNX file's metadata properties; ``check_weights``: refuse NaN or inf weights, naming the tensor."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False)
+    if check_weights:
+        refuse_non_finite(weight_arrays(graph.graph), path)
+    return {p.key: p.value for p in graph.metadata_props}
+
+
+def read_torchscript(path: Path, check_weights: bool = False) -> dict[str, str]:
+    """The metadata ``cnnkit export`` kept in a TorchScript file; ``check_weights`` as :func:`read_onnx`."""
+    files = {"cnnkit.json": ""}
+    script = _load_script(path, files)
+    if check_weights:
+        refuse_non_finite(script.state_dict(), path)
+    return json.loads(files["cnnkit.json"] or "{}")
+
+
+def read_metadata(path: Path, check_weights: bool = False) -> dict[str, str]:
+    """The metadata ``cnnkit export`` wrote into an exported file; ``check_weights``: refuse a file
+    whose weights hold NaN or inf, naming the tensor."""
     if not path.is_file():
         raise CnnkitError(f"{path}: no such file")
     try:
-        if path.suffix.lower() == ".onnx":
-            return onnx_metadata(path)
-        files = {"cnnkit.json": ""}
-        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
-        return json.loads(files["cnnkit.json"] or "{}")
+        return format_of(path).read(path, check_weights)
     except CnnkitError:
         raise
     except Exception as exc:
@@ -78,11 +119,12 @@ def load_exported(path: str | Path, data: str = "", device: str = "auto") -> tup
     returns them for a checkpoint (``ck["model_state"]`` holds only the tensors the task keeps)."""
     from cnnkit.core.base.config import TrainConfig
     from cnnkit.core.tasks.base import make_task
-    from cnnkit.core.deploy.export import META_KEY, decode
+    from cnnkit.core.deploy.export import decode
+    from cnnkit.core.deploy.formats import META_KEY
     from cnnkit.core.base.registry import models
 
     path = Path(path)
-    meta = read_metadata(path)
+    meta = read_metadata(path, check_weights=True)
     if META_KEY not in meta:
         raise CnnkitError(f"{path}: not written by `cnnkit export` (no cnnkit metadata)")
     info = decode(json.loads(meta[META_KEY]))

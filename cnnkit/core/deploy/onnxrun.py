@@ -37,14 +37,6 @@ def open_session(path: str | Path, device: str = "cpu") -> Any:
         raise CnnkitError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
 
 
-def onnx_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata properties of an ONNX file (its graph's weights are not read)."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in graph.metadata_props}
-
-
 class OnnxRunner:
     """``run(x)``: the graph's outputs for a float32 NCHW batch; a graph made for a fixed batch
     size runs the batch in pieces of that size."""

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from cnnkit.core.base import device as devices
 from cnnkit.core.base.console import notice
 from cnnkit.core.data.splits import report_of
-from cnnkit.core.load.source import load_for_eval
 
 
 def evaluate_loaded(task: Any, model: Any, device: Any, data: str = "", batch_size: int = 0,
@@ -28,10 +25,3 @@ def evaluate_loaded(task: Any, model: Any, device: Any, data: str = "", batch_si
     return task.evaluate(model, task.loader(ds, train=False), device)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data: str = "", device: str = "auto", batch_size: int = 0,
-                        split: str = "val", weights_ref: str | None = None,
-                        names: str | None = None) -> tuple[dict[str, Any], Any]:
-    """Metrics of any model source (see :func:`load_for_eval`) on the ``split`` of ``data`` (or of the
-    data it was trained on), and the task that measured them (its ``log_evaluation`` draws the figures)."""
-    task, model, _ = load_for_eval(checkpoint, data, weights_ref, names)
-    return evaluate_loaded(task, model, devices.resolve_device(device), "", batch_size, split), task

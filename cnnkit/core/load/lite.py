@@ -15,12 +15,10 @@ from typing import Any
 import numpy as np
 
 from cnnkit.core.data.pixels import letterbox, to_array
+from cnnkit.core.deploy.formats import META_KEY
 from cnnkit.core.deploy.onnxrun import OnnxRunner
 from cnnkit.core.tasks.draw import records
 from cnnkit.core.tasks.results import Detections
-
-META_KEY = "cnnkit"
-
 
 def read_info(meta: dict[str, str]) -> dict[str, Any] | None:
     """The cnnkit metadata of an exported file (tensors left encoded), or None without it."""

@@ -6,7 +6,6 @@ error line (exit 2) and what was written until then is kept."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -15,6 +14,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cnnkit.core.base import jsontext
 from cnnkit.core.base.errors import CnnkitError
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
@@ -106,7 +106,7 @@ def run(source: str, process: FrameFn, out: Path | None, every: int = 1, show_pr
             for index, frame in video.frames():
                 if index % every == 0:
                     record, image = process(frame)
-                    print(json.dumps({"frame": index, "time": round(index / video.fps, 3), **record}), flush=True)
+                    print(jsontext.dumps({"frame": index, "time": round(index / video.fps, 3), **record}, indent=None), flush=True)
                     if writer is not None and image is not None:
                         writer.write(image)
                     done += 1

@@ -7,6 +7,7 @@ from typing import Any
 
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.base.registry import WeightsSpec
+from cnnkit.core.base.registry import models
 from cnnkit.core.weights.fetch import fetch, read_state
 
 
@@ -29,6 +30,18 @@ def load_entry(task: Any, model: Any, entry: WeightsSpec, path: Path | None = No
         return task.load_weights(model, str(path)), path
     state = read_state(entry, path)
     partial = bool(task.config.allow_partial)
-    loaded = [load_weights_into(t, state, entry.model or task.spec.name, path, strict=False, allow_partial=partial)
+    loaded = [load_weights_into(t, state, entry.model or task.spec.name, path, strict=False, allow_partial=partial,
+                                unused_ok=() if t is model else head_tensors(entry.model, t))
               for t in targets]
     return loaded[0], path
+
+
+def head_tensors(name: str, trunk: Any) -> set[str]:
+    """The tensors of model ``name``'s whole network that its ``trunk`` leaves out (the classifier a
+    backbone's file carries), built on the meta device: a file may bring these and nothing else."""
+    import torch
+
+    spec = models.get(name)
+    with torch.device("meta"):
+        whole = spec.create(num_classes=spec.num_classes, **spec.options)
+    return set(whole.state_dict()) - set(trunk.state_dict())

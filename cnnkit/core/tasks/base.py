@@ -125,6 +125,8 @@ class Task:
     normalize: bool = True  # images reach the model ImageNet-normalised (recorded in exported files)
     batch_export: bool = True  # the exported graph takes a batch (else one image at a time)
     export_nms: bool = False  # export_module can put NMS inside the graph (`cnnkit export --nms`)
+    noun: str = "model"  # what one-line errors call a model of this task ("a detector")
+    run_with: str = "`cnnkit eval {source}`"  # the command a user runs such a model with, named when given to another
 
     def __init__(self, spec: ModelSpec, config: TrainConfig, classes: list[str] | None = None,
                  state: dict[str, Any] | None = None) -> None:
@@ -333,22 +335,43 @@ class Task:
 def make_task(spec: ModelSpec, config: TrainConfig, classes: list[str] | None = None,
               state: dict[str, Any] | None = None) -> Task:
     """The task that trains ``spec``: its ``task_class`` override, else the task registered as ``spec.task``."""
+    return task_class(spec)(spec, config, classes=classes, state=state)
+
+
+def task_class(spec: ModelSpec) -> type[Task]:
+    """``spec``'s task class (not built): its ``task_class`` override, else its task's."""
     if spec.task_class is not None:
-        cls = resolve(spec.task_class)
-    elif spec.task in tasks:
-        cls = resolve(tasks.get(spec.task).build)
-    else:
-        raise CnnkitError(f"model '{spec.name}' names the unknown task '{spec.task}' "
-                          f"(known: {', '.join(sorted(tasks.names()))})")
-    return cls(spec, config, classes=classes, state=state)
+        return resolve(spec.task_class)
+    if spec.task in tasks:
+        return resolve(tasks.get(spec.task).build)
+    raise CnnkitError(f"model '{spec.name}' names the unknown task '{spec.task}' "
+                      f"(known: {', '.join(sorted(tasks.names()))})")
 
 
-def from_checkpoint(ck: dict[str, Any], source: str | Path, data: str = "") -> tuple[Task, nn.Module]:
+def refuse_other_task(source: str | Path, spec: ModelSpec, expect: str) -> None:
+    """One line when ``source`` (a model of ``spec``) is not of the task ``expect`` that the command
+    runs: what it is and the command that runs it (`cnnkit detect` given a classifier)."""
+    if not expect or spec.task == expect:
+        return
+    own = task_class(spec)
+    wanted = resolve(tasks.get(expect).build).noun if expect in tasks else f"{expect} model"
+    what = spec.name if str(source) == spec.name else f"{source}: {spec.name}"
+    raise CnnkitError(f"{what} is {_a(own.noun)} ({spec.task} task), not {_a(wanted)}; "
+                      f"run it with {own.run_with.format(source=source)}")
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
+def from_checkpoint(ck: dict[str, Any], source: str | Path, data: str = "", expect: str = "") -> tuple[Task, nn.Module]:
     """The task and the model (eval mode) a checkpoint written by ``cnnkit train`` describes;
-    ``data`` overrides the data it was trained on (its val split, else all of it)."""
+    ``data`` overrides the data it was trained on (its val split, else all of it); ``expect``: the
+    task the caller runs (a model of another is refused, see :func:`refuse_other_task`)."""
     if ck["model"] not in models:
         raise CnnkitError(f"{source}: made by model '{ck['model']}', which no loaded plugin provides")
     spec = models.get(ck["model"])
+    refuse_other_task(source, spec, expect)
     config = TrainConfig.from_dict(ck["config"])
     if data:
         config.data, config.val, config.val_fraction = data, data, 0.0

@@ -94,6 +94,8 @@ class ClassifyTask(Task):
         "eigencam": "it fails the model-randomisation check on classifiers (class-agnostic, it follows the image, "
                     "not the weights: Spearman 0.62 >= 0.5); use gradcam",
     }
+    noun = "classifier"
+    run_with = "`cnnkit classify {source} IMAGE...`"
 
     def default_loss(self) -> str:
         return self.spec.loss or "cross_entropy"

@@ -79,6 +79,8 @@ class DetectionTask(Task):
     default_data = "synthetic:shapes"
     key_metric = "map50"
     key_mode = "max"
+    noun = "detector"
+    run_with = "`cnnkit detect {source} IMAGE...`"
     normalize = False
     eval_conf = 0.001
     eval_iou = 0.6

@@ -117,6 +117,8 @@ class EmbedTask(Task):
     default_data = "synthetic:glyphs"
     key_metric = "auc"
     key_mode = "max"
+    noun = "embedder"
+    run_with = "`cnnkit enroll NAME IMAGE... --weights {source}` or `cnnkit verify IMAGE... --weights {source}`"
     check_classes = False  # validation identities differ from training ones by design
     options = {"k": 4, "embedding_dim": 128, "flip": False}
 

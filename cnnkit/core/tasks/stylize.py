@@ -36,6 +36,8 @@ class StylizeTask(Task):
     data_tasks = ("photos", "classify")  # a folder of photos, or any image set's images
     default_data = "synthetic:textures?n=64&size=128"
     key_metric = "loss"
+    noun = "stylizer"
+    run_with = "`cnnkit stylize IMAGE --model {source}`"
     key_mode = "min"
     normalize = False
     channels_last_inference = False  # measured 1.4x slower for the fast stylizer (bench/infer_cpu.py)

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 import numpy as np
 import torch
@@ -113,6 +113,7 @@ class Loaded:
     total: int
     heads: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # not in the file: left as built (--allow-partial)
+    unused: list[str] = field(default_factory=list)  # in the file, no place in the model (--allow-partial)
     summary: str = ""  # what came from the file, said by a family that reads its own format
 
     def line(self, origin: str) -> str:
@@ -132,6 +133,8 @@ class Loaded:
             text += f"; {_few(self.heads)} initialised (shapes differ from the file)"
         if self.missing:
             text += f"; {_few(self.missing)} not in the file, left as built"
+        if self.unused:
+            text += f"; the file's {_few(self.unused)} not used"
         return text
 
 
@@ -150,17 +153,22 @@ def _renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor], name: str,
-                      source: str | Path, strict: bool = True, allow_partial: bool = False) -> Loaded:
+                      source: str | Path, strict: bool = True, allow_partial: bool = False,
+                      unused_ok: Collection[str] = ()) -> Loaded:
     """Load ``state`` into ``model`` through the module's own ``load_state_dict`` (so its version
     upgrades run: torchvision's FPN and RPN renames) and say what stayed unloaded.
 
     ``strict``: every tensor must come from the file (resume, eval). Otherwise (``--weights``,
     ``--pretrained``) a tensor whose shape differs, such as a classifier for another number of
-    classes, is a head re-initialised on purpose; a tensor the file lacks is an error naming it
-    unless ``allow_partial`` (then at least half of the model must fit). A misfit is one line.
+    classes, is a head re-initialised on purpose; a tensor the file lacks, or one the model has no
+    place for (another model's file: resnet34's into resnet18), is an error naming it unless
+    ``allow_partial`` (then at least half of the model must fit). ``unused_ok``: file tensors
+    left out on purpose (the classifier of a backbone's file). A tensor holding NaN or inf is
+    refused, naming it. A misfit is one line.
     """
     own = model.state_dict()
     state = _renamed(state)
+    refuse_non_finite(state, source)
     heads = [k for k in own if k in state and own[k].shape != state[k].shape]
     if strict and heads:
         k = heads[0]
@@ -174,15 +182,31 @@ def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor], na
         reason = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
         raise CnnkitError(f"{source}: weights do not fit {name}: {reason[:200]}") from None
     missing = [k for k in result.missing_keys if k not in heads]
-    loaded = Loaded(len(own) - len(result.missing_keys), len(own), heads, missing)
+    unused = [k for k in result.unexpected_keys if k not in unused_ok]
+    loaded = Loaded(len(own) - len(result.missing_keys), len(own), heads, missing, unused=unused)
     if missing and (strict or not allow_partial):
         hint = "" if strict else " (--allow-partial loads the rest)"
         raise CnnkitError(f"{source}: weights do not fit {name}: {len(missing)} tensor(s) are not in the file "
                           f"and would stay as built: {_few(missing)}{hint}")
+    if unused and (strict or not allow_partial):
+        hint = "" if strict else " (--allow-partial ignores them)"
+        raise CnnkitError(f"{source}: weights do not fit {name}: the file has {len(unused)} tensor(s) {name} "
+                          f"has no place for (another model's file?): {_few(unused)}{hint}")
     if loaded.count < len(own) / 2:
         raise CnnkitError(f"{source}: weights do not fit {name}: only {loaded.count} of its {len(own)} "
                           "tensors match by name and shape")
     return loaded
+
+
+def refuse_non_finite(state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """One line naming the first floating-point tensor of ``state`` that holds NaN or inf: such
+    weights give NaN outputs (``"prob": NaN``, no detections) rather than an error."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise CnnkitError(f"{source}: tensor {key} holds NaN or inf ({bad} of {tensor.numel()} values); "
+                                  "refusing weights that cannot give finite outputs")
 
 
 def state_fingerprint(state: dict[str, torch.Tensor]) -> str:

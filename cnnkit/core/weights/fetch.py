@@ -15,15 +15,13 @@ import http.client
 import os
 import signal
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from cnnkit.core.base.atomic import atomic_path
+from cnnkit.core.base.atomic import Terminated, atomic_path, sigterm_unwinds
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.base.registry import ModelSpec, WeightsSpec, models, resolve, weights
 from cnnkit.core.weights.formats import parse_problem, safetensors_problem
@@ -115,26 +113,6 @@ def clean_partial(target: Path) -> None:
                 tmp.unlink()
 
 
-class Terminated(BaseException):
-    """SIGTERM during a download: unwinds so the temporary file is removed."""
-
-
-@contextmanager
-def _terminate_cleanly() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def fetch(entry: WeightsSpec) -> Path:
     """``entry``'s file in the cache (checked before each use), downloaded first if it is not there
     yet; a download is moved into place only once its hash matches (or, when its publisher gives
@@ -147,7 +125,7 @@ def fetch(entry: WeightsSpec) -> Path:
     by_hand = f"put {entry.file} at {target} by hand (or set {MIRROR}=URL)"
     clean_partial(target)
     try:
-        with _terminate_cleanly(), atomic_path(target) as tmp:
+        with sigterm_unwinds(), atomic_path(target) as tmp:
             digest, size = _download(url, tmp, entry)
             problem = check(entry, digest, size) or ("" if hashed(entry) else parse_problem(entry, tmp))
             if problem:
