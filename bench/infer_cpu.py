@@ -44,7 +44,7 @@ from cnnkit.core.weights.checkpoint import save_checkpoint
 from cnnkit.core.base.config import TrainConfig
 from cnnkit.core.load.source import load_for_eval
 from cnnkit.core.tasks.base import make_task
-from cnnkit.core.deploy.export import export
+from cnnkit.model import export
 from cnnkit.core.deploy.onnxrun import open_session
 from cnnkit.core.load.inference import for_inference
 from cnnkit.core.base.plugins import load_plugins

@@ -154,12 +154,13 @@ class Model:
     def __init__(self, source: str, weights: str | None, names: str | None, device: str, runtime: str,
                  verbose: bool, expect: str = "", allow_partial: bool = False) -> None:
         from cnnkit.core.base.registry import is_model_source, models
-        from cnnkit.core.tasks.base import refuse_other_task
 
         self.source, self._weights, self._names = source, weights, names
         self._device, self.runtime, self.verbose = device, runtime, verbose
         self._expect, self._allow_partial = expect, allow_partial
-        if expect and is_model_source(source):  # a registered model of another task: refused before any download
+        if expect and is_model_source(source) and models.get(source).task != expect:
+            from cnnkit.core.tasks.base import refuse_other_task  # a registered model of another task: refused
+                                                                  # before any download
             refuse_other_task(source, models.get(source), expect)
         self._loaded: tuple[Any, Any, dict[str, Any]] | None = None
         self._runners: dict[tuple[Any, ...], Any] = {}
@@ -365,3 +366,24 @@ def export(source: str | Path, format: str = "onnx", *, out: str | Path | None =
         raise CnnkitError(f"{source}: already an exported file; export the checkpoint it came from")
     return write(task, module, ck, format, target, img_size, dynamic_batch, opset,
                  {"conf": conf, "iou": iou} if nms else None)
+
+
+def describe_models(task: str | None = None, count: bool = False) -> list[dict[str, Any]]:
+    """The rows ``cnnkit models --json`` prints: name, task, plugin, parameter counts (ours once
+    counted; ``count=True`` builds the models not counted yet) and the paper's."""
+    from cnnkit.core.models.summary import param_counts
+
+    list_models(task)  # an unknown task: one line naming the known ones
+    specs = [spec for _, spec in _registry().items() if not task or spec.task == task]
+    counts = param_counts(specs, count)
+    return [{"name": spec.name, "task": spec.task, "plugin": spec.plugin, "params": counts[spec.name],
+             "paper_params": spec.paper_params, "aliases": list(spec.aliases), "description": spec.description}
+            for spec in specs]
+
+
+def summary(name: str, img_size: int | None = None, num_classes: int | None = None, **options: Any) -> dict[str, Any]:
+    """A registered model's layer table (output shapes, parameters, multiply-adds, the paper's
+    figures): what ``cnnkit summary --json`` prints."""
+    from cnnkit.core.models.summary import summarize
+
+    return summarize(_registry().get(name), img_size=img_size, num_classes=num_classes, options=options)

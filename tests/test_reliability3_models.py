@@ -38,7 +38,7 @@ def _edit_checkpoint(path: Path, edit) -> Path:
 def made(tmp_path_factory) -> dict[str, Path]:
     """One tiny model of each task, its checkpoint and exports (made once for the module): a
     classifier whose probabilities are far from uniform, so a second softmax shows."""
-    from cnnkit.core.deploy.export import export
+    from cnnkit.model import export
 
     folder = tmp_path_factory.mktemp("models")
     cls = _edit_checkpoint(untrained("resnet18", folder / "cls.pt", 32, CLASSES),
@@ -410,7 +410,7 @@ def test_cnnkit_alone_shows_the_help(tmp_path):
 
 LOOP = """
 import sys
-from cnnkit.core.atomic import Terminated, atomic_path, sigterm_unwinds
+from cnnkit.core.base.atomic import Terminated, atomic_path, sigterm_unwinds
 print("ready", flush=True)
 try:
     with sigterm_unwinds():
