@@ -158,7 +158,7 @@ def milvus_copy(n: int, data_dir: Path) -> tuple[str, float]:
     import shutil
     import socket
 
-    from cnnkit.plugins.siamese.gallery import ModelInfo
+    from cnnkit.plugins.siamese.backends import ModelInfo
     from cnnkit.plugins.siamese.milvus import MilvusGallery
 
     shutil.rmtree(data_dir, ignore_errors=True)

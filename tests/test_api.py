@@ -21,7 +21,7 @@ from cnnkit.core.data.images import write_image
 from cnnkit.core.data.synthetic import TEXTURES
 from cnnkit.core.tasks.base import make_task
 from cnnkit.core.weights.checkpoint import save_checkpoint
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT
 
 
 

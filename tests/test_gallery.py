@@ -16,7 +16,8 @@ import pytest
 
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.metrics.distances import Scorer
-from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo, open_gallery
+from cnnkit.plugins.siamese.backends import ModelInfo, open_gallery
+from cnnkit.plugins.siamese.gallery import Gallery
 from tests.conftest import ROOT, one_clear_line, run_cli
 
 INFO = ModelInfo("a" * 64, "siamese-small", "/runs/x/best.pt", "l2", 4)
@@ -119,7 +120,7 @@ def test_search_answers_as_a_brute_force_scan(uri):
 
 ENROLLER = textwrap.dedent("""
     import sys, numpy as np
-    from cnnkit.plugins.siamese.gallery import ModelInfo, open_gallery
+    from cnnkit.plugins.siamese.backends import ModelInfo, open_gallery
     info = ModelInfo("a" * 64, "siamese-small", "x.pt", "l2", 4)
     worker = int(sys.argv[2])
     with open_gallery(sys.argv[1]) as g:
@@ -156,7 +157,8 @@ def test_a_killed_enroll_loses_nothing_already_stored(tmp_path):
     path = tmp_path / "g.db"
     script = textwrap.dedent(f"""
         import os, numpy as np
-        from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo, open_gallery
+        from cnnkit.plugins.siamese.backends import ModelInfo, open_gallery
+        from cnnkit.plugins.siamese.gallery import Gallery
         info = ModelInfo("a" * 64, "siamese-small", "x.pt", "l2", 4)
         g = Gallery({str(path)!r})
         g.enroll("ada", np.ones((2, 4), np.float32), ["a1", "a2"], info)
@@ -239,7 +241,8 @@ def test_a_change_from_outside_makes_the_search_side_stale(tmp_path):
 KILLER = textwrap.dedent("""
     import os, sys, numpy as np
     from cnnkit.plugins.siamese import gallery, vectors
-    from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo, open_gallery
+    from cnnkit.plugins.siamese.backends import ModelInfo, open_gallery
+    from cnnkit.plugins.siamese.gallery import Gallery
     info = ModelInfo("a" * 64, "siamese-small", "x.pt", "l2", 4)
     where = sys.argv[2]
     if where == "after-index":  # the search side is updated, the database never commits
@@ -287,7 +290,7 @@ def test_a_kill_during_enroll_or_remove_never_leaves_a_disagreeing_search(tmp_pa
 
 MILVUS_KILLER = textwrap.dedent("""
     import os, signal, sys, numpy as np
-    from cnnkit.plugins.siamese.gallery import ModelInfo, open_gallery
+    from cnnkit.plugins.siamese.backends import ModelInfo, open_gallery
     info = ModelInfo("a" * 64, "siamese-small", "/runs/x/best.pt", "l2", 4)
     with open_gallery(sys.argv[1]) as g:
         insert = g.client.insert

@@ -254,7 +254,8 @@ def test_gallery_commands_refuse_a_database_that_is_not_a_gallery(cli, tmp_path,
 
 
 def test_gallery_list_opens_read_only(cli, tmp_path):
-    from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo
+    from cnnkit.plugins.siamese.backends import ModelInfo
+    from cnnkit.plugins.siamese.gallery import Gallery
 
     with Gallery(tmp_path / "g.db") as g:
         g.enroll("ann", np.ones((1, 4)), ["a.png"], ModelInfo("f" * 64, "siamese-small", "x.pt", "l2", 4))
@@ -264,7 +265,8 @@ def test_gallery_list_opens_read_only(cli, tmp_path):
 
 # ---------------------------------------------------------------- 8. smaller ones
 def test_gallery_lock_contention_retries_then_one_line(tmp_path):
-    from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo
+    from cnnkit.plugins.siamese.backends import ModelInfo
+    from cnnkit.plugins.siamese.gallery import Gallery
 
     with Gallery(tmp_path / "g.db") as g:
         g.enroll("ann", np.ones((1, 4)), ["a.png"], ModelInfo("f" * 64, "siamese-small", "x.pt", "l2", 4))

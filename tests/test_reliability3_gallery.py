@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from cnnkit.plugins.siamese import vectors as vectors_file
-from cnnkit.plugins.siamese.gallery import Gallery, ModelInfo
+from cnnkit.plugins.siamese.backends import ModelInfo
+from cnnkit.plugins.siamese.gallery import Gallery
 from tests.conftest import one_clear_line, run_cli
 from tests.test_gallery import milvus_server  # noqa: F401  (the Milvus Lite server fixture)
 

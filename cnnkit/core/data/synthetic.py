@@ -30,11 +30,11 @@ def _whole(name: str, value: Any, least: int) -> int:
     return value
 
 
-def _rng(seed: int, split: str, index: int) -> np.random.Generator:
+def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLIT_OFFSET[split], index])
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A smooth colour gradient with pixel noise, float32 in [0, 255]."""
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     t = np.linspace(0.0, 1.0, size, dtype=np.float32)
@@ -45,7 +45,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img + rng.normal(0, 8, (size, size, 3))
 
 
-class _Synthetic:
+class Synthetic:
     """Shared bits: a deterministic length, split and seed."""
 
     def __init__(self, split: str = "train", n: int = 512, size: int = 64, seed: int = 0) -> None:
@@ -97,13 +97,13 @@ def _texture(kind: int, rng: np.random.Generator, size: int) -> np.ndarray:
     return img + rng.normal(0, 10, img.shape)
 
 
-class Textures(_Synthetic):
+class Textures(Synthetic):
     """Classification: eight texture classes, balanced, ``(image, label)`` samples."""
 
     classes = list(TEXTURES)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        rng = _rng(self.seed, self.split, index)
+        rng = sample_rng(self.seed, self.split, index)
         label = index % len(self.classes)
         img = _texture(label, rng, self.size)
         return np.clip(img, 0, 255).astype(np.uint8), label
@@ -113,7 +113,7 @@ class Textures(_Synthetic):
 SHAPES = ("circle", "square", "triangle")
 
 
-class Shapes(_Synthetic):
+class Shapes(Synthetic):
     """Detection: 0-``max_objects`` shapes an image; about one image in 20 has none."""
 
     classes = list(SHAPES)
@@ -124,9 +124,9 @@ class Shapes(_Synthetic):
         self.max_objects = _whole("max_objects", max_objects, 1)
 
     def __getitem__(self, index: int) -> DetectionSample:
-        rng = _rng(self.seed, self.split, index)
+        rng = sample_rng(self.seed, self.split, index)
         s = self.size
-        img = Image.fromarray(np.clip(_background(rng, s), 0, 255).astype(np.uint8))
+        img = Image.fromarray(np.clip(background(rng, s), 0, 255).astype(np.uint8))
         draw = ImageDraw.Draw(img)
         count = 0 if rng.random() < 0.05 else int(rng.integers(1, self.max_objects + 1))
         boxes: list[list[float]] = []
@@ -139,7 +139,7 @@ class Shapes(_Synthetic):
             h = w if label != 1 else w * rng.uniform(0.8, 1.25)
             x1, y1 = rng.uniform(0, s - w), rng.uniform(0, s - h)
             box = [x1, y1, x1 + w, y1 + h]
-            if any(_iou(box, b) > 0.1 for b in boxes):
+            if any(overlap(box, b) > 0.1 for b in boxes):
                 continue
             colour = tuple(int(c) for c in rng.integers(0, 256, 3))
             if SHAPES[label] == "circle":
@@ -159,7 +159,7 @@ class Shapes(_Synthetic):
         )
 
 
-def _iou(a: list[float], b: list[float]) -> float:
+def overlap(a: list[float], b: list[float]) -> float:
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = iw * ih
@@ -198,7 +198,7 @@ class Glyphs:
         self.ids = _whole("ids", ids, 2) if split == "train" else max(ids // 2, 2)
         self.per_id = _whole("per_id", per_id, 1)
         self.classes = [f"glyph-{self.split}-{i:04d}" for i in range(self.ids)]
-        self._glyphs = [_make_glyph(_rng(self.seed + 7919, split, i)) for i in range(self.ids)]
+        self._glyphs = [_make_glyph(sample_rng(self.seed + 7919, split, i)) for i in range(self.ids)]
         self.targets = [i // self.per_id for i in range(len(self))]
 
     def __len__(self) -> int:
@@ -206,9 +206,9 @@ class Glyphs:
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         identity = index // self.per_id
-        rng = _rng(self.seed, self.split, index)
+        rng = sample_rng(self.seed, self.split, index)
         s = self.size
-        img = Image.fromarray(np.clip(_background(rng, s) * 0.3 + 180, 0, 255).astype(np.uint8))
+        img = Image.fromarray(np.clip(background(rng, s) * 0.3 + 180, 0, 255).astype(np.uint8))
         draw = ImageDraw.Draw(img)
         angle = rng.uniform(-0.25, 0.25)
         scale = rng.uniform(0.55, 0.7) * s

@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import CnnkitError
 
 
 # ------------------------------------------------------------------------- the backbone contract

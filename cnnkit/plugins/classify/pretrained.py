@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from cnnkit.api import WeightsSpec
-from cnnkit.core.base.registry import HALF
+from cnnkit.api import HALF
 
 TV = "https://download.pytorch.org/models/"
 TV_LICENSE = "BSD-3-Clause (torchvision); ImageNet-1k terms apply"

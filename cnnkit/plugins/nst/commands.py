@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import CnnkitError
 
 STYLE_LAYERS = "conv1_1,conv2_1,conv3_1,conv4_1,conv5_1"
 
@@ -68,10 +68,10 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the final losses and output path as JSON."),
     ) -> None:
         """Stylize CONTENT like STYLE (Gatys et al.), or with a trained fast stylizer (--model)."""
-        from cnnkit.core.base.paths import writable_dir, writable_file
+        from cnnkit.api import writable_dir, writable_file
 
-        from cnnkit.core.base.config import check_value
-        from cnnkit.core.load.video import is_video
+        from cnnkit.api import check_value
+        from cnnkit.api import is_video
 
         if lr is not None:
             check_value("lr", lr, " (from --lr)")
@@ -108,12 +108,12 @@ def register(app: typer.Typer) -> None:
 def _fast(content: Path, checkpoint: Path, out: Path, size: Optional[int], device: str,
           video: bool = False) -> dict[str, Any]:
     """One forward pass of a trained transformation network (a frame at a time for a video)."""
-    from cnnkit.core.weights.checkpoint import load_checkpoint
-    from cnnkit.core.data.images import read_image, write_image
-    from cnnkit.core.base.device import resolve_device
-    from cnnkit.core.load.source import load_for_eval
-    from cnnkit.core.deploy.exported import is_exported, read_task
-    from cnnkit.core.load.inference import for_inference
+    from cnnkit.api import load_checkpoint
+    from cnnkit.api import read_image, write_image
+    from cnnkit.api import resolve_device
+    from cnnkit.api import load_for_eval
+    from cnnkit.api import is_exported, read_task
+    from cnnkit.api import for_inference
 
     kind = (read_task if is_exported(checkpoint) else load_checkpoint)(checkpoint)["task"]
     if kind != "stylize":
@@ -122,7 +122,7 @@ def _fast(content: Path, checkpoint: Path, out: Path, size: Optional[int], devic
     dev = resolve_device(device)
     net = for_inference(net, dev, channels_last=False)  # NCHW: measured faster for this network
     if video:
-        from cnnkit.core.load.video import run
+        from cnnkit.api import run_video as run
 
         def frame(image: Any) -> tuple[dict[str, Any], Any]:
             return {}, task.predict(net, [_resized(image, size)], dev)[0]
@@ -152,9 +152,9 @@ def _resized(image: Any, size: Optional[int]) -> Any:
 def _gatys(content: Path, styles: list[Path], out: Path, config: Any, weights: str, device: str,
            experiment: str, tracking_uri: str, track: bool, quiet: bool) -> dict[str, Any]:
     """Optimise the image with progress, intermediate images and an MLflow run."""
-    from cnnkit.core.train.callbacks import tracked_run
-    from cnnkit.core.data.images import read_image, write_image
-    from cnnkit.core.base.device import resolve_device
+    from cnnkit.api import tracked_run
+    from cnnkit.api import read_image, write_image
+    from cnnkit.api import resolve_device
     from cnnkit.plugins.nst.stylize import style_transfer
     from cnnkit.plugins.nst.vgg import VGGFeatures
 
@@ -201,7 +201,7 @@ def _gatys(content: Path, styles: list[Path], out: Path, config: Any, weights: s
 
 def _curves(history: list[dict[str, float]]) -> Any:
     """Content, style and total-variation losses per step (log scale)."""
-    from cnnkit.core.metrics.plots import line_plot
+    from cnnkit.api import line_plot
 
     series = {key: [h[key] for h in history] for key in ("content", "style", "tv", "loss")}
     return line_plot([h["step"] for h in history], {k: v for k, v in series.items() if any(x > 0 for x in v)},

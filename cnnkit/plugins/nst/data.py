@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cnnkit.core.data.classification import scanned
-from cnnkit.core.data.images import is_image, list_images, read_image
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import scanned
+from cnnkit.api import is_image, list_images, read_image
+from cnnkit.api import CnnkitError
 
 
 def is_photo_folder(path: Path) -> bool:

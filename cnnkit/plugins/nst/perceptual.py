@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.core.data.images import read_image
-from cnnkit.core.data.pixels import to_tensor
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import read_image
+from cnnkit.api import to_tensor
+from cnnkit.api import CnnkitError
 from cnnkit.plugins.nst.losses import PerceptualLoss, gram
 from cnnkit.plugins.nst.stylize import fit_long_side
 from cnnkit.plugins.nst.vgg import VGGFeatures, check_layers, resolve_weights
@@ -44,7 +44,7 @@ def style_state(task: Any) -> dict[str, Any]:
 
 def style_image(style: str) -> np.ndarray:
     if style == DEFAULT_STYLE:
-        from cnnkit.core.data.synthetic import Textures
+        from cnnkit.api import Textures
 
         return Textures(split="val", n=32, size=256)[5][0]  # rings
     return read_image(style)

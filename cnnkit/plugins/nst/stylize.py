@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from cnnkit.core.data.pixels import to_image, to_tensor
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import to_image, to_tensor
+from cnnkit.api import CnnkitError
 from cnnkit.plugins.nst.losses import StyleTransferLoss, content_cost, gram
 from cnnkit.plugins.nst.vgg import POOLING, VGGFeatures, check_layers
 
@@ -275,7 +275,7 @@ def style_transfer(content: np.ndarray, styles: list[np.ndarray], config: StyleC
     def autocast() -> contextlib.AbstractContextManager:
         if not config.amp:
             return contextlib.nullcontext()
-        from cnnkit.core.base.device import amp_dtype
+        from cnnkit.api import amp_dtype
 
         return torch.autocast(device.type, dtype=amp_dtype(device))
 

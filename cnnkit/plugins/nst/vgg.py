@@ -13,9 +13,9 @@ import copy
 import torch
 from torch import nn
 
-from cnnkit.core.weights.checkpoint import load_state_dict, load_weights_into
-from cnnkit.core.base.registry import IMAGENET_MEAN, IMAGENET_STD
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import load_state_dict, load_weights_into
+from cnnkit.api import IMAGENET_MEAN, IMAGENET_STD
+from cnnkit.api import CnnkitError
 
 BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}  # convolutions per block (configurations D, E)
 POOLING = ("avg", "max")
@@ -58,9 +58,9 @@ def resolve_weights(weights: str, arch: str = "vgg19") -> str:
     _check_arch(arch)
     if weights:
         return weights
-    from cnnkit.core.base.plugins import load_plugins
-    from cnnkit.core.base.registry import weights as published
-    from cnnkit.core.weights.fetch import fetch
+    from cnnkit.api import load_plugins
+    from cnnkit.api import weights as published
+    from cnnkit.api import fetch_weights as fetch
 
     load_plugins()
     name = arch.upper().replace("VGG", "VGG-")

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import CnnkitError
 
 
 def proposals_cmd(
@@ -21,7 +21,7 @@ def proposals_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the boxes as JSON."),
 ) -> None:
     """Selective search proposals (xyxy pixels of IMAGE), best ranked first."""
-    from cnnkit.core.data.images import read_image, write_image
+    from cnnkit.api import read_image, write_image
     from cnnkit.plugins.rcnn.selective_search import MODES, selective_search
 
     if mode not in MODES:
@@ -48,7 +48,7 @@ def draw_boxes(image: Any, boxes: Any) -> Any:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from cnnkit.core.tasks.draw import PALETTE
+    from cnnkit.api import PALETTE
 
     img = Image.fromarray(image)
     pen = ImageDraw.Draw(img)

@@ -71,7 +71,7 @@ def build_faster_rcnn(model: nn.Module, task: Any) -> RegionLoss:
     """The head's multi-task loss plus the RPN loss chosen by ``--rpn-loss`` (paper or pyfaster)."""
     mode = str(task.option("rpn_loss"))
     if mode not in RPN_LOSSES:
-        from cnnkit.core.base.errors import CnnkitError
+        from cnnkit.api import CnnkitError
 
         raise CnnkitError(f"--rpn-loss {mode}: choose {' or '.join(RPN_LOSSES)}")
     weight, batch = float(task.option("rpn_lambda")), int(model.rpn.batch)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
 
-from cnnkit.core.models.boxes import box_iou
+from cnnkit.api import box_iou
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # head targets normalised to ~unit variance (1 / (0.1, 0.1, 0.2, 0.2))
 HEAD_CODER = BoxCoder(BOX_WEIGHTS)

@@ -15,7 +15,7 @@ from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import roi_align
 
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import CnnkitError
 from cnnkit.plugins.rcnn.roi_heads import RoIHead, fc67, with_index
 from cnnkit.plugins.rcnn.rpn import RPN
 
@@ -84,7 +84,7 @@ def trunk(*, backbone: str = "small", width: int = 16) -> tuple[nn.Module, int, 
         w = width
         return nn.Sequential(_conv(3, w), nn.MaxPool2d(2), _conv(w, 2 * w), nn.MaxPool2d(2),
                              _conv(2 * w, 4 * w), _conv(4 * w, 4 * w)), 4 * w, 4
-    from cnnkit.core.models.backbone import build_backbone
+    from cnnkit.api import build_backbone
 
     net = build_backbone(backbone)
     if backbone == "resnet18":

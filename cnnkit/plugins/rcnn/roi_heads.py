@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchvision.ops import roi_pool
 
-from cnnkit.core.models.boxes import batched_nms, clip_boxes
+from cnnkit.api import batched_nms, clip_boxes
 from cnnkit.plugins.rcnn.matching import HEAD_CODER, Labeller, Sampler
 
 Targets = list[dict[str, torch.Tensor]]

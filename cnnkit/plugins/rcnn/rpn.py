@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from cnnkit.core.models.boxes import clip_boxes, nms
+from cnnkit.api import clip_boxes, nms
 from cnnkit.plugins.rcnn.matching import UNIT_CODER, Labeller, Sampler
 
 Targets = list[dict[str, torch.Tensor]]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.core.models.boxes import box_iou
+from cnnkit.api import box_iou
 from cnnkit.plugins.rcnn.matching import UNIT_CODER
 from cnnkit.plugins.rcnn.roi_heads import with_index
 

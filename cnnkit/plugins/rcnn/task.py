@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.core.models.boxes import box_iou
-from cnnkit.core.base.errors import CnnkitError
-from cnnkit.core.tasks.base import MappedDataset
-from cnnkit.core.tasks.detect import DetectionTask, DetectionTransform, Prediction
+from cnnkit.api import box_iou
+from cnnkit.api import CnnkitError
+from cnnkit.api import MappedDataset
+from cnnkit.api import DetectionTask, DetectionTransform, Prediction
 from cnnkit.plugins.rcnn.matching import UNIT_CODER, Labeller, Sampler
 from cnnkit.plugins.rcnn.roi_heads import postprocess, with_index
 from cnnkit.plugins.rcnn.selective_search import MODES, selective_search
@@ -80,7 +80,7 @@ class RegionTask(DetectionTask):
     def explain_targets(self, model: nn.Module, x: torch.Tensor, options: Any) -> list[Any]:
         """Each detection's box held fixed: its class probability from the RoI head on that box
         (:meth:`region_score`), wherever the input moves the proposals."""
-        from cnnkit.core.tasks.explaining import detection_targets
+        from cnnkit.api import detection_targets
 
         boxes, scores, labels = self.predict_batch(model, x, options.conf, options.iou)[0]
 

@@ -5,7 +5,7 @@ Embedders trained with triplet, contrastive or learned-similarity losses; ``cnnk
 """
 
 from cnnkit.api import DatasetSpec, LossSpec, ModelSpec, hookimpl
-from cnnkit.core.data.identities import is_pairs_file
+from cnnkit.api import is_pairs_file
 
 BACKBONE = "cnnkit.plugins.siamese.models:siamese_backbone"
 LOSSES = "cnnkit.plugins.siamese.losses"
@@ -61,7 +61,7 @@ def register_losses(register):
 
 @hookimpl
 def register_datasets(register):
-    register(DatasetSpec("lfw-pairs", "embed", "cnnkit.core.data.identities:pairs_dataset", is_pairs_file,
+    register(DatasetSpec("lfw-pairs", "embed", "cnnkit.api:pairs_dataset", is_pairs_file,
                          "LFW-style pairs.txt next to an identity folder (evaluation only)"))
 
 

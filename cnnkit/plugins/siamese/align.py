@@ -68,7 +68,7 @@ def _cached_predictor(path: Path) -> ShapePredictorData:
             pass
     data = read_shape_predictor(path)
     try:
-        from cnnkit.core.base.atomic import atomic_path
+        from cnnkit.api import atomic_path
 
         cache.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"initial_shape": data.initial_shape, "levels": len(data.leaves)}

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import typer
 
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import CnnkitError
 
 WEIGHTS_HELP = ("Embedder checkpoint (from `cnnkit train`) or a registered model's name. Default: what the "
                 "gallery was enrolled with, else the pretrained face-resnet.")
@@ -42,7 +42,7 @@ def _weights(weights: Optional[str], gallery: Any) -> str:
 
 
 def _images(sources: list[str]) -> list[Path]:
-    from cnnkit.core.data.detection import image_paths
+    from cnnkit.api import image_paths
 
     paths = image_paths(sources)
     if not paths:
@@ -64,12 +64,12 @@ def enroll_cmd(
     All photos or none: a photo without a face stops the enrollment (exit 2) before anything is written.
     Names: at most 128 characters, no control characters.
     """
-    from cnnkit.plugins.siamese.gallery import checked_name, open_gallery, shown
+    from cnnkit.plugins.siamese.backends import checked_name, open_gallery, scheme_of, shown
     from cnnkit.plugins.siamese.pipeline import Embedder
 
     name = checked_name(name)
     paths = _images(images)
-    local = not gallery_path.startswith("milvus://")
+    local = scheme_of(gallery_path) == ""
     existed = not local or (Path(gallery_path).is_file() and Path(gallery_path).stat().st_size > 0)
     try:
         with open_gallery(gallery_path) as gallery:
@@ -108,9 +108,9 @@ def verify_cmd(
     "face": null; a video: no frame, said on stderr), 2: bad input."""
     import numpy as np
 
-    from cnnkit.core.load.video import is_video
+    from cnnkit.api import is_video
     from cnnkit.plugins.siamese.faces import NoFaceError
-    from cnnkit.plugins.siamese.gallery import open_gallery, shown
+    from cnnkit.plugins.siamese.backends import open_gallery, shown
     from cnnkit.plugins.siamese.pipeline import Decision, Embedder, decide
     from cnnkit.plugins.siamese.vectors import nearest
 
@@ -170,7 +170,7 @@ def _verify_video(source: str, embedder: Any, judge: Any, all_faces: bool, detec
                   no_detect: bool = False) -> list[list[Any]]:
     """One JSON line a processed frame: ``{"frame", "time", "faces": [decision, ...]}`` (empty: no face);
     returns each processed frame's decisions."""
-    from cnnkit.core.load.video import run
+    from cnnkit.api import run_video as run
     from cnnkit.plugins.siamese.faces import NoFaceError, face_chips
 
     def frame(image: Any) -> tuple[dict[str, Any], None]:
@@ -194,7 +194,7 @@ def _verify_video(source: str, embedder: Any, judge: Any, all_faces: bool, detec
 
 def _video_verdict(source: str, frames: list[list[Any]], claim: Optional[str]) -> int:
     """0 when a face was verified in some frame; else 1, said in one line on stderr."""
-    from cnnkit.plugins.siamese.gallery import shown
+    from cnnkit.plugins.siamese.backends import shown
 
     decisions = [d for faces in frames for d in faces]
     if any(d.match for d in decisions):
@@ -211,7 +211,7 @@ def _video_verdict(source: str, frames: list[list[Any]], claim: Optional[str]) -
 
 def _describe(d: Any, claim: Optional[str], all_faces: bool) -> str:
     """One line for one decision."""
-    from cnnkit.plugins.siamese.gallery import shown
+    from cnnkit.plugins.siamese.backends import shown
 
     if d.distance is None:
         return f"{d.image}: no face found"
@@ -234,7 +234,7 @@ def gallery_list(
     from rich.table import Table
     from rich.text import Text
 
-    from cnnkit.plugins.siamese.gallery import open_gallery, shown
+    from cnnkit.plugins.siamese.backends import open_gallery, shown
 
     with open_gallery(gallery_path, create=False, readonly=True) as gallery:
         people, model = gallery.people(), gallery.model
@@ -260,10 +260,8 @@ def gallery_index(
     rebuilt when stale or altered); with --hnsw, (re)build the approximate index too."""
     import time
 
-    from cnnkit.plugins.siamese.gallery import open_gallery
+    from cnnkit.plugins.siamese.backends import open_gallery
 
-    if gallery_path.startswith("milvus://"):
-        raise CnnkitError(f"{gallery_path}: Milvus keeps its own index")
     start = time.perf_counter()
     with open_gallery(gallery_path, create=False) as gallery:
         rows = gallery.reindex().rows
@@ -278,7 +276,7 @@ def gallery_remove(
     gallery_path: str = typer.Option("gallery.db", "--gallery", help=GALLERY_HELP),
 ) -> None:
     """Remove a person and all their embeddings."""
-    from cnnkit.plugins.siamese.gallery import open_gallery, shown
+    from cnnkit.plugins.siamese.backends import open_gallery, shown
 
     with open_gallery(gallery_path, create=False) as gallery:
         count = gallery.remove(name)
@@ -294,9 +292,9 @@ def gallery_export(
     """Export the model fingerprint, the people and their embeddings."""
     import numpy as np
 
-    from cnnkit.core.base.atomic import atomic_path
-    from cnnkit.core.base.paths import writable_file
-    from cnnkit.plugins.siamese.gallery import open_gallery
+    from cnnkit.api import atomic_path
+    from cnnkit.api import writable_file
+    from cnnkit.plugins.siamese.backends import open_gallery
 
     if out is not None:
         if out.suffix not in (".json", ".npz"):

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import CnnkitError
 
 DETECTORS = ("cnn", "haar")
 CASCADE = "haarcascade_frontalface_default.xml"

@@ -15,17 +15,15 @@ import os
 import sqlite3
 import sys
 import time
-import unicodedata
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from cnnkit.core.base.errors import CnnkitError
-from cnnkit.core.metrics.distances import Scorer
+from cnnkit.api import CnnkitError, Scorer
 from cnnkit.plugins.siamese import vectors as vectors_file
+from cnnkit.plugins.siamese.backends import GalleryBase, ModelInfo, checked_name, checked_vectors, shown
 
 SCHEMA_VERSION = "1"
 NEW_GENERATION = "lower(hex(randomblob(16)))"
@@ -47,20 +45,7 @@ TRIGGERS = {"embeddings_insert", "embeddings_update", "embeddings_delete"}
 BLOCK = 65_536  # rows read from SQLite at a time when the search side is rebuilt
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """The model a gallery's embeddings come from."""
-
-    fingerprint: str  # sha256 of the weights
-    model: str  # registered model name
-    checkpoint: str  # where the checkpoint was when it enrolled (the default for later commands)
-    metric: str  # "l2" or "similarity" (see scoring.py)
-    dim: int
-
-
 TABLES = {"meta", "identities", "embeddings"}
-NAME_MAX = 128  # characters in a name, on every backend (at most 512 bytes of UTF-8: Milvus's name field)
-DIRECTION_MARKS = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 BUSY_TIMEOUT_S = 30.0  # sqlite's wait for another writer, per try (CNNKIT_GALLERY_TIMEOUT overrides)
 BUSY_TRIES = 4
 
@@ -71,34 +56,6 @@ class Unwritable(CnnkitError):
     def __init__(self, path: Path, exc: BaseException, changed: str = "") -> None:
         super().__init__(f"{path}: the gallery cannot be written here ({exc}: read-only storage or no "
                          f"permission){changed}")
-
-
-def _invisible(char: str) -> bool:
-    """A character that moves or hides text in a terminal: controls (escape, newline), line and
-    paragraph separators, lone surrogates (undecodable bytes), direction marks and overrides."""
-    return unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in DIRECTION_MARKS
-
-
-def shown(name: str) -> str:
-    """``name`` as plain text for a terminal: invisible characters as escapes (``\\n``, ``\\x1b``)."""
-    return "".join(c.encode("unicode_escape", "backslashreplace").decode("ascii") if _invisible(c) else c
-                   for c in name)
-
-
-def checked_name(name: str) -> str:
-    """The name to enroll, stripped; the same limits on every backend, checked before anything is
-    written: not empty, at most ``NAME_MAX`` characters, nothing :func:`_invisible`."""
-    name = name.strip()
-    if not name:
-        raise CnnkitError("the name to enroll is empty")
-    if len(name) > NAME_MAX:
-        raise CnnkitError(f"the name to enroll is {len(name)} characters long ('{shown(name[:24])}...'); "
-                          f"at most {NAME_MAX}")
-    bad = next((c for c in name if _invisible(c)), None)
-    if bad is not None:
-        raise CnnkitError(f"the name '{shown(name)}' holds a control character ({shown(bad)}): "
-                          "use letters, digits, spaces and punctuation")
-    return name
 
 
 def _cannot_write(exc: BaseException) -> bool:
@@ -120,31 +77,6 @@ def busy_timeout() -> float:
     return value
 
 
-class GalleryBase:
-    """What every gallery backend shares: the model check, and ``close`` on leaving a ``with``."""
-
-    path: Any
-    model: "ModelInfo | None"
-
-    def check(self, info: ModelInfo) -> None:
-        """Refuse a model other than the one that made the stored embeddings."""
-        own = self.model
-        if own is not None and own.fingerprint != info.fingerprint:
-            raise CnnkitError(
-                f"{self.path} holds embeddings from another model ({own.model}, fingerprint {own.fingerprint[:12]}, "
-                f"enrolled with {own.checkpoint}); these weights are {info.model} {info.fingerprint[:12]}. "
-                "Use the gallery's checkpoint, another --gallery, or re-enroll everyone with the new weights")
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
 class Gallery(GalleryBase):
     """Open (or create) the gallery at ``path``; use as a context manager or call :meth:`close`.
 
@@ -153,6 +85,8 @@ class Gallery(GalleryBase):
     verify), so reading never changes the database (a stale search side is rebuilt beside it); on
     read-only storage, where not even the ``-shm`` beside it can be made, as ``immutable``.
     """
+
+    local = True
 
     def __init__(self, path: str | Path, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -455,37 +389,4 @@ class Gallery(GalleryBase):
             return found[0], distance
         raise CnnkitError(f"{self.path} keeps changing under the search; try again")
 
-    def export(self) -> dict[str, Any]:
-        """The whole gallery as plain data (model, people, embeddings as lists of floats)."""
-        return export(self)
 
-
-def export(gallery: Any) -> dict[str, Any]:
-    """A gallery (SQLite or Milvus) as plain data: model, people, embeddings as lists of floats."""
-    names, matrix = gallery.embeddings()
-    model = gallery.model
-    people: dict[str, list[list[float]]] = {}
-    for n, v in zip(names, matrix.tolist()):
-        people.setdefault(n, []).append(v)
-    return {"gallery": str(gallery.path), "model": vars(model) if model else None,
-            "identities": [{"name": n, "embeddings": e} for n, e in people.items()]}
-
-
-def open_gallery(uri: str | Path, create: bool = True, readonly: bool = False) -> Any:
-    """The gallery at ``uri``: ``milvus://HOST:PORT/COLLECTION`` (shared), else a SQLite file."""
-    if str(uri).startswith("milvus://"):
-        from cnnkit.plugins.siamese.milvus import MilvusGallery
-
-        return MilvusGallery(str(uri), create=create)
-    return Gallery(uri, create=create, readonly=readonly)
-
-
-def checked_vectors(name: str, vectors: np.ndarray, rows: int, info: ModelInfo) -> np.ndarray:
-    """``vectors`` as an (rows, D) float32 array; another dimension or a non-finite value is
-    refused before anything is stored."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(rows, -1)
-    if vectors.shape[1] != info.dim:
-        raise CnnkitError(f"embeddings are {vectors.shape[1]}-d but the model says {info.dim}")
-    if not np.isfinite(vectors).all():
-        raise CnnkitError(f"an embedding of {shown(name)} is not finite (NaN or infinity): nothing was enrolled")
-    return vectors

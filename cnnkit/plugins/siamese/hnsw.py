@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from cnnkit.core.base.atomic import atomic_path
-from cnnkit.core.base.errors import CnnkitError
-from cnnkit.core.metrics.distances import Scorer
+from cnnkit.api import atomic_path
+from cnnkit.api import CnnkitError
+from cnnkit.api import Scorer
 from cnnkit.plugins.siamese.vectors import VectorFile, nearest
 
 CONNECTIVITY = 16  # graph degree (usearch's M)

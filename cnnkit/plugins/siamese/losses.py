@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.core.base.device import unwrap
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import unwrap
+from cnnkit.api import CnnkitError
 
 MINING = ("batch-hard", "semi-hard", "all")
 

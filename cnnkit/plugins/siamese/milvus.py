@@ -21,9 +21,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from cnnkit.core.base.errors import CnnkitError
-from cnnkit.core.metrics.distances import Scorer
-from cnnkit.plugins.siamese.gallery import GalleryBase, ModelInfo, checked_name, checked_vectors, export, shown
+from cnnkit.api import CnnkitError, Scorer
+from cnnkit.plugins.siamese.backends import GalleryBase, ModelInfo, checked_name, checked_vectors, shown
 
 SCHEME = "milvus://"
 STRONG = {"consistency_level": "Strong"}
@@ -73,7 +72,7 @@ def _refusals(method: Callable) -> Callable:
 class MilvusGallery(GalleryBase):
     """The gallery API of ``gallery.Gallery`` over a Milvus collection."""
 
-    def __init__(self, uri: str, create: bool = True, timeout: float = 10.0) -> None:
+    def __init__(self, uri: str, create: bool = True, readonly: bool = False, timeout: float = 10.0) -> None:
         try:
             from pymilvus import MilvusClient
             from pymilvus.exceptions import MilvusException
@@ -226,5 +225,3 @@ class MilvusGallery(GalleryBase):
         best = hits[0]["entity"]
         return best["name"], float(scorer.pairs(query[None], np.asarray([best["vector"]], np.float32))[0])
 
-    def export(self) -> dict[str, Any]:
-        return export(self)

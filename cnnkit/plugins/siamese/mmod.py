@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torchvision.ops import nms
 
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import CnnkitError
 from cnnkit.plugins.siamese.dlib_format import DlibNet
 from cnnkit.plugins.siamese.face_resnet import Affine, load_conv, read_packaged
 

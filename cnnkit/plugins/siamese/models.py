@@ -84,7 +84,7 @@ def siamese_backbone(*, backbone: str, embedding_dim: int = 128, num_classes: in
     """A registered model that serves as a backbone (e.g. ``resnet18``, ``inception-resnet-v1``)
     without its classifier, then a linear ``embedding_dim`` layer and L2 normalisation.
     ``num_classes`` is ignored (an embedder has no classes)."""
-    from cnnkit.core.models.backbone import build_backbone
+    from cnnkit.api import build_backbone
 
     trunk = build_backbone(backbone, **kwargs)
     return Embedder(trunk, trunk.out_channels, embedding_dim)

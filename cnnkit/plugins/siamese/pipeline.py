@@ -10,16 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from cnnkit.core.data.images import read_image
-from cnnkit.core.weights.checkpoint import state_fingerprint
-from cnnkit.core.base.device import resolve_device
-from cnnkit.core.load.source import load_for_eval
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import read_image
+from cnnkit.api import state_fingerprint
+from cnnkit.api import resolve_device
+from cnnkit.api import load_for_eval
+from cnnkit.api import CnnkitError
 from cnnkit.plugins.siamese.faces import Face, face_chips
-from cnnkit.plugins.siamese.gallery import ModelInfo
-from cnnkit.core.metrics.distances import Scorer
+from cnnkit.plugins.siamese.backends import ModelInfo
+from cnnkit.api import Scorer
 
 
 @dataclass
@@ -44,7 +43,7 @@ PRETRAINED = "face-resnet"  # the embedder when neither --weights nor the galler
 
 def is_model_name(source: str) -> bool:
     """Does a gallery's recorded source name a registered model (rather than a checkpoint file)?"""
-    from cnnkit.core.base.registry import models
+    from cnnkit.api import models
 
     return not Path(source).exists() and source in models
 

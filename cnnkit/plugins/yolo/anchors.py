@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from cnnkit.core.models.boxes import wh_iou
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import wh_iou
+from cnnkit.api import CnnkitError
 
 
 def dataset_box_sizes(dataset: Any, img_size: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import CnnkitError
 
 Section = dict[str, str]
 HEADS = {"yolo": "yolov3", "region": "yolov2", "detection": "yolov1"}  # head section -> family (its loss)

@@ -23,8 +23,8 @@ def anchors_cmd(
     32-pixel grid cells ([region] anchors)."""
     from rich.console import Console
 
-    from cnnkit.core.data import open_dataset
-    from cnnkit.core.base.errors import CnnkitError
+    from cnnkit.api import open_dataset
+    from cnnkit.api import CnnkitError
     from cnnkit.plugins.yolo.anchors import dataset_box_sizes, kmeans_anchors
 
     wh = dataset_box_sizes(open_dataset(data, split, ("detect",)), img_size)
@@ -61,9 +61,9 @@ def import_cmd(
     """Read Darknet .weights into MODEL and save its state dict for `cnnkit train MODEL --weights OUT`."""
     import torch
 
-    from cnnkit.core.base.atomic import atomic_path
-    from cnnkit.core.base.paths import writable_file
-    from cnnkit.core.base.registry import models
+    from cnnkit.api import atomic_path
+    from cnnkit.api import writable_file
+    from cnnkit.api import models
     from cnnkit.plugins.yolo.weights import load_darknet_weights
 
     writable_file(out, "--out")  # before reading hundreds of MB
@@ -81,8 +81,8 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", help="The Darknet .weights file to write."),
 ) -> None:
     """Write a trained checkpoint's network as a Darknet .weights file."""
-    from cnnkit.core.load.source import load_for_eval
-    from cnnkit.core.base.paths import writable_file
+    from cnnkit.api import load_for_eval
+    from cnnkit.api import writable_file
     from cnnkit.plugins.yolo.weights import save_darknet_weights
 
     writable_file(out, "--out")

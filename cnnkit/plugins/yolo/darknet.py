@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import CnnkitError
 from cnnkit.plugins.yolo import layers as L
 from cnnkit.plugins.yolo.cfgfile import (HEADS, MAX_CHANNELS, MAX_SIDE, Section, get_anchors, get_float, get_int,
                                          get_ints, head_settings, net_size, parse_cfg)

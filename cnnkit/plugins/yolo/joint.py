@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cnnkit.core.data.detection import DetectionSample
-from cnnkit.core.tasks.detect import DetectionTransform
-from cnnkit.core.base.errors import CnnkitError, checked_number
-from cnnkit.core.tasks.base import MappedDataset
+from cnnkit.api import DetectionSample
+from cnnkit.api import DetectionTransform
+from cnnkit.api import CnnkitError, checked_number
+from cnnkit.api import MappedDataset
 
 
 def tree_nodes(classes: list[str], tree: Any, where: str) -> np.ndarray:
@@ -137,7 +137,7 @@ def joint_dataset(detections: MappedDataset, cls_data: str, tree: Any, img_size:
     samples ImageNet:COCO 4:1), 0: each classification image once; ``cls_zoom`` < 1: each
     classification image shrunk by a random factor in [cls_zoom, 1], so its object comes in the
     sizes of the detection images' objects (a classification set's objects are larger)."""
-    from cnnkit.core.data import open_dataset
+    from cnnkit.api import open_dataset
 
     where = f"--cls-data {cls_data}"
     images = on_tree(open_dataset(cls_data, "train", ("classify",)), tree, where)

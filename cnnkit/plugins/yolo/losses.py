@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.core.models.boxes import box_convert, wh_iou
-from cnnkit.core.base.device import unwrap
-from cnnkit.core.base.errors import CnnkitError, checked_number
+from cnnkit.api import box_convert, wh_iou
+from cnnkit.api import unwrap
+from cnnkit.api import CnnkitError, checked_number
 
 Targets = Sequence[dict[str, torch.Tensor]]
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cnnkit.core.data.detection import DetectionSample
-from cnnkit.core.data.synthetic import _background, _iou, _rng, _Synthetic
+from cnnkit.api import DetectionSample
+from cnnkit.api import background, overlap, sample_rng, Synthetic
 
 FIGURES = ("ring", "cross", "bar")
 TREE = "shape -1\nring 0\ncross 0\nbar 0\n"  # Darknet's WordTree format
@@ -42,7 +42,7 @@ def _figure_box(rng: np.random.Generator, kind: int, size: float, lo: float, hi:
     return (w, w * 0.3) if rng.random() < 0.5 else (w * 0.3, w)
 
 
-class Figures(_Synthetic):
+class Figures(Synthetic):
     """Detection: 1-``max_objects`` rings, crosses and bars an image."""
 
     def __init__(self, split: str = "train", n: int = 512, size: int = 128, seed: int = 0,
@@ -54,9 +54,9 @@ class Figures(_Synthetic):
         self.classes = ["shape"] if self.coarse else list(FIGURES)
 
     def __getitem__(self, index: int) -> DetectionSample:
-        rng = _rng(self.seed + 7, self.split, index)
+        rng = sample_rng(self.seed + 7, self.split, index)
         s = self.size
-        img = Image.fromarray(np.clip(_background(rng, s), 0, 255).astype(np.uint8))
+        img = Image.fromarray(np.clip(background(rng, s), 0, 255).astype(np.uint8))
         draw = ImageDraw.Draw(img)
         count = int(rng.integers(1, self.max_objects + 1))
         boxes: list[list[float]] = []
@@ -68,7 +68,7 @@ class Figures(_Synthetic):
             w, h = _figure_box(rng, kind, s, 0.22, 0.45)
             x1, y1 = rng.uniform(0, s - w), rng.uniform(0, s - h)
             box = [x1, y1, x1 + w, y1 + h]
-            if any(_iou(box, b) > 0.05 for b in boxes):
+            if any(overlap(box, b) > 0.05 for b in boxes):
                 continue
             _draw(draw, kind, box, tuple(int(c) for c in rng.integers(0, 256, 3)))
             boxes.append(box)
@@ -78,7 +78,7 @@ class Figures(_Synthetic):
                                np.asarray(labels, np.int64), f"synthetic:figures/{self.split}/{index}")
 
 
-class FigureCrops(_Synthetic):
+class FigureCrops(Synthetic):
     """Classification: one figure an image (25-60% of its side, anywhere), labelled ring/cross/bar;
     :meth:`with_box` also gives the figure's box (where a map of the decision should point)."""
 
@@ -90,9 +90,9 @@ class FigureCrops(_Synthetic):
 
     def with_box(self, index: int) -> tuple[np.ndarray, int, list[float]]:
         """The sample and its figure's box (xyxy pixels)."""
-        rng = _rng(self.seed + 11, self.split, index)
+        rng = sample_rng(self.seed + 11, self.split, index)
         s = self.size
-        img = Image.fromarray(np.clip(_background(rng, s), 0, 255).astype(np.uint8))
+        img = Image.fromarray(np.clip(background(rng, s), 0, 255).astype(np.uint8))
         kind = int(rng.integers(len(FIGURES)))
         w, h = _figure_box(rng, kind, s, 0.3, 0.6)
         x1, y1 = rng.uniform(0, s - w), rng.uniform(0, s - h)

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.core.models.boxes import batched_nms, box_convert, clip_boxes
-from cnnkit.core.base.device import unwrap
-from cnnkit.core.base.errors import CnnkitError, checked_number
-from cnnkit.core.tasks.detect import DetectionTask, Prediction
+from cnnkit.api import batched_nms, box_convert, clip_boxes
+from cnnkit.api import unwrap
+from cnnkit.api import CnnkitError, checked_number
+from cnnkit.api import DetectionTask, Prediction
 from cnnkit.plugins.yolo.losses import decode_anchor_boxes, decode_v1_boxes, grid_view
 
 MAX_DETECTIONS = 100
@@ -93,7 +93,7 @@ class YoloTask(DetectionTask):
     def raw_dataset(self, split: str) -> Any:
         if self.tree is None:
             return super().raw_dataset(split)
-        from cnnkit.core.data import open_dataset
+        from cnnkit.api import open_dataset
         from cnnkit.plugins.yolo.joint import on_tree
 
         ds = open_dataset(self.data_spec, split, self.data_tasks, val=self.config.val,
@@ -166,7 +166,7 @@ class YoloTask(DetectionTask):
         COCO-trained head is skipped when fine-tuning on other classes."""
         if not re.search(r"\.weights$|\.conv\.\d+$", str(path)):  # yolov3.weights, darknet53.conv.74
             return super().load_weights(model, path)
-        from cnnkit.core.weights.checkpoint import load_weights_into
+        from cnnkit.api import load_weights_into
         from pathlib import Path
 
         from cnnkit.plugins.yolo.weights import load_darknet_weights, weight_layers
@@ -285,7 +285,7 @@ class YoloTask(DetectionTask):
         """Each detection (``--conf``, ``--iou``) is one prediction of the decoded graph: its cell,
         anchor and class, so its score (objectness x class probability) is found at the same place
         on any input. It is explained at the input of the convolution that predicts its scale."""
-        from cnnkit.core.tasks.explaining import detection_targets, producers
+        from cnnkit.api import detection_targets, producers
 
         core = unwrap(model)
         graph = Decoded(core, float(self.option("tree_thresh")))

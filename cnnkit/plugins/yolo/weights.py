@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import CnnkitError
 from cnnkit.plugins.yolo.layers import LocallyConnected
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -94,7 +94,7 @@ def load_darknet_weights(model: nn.Module, path: str | Path) -> tuple[int, int]:
 
 def save_darknet_weights(model: nn.Module, path: str | Path, seen: int = 0) -> Path:
     """Write ``model`` as a Darknet .weights file (version 0.2.0, int64 ``seen``)."""
-    from cnnkit.core.base.atomic import atomic_path
+    from cnnkit.api import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.api import CnnkitError
 
 
 class WordTree:
