@@ -98,6 +98,25 @@ def _best_iou_with_gt(pred: torch.Tensor, index: torch.Tensor, gt: torch.Tensor)
     return values, (best.indices + first[:, None]).view(pred.shape[:-1])
 
 
+def grid_cells(gt: torch.Tensor, h: int, w: int, img_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grid cell (column ``gi``, row ``gj``) of an ``h`` x ``w`` output holding each cxcywh
+    pixel box's centre: where YOLOv2 and v3 give a ground truth to its anchor."""
+    gi = (gt[:, 0] * w / img_size).long().clamp(0, w - 1)
+    gj = (gt[:, 1] * h / img_size).long().clamp(0, h - 1)
+    return gi, gj
+
+
+def box_error(pp: torch.Tensor, gt: torch.Tensor, gi: torch.Tensor, gj: torch.Tensor, anchors: torch.Tensor,
+              h: int, w: int, img_size: int) -> torch.Tensor:
+    """YOLOv2/v3's coordinate loss of the predictions ``pp`` given the truths ``gt`` (cxcywh pixels)
+    in cells ``gi, gj`` with pixel ``anchors``: squared error of ``sigmoid(t_xy)`` against the centre's
+    offset in its cell and of ``t_wh`` against ``log(size / anchor)``, weighted ``2 - w*h``, summed."""
+    txy = torch.stack([gt[:, 0] * w / img_size - gi, gt[:, 1] * h / img_size - gj], 1)
+    twh = torch.log(gt[:, 2:] / anchors).clamp(min=-10)
+    scale = 2.0 - gt[:, 2] * gt[:, 3] / img_size ** 2
+    return (scale[:, None] * ((pp[:, :2].sigmoid() - txy) ** 2 + (pp[:, 2:4] - twh) ** 2)).sum()
+
+
 class YOLOv3Loss(nn.Module):
     """YOLOv3: each ground truth is given to the one anchor (of all scales) whose shape fits it
     best; coordinates by squared error on ``sigmoid(t_xy)`` and ``t_wh`` weighted ``2 - w*h``;
@@ -125,8 +144,7 @@ class YOLOv3Loss(nn.Module):
             _, _, h, w, _ = p.shape
             sel = scale_of[best] == s
             b, a, g, c = index[sel], local_of[best[sel]], gt[sel], labels[sel]
-            gi = (g[:, 0] * w / img_size).long().clamp(0, w - 1)
-            gj = (g[:, 1] * h / img_size).long().clamp(0, h - 1)
+            gi, gj = grid_cells(g, h, w, img_size)
             with torch.no_grad():
                 pred = decode_anchor_boxes(p.detach(), anchors, img_size)
                 target_obj = torch.zeros(p.shape[:4], device=device)
@@ -143,10 +161,7 @@ class YOLOv3Loss(nn.Module):
             obj = obj + (F.binary_cross_entropy_with_logits(p[..., 4], target_obj, reduction="none") * weight).sum()
             if len(b):
                 pp = p[b, a, gj, gi]
-                txy = torch.stack([g[:, 0] * w / img_size - gi, g[:, 1] * h / img_size - gj], 1)
-                twh = torch.log(g[:, 2:] / anchors.to(device)[a]).clamp(min=-10)
-                scale = 2.0 - g[:, 2] * g[:, 3] / img_size ** 2
-                box = box + (scale[:, None] * ((pp[:, :2].sigmoid() - txy) ** 2 + (pp[:, 2:4] - twh) ** 2)).sum()
+                box = box + box_error(pp, g, gi, gj, anchors.to(device)[a], h, w, img_size)
                 onehot = F.one_hot(c, self.num_classes).float()
                 cls = cls + F.binary_cross_entropy_with_logits(pp[:, 5:], onehot, reduction="sum")
         n = len(outputs[0])
@@ -244,14 +259,10 @@ class YOLOv2Loss(nn.Module):
         box, cls, pos = zero, zero, zero
         if len(gt):
             a = wh_iou(gt[:, 2:], anchors).argmax(1)
-            gi = (gt[:, 0] * w / img_size).long().clamp(0, w - 1)
-            gj = (gt[:, 1] * h / img_size).long().clamp(0, h - 1)
+            gi, gj = grid_cells(gt, h, w, img_size)
             noobj[index, a, gj, gi] = 0.0
             pp = p[index, a, gj, gi]
-            txy = torch.stack([gt[:, 0] * w / img_size - gi, gt[:, 1] * h / img_size - gj], 1)
-            twh = torch.log(gt[:, 2:] / anchors[a]).clamp(min=-10)
-            scale = 2.0 - gt[:, 2] * gt[:, 3] / img_size ** 2
-            box = self.coord_scale * (scale[:, None] * ((pp[:, :2].sigmoid() - txy) ** 2 + (pp[:, 2:4] - twh) ** 2)).sum()
+            box = self.coord_scale * box_error(pp, gt, gi, gj, anchors[a], h, w, img_size)
             target = _cxcywh_iou(pred[index, a, gj, gi].detach(), gt) if self.rescore else 1.0
             pos = self.object_scale * ((conf[index, a, gj, gi] - target) ** 2).sum()
             cls = class_nll(pp[:, 5:], labels, self.tree)

@@ -271,13 +271,8 @@ class YoloTask(DetectionTask):
         boxes, scores = graph(images)
         out = []
         for b, s in zip(boxes, scores):
-            flat = s.flatten()
-            keep = (flat > conf).nonzero()[:, 0]
-            keep = keep[flat[keep].topk(min(MAX_CANDIDATES, len(keep))).indices]
-            box_i, label = keep // s.shape[1], keep % s.shape[1]
-            xyxy = clip_boxes(b[box_i], images.shape[-2], size)
-            kept = batched_nms(xyxy, flat[keep], label, iou)[:MAX_DETECTIONS]
-            out.append((xyxy[kept], flat[keep][kept], label[kept]))
+            _, label, xyxy, score = final_detections(b, s, conf, iou, images.shape[-2], size, MAX_CANDIDATES)
+            out.append((xyxy, score, label))
         return out
 
 
@@ -291,19 +286,14 @@ class YoloTask(DetectionTask):
         graph = Decoded(core, float(self.option("tree_thresh")))
         with torch.no_grad():
             boxes, scores = graph(x)
-        flat = scores[0].flatten()
-        keep = (flat > options.conf).nonzero()[:, 0]
-        keep = keep[flat[keep].topk(min(MAX_CANDIDATES, len(keep))).indices]
-        index, label = keep // scores.shape[2], keep % scores.shape[2]
-        xyxy = clip_boxes(boxes[0][index], x.shape[-2], x.shape[-1])
-        kept = batched_nms(xyxy, flat[keep], label, options.iou)[:MAX_DETECTIONS]
-        index, label = index[kept], label[kept]
+        index, label, xyxy, score = final_detections(boxes[0], scores[0], options.conf, options.iou, x.shape[-2],
+                                                     x.shape[-1], MAX_CANDIDATES)
         heads = producers(core, x) if core.family != "yolov1" else []
         with torch.no_grad():  # predictions per head: heads[h] holds a contiguous block of the decoded ones
             sizes = [len(a) * o.shape[-2] * o.shape[-1] for a, o in zip(core.anchors, core(x))] if heads else []
         ends = torch.tensor(sizes).cumsum(0) if sizes else None
 
-        def score(i: int) -> Any:
+        def target_score(i: int) -> Any:
             n, c = int(index[i]), int(label[i])
             return lambda m, t: Decoded(unwrap(m), graph.tree_thresh)(t)[1][:, n, c]
 
@@ -312,8 +302,24 @@ class YoloTask(DetectionTask):
                 return None, False
             return heads[int((ends <= int(index[i])).sum())], True
 
-        return detection_targets(list(self.classes or []), self.spec.name, xyxy[kept], flat[keep][kept], label,
-                                 options, score, layer)
+        return detection_targets(list(self.classes or []), self.spec.name, xyxy, score, label, options,
+                                 target_score, layer)
+
+
+def final_detections(boxes: torch.Tensor, scores: torch.Tensor, conf: float, iou: float, height: int, width: int,
+                     candidates: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's decoded predictions (xyxy ``boxes (N, 4)``, class ``scores (N, C)``) made final:
+    every (prediction, class) pair above ``conf`` (the ``candidates`` best of them when given: an
+    exported graph takes them all), boxes clipped to the image, class-wise NMS at ``iou``, at most
+    :data:`MAX_DETECTIONS`. Returns the kept predictions' indices, labels, boxes and scores."""
+    flat = scores.flatten()
+    keep = (flat > conf).nonzero()[:, 0]
+    if candidates is not None:
+        keep = keep[flat[keep].topk(min(candidates, len(keep))).indices]
+    index, label = keep // scores.shape[1], keep % scores.shape[1]
+    xyxy = clip_boxes(boxes[index], height, width)
+    kept = batched_nms(xyxy, flat[keep], label, iou)[:MAX_DETECTIONS]
+    return index[kept], label[kept], xyxy[kept], flat[keep][kept]
 
 
 class Decoded(nn.Module):
@@ -340,12 +346,8 @@ class WithNMS(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         boxes, scores = self.decoded(x)
-        flat = scores[0].flatten()
-        keep = (flat > self.conf).nonzero()[:, 0]
-        box_i, label = keep // scores.shape[2], keep % scores.shape[2]
-        xyxy = clip_boxes(boxes[0][box_i], x.shape[-2], x.shape[-1])
-        kept = batched_nms(xyxy, flat[keep], label, self.iou)[:MAX_DETECTIONS]
-        return xyxy[kept], flat[keep][kept], label[kept]
+        _, label, xyxy, score = final_detections(boxes[0], scores[0], self.conf, self.iou, x.shape[-2], x.shape[-1])
+        return xyxy, score, label
 
 
 def zero_class_logits(model: nn.Module) -> None:
