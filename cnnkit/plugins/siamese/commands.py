@@ -9,7 +9,6 @@ cnnkit never swaps in another one.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -23,31 +22,7 @@ WEIGHTS_HELP = ("Embedder checkpoint (from `cnnkit train`) or a registered model
 GALLERY_HELP = "The gallery: a SQLite file, or milvus://HOST:PORT/COLLECTION (shared by several machines)."
 DETECT_HELP = "Images are already aligned face chips: embed them whole instead of finding the face."
 DETECTOR_HELP = "Face detector: cnn (dlib's MMOD network) or haar (OpenCV's cascade)."
-EMBED_BATCH = 64  # face chips embedded at once by `verify` over several photos
 gallery_app = typer.Typer(help="Look after the gallery of enrolled people.", no_args_is_help=True)
-
-
-def _weights(weights: Optional[str], gallery: Any) -> str:
-    from cnnkit.plugins.siamese.pipeline import PRETRAINED, is_model_name
-
-    if weights is not None:
-        return weights
-    model = gallery.model
-    if model is None:
-        return PRETRAINED
-    if not is_model_name(model.checkpoint) and not Path(model.checkpoint).is_file():
-        raise CnnkitError(f"{gallery.path} was enrolled with {model.checkpoint}, which no longer exists: "
-                          "pass --weights with the same checkpoint")
-    return model.checkpoint
-
-
-def _images(sources: list[str]) -> list[Path]:
-    from cnnkit.api import image_paths
-
-    paths = image_paths(sources)
-    if not paths:
-        raise CnnkitError("no images found in " + ", ".join(sources))
-    return paths
 
 
 def enroll_cmd(
@@ -64,24 +39,13 @@ def enroll_cmd(
     All photos or none: a photo without a face stops the enrollment (exit 2) before anything is written.
     Names: at most 128 characters, no control characters.
     """
-    from cnnkit.plugins.siamese.backends import checked_name, open_gallery, scheme_of, shown
-    from cnnkit.plugins.siamese.pipeline import Embedder
+    from cnnkit.plugins.siamese.api import Gallery, image_files
+    from cnnkit.plugins.siamese.backends import checked_name, shown
 
     name = checked_name(name)
-    paths = _images(images)
-    local = scheme_of(gallery_path) == ""
-    existed = not local or (Path(gallery_path).is_file() and Path(gallery_path).stat().st_size > 0)
-    try:
-        with open_gallery(gallery_path) as gallery:
-            embedder = Embedder(_weights(weights, gallery), device)
-            gallery.check(embedder.info)
-            crops = [embedder.crops(p, detect=not no_detect, detector=detector)[0][0] for p in paths]
-            total = gallery.enroll(name, embedder.embed(crops), [str(p) for p in paths], embedder.info)
-    except BaseException:
-        if not existed:  # a failed first enrollment leaves no empty gallery behind
-            for leftover in ("", "-wal", "-shm", "-vectors"):
-                Path(f"{gallery_path}{leftover}").unlink(missing_ok=True)
-        raise
+    paths = image_files(images)
+    total = Gallery(gallery_path, weights=weights, device=device, detector=detector).enroll(
+        name, paths, detect=not no_detect)
     print(f"enrolled {shown(name)}: {len(paths)} image(s) added, {total} in {gallery_path}")
 
 
@@ -106,90 +70,20 @@ def verify_cmd(
     """Verify photos (or a video, frame by frame) against the gallery. Exit code 0: every photo
     verified (a video: a face verified in some frame), 1: any not (or without a face, reported as
     "face": null; a video: no frame, said on stderr), 2: bad input."""
-    import numpy as np
-
     from cnnkit.api import is_video
-    from cnnkit.plugins.siamese.faces import NoFaceError
-    from cnnkit.plugins.siamese.backends import open_gallery, shown
-    from cnnkit.plugins.siamese.pipeline import Decision, Embedder, decide
-    from cnnkit.plugins.siamese.vectors import nearest
+    from cnnkit.plugins.siamese.api import Gallery
 
-    if threshold is not None and not math.isfinite(threshold):
-        raise CnnkitError(f"--threshold {threshold} is not a number: give a distance such as 0.6")
-    video = len(images) == 1 and is_video(images[0])
-    paths = [] if video else _images(images)
-    with open_gallery(gallery_path, create=False, readonly=True) as gallery:
-        embedder = Embedder(_weights(weights, gallery), device)
-        gallery.check(embedder.info)
-        limit = threshold if threshold is not None else embedder.threshold
-        if limit is None:
-            raise CnnkitError(f"{embedder.checkpoint} has no stored threshold: pass --threshold")
-        claimed = gallery.embeddings(claim)[1] if claim is not None else None
-
-        def judge(vector: Any, source: Any) -> Decision:
-            if not np.isfinite(vector).all():
-                raise CnnkitError(f"{source}: the embedding is not finite (NaN): {embedder.checkpoint} is broken")
-            if claimed is not None:
-                closest, distance = claim, nearest(claimed, vector, embedder.scorer)[1]
-            else:
-                closest, distance = gallery.nearest(vector, embedder.scorer, index)
-            if not math.isfinite(distance):
-                raise CnnkitError(f"corrupt gallery: {gallery_path}: the distance to {shown(closest)} is not finite")
-            return decide(closest, distance, limit, claim)
-
-        if video:
-            decisions = _verify_video(images[0], embedder, judge, all_faces, detector, every, no_detect)
-            raise typer.Exit(_video_verdict(images[0], decisions, claim))
-        found: list[tuple[Path, Any, Any]] = []  # (image, face, chip); face None: no face found
-        for path in paths:
-            try:
-                found += [(path, face, chip) for chip, face in
-                          embedder.crops(path, detect=not no_detect, all_faces=all_faces, detector=detector)]
-            except NoFaceError:
-                found.append((path, None, None))
-        chips = [chip for _, _, chip in found if chip is not None]
-        vectors = iter(np.concatenate([embedder.embed(chips[i:i + EMBED_BATCH])  # the folder's faces, batched
-                                       for i in range(0, len(chips), EMBED_BATCH)] or [np.zeros((0, 1))]))
-        decisions = []
-        for path, face, chip in found:
-            if chip is None:
-                decisions.append(Decision(False, None, None, limit, image=str(path)))
-                continue
-            d = judge(next(vectors), path)
-            d.image, d.face = str(path), face.as_list() if face else None
-            decisions.append(d)
+    gallery = Gallery(gallery_path, weights=weights, device=device, detector=detector)
+    settings = dict(claim=claim, threshold=threshold, all_faces=all_faces, index=index, detect=not no_detect)
+    if len(images) == 1 and is_video(images[0]):
+        raise typer.Exit(_video_verdict(images[0], gallery.verify_video(images[0], every=every, **settings), claim))
+    decisions = gallery.decisions(images, **settings)
     if as_json:
         print(json.dumps([d.as_dict() for d in decisions], indent=2, allow_nan=False))
     else:
         for d in decisions:
             print(_describe(d, claim, all_faces))
     raise typer.Exit(0 if all(d.match for d in decisions) else 1)
-
-
-def _verify_video(source: str, embedder: Any, judge: Any, all_faces: bool, detector: str, every: int,
-                  no_detect: bool = False) -> list[list[Any]]:
-    """One JSON line a processed frame: ``{"frame", "time", "faces": [decision, ...]}`` (empty: no face);
-    returns each processed frame's decisions."""
-    from cnnkit.api import run_video as run
-    from cnnkit.plugins.siamese.faces import NoFaceError, face_chips
-
-    def frame(image: Any) -> tuple[dict[str, Any], None]:
-        frames.append([])
-        try:
-            crops = [(image, None)] if no_detect else face_chips(image, all_faces, source, detector)
-        except NoFaceError:
-            return {"faces": []}, None
-        faces = []
-        for (_, face), vector in zip(crops, embedder.embed([c for c, _ in crops])):
-            d = judge(vector, source)
-            d.image, d.face = source, face.as_list() if face else None
-            frames[-1].append(d)
-            faces.append({k: v for k, v in d.as_dict().items() if k != "image"})
-        return {"faces": faces}, None
-
-    frames: list[list[Any]] = []
-    run(source, frame, None, every)
-    return frames
 
 
 def _video_verdict(source: str, frames: list[list[Any]], claim: Optional[str]) -> int:
@@ -234,10 +128,11 @@ def gallery_list(
     from rich.table import Table
     from rich.text import Text
 
-    from cnnkit.plugins.siamese.backends import open_gallery, shown
+    from cnnkit.plugins.siamese.api import Gallery
+    from cnnkit.plugins.siamese.backends import shown
 
-    with open_gallery(gallery_path, create=False, readonly=True) as gallery:
-        people, model = gallery.people(), gallery.model
+    gallery = Gallery(gallery_path)
+    people, model = gallery.people(), gallery.model
     if as_json:
         print(json.dumps({"model": vars(model) if model else None, "people": people}, indent=2))
         return
@@ -260,12 +155,10 @@ def gallery_index(
     rebuilt when stale or altered); with --hnsw, (re)build the approximate index too."""
     import time
 
-    from cnnkit.plugins.siamese.backends import open_gallery
+    from cnnkit.plugins.siamese.api import Gallery
 
     start = time.perf_counter()
-    with open_gallery(gallery_path, create=False) as gallery:
-        rows = gallery.reindex().rows
-        unreached = gallery.build_hnsw() if hnsw else 0
+    rows, unreached = Gallery(gallery_path).index(hnsw)
     built = f" (exact and hnsw; {unreached} the graph cannot reach are searched exactly)" if hnsw else ""
     print(f"indexed {rows} embedding(s) of {gallery_path}{built} in {time.perf_counter() - start:.1f} s")
 
@@ -276,10 +169,10 @@ def gallery_remove(
     gallery_path: str = typer.Option("gallery.db", "--gallery", help=GALLERY_HELP),
 ) -> None:
     """Remove a person and all their embeddings."""
-    from cnnkit.plugins.siamese.backends import open_gallery, shown
+    from cnnkit.plugins.siamese.api import Gallery
+    from cnnkit.plugins.siamese.backends import shown
 
-    with open_gallery(gallery_path, create=False) as gallery:
-        count = gallery.remove(name)
+    count = Gallery(gallery_path).remove(name)
     print(f"removed {shown(name)} ({count} embedding(s)) from {gallery_path}")
 
 
