@@ -10,6 +10,9 @@ SHAPES = "synthetic:shapes?n=256&size=64"
 # None follow the trunk: the papers' for vgg16 and alexnet (models.PAPER_HEADS), small ones otherwise
 TRUNK = {"backbone": "small", "fc": None, "pool": None}
 HEAD = {"rois_per_image": 64, "fg_fraction": 0.25}
+# pixels and h/w ratios (--anchor-sizes 128,256,512 --anchor-ratios 0.5,1,2); None: the paper's 128, 256, 512
+# scaled by --img-size / 600 (its shorter side) and its ratios 0.5, 1, 2
+ANCHORS = {"anchor_sizes": None, "anchor_ratios": None}
 
 
 @hookimpl
@@ -26,7 +29,7 @@ def register_models(register):
             ("fast-rcnn", "FastRCNNTask", "fast-rcnn", {**TRUNK, **HEAD, "bg_iou_lo": 0.1},
              "Fast R-CNN (Girshick 2015): RoI max pooling, sibling heads, multi-task loss",
              "arXiv:1504.08083", {"epochs": 12, "batch_size": 2, "grad_clip": 10.0}),
-            ("faster-rcnn", "FasterRCNNTask", "faster-rcnn", {**TRUNK, **HEAD, **rpn, "rpn_channels": None},
+            ("faster-rcnn", "FasterRCNNTask", "faster-rcnn", {**TRUNK, **HEAD, **rpn, **ANCHORS, "rpn_channels": None},
              "Faster R-CNN (Ren et al. 2015): RPN (3 scales x 3 ratios) + Fast R-CNN head",
              "arXiv:1506.01497", {"epochs": 12, "batch_size": 4, "grad_clip": 10.0})):
         register(ModelSpec(
