@@ -60,7 +60,7 @@ def test_every_model_of_the_issue_is_registered_with_aliases():
         assert models.get(alias).name == name
     for name in ISSUE_MODELS:
         s = models.get(name)
-        assert s.defaults["img_size"] >= s.min_img_size and s.paper, name
+        assert s.recipe["img_size"] >= s.min_img_size and s.paper, name
 
 
 @pytest.mark.parametrize("name", ISSUE_MODELS)

@@ -115,3 +115,151 @@ def test_bad_anchor_sizes_are_one_line(cli, value):
     one_clear_line(cli("train", "faster-rcnn", "--data", SHAPES, "--epochs", "1", "--no-track",
                        "--anchor-sizes", value), "--anchor-sizes", "128,256,512")
 
+
+# ---------------------------------------------------------------- recipes
+def test_every_registered_model_has_a_declared_paper_recipe_its_task_accepts():
+    """`--recipe paper` exists for every model, says where it comes from, resolves into a valid
+    configuration, and its family options are ones the model's task takes."""
+    from cnnkit.core.config import resolve_config
+
+    for name, spec in models.items():
+        assert spec.recipe_names()[:2] == ["default", "paper"], name
+        for recipe in ("default", "paper"):
+            assert spec.recipe_about(recipe), (name, recipe)
+            config = resolve_config(name, spec.recipe_for(recipe), {}, {"recipe": recipe})
+            make_task(spec, config)  # unknown options are refused here
+            assert "about" not in config.to_dict()
+
+
+def test_the_papers_recipes_carry_their_schedules():
+    """Spot checks against the papers' text (the numbers are the papers', not cnnkit's)."""
+    paper = {n: models.get(n).recipe_for("paper") for n in
+             ("alexnet-lrn", "vgg-d", "googlenet", "resnet50", "densenet121", "inception-v3", "fast-rcnn", "yolov2")}
+    assert paper["alexnet-lrn"].items() >= {"optimizer": "sgd", "lr": 0.01, "batch_size": 128, "scheduler": "plateau",
+                                            "gamma": 0.1, "weight_decay": 5e-4, "img_size": 227}.items()
+    assert paper["vgg-d"]["scheduler"] == "plateau" and paper["vgg-d"]["batch_size"] == 256
+    assert (paper["googlenet"]["scheduler"], paper["googlenet"]["step_size"], paper["googlenet"]["gamma"]) == ("step", 8, 0.96)
+    assert (paper["resnet50"]["lr"], paper["resnet50"]["weight_decay"], paper["resnet50"]["scheduler"]) == (0.1, 1e-4, "plateau")
+    assert (paper["densenet121"]["optimizer"], paper["densenet121"]["milestones"]) == ("nesterov", [30, 60])
+    assert paper["inception-v3"]["optimizer"] == "rmsprop-tf" and paper["inception-v3"]["label_smoothing"] == 0.1
+    assert (paper["fast-rcnn"]["lr"], paper["fast-rcnn"]["milestones"], paper["fast-rcnn"]["epochs"]) == (1e-3, [12], 16)
+    assert (paper["yolov2"]["milestones"], paper["yolov2"]["epochs"]) == ([60, 90], 160)
+
+
+def test_train_recipe_paper_starts_from_the_papers_values_and_flags_still_win(cli, tmp_path):
+    r = cli("train", "resnet18", "--recipe", "paper", "--data", "synthetic:textures?n=16&size=32", "--img-size", "32",
+            "--epochs", "1", "--batch-size", "8", "--no-track", "--out", "run")
+    assert r.code == 0, r.stderr
+    from cnnkit.core.checkpoint import load_checkpoint
+
+    cfg = load_checkpoint("run/weights/last.pt")["config"]
+    assert (cfg["recipe"], cfg["optimizer"], cfg["lr"], cfg["scheduler"], cfg["weight_decay"]) == \
+        ("paper", "sgd", 0.1, "plateau", 1e-4)
+    assert (cfg["epochs"], cfg["batch_size"], cfg["img_size"], cfg["options"]) == (1, 8, 32, {"augment": "resnet"})
+    (tmp_path / "c.yaml").write_text("recipe: paper\nepochs: 1\n")
+    from tests.conftest import one_clear_line
+
+    one_clear_line(cli("train", "resnet18", "--recipe", "fast", "--no-track"), "--recipe fast", "default, paper")
+    one_clear_line(cli("train", "resnet18", "--config", tmp_path / "c.yaml", "--data", "synthetic:textures?n=16&size=32",
+                       "--augment", "mixup", "--no-track"), "--augment mixup", "inception")
+
+
+def test_models_recipe_shows_both_recipes(cli):
+    r = cli("models", "--recipe", "resnet50", "--json")
+    assert r.code == 0, r.stderr
+    shown = json.loads(r.stdout)["recipes"]
+    assert set(shown) == {"default", "paper"}
+    assert shown["default"]["values"]["optimizer"] == "adam" and shown["paper"]["values"]["optimizer"] == "sgd"
+    assert "He et al. 2016" in shown["paper"]["about"]
+    r = cli("models", "--recipe", "googlenet")
+    assert r.code == 0 and "step_size" in r.stdout and "0.96" in r.stdout and "bvlc_googlenet" in r.stdout
+
+
+def test_a_plugin_written_with_defaults_still_gets_its_recipe():
+    from cnnkit.api import ModelSpec
+
+    with pytest.warns(DeprecationWarning, match="recipe="):
+        spec = ModelSpec(name="old", task="classify", build="x:y", defaults={"epochs": 3, "lr": 0.5})
+    assert spec.recipe == {"epochs": 3, "lr": 0.5} and spec.recipe_for("default") == {"epochs": 3, "lr": 0.5}
+    assert ModelSpec(name="new", task="classify", build="x:y", recipe={"epochs": 2}).recipe_for() == {"epochs": 2}
+
+
+def _lrs(**config) -> list[float]:
+    """The learning rate of each epoch (before its step) under a schedule."""
+    from cnnkit.core.optim import build_optimizer, build_scheduler
+
+    cfg = TrainConfig(lr=1.0, **config)
+    opt = build_optimizer(torch.nn.Linear(1, 1), cfg)
+    sched = build_scheduler(opt, cfg, "max")
+    out = []
+    for _ in range(cfg.epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step(0.5) if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau) else sched.step()
+    return out
+
+
+def test_the_papers_schedules():
+    # multistep: DenseNet's /10 at epochs 30 and 60 (here 3 and 5 of 7)
+    assert _lrs(epochs=7, scheduler="multistep", milestones=[3, 5]) == pytest.approx([1, 1, 1, .1, .1, .01, .01])
+    # step: GoogLeNet's 4% every 8 epochs (here every 2)
+    assert _lrs(epochs=6, scheduler="step", step_size=2, gamma=0.96) == pytest.approx([1, 1, .96, .96, .9216, .9216])
+    # poly: Darknet's lr x (1 - epoch/epochs)^4
+    assert _lrs(epochs=4, scheduler="poly", power=4.0) == pytest.approx([1, .75 ** 4, .5 ** 4, .25 ** 4])
+    # plateau: AlexNet's /10 when the metric stops improving (a flat metric: the 4th epoch is the 3rd
+    # without improvement, past the patience of 2)
+    assert _lrs(epochs=5, scheduler="plateau") == pytest.approx([1, 1, 1, 1, .1])
+
+
+def test_multistep_needs_milestones_and_rising_epochs(cli):
+    from tests.conftest import one_clear_line
+
+    for text, needle in (("scheduler: multistep\n", "needs milestones"), ("milestones: [5, 3]\n", "rising list")):
+        with open("c.yaml", "w") as f:
+            f.write(text + "epochs: 1\n")
+        one_clear_line(cli("train", "resnet18", "--config", "c.yaml", "--data", "synthetic:textures?n=16&size=32",
+                           "--img-size", "32", "--no-track"), needle)
+
+
+def test_nesterov_and_adagrad_take_their_textbook_steps():
+    from cnnkit.core.optim import build_optimizer
+
+    g = torch.tensor([0.5, -2.0])
+    steps = {}
+    for name in ("nesterov", "adagrad", "sgd"):
+        p = torch.nn.Parameter(torch.zeros(2))
+        opt = build_optimizer(torch.nn.ParameterList([p]), TrainConfig(optimizer=name, lr=0.1, momentum=0.9,
+                                                                         weight_decay=0.0))
+        for _ in range(2):
+            p.grad = g.clone()
+            opt.step()
+        steps[name] = -p.detach()
+    # two steps of a constant gradient: momentum buffer b1 = g, b2 = 1.9 g
+    assert torch.allclose(steps["sgd"], 0.1 * g * (1 + 1.9))
+    assert torch.allclose(steps["nesterov"], 0.1 * g * ((1 + 0.9) + (1 + 0.9 * 1.9)))  # g + mu * b each step
+    assert torch.allclose(steps["adagrad"], 0.1 * g / g.abs() * (1 + 1 / 2 ** 0.5), atol=1e-6)  # g / sqrt(sum g^2)
+
+
+@pytest.mark.parametrize("augment", ["default", "alexnet", "vgg", "resnet", "inception", "darknet"])
+def test_each_augmentation_gives_the_training_size(augment):
+    from cnnkit.core.data.transforms import classification_pipeline
+
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), np.uint8)
+    out = classification_pipeline(32, True, augment)(image=image)["image"]
+    assert out.shape == (32, 32, 3)
+
+
+def test_flip_only_detection_augmentation_moves_boxes_only_by_mirroring():
+    from cnnkit.core.data.transforms import detection_pipeline
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
+    box = [[8.0, 10.0, 30.0, 40.0]]
+    seen = set()
+    pipeline = detection_pipeline(64, True, flip_only=True)
+    for seed in range(12):
+        pipeline.set_random_seed(seed)
+        out = pipeline(image=image, bboxes=np.array(box), labels=[0], kind=[0])
+        seen.add(tuple(np.round(out["bboxes"][0], 3)))
+        assert np.array_equal(out["image"], image) or np.array_equal(out["image"], image[:, ::-1])
+    assert seen == {(8.0, 10.0, 30.0, 40.0), (34.0, 10.0, 56.0, 40.0)}
+

@@ -189,7 +189,7 @@ class FasterRCNNTask(RegionTask):
     off): 1. trunk + RPN; 2. a Fast R-CNN detector with its own, fresh trunk on step 1's proposals;
     3. the RPN's own layers on the detector's (now shared, fixed) trunk; 4. the head's own layers."""
 
-    options = {"schedule": "joint"}
+    options = {**DetectionTask.options, "schedule": "joint"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
