@@ -263,3 +263,68 @@ def test_flip_only_detection_augmentation_moves_boxes_only_by_mirroring():
         assert np.array_equal(out["image"], image) or np.array_equal(out["image"], image[:, ::-1])
     assert seen == {(8.0, 10.0, 30.0, 40.0), (34.0, 10.0, 56.0, 40.0)}
 
+
+# ---------------------------------------------------------------- Darknet's random=, GoogLeNet's LRN, the pinned file
+CFG_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "cnnkit" / "plugins" / "yolo" / "cfg"
+
+
+def _cfg_with_random(tmp_path, value: str | None):
+    """yolov3-tiny.cfg with its heads' random= set to ``value`` (None: the lines removed)."""
+    lines = [line for line in (CFG_DIR / "yolov3-tiny.cfg").read_text().splitlines()
+             if not (value is None and line.startswith("random="))]
+    text = "\n".join(f"random={value}" if line.startswith("random=") else line for line in lines)
+    path = tmp_path / f"tiny-random-{value}.cfg"
+    path.write_text(text + "\n")
+    return str(path)
+
+
+def _trained_sizes(model: str, **options) -> set[int]:
+    from cnnkit.plugins.yolo.task import YoloTask
+
+    spec = models.get(model)
+    task = YoloTask(spec, TrainConfig(model=spec.name, img_size=64, options=options), classes=["a", "b", "c"])
+    net = task.build_model()
+    seen: list[int] = []
+    net.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[-1]))
+    images = torch.rand(2, 3, 64, 64)
+    targets = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([1])}] * 2
+    with torch.no_grad():
+        for step in range(0, 200, 10):
+            task.loss(net, (images, targets), step)
+    return set(seen)
+
+
+def test_a_cfg_trains_multi_scale_only_when_its_random_says_so(tmp_path):
+    """Darknet's train_detector resizes every 10 batches when the last layer has random=1; random=0
+    or no random= keeps the [net] size. --multi-scale still wins; hand-written models are multi-scale."""
+    assert _trained_sizes(_cfg_with_random(tmp_path, "0")) == {64}
+    assert _trained_sizes(_cfg_with_random(tmp_path, None)) == {64}
+    assert len(_trained_sizes(_cfg_with_random(tmp_path, "1"))) > 1
+    assert len(_trained_sizes(_cfg_with_random(tmp_path, "0"), multi_scale=True)) > 1
+    assert len(_trained_sizes("yolov3-tiny")) > 1 and _trained_sizes("yolov3-tiny", multi_scale=False) == {64}
+
+
+def test_googlenet_lrn_is_caffes_reference():
+    """bvlc_googlenet: local_size 5, alpha 1e-4, beta 0.75 and Caffe's k = 1, alpha divided by the size:
+    b = a / (1 + 1e-4 / 5 * sum of the 5 neighbours' squares)^0.75 (AlexNet's k is 2)."""
+    net = models.get("googlenet").create(num_classes=4)
+    lrns = [m for m in net.modules() if isinstance(m, torch.nn.LocalResponseNorm)]
+    a = torch.rand(1, 7, 3, 3) * 50
+    expected = torch.empty_like(a)
+    for i in range(7):
+        lo, hi = max(0, i - 2), min(6, i + 2)
+        expected[:, i] = a[:, i] / (1 + 1e-4 / 5 * (a[:, lo:hi + 1] ** 2).sum(1)) ** 0.75
+    assert len(lrns) == 2
+    for lrn in lrns:
+        torch.testing.assert_close(lrn(a), expected)
+
+
+def test_yolov3_tiny_weights_are_pinned_by_the_published_hash():
+    from cnnkit.core import weights
+    from cnnkit.core.registry import weights as registered
+
+    entry = registered.get("yolov3-tiny.weights")
+    assert entry.sha256 == "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c"
+    assert entry.size == 35_434_956 and weights.hashed(entry)
+    assert "SHA-256 mismatch" in weights.check(entry, "0" * 64, 35_434_956)
+

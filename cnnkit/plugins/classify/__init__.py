@@ -92,7 +92,7 @@ DENSENET_PAPER: dict[str, Any] = {
 KRIZHEVSKY = "Krizhevsky, Sutskever & Hinton 2012, ImageNet classification with deep CNNs"
 SIMONYAN = "Simonyan & Zisserman 2015, Very deep convolutional networks (Tables 1, 2)"
 SZEGEDY15 = "Szegedy et al. 2015, Going deeper with convolutions (Table 1, sec. 5)"
-SZEGEDY16 = "Szegedy et al. 2016, Rethinking the Inception architecture (Table 1, sec. 6-8)"
+SZEGEDY16 = "Szegedy et al. 2016, Rethinking the Inception architecture (sec. 6-8; the released graph, not Table 1)"
 SZEGEDY17 = "Szegedy et al. 2017, Inception-v4, Inception-ResNet and the impact of residual connections"
 HE = "He et al. 2016, Deep residual learning (Table 1); params: torchvision / Xie et al. 2017 Tables 1, 5"
 HE_V2 = "He et al. 2016, Identity mappings in deep residual networks (same layers as ResNet-N)"
@@ -144,11 +144,11 @@ MODELS: list[ModelSpec] = [
          aliases=("inception-v1",)),
     _cfg("inception-v2", f"{_M}:inception_v2", img_size=299, min_img_size=299, paper=SZEGEDY16,
          paper_recipe=INCEPTION_V2_PAPER,
-         description="Inception-v2: factorised/asymmetric convs, grid reduction, 7x7 stem, aux head with BN convs only"),
+         description="Inception-v2 on Google's released v3 graph (not Table 1): 7x7 stem, aux head with BN convs only"),
     _cfg("inception-v3", f"{_M}:inception_v3", paper_params=25_000_000, paper_macs=5.0e9, img_size=299,
          min_img_size=299, options={"aux_bn": True}, recipe=INCEPTION_V3_RECIPE, paper=SZEGEDY16,
          paper_recipe=INCEPTION_V3_PAPER,
-         description="Inception-v3: v2 + factorised 7x7, BN-auxiliary head (FC batch-normalised too); RMSProp + label smoothing"),
+         description="Inception-v3 as Google released it (torchvision's Inception3, not Table 1) + BN-auxiliary head"),
     _cfg("inception-v4", f"{_M}:timm_model", build_kwargs={"arch": "inception_v4", "drop_rate": 0.2}, img_size=299,
          min_img_size=75, recipe=RMSPROP_RECIPE, paper=SZEGEDY17, paper_recipe=INCEPTION_V4_PAPER,
          description="Inception-v4: pure Inception, 4/7/3 A/B/C modules"),

@@ -169,13 +169,15 @@ def register_models(register):
 PJREDDIE = "https://pjreddie.com/media/files/"
 DARKNET_LICENSE = "public domain (Darknet's YOLO LICENSE)"
 # pjreddie publishes no hashes; sizes are those of the files our writer produces for these networks
-# (header + float32 values), so a truncated download is still refused.
+# (header + float32 values), so a truncated download is still refused. yolov3-tiny.weights is pinned by the
+# SHA-256 of the published file (35,434,956 bytes).
 WEIGHTS = [
     WeightsSpec(name="yolov3.weights", model="yolov3", file="yolov3.weights", url=PJREDDIE + "yolov3.weights",
                 size=248_007_048, license=DARKNET_LICENSE, variant="yolov3.cfg, COCO 80 classes", format="darknet",
                 classes="coco"),
     WeightsSpec(name="yolov3-tiny.weights", model="yolov3-tiny", file="yolov3-tiny.weights",
                 url=PJREDDIE + "yolov3-tiny.weights", size=35_434_956, license=DARKNET_LICENSE,
+                sha256="dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c",
                 variant="yolov3-tiny.cfg, COCO 80 classes", format="darknet", classes="coco"),
     WeightsSpec(name="yolov2.weights", model="yolov2", file="yolov2.weights", url=PJREDDIE + "yolov2.weights",
                 size=203_934_260, license=DARKNET_LICENSE, variant="yolov2.cfg (608), COCO 80 classes", format="darknet",
