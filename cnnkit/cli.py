@@ -73,10 +73,15 @@ def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
 def models_cmd(task: Optional[str] = typer.Option(None, "--task", help="Only this task (classify, detect, ...)."),
                count: bool = typer.Option(False, "--count", help="Count the parameters of models not counted "
                                           "yet (builds them; counts are cached per cnnkit version)."),
+               recipe: Optional[str] = typer.Option(None, "--recipe", metavar="MODEL",
+                                                    help="Show MODEL's training recipes side by side (default, paper, ...)."),
                as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List the registered models with the paper's parameter counts and ours (once counted)."""
     from cnnkit.core.registry import models
     from cnnkit.core.summary import param_counts
+
+    if recipe is not None:
+        return _show_recipes(models.get(recipe), as_json)
 
     specs = [spec for _, spec in models.items() if not task or spec.task == task]
     if task and not specs:
@@ -95,6 +100,34 @@ def models_cmd(task: Optional[str] = typer.Option(None, "--task", help="Only thi
     console.print(table)
     if any(r["params"] is None for r in rows) and not count:
         console.print("params '-': not counted; `cnnkit models --count` counts the missing ones once (cached)")
+
+
+def _show_recipes(spec: Any, as_json: bool) -> None:
+    """Each recipe of ``spec`` as ``cnnkit train`` resolves it (the configuration's own defaults
+    filling what a recipe leaves out), one column a recipe, and where its values come from."""
+    from cnnkit.core.config import resolve_config
+
+    names = spec.recipe_names()
+    resolved = {n: resolve_config(spec.name, spec.recipe_for(n), {}, {"recipe": n}).to_dict() for n in names}
+    if as_json:
+        print_json({"model": spec.name, "recipes": {n: {"about": spec.recipe_about(n), "values": resolved[n]}
+                                                    for n in names}})
+        return
+    keys = [k for k in resolved["default"] if k not in RECIPE_HIDDEN
+            and (k in RECIPE_SHOWN or any(k in spec.recipe_for(n) for n in names))]
+    table = Table("setting", *names, title=f"{spec.name}: training recipes (`cnnkit train {spec.name} --recipe NAME`)")
+    for key in keys:
+        values = [resolved[n][key] for n in names]
+        table.add_row(key, *[json.dumps(v) if isinstance(v, (list, dict)) else str(v) for v in values],
+                      style="bold" if len({json.dumps(v, sort_keys=True) for v in values}) > 1 else None)
+    console.print(table)
+    for name in names:
+        console.print(f"[bold]{name}[/bold]: {spec.recipe_about(name) or '-'}")
+
+
+RECIPE_SHOWN = ("epochs", "batch_size", "img_size", "optimizer", "lr", "momentum", "weight_decay", "scheduler",
+                "options")  # always shown; other settings when a recipe sets them
+RECIPE_HIDDEN = ("model", "recipe", "data", "out")
 
 
 def _millions(n: int | None) -> str:
@@ -149,8 +182,11 @@ def train_cmd(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=8, help=f"Input size, 8 to {MAX_IMG_SIZE}."),
     lr: Optional[float] = typer.Option(None, "--lr"),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, adam, adamw, rmsprop or rmsprop-tf (epsilon inside the root)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="cosine, step, plateau or none."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Start from this recipe of the model: default "
+                                         "(fast, for CPUs) or paper (`cnnkit models --recipe MODEL` shows them)."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, nesterov, adam, adamw, adagrad, rmsprop "
+                                            "or rmsprop-tf (epsilon inside the root)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="cosine, step, multistep, plateau, poly or none."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
     burn_in: Optional[int] = typer.Option(None, "--burn-in", min=0,
                                           help="Warm-up steps: lr x (step/N)^4 (Darknet's burn_in)."),
@@ -198,7 +234,9 @@ def train_cmd(
     if extra:
         flags["options"] = extra
     flags["out"] = out or resume_values.get("out") or _out_dir(None, spec.name)
-    cfg = resolve_config(spec.name, spec.defaults, file_values, flags, resume_values, str(config or ""))
+    flags["recipe"] = recipe or file_values.pop("recipe", None) or resume_values.get("recipe") or "default"
+    cfg = resolve_config(spec.name, spec.recipe_for(flags["recipe"]), file_values, flags, resume_values,
+                         str(config or ""))
 
     from cnnkit.core.engine import fit
 
