@@ -47,7 +47,7 @@ def bench_detector(name: str, size: int, images: int, threads: int, proposals: i
     spec = models.get(name)
     options = {"rcnn": {"test_proposals": proposals, "svm_proposals": proposals},
                "fast-rcnn": {"test_proposals": proposals}}.get(name, {})
-    config = TrainConfig(**{**spec.defaults, "model": name, "img_size": size, "options": options,
+    config = TrainConfig(**{**spec.recipe, "model": name, "img_size": size, "options": options,
                             "data": f"synthetic:shapes?n={images}&size={size}"})
     task = make_task(spec, config)
     data = task.dataset("train")

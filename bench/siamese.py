@@ -76,7 +76,7 @@ def main() -> None:
     from cnnkit.core.metrics.distances import Scorer
 
     load_plugins()
-    img_size = args.img_size or models.get("siamese-small").defaults["img_size"]
+    img_size = args.img_size or models.get("siamese-small").recipe["img_size"]
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights or random_checkpoint(Path(tmp), img_size)
         embedder = Embedder(weights, "cpu")

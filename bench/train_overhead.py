@@ -51,7 +51,7 @@ def make_trainer(args: argparse.Namespace, out: str):
                  device=args.device, amp=args.amp, workers=args.workers, compile=args.compile or None,
                  channels_last=args.channels_last, out=out, track=False, seed=0)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = resolve_config(spec.name, spec.defaults, {}, {k: v for k, v in flags.items() if k in known})
+    cfg = resolve_config(spec.name, spec.recipe, {}, {k: v for k, v in flags.items() if k in known})
     trainer = Trainer(cfg)
     if "multi_scale" in trainer.task.options and not args.multi_scale:
         cfg.options["multi_scale"] = False

@@ -23,7 +23,8 @@ def _out_dir(model: str) -> str:
 def train(model: str, *, config: str | Path | None = None, verbose: bool = True, **settings: Any) -> Any:
     """Train a registered model; ``settings`` are the options of ``cnnkit train`` as keywords
     (``data=``, ``epochs=``, ``img_size=``, ``track=False`` for ``--no-track``, ...) and the family's
-    own options (``anchors=``, ``style=``, ...); ``config`` a YAML file of them (keywords win).
+    own options (``anchors=``, ``style=``, ...); ``config`` a YAML file of them (keywords win);
+    ``recipe="paper"`` starts from the paper's recipe instead of the fast CPU one (see :func:`recipes`).
     Returns the run: ``best`` and ``last`` checkpoints, final ``metrics``, ``history``, ``run_id``."""
     from cnnkit.core.base.config import TrainConfig, read_config_file, resolve_config
     from cnnkit.core.base.plugins import load_plugins
@@ -47,7 +48,9 @@ def train(model: str, *, config: str | Path | None = None, verbose: bool = True,
     if options:
         flags["options"] = options
     flags["out"] = flags.get("out") or resume_values.get("out") or _out_dir(spec.name)
-    cfg = resolve_config(spec.name, spec.defaults, file_values, flags, resume_values, str(config or ""))
+    flags["recipe"] = flags.get("recipe") or file_values.pop("recipe", None) or resume_values.get("recipe") or "default"
+    cfg = resolve_config(spec.name, spec.recipe_for(flags["recipe"]), file_values, flags, resume_values,
+                         str(config or ""))
 
     from cnnkit.core.train.trainer import fit
 
@@ -66,3 +69,19 @@ def recent_runs(tracking_uri: str = "", limit: int = 20) -> list[dict[str, Any]]
 def is_main_process() -> bool:
     """False in the ranks after the first under ``torchrun`` (rank 0 alone reports)."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def recipes(model: str) -> dict[str, Any]:
+    """A model's training recipes as ``cnnkit train`` resolves them (the configuration's defaults
+    filling what a recipe leaves out), with where each one's values come from: what
+    ``cnnkit models --recipe MODEL --json`` prints."""
+    from cnnkit.core.base.config import resolve_config
+    from cnnkit.core.base.plugins import load_plugins
+    from cnnkit.core.base.registry import models
+
+    load_plugins()
+    spec = models.get(model)
+    return {"model": spec.name, "recipes": {
+        name: {"about": spec.recipe_about(name),
+               "values": resolve_config(spec.name, spec.recipe_for(name), {}, {"recipe": name}).to_dict()}
+        for name in spec.recipe_names()}}

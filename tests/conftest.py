@@ -129,7 +129,8 @@ def assert_detect_maps_back(detections: list[dict], checkpoint: str, image: np.n
     left, top = (size - round(w * scale)) // 2, (size - round(h * scale)) // 2
     boxed, _ = letterbox(image, size)
     with torch.no_grad():
-        boxes, scores, labels = task.predict_batch(model.eval(), to_tensor(boxed, task.normalize)[None], conf, iou)[0]
+        x = to_tensor(boxed, task.input_norm())[None]  # the checkpoint's own input transform (a pretrained trunk's)
+        boxes, scores, labels = task.predict_batch(model.eval(), x, conf, iou)[0]
     pad = torch.tensor([left, top, left, top], dtype=torch.float32)
     mapped = ((boxes.float() - pad) / scale).clamp(min=0).minimum(torch.tensor([w, h, w, h], dtype=torch.float32))
     expected = sorted(zip([round(float(s), 4) for s in scores], labels.tolist(), mapped.tolist()), key=lambda r: -r[0])

@@ -60,7 +60,7 @@ def test_every_model_of_the_issue_is_registered_with_aliases():
         assert models.get(alias).name == name
     for name in ISSUE_MODELS:
         s = models.get(name)
-        assert s.defaults["img_size"] >= s.min_img_size and s.paper, name
+        assert s.recipe["img_size"] >= s.min_img_size and s.paper, name
 
 
 @pytest.mark.parametrize("name", ISSUE_MODELS)
@@ -151,14 +151,22 @@ def test_min_img_size_is_truthful(name):
 
 
 def test_googlenet_real_forward_and_weighted_aux_loss():
-    from cnnkit.core.tasks.classify import ClassificationLoss
+    """The loss googlenet trains with as registered (its task's criterion, nothing passed here) adds
+    each auxiliary classifier's cross-entropy weighted by the paper's 0.3 (Szegedy et al. 2015 sec. 5)."""
+    from torch.nn import functional as F
+
+    from cnnkit.core.base.config import TrainConfig
+    from cnnkit.core.tasks.base import make_task
 
     torch.manual_seed(0)
-    model = spec("googlenet").create(num_classes=4)
+    task = make_task(spec("googlenet"), TrainConfig(model="googlenet", img_size=79), classes=["a", "b", "c", "d"])
+    model = task.build_model()
     x, y = torch.randn(2, 3, 79, 79), torch.tensor([0, 3])
     logits, aux1, aux2 = model.train()(x)
-    losses = ClassificationLoss(aux_weight=0.3)((logits, aux1, aux2), y)
-    assert torch.allclose(losses["loss"], losses["cls"] + 0.3 * losses["aux"])
+    losses = task.criterion(model)((logits, aux1, aux2), y)
+    main, aux = F.cross_entropy(logits, y), F.cross_entropy(aux1, y) + F.cross_entropy(aux2, y)
+    assert torch.allclose(losses["cls"], main) and torch.allclose(losses["aux"], aux)
+    assert torch.allclose(losses["loss"], main + 0.3 * aux)
     assert model.eval()(x).shape == (2, 4)
 
 

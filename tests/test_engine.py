@@ -69,16 +69,26 @@ def test_resume_continues_exactly(cli):
 
 
 def test_config_file_is_overridden_by_flags(cli, tmp_path):
+    """The values take effect: one epoch was trained (the flag), by Adam (its moment estimates in the
+    optimizer's state) from lr 0.05, decayed x 0.1 after that epoch by the step schedule."""
     (tmp_path / "cfg.yaml").write_text("epochs: 3\nlr: 0.05\noptimizer: adam\nscheduler: step\n")
     _train(cli, "--config", "cfg.yaml", "--epochs", "1", "--out", "c", "--no-track")
-    cfg = load_checkpoint("c/weights/last.pt")["config"]
-    assert cfg["epochs"] == 1 and cfg["lr"] == 0.05 and cfg["optimizer"] == "adam" and cfg["scheduler"] == "step"
+    ck = load_checkpoint("c/weights/last.pt")
+    assert ck["config"]["epochs"] == 1 and len(ck["history"]) == 1
+    group, state = ck["optimizer_state"]["param_groups"][0], ck["optimizer_state"]["state"]
+    assert {"exp_avg", "exp_avg_sq"} <= set(state[0]) and group["initial_lr"] == 0.05
+    assert ck["history"][0]["lr"] == pytest.approx(0.005) and group["lr"] == pytest.approx(0.005)
 
 
-@pytest.mark.parametrize("optimizer,scheduler", [("sgd", "plateau"), ("rmsprop", "cosine")])
-def test_optimizers_and_schedules(cli, optimizer, scheduler):
+@pytest.mark.parametrize("optimizer,scheduler,kept,schedule", [
+    ("sgd", "plateau", "momentum_buffer", "num_bad_epochs"), ("rmsprop", "cosine", "square_avg", "T_max")])
+def test_optimizers_and_schedules(cli, optimizer, scheduler, kept, schedule):
+    """The optimizer that trained is the one asked for (its own state), and so is the schedule."""
     _train(cli, "--epochs", "1", "--optimizer", optimizer, "--scheduler", scheduler, "--no-track", "--out", "o")
-    assert load_checkpoint("o/weights/last.pt")["config"]["optimizer"] == optimizer
+    ck = load_checkpoint("o/weights/last.pt")
+    assert kept in ck["optimizer_state"]["state"][0] and schedule in ck["scheduler_state"]
+    if scheduler == "cosine":  # annealed to 0 at the end of its only epoch
+        assert ck["history"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_rmsprop_tf_puts_epsilon_inside_the_square_root():
@@ -103,8 +113,15 @@ def test_rmsprop_tf_puts_epsilon_inside_the_square_root():
 
 
 def test_amp_and_channels_last_train_on_cpu(cli):
-    _train(cli, "--epochs", "1", "--amp", "--channels-last", "--no-track", "--out", "amp")
-    assert load_checkpoint("amp/weights/last.pt")["config"]["amp"] is True
+    """--channels-last trains (and saves) the weights channels-last; --amp trains under bf16 autocast:
+    the same seeded run without it ends with other weights, while repeating that run gives the same."""
+    for out, flags in (("amp", ["--amp"]), ("fp32", []), ("fp32-again", [])):
+        _train(cli, "--epochs", "1", *flags, "--channels-last", "--no-track", "--out", out, "--seed", "3")
+    states = {out: load_checkpoint(f"{out}/weights/last.pt")["model_state"] for out in ("amp", "fp32", "fp32-again")}
+    conv = states["amp"]["layer1.0.conv1.weight"]
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert all(torch.equal(states["fp32"][k], v) for k, v in states["fp32-again"].items())
+    assert not torch.equal(states["amp"]["fc.weight"], states["fp32"]["fc.weight"])
 
 
 def test_weights_from_another_head_fine_tune(cli, tmp_path):

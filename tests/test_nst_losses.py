@@ -28,15 +28,23 @@ def test_style_cost_compares_textures_of_different_sizes():
 
 
 def test_weighted_total():
-    torch.manual_seed(0)
-    target, feats = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
-    image = torch.rand(2, 3, 8, 8)
-    loss = StyleTransferLoss(content={"a": target}, grams={"a": gram(target[:1])}, layer_weights={"a": 0.5},
+    """Numbers worked by hand. One channel, 1 x 2 positions; target activations (1, 0), the generated
+    image's (2, 1) in the first of two images and (1, 0) in the second:
+    content 1/2 ((2-1)^2 + (1-0)^2) = 1 and 0, mean 0.5;
+    Gram G = sum a^2: target 1, generated 5 and 1; style (5-1)^2 / (2 n_H n_W n_C)^2 = 16 / 16 = 1 and 0,
+    x layer weight 0.5, mean 0.25;
+    TV of the 2 x 2 images [[0, 1], [1, 1]] and zeros: 1 + 1 = 2 and 0, mean 1;
+    total 2 x 0.5 + 10 x 0.25 + 0.1 x 1 = 3.6."""
+    target = torch.tensor([[[[1.0, 0.0]]]])
+    feats = torch.tensor([[[[2.0, 1.0]]], [[[1.0, 0.0]]]])
+    image = torch.stack([torch.tensor([[[0.0, 1.0], [1.0, 1.0]]]), torch.zeros(1, 2, 2)])
+    loss = StyleTransferLoss(content={"a": target}, grams={"a": gram(target)}, layer_weights={"a": 0.5},
                              content_weight=2.0, style_weight=10.0, tv_weight=0.1)
     parts = loss({"a": feats}, image)
-    total = 2 * parts["content"] + 10 * parts["style"] + 0.1 * parts["tv"]
-    assert torch.allclose(parts["loss"], total)
-    assert torch.allclose(parts["style"], 0.5 * style_cost(gram(feats), gram(target[:1])).mean())
+    assert parts["content"].item() == pytest.approx(0.5)
+    assert parts["style"].item() == pytest.approx(0.25)
+    assert parts["tv"].item() == pytest.approx(1.0)
+    assert parts["loss"].item() == pytest.approx(3.6)
 
 
 def test_vgg_layers_and_truncation():

@@ -14,9 +14,13 @@ from tests.conftest import assert_detect_maps_back
 
 DATA = "synthetic:shapes?n=64&size=64"
 # Measured on this data and seed, untrained (--lr 0) -> trained by the runs below:
-# faster-rcnn (6 epochs): val map50 0.0013 -> 0.155, RPN proposal recall 0.806 -> 0.968;
-# fast-rcnn (3 epochs): val map50 0.133 -> 0.450 (selective search recall 1.0 either way: no floor)
-FASTER_MAP50, FASTER_RECALL, FAST_MAP50 = 0.05, 0.9, 0.3
+# faster-rcnn (6 epochs, anchors 13.7/27.3/54.6 px: the paper's scaled to 64 px): val map50 0.016 -> 0.142;
+#   RPN proposal recall 0.97 -> 0.94 (anchors this large cover the shapes untrained: no floor);
+# fast-rcnn (3 epochs): val map50 0.133 -> 0.450 (selective search recall 1.0 either way: no floor);
+# rcnn (6 epochs): the fine-tuned network's own softmax (validation before the SVMs) 0.178 -> 0.382;
+#   with the SVMs and regressors 0.396 -> 0.406: linear SVMs on the fc7 features of a random network
+#   already separate these shapes, so the floor after the SVMs sits above the untrained softmax only.
+FASTER_MAP50, FAST_MAP50, RCNN_SOFTMAX_MAP50, RCNN_MAP50 = 0.05, 0.3, 0.28, 0.28
 
 
 def _train(cli, model, *args):
@@ -32,7 +36,7 @@ def test_faster_rcnn_joint_training_detect_and_eval(cli, tmp_path):
     for key in ("train_loss", "train_rpn_obj", "train_cls"):
         assert history[-1][key] < history[0][key], key
     metrics = ck["metrics"]
-    assert metrics["val_proposal_recall"] > FASTER_RECALL and metrics["val_map50"] > FASTER_MAP50, metrics
+    assert 0 < metrics["val_proposal_recall"] <= 1 and metrics["val_map50"] > FASTER_MAP50, metrics
     run = mlflow.search_runs(experiment_names=["cnnkit"], output_format="list")[0]
     assert {"train_rpn_obj", "train_rpn_box", "train_cls", "train_box", "val_map50",
             "val_proposal_recall"} <= set(run.data.metrics)
@@ -71,11 +75,12 @@ def test_fast_rcnn_trains_on_selective_search(cli):
 
 @pytest.mark.slow
 def test_rcnn_fine_tunes_then_fits_svms_and_regressors(cli):
-    ck = _train(cli, "rcnn", "--epochs", "2", "--batch-size", "8", "--no-track")
+    ck = _train(cli, "rcnn", "--epochs", "6", "--batch-size", "8", "--no-track")
     history = ck["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["val_map50"] > RCNN_SOFTMAX_MAP50, history[-1]  # fine-tuning learned (before the SVMs)
     state = ck["model_state"]
     assert bool(state["svm_ready"]) and state["svm_weight"].abs().sum() > 0 and state["reg_weight"].abs().sum() > 0
-    assert ck["metrics"]["val_map50"] > 0.1, ck["metrics"]
+    assert ck["metrics"]["val_map50"] > RCNN_MAP50, ck["metrics"]
     best = load_checkpoint("run/weights/best.pt")
     assert bool(best["model_state"]["svm_ready"])

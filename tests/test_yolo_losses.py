@@ -146,16 +146,27 @@ def test_v1_rescore_object_scale_and_class_scale_as_darknets_detection_layer():
 
 def test_v3_truth_thresh_trains_close_predictions_as_positives():
     """yolo_layer.c: a prediction whose best IoU exceeds truth_thresh gets objectness target 1 and
-    that truth's class and box; Darknet's cfgs set 1 (never), which is the default."""
+    that truth's class and box; Darknet's cfgs set 1 (never), which is the registered default."""
+    from cnnkit.core.base.config import TrainConfig
+    from cnnkit.core.tasks.base import make_task
+    from cnnkit.core.base.registry import models
+
+    plugins.load_plugins()
+    task = make_task(models.get("yolov3-tiny"), TrainConfig(model="yolov3-tiny", img_size=64), classes=["a", "b"])
+    registered = task.criterion(task.build_model()).truth_thresh  # what `cnnkit train yolov3-tiny` uses
     anchors = [torch.tensor([[32.0, 32.0], [16.0, 16.0]])]
     out = _v3_output(obj_logit_other=0.0)  # anchor 1 at (1, 1) fits the truth exactly, not responsible
-    default = YOLOv3Loss(2, anchors, ignore_thresh=1.0)([out], GT, 64)
-    never = YOLOv3Loss(2, anchors, ignore_thresh=1.0, truth_thresh=1.0)([out], GT, 64)
-    assert all(float(default[k]) == float(never[k]) for k in ("box", "obj", "cls"))
+    default = YOLOv3Loss(2, anchors, ignore_thresh=1.0, truth_thresh=registered)([out], GT, 64)
+    # by hand: only the responsible anchor 0 at (1, 1) has a class term, BCE of 2 zero logits = 2 log 2
+    assert default["cls"].item() == pytest.approx(2 * math.log(2), rel=1e-6)
+    default["box"].backward()
+    grad = grid_view(out.grad, 2)[..., :4].abs().sum(-1)
+    assert grad.nonzero().tolist() == [[0, 0, 1, 1]]  # and only it gets a box gradient
+    out.grad = None
     sure = YOLOv3Loss(2, anchors, ignore_thresh=1.0, truth_thresh=0.5)([out], GT, 64)
-    # its objectness target turns 0 -> 1 (same BCE at logit 0) and it adds a class term: BCE of 2 zero logits
-    assert float(sure["obj"]) == pytest.approx(float(never["obj"]), rel=1e-6)
-    assert float(sure["cls"]) == pytest.approx(float(never["cls"]) + 2 * math.log(2), rel=1e-5)
+    # anchor 1's objectness target turns 0 -> 1 (same BCE at logit 0) and it adds its own class term
+    assert sure["obj"].item() == pytest.approx(default["obj"].item(), rel=1e-6)
+    assert sure["cls"].item() == pytest.approx(4 * math.log(2), rel=1e-5)
     sure["box"].backward()
     grad = grid_view(out.grad, 2)[..., :4].abs().sum(-1)
     assert grad.nonzero().tolist() == [[0, 0, 1, 1], [0, 1, 1, 1]]

@@ -143,12 +143,12 @@ def test_joint_training_runs_and_names_tree_nodes(cli, tmp_path):
     assert ck["task_state"]["tree"]["parents"] == [-1, 0, 0, 0]
     r = cli("eval", "joint/weights/last.pt", "--data", "synthetic:figures?n=8&size=64&labels=fine", "--json")
     assert r.code == 0, r.stderr
-    # no floor: on 8 images the coarse val map50 is 0.0089 untrained (--lr 0) and 0.0107 after 3 or 6
-    # epochs (fine labels: 0.0 both). Instead `eval` of the training data repeats training's validation.
+    # no floor here: on 8 images the coarse val map50 is 0.0089 untrained (--lr 0) and 0.0107 after 3 or 6
+    # epochs (fine labels: 0.0 both); tests/test_paper_fidelity3.py's joint-training test has the floor.
+    # Here `eval` of the training data repeats training's validation.
     r = cli("eval", "joint/weights/last.pt", "--json")
     assert r.code == 0, r.stderr
     assert json.loads(r.stdout)["map50"] == pytest.approx(ck["metrics"]["val_map50"], abs=1e-12)
-    assert ck["metrics"]["val_map50"] > 0
     write_image(tmp_path / "img.png", Figures("val", n=8, size=64)[0].image)
     r = cli("detect", "joint/weights/last.pt", tmp_path / "img.png", "--conf", "0.0", "--json")
     assert r.code == 0, r.stderr

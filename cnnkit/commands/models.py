@@ -30,10 +30,14 @@ def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
 def models_cmd(task: Optional[str] = typer.Option(None, "--task", help="Only this task (classify, detect, ...)."),
                count: bool = typer.Option(False, "--count", help="Count the parameters of models not counted "
                                           "yet (builds them; counts are cached per cnnkit version)."),
+               recipe: Optional[str] = typer.Option(None, "--recipe", metavar="MODEL",
+                                                    help="Show MODEL's training recipes side by side (default, paper, ...)."),
                as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List the registered models with the paper's parameter counts and ours (once counted)."""
     from cnnkit.model import describe_models
 
+    if recipe is not None:
+        return _show_recipes(recipe, as_json)
     rows = describe_models(task, count)
     if as_json:
         print_json(rows)
@@ -45,6 +49,36 @@ def models_cmd(task: Optional[str] = typer.Option(None, "--task", help="Only thi
     console.print(table)
     if any(r["params"] is None for r in rows) and not count:
         console.print("params '-': not counted; `cnnkit models --count` counts the missing ones once (cached)")
+
+
+RECIPE_SHOWN = ("epochs", "batch_size", "img_size", "optimizer", "lr", "momentum", "weight_decay", "scheduler",
+                "options")  # always shown; other settings when a recipe sets them
+RECIPE_HIDDEN = ("model", "recipe", "data", "out")
+
+
+def _show_recipes(model: str, as_json: bool) -> None:
+    """Each recipe of ``model`` as ``cnnkit train`` resolves it, one column a recipe, and where its values come from."""
+    import json
+
+    from cnnkit.training import recipes
+
+    shown = recipes(model)
+    if as_json:
+        print_json(shown)
+        return
+    by_name = shown["recipes"]
+    names = list(by_name)
+    given = {n: by_name[n]["values"] for n in names}
+    default = by_name["default"]["values"]
+    keys = [k for k in default if k not in RECIPE_HIDDEN and (k in RECIPE_SHOWN or len({json.dumps(given[n][k], sort_keys=True) for n in names}) > 1)]
+    table = Table("setting", *names, title=f"{shown['model']}: training recipes (`cnnkit train {shown['model']} --recipe NAME`)")
+    for key in keys:
+        values = [given[n][key] for n in names]
+        table.add_row(key, *[json.dumps(v) if isinstance(v, (list, dict)) else str(v) for v in values],
+                      style="bold" if len({json.dumps(v, sort_keys=True) for v in values}) > 1 else None)
+    console.print(table)
+    for name in names:
+        console.print(f"[bold]{name}[/bold]: {by_name[name]['about'] or '-'}")
 
 
 def _millions(n: int | None) -> str:

@@ -22,8 +22,11 @@ def train_cmd(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=8, help=f"Input size, {SIZE_HELP}."),
     lr: Optional[float] = typer.Option(None, "--lr"),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, adam, adamw, rmsprop or rmsprop-tf (epsilon inside the root)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="cosine, step, plateau or none."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Start from this recipe of the model: default "
+                                         "(fast, for CPUs) or paper (`cnnkit models --recipe MODEL` shows them)."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, nesterov, adam, adamw, adagrad, rmsprop "
+                                            "or rmsprop-tf (epsilon inside the root)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="cosine, step, multistep, plateau, poly or none."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
     burn_in: Optional[int] = typer.Option(None, "--burn-in", min=0,
                                           help="Warm-up steps: lr x (step/N)^4 (Darknet's burn_in)."),
@@ -50,7 +53,7 @@ def train_cmd(
     from cnnkit.training import is_main_process, train
 
     flags = dict(data=data, val=val, val_fraction=val_fraction, epochs=epochs, batch_size=batch_size,
-                 img_size=img_size, lr=lr, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
+                 img_size=img_size, lr=lr, recipe=recipe, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
                  burn_in=burn_in, device=device, amp=amp, channels_last=channels_last, compile=compile_model,
                  workers=workers, seed=seed, out=out, resume=resume, save_period=save_period, weights=weights,
                  pretrained=pretrained, allow_partial=allow_partial, experiment=experiment,

@@ -18,6 +18,7 @@ class TrainConfig:
     """Everything a training run needs; logged as MLflow params and stored in checkpoints."""
 
     model: str = ""
+    recipe: str = "default"  # which of the model's recipes the values start from (--recipe paper)
     data: str = ""
     val: str = ""  # validation data from another source (any layout)
     val_fraction: float = 0.0  # or this share of the training images, cut by seed
@@ -25,12 +26,14 @@ class TrainConfig:
     batch_size: int = 32
     img_size: int = 64
     lr: float = 0.01
-    optimizer: str = "sgd"  # sgd | adam | adamw | rmsprop | rmsprop-tf
+    optimizer: str = "sgd"  # sgd | nesterov | adam | adamw | adagrad | rmsprop | rmsprop-tf
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    scheduler: str = "cosine"  # cosine | step | plateau | none
+    scheduler: str = "cosine"  # cosine | step | multistep | plateau | poly | none
     step_size: int = 0  # step schedule: epochs between decays (0: a third of the run)
-    gamma: float = 0.1
+    milestones: list[int] = field(default_factory=list)  # multistep schedule: the epochs after which lr x gamma
+    gamma: float = 0.1  # the factor of step, multistep and plateau
+    power: float = 1.0  # poly schedule: lr x (1 - epoch / epochs) ** power (Darknet's policy=poly)
     grad_clip: float = 0.0
     burn_in: int = 0  # Darknet's warm-up: lr * (step / burn_in)^4 over the first burn_in steps
     label_smoothing: float = 0.0
@@ -95,7 +98,10 @@ LIMITS: dict[str, tuple[Any, str]] = {
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "weight_decay": (lambda v: v >= 0, "0 or more"),
     "step_size": (lambda v: v >= 0, "0 or more"),
+    "milestones": (lambda v: isinstance(v, list) and all(type(e) is int and e >= 1 for e in v) and v == sorted(set(v)),
+                   "a rising list of whole epochs, each at least 1 (e.g. [30, 60])"),
     "gamma": (lambda v: v > 0, "a positive number"),
+    "power": (lambda v: v > 0, "a positive number"),
     "grad_clip": (lambda v: v >= 0, "0 or more"),
     "burn_in": (lambda v: v >= 0, "0 or more"),
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),

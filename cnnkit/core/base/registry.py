@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib
 import importlib
 from pathlib import Path
-from dataclasses import dataclass, field, replace
+import warnings
+from dataclasses import InitVar, dataclass, field, replace
 from typing import Any, Callable
 
 from cnnkit.core.base.errors import CnnkitError
@@ -45,6 +46,12 @@ class ModelSpec:
     names the registered loss it trains with by default (``--loss NAME`` picks another);
     ``options`` are architecture options with their defaults, passed to ``build`` and settable
     as ``--name value`` on ``cnnkit train``.
+
+    ``recipe`` is the training recipe ``cnnkit train`` starts from (``TrainConfig`` values and an
+    ``options`` dict; a config file and flags override it); ``recipes`` names others, chosen with
+    ``--recipe NAME`` (``paper``: the paper's optimiser, schedule, batch, input size and
+    augmentation). A recipe's ``about`` says where its values come from (shown by ``cnnkit models
+    --recipe MODEL``, never part of the configuration). ``defaults`` is ``recipe``'s old name, still read.
     """
 
     name: str
@@ -63,9 +70,33 @@ class ModelSpec:
     in_channels: int = 3
     num_classes: int = 1000  # the paper's number of classes
     default_data: str = ""
-    defaults: dict[str, Any] = field(default_factory=dict)  # training recipe overrides
+    recipe: dict[str, Any] = field(default_factory=dict)  # the default training recipe
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)  # named others: --recipe NAME
     build_kwargs: dict[str, Any] = field(default_factory=dict)
     plugin: str = ""
+    defaults: InitVar[dict[str, Any] | None] = None  # the old name of ``recipe`` (plugins written before it)
+
+    def __post_init__(self, defaults: dict[str, Any] | None) -> None:
+        if defaults:
+            warnings.warn(f"ModelSpec({self.name!r}, defaults=...): the keyword is now recipe=", DeprecationWarning,
+                          stacklevel=3)
+            object.__setattr__(self, "recipe", {**defaults, **self.recipe})
+
+    def recipe_names(self) -> list[str]:
+        """``default`` (the model's recipe) and the names of its other recipes."""
+        return ["default", *(name for name in self.recipes if name != "default")]
+
+    def recipe_for(self, name: str = "default") -> dict[str, Any]:
+        """The configuration values of recipe ``name`` (``about`` left out), or one line naming the recipes."""
+        if name != "default" and name not in self.recipes:
+            raise CnnkitError(f"--recipe {name}: {self.name} has no such recipe (its recipes: "
+                              f"{', '.join(self.recipe_names())})")
+        values = self.recipe if name == "default" else self.recipes[name]
+        return {k: v for k, v in values.items() if k != "about"}
+
+    def recipe_about(self, name: str = "default") -> str:
+        """Where recipe ``name``'s values come from."""
+        return str((self.recipe if name == "default" else self.recipes.get(name, {})).get("about", ""))
 
     def for_file(self, path: str) -> "ModelSpec":
         """This spec built from a definition file (e.g. a Darknet .cfg): ``build(cfg=path)``."""

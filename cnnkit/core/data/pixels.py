@@ -39,9 +39,21 @@ def to_tensor(image: np.ndarray, normalize: bool | Norm = True) -> Any:
     return torch.from_numpy(to_array(image, normalize))
 
 
+def to_pixels(image: Any, normalize: bool | Norm = False) -> np.ndarray:
+    """A ``(3, H, W)`` tensor made by :func:`to_tensor` with ``normalize`` back to its RGB uint8
+    ``(H, W, 3)`` pixels: ``x * std + mean``, then 0..255 (exact for pixels that went through ``to_tensor``)."""
+    import torch
+
+    mean, std = norm_of(normalize)
+    t = image.detach().float().cpu()
+    if (mean, std) != RAW:
+        t = t * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    return t.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+
+
 def to_image(tensor: Any) -> np.ndarray:
     """The first image of a ``(B, 3, H, W)`` tensor in [0, 1] as RGB uint8 ``(H, W, 3)`` (to_tensor's inverse)."""
-    return tensor[0].detach().clamp(0, 1).permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
+    return to_pixels(tensor[0])
 
 
 @dataclass

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnkit.core.data.pixels import IMAGENET, Norm, publisher_crop, resize_short_crop, to_tensor
+from cnnkit.core.data.transforms import AUGMENTATIONS
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.metrics.measures import topk_correct
 from cnnkit.core.tasks import results
@@ -21,12 +22,12 @@ class ClassifySample:
     ``publisher``: published weights' own evaluation transform (on a PIL image) instead."""
 
     def __init__(self, img_size: int, train: bool, num_classes: int, norm: Norm = IMAGENET,
-                 publisher: Any = None) -> None:
+                 publisher: Any = None, augment: str = "default") -> None:
         self.pipeline = None
         if train:
             from cnnkit.core.data.transforms import classification_pipeline
 
-            self.pipeline = classification_pipeline(img_size, train)
+            self.pipeline = classification_pipeline(img_size, train, augment)
         self.img_size, self.num_classes, self.norm, self.publisher = img_size, num_classes, norm, publisher
 
     def image(self, image: np.ndarray) -> torch.Tensor:
@@ -96,6 +97,12 @@ class ClassifyTask(Task):
     }
     noun = "classifier"
     run_with = "`cnnkit classify {source} IMAGE...`"
+    options = {"augment": "default"}  # training augmentation: default, or a paper's (transforms.AUGMENTATIONS)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.option("augment") not in AUGMENTATIONS:
+            raise CnnkitError(f"--augment {self.option('augment')}: choose {', '.join(AUGMENTATIONS)}")
 
     def default_loss(self) -> str:
         return self.spec.loss or "cross_entropy"
@@ -110,7 +117,8 @@ class ClassifyTask(Task):
 
         entry = weights.get(self.config.weights) if self.config.weights in weights else None
         publisher = None if train or entry is None or entry.crop != self.config.img_size else entry
-        return ClassifySample(self.config.img_size, train, len(self.classes or []), self.input_norm(), publisher)
+        return ClassifySample(self.config.img_size, train, len(self.classes or []), self.input_norm(), publisher,
+                              str(self.option("augment")))
 
     def export_module(self, model: nn.Module, nms: dict[str, float] | None = None) -> nn.Module:
         return Probabilities(model)

@@ -19,6 +19,7 @@ from torch import nn
 from cnnkit.core.models.boxes import batched_nms
 from cnnkit.core.data.detection import DetectionSample
 from cnnkit.core.data.pixels import IMAGENET, RAW, Norm, letterbox, to_tensor
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.tasks.draw import draw_detections, records
 from cnnkit.core.metrics.measures import Detections, coco_map, pr_curve
 from cnnkit.core.tasks import results
@@ -33,10 +34,10 @@ class DetectionTransform:
     ``ignore_crowd`` moved with them (see ``cnnkit.core.data.detection``)."""
 
     def __init__(self, img_size: int, train: bool, normalize: bool | Norm = False, zoom_out: float = 1.0,
-                 jitter: float = 0.25) -> None:
+                 jitter: float = 0.25, flip_only: bool = False) -> None:
         from cnnkit.core.data.transforms import detection_pipeline
 
-        self.pipeline = detection_pipeline(img_size, train, zoom_out, jitter)
+        self.pipeline = detection_pipeline(img_size, train, zoom_out, jitter, flip_only)
         self.normalize = normalize
 
     def __call__(self, sample: DetectionSample) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -85,13 +86,21 @@ class DetectionTask(Task):
     eval_conf = 0.001
     eval_iou = 0.6
     batch_export = False  # torchvision's detectors export one image at a time
+    options = {"augment": "default"}  # training augmentation: default (jitter, flips, HSV) or flip (flips alone)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "augment" in self.options and self.option("augment") not in ("default", "flip"):
+            raise CnnkitError(f"--augment {self.option('augment')}: choose default or flip")
 
     def default_norm(self) -> Norm:
         return IMAGENET if self.normalize else RAW
 
     def dataset(self, split: str) -> MappedDataset:
+        flip_only = "augment" in self.options and self.option("augment") == "flip"
         return MappedDataset(self.raw_dataset(split), DetectionTransform(self.config.img_size, split == "train",
-                                                                         self.input_norm(), jitter=self.jitter()))
+                                                                         self.input_norm(), jitter=self.jitter(),
+                                                                         flip_only=flip_only))
 
     def jitter(self) -> float:
         """Scale jitter of training images (a factor in ``1 +- jitter``)."""

@@ -1,13 +1,21 @@
 """GoogLeNet (Szegedy et al. 2015, "Going deeper with convolutions"), written from Table 1 and
 section 5: no batch norm, LRN after the first pool and conv2, 5x5 branches, two auxiliary
-classifiers on 4a and 4d that exist only while training (the loss weights them by 0.3)."""
+classifiers on 4a and 4d that exist only while training (the loss weights them by 0.3). The
+paper gives no LRN constants: they are those of Caffe's reference model (:func:`caffe_lrn`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from cnnkit.plugins.classify.models import paper_lrn
+
+
+def caffe_lrn() -> nn.LocalResponseNorm:
+    """The LRN of Caffe's reference GoogLeNet (bvlc_googlenet's train_val.prototxt: local_size 5,
+    alpha 1e-4, beta 0.75, Caffe's k of 1): b = a / (1 + 1e-4/5 * sum_{5 neighbours} a^2)^0.75.
+    Caffe divides alpha by the size as PyTorch does, so alpha is 1e-4 here (AlexNet's k=2 and
+    per-term 1e-4 are :func:`cnnkit.plugins.classify.models.paper_lrn`)."""
+    return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0)
 
 
 def conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> nn.Sequential:
@@ -56,8 +64,8 @@ class GoogLeNet(nn.Module):
 
     def __init__(self, num_classes: int = 1000, aux_logits: bool = True, dropout: float = 0.4) -> None:
         super().__init__()
-        self.stem = nn.Sequential(conv(3, 64, 7, stride=2), max_pool(), paper_lrn(),
-                                  conv(64, 64, 1), conv(64, 192, 3), paper_lrn(), max_pool())
+        self.stem = nn.Sequential(conv(3, 64, 7, stride=2), max_pool(), caffe_lrn(),
+                                  conv(64, 64, 1), conv(64, 192, 3), caffe_lrn(), max_pool())
         self.inception3 = nn.Sequential(Inception(192, 64, 96, 128, 16, 32, 32),
                                         Inception(256, 128, 128, 192, 32, 96, 64), max_pool())
         self.inception4a = Inception(480, 192, 96, 208, 16, 48, 64)

@@ -271,10 +271,15 @@ def bn_auxiliary(in_channels: int, num_classes: int) -> nn.Module:
 
 
 def inception_v3(*, num_classes: int = 1000, aux_logits: bool = True, aux_bn: bool = True) -> nn.Module:
-    """Inception-v3 (Szegedy et al. 2016, Table 1 and Table 3's last row): factorised 3x3 stem,
-    35/17/8 grids with 5x5 -> two 3x3, 1x7/7x1 and expanded 1x3/3x1 modules, efficient grid
-    reductions, and the BN-auxiliary classifier on the 17x17 grid (convolutions and FC batch-normalised;
-    ``aux_bn=False``: torchvision's auxiliary FC with a bias and no BN, as Google's published weights have)."""
+    """Inception-v3 as Google released it, not the paper's Table 1: torchvision's ``Inception3``,
+    the graph of Google's published weights. It differs from Table 1 in that its 35x35 modules
+    keep a 5x5 branch (beside the two 3x3s), the 17x17 grid has 4 modules (Table 1: 5) and the
+    stem ends with a 1x1-80 and a 3x3-192 convolution (Table 1: three 3x3s to 288 channels).
+    Table 1 gives no per-module filter counts, so no network follows it exactly. From the paper:
+    the factorised 3x3 stem, 1x7/7x1 and expanded 1x3/3x1 modules, the efficient grid reductions,
+    and Table 3's last row, the BN-auxiliary classifier on the 17x17 grid (convolutions and FC
+    batch-normalised; ``aux_bn=False``: torchvision's auxiliary FC with a bias and no BN, as the
+    published weights have)."""
     from torchvision.models.inception import BasicConv2d, Inception3, InceptionA, InceptionAux, InceptionB, \
         InceptionC, InceptionD, InceptionE
 
@@ -284,10 +289,11 @@ def inception_v3(*, num_classes: int = 1000, aux_logits: bool = True, aux_bn: bo
 
 
 def inception_v2(*, num_classes: int = 1000, aux_logits: bool = True) -> nn.Module:
-    """Inception-v2 of Szegedy et al. 2016 (Table 3, first row): the Table 1 network before the
-    v3 additions, i.e. the stem still starts with an unfactorised 7x7/2 convolution and the
-    auxiliary classifier's FC layer is not batch-normalised (its convolutions are, in both versions).
-    (RMSProp and label smoothing are the recipe.)"""
+    """Inception-v2 of Szegedy et al. 2016 (Table 3, first row: v3 before the factorised 7x7 and
+    the BN-auxiliary) built on the same released graph as :func:`inception_v3` (torchvision's
+    ``Inception3``, not Table 1): the stem starts with one unfactorised 7x7/2 convolution instead
+    of three 3x3s, and the auxiliary classifier's FC layer is not batch-normalised (its
+    convolutions are, in both versions). (RMSProp and label smoothing are the recipe's.)"""
     from torchvision.models.inception import BasicConv2d, Inception3
 
     model = Inception3(num_classes=num_classes, aux_logits=aux_logits, init_weights=True)

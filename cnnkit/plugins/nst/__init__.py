@@ -10,6 +10,9 @@ PERCEPTUAL_OPTIONS = {"style": "", "style_size": 0, "content_weight": 1.0, "styl
                       "vgg": "vgg16", "vgg_weights": ""}
 
 
+JOHNSON = {"epochs": 2, "batch_size": 4, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none"}
+
+
 @hookimpl
 def register_models(register):
     register(ModelSpec(
@@ -17,8 +20,12 @@ def register_models(register):
         description="Johnson et al. 2016 image transformation network (train with --style S.jpg)",
         paper="Perceptual Losses for Real-Time Style Transfer and Super-Resolution", img_size=256,
         min_img_size=32, num_classes=3, default_data="synthetic:textures?n=64&size=128",
-        defaults={"epochs": 2, "batch_size": 4, "img_size": 128, "optimizer": "adam", "lr": 1e-3,
-                  "weight_decay": 0.0, "scheduler": "none"}))
+        recipe={**JOHNSON, "img_size": 128,
+                "about": "Johnson et al.'s recipe at 128 px (CPU-sized); --recipe paper: 256 px"},
+        recipes={"paper": {**JOHNSON, "img_size": 256,
+                           "about": "Johnson et al. 2016 sec. 4.1 and supplementary: 40k iterations of batches of 4 on "
+                                    "COCO's 80k images resized to 256x256 (2 epochs), Adam lr 1e-3, no weight decay or "
+                                    "dropout; the loss weights are chosen per style"}}))
 
 
 @hookimpl

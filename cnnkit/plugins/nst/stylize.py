@@ -37,6 +37,12 @@ class StyleConfig:
     steps: int = 300  # optimiser steps (L-BFGS iterations) per scale
     optimizer: str = "lbfgs"
     lr: float = 0.0  # 0: the optimiser's default
+    # alpha/beta = 1e-6 where Gatys et al. use 1e-3..1e-4: the costs are the paper's (eq. 1, 4-5), the
+    # activations' scale is not. Their Caffe VGG-19 sees 0-255 pixels minus the mean, torchvision's [0, 1]
+    # pixels divided by std ~0.226, so features are k = 255 x 0.226 ~ 57.6 times ours (ReLU convolutions scale
+    # with their input), content costs k^2 ~ 3.3e3 and style costs (fourth powers) k^4 times ours: the paper's
+    # beta/alpha = 1e3 is ours x k^2, about 3.3e6 (1e4: 3.3e7); our 1e6 is its alpha/beta ~ 3e-3. The networks'
+    # weights differ too (trained apart), so k is an estimate: set --style-weight per image.
     content_weight: float = 1.0
     style_weight: float = 1e6
     tv_weight: float = 0.0

@@ -17,7 +17,8 @@ from torchvision.ops import roi_align
 
 from cnnkit.api import CnnkitError
 from cnnkit.plugins.rcnn.roi_heads import RoIHead, fc67, with_index
-from cnnkit.plugins.rcnn.rpn import RPN
+from cnnkit.plugins.rcnn.rpn import PAPER_ANCHOR_RATIOS, PAPER_ANCHOR_SIZES, PAPER_SHORT_SIDE, RPN, \
+    default_anchor_sizes, pixel_values
 
 BACKBONES = {"small": 4, "resnet18": 8, "vgg16": 16, "alexnet": 16}  # name -> stride of the features the heads see
 # The papers' heads on the ImageNet networks: R-CNN warps to 224 (VGG-16) / 227 (AlexNet), pool5 is
@@ -177,14 +178,16 @@ def whole_images(images: torch.Tensor) -> torch.Tensor:
 
 class FasterRCNN(nn.Module):
     """Faster R-CNN: a trunk, a Region Proposal Network and the Fast R-CNN head (background RoIs
-    with IoU in [0, 0.5)). ``separate_trunks`` adds the detector's own trunk ``det_trunk`` that
-    step 2 of the 4-step schedule trains before steps 3 and 4 share it. ``vgg16``: the paper's
+    with IoU in [0, 0.5)). ``anchor_sizes`` (pixels, the square root of the area) x
+    ``aspect_ratios`` (h/w) are the RPN's anchors (the paper's 128, 256, 512 x 0.5, 1, 2).
+    ``separate_trunks`` adds the detector's own trunk ``det_trunk`` that step 2 of the 4-step
+    schedule trains before steps 3 and 4 share it. ``vgg16``: the paper's
     network (RPN conv 512, RoI pooling 7x7 into fc6/fc7 4096 from VGG-16's classifier; 137M
     parameters for 20 classes); ``alexnet``: RPN conv 256 as ZF's, 6x6 into fc6/fc7 4096."""
 
     def __init__(self, num_classes: int, backbone: str = "small", width: int = 16, pool: int | None = None,
-                 fc: int | None = None, anchor_sizes: tuple[float, ...] = (16, 32, 64),
-                 aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0), rpn_channels: int | None = None,
+                 fc: int | None = None, anchor_sizes: tuple[float, ...] = PAPER_ANCHOR_SIZES,
+                 aspect_ratios: tuple[float, ...] = PAPER_ANCHOR_RATIOS, rpn_channels: int | None = None,
                  rpn: dict[str, Any] | None = None, rois_per_image: int = 64, fg_fraction: float = 0.25,
                  separate_trunks: bool = False) -> None:
         super().__init__()
@@ -229,11 +232,17 @@ def fast_rcnn(*, num_classes: int = 20, bg_iou_lo: float = 0.1, **kwargs: Any) -
 
 def faster_rcnn(*, num_classes: int = 20, rpn_batch: int = 256, rpn_pre_nms: int = 12000, rpn_post_nms: int = 2000,
                 rpn_test_pre_nms: int = 6000, rpn_test_post_nms: int = 300, rpn_nms: float = 0.7,
-                rpn_ignore_border: bool = True, **kwargs: Any) -> FasterRCNN:
-    """Faster R-CNN with the RPN settings as flat options (``--rpn-post-nms 2000``, ...)."""
+                rpn_ignore_border: bool = True, anchor_sizes: Any = None, anchor_ratios: Any = None,
+                img_size: int = PAPER_SHORT_SIDE, **kwargs: Any) -> FasterRCNN:
+    """Faster R-CNN with the RPN settings as flat options (``--rpn-post-nms 2000``, ...).
+    ``anchor_sizes``/``anchor_ratios`` (``--anchor-sizes 128,256,512 --anchor-ratios 0.5,1,2``) are
+    pixels and h/w ratios at any ``img_size``; without sizes, the paper's scaled to ``img_size / 600``
+    (:func:`default_anchor_sizes`: the paper's own at 600)."""
     rpn = {"batch": rpn_batch, "pre_nms": (rpn_pre_nms, rpn_test_pre_nms), "nms_iou": rpn_nms,
            "post_nms": (rpn_post_nms, rpn_test_post_nms), "ignore_border": rpn_ignore_border}
-    return FasterRCNN(num_classes, rpn=rpn, **kwargs)
+    sizes = default_anchor_sizes(img_size) if anchor_sizes is None else pixel_values(anchor_sizes, "--anchor-sizes")
+    ratios = PAPER_ANCHOR_RATIOS if anchor_ratios is None else pixel_values(anchor_ratios, "--anchor-ratios")
+    return FasterRCNN(num_classes, rpn=rpn, anchor_sizes=sizes, aspect_ratios=ratios, **kwargs)
 
 
 class ZeroBasedFasterRCNN(TorchvisionFasterRCNN):

@@ -4,16 +4,44 @@ torchvision, ``forward`` returns ``(proposals, losses)``."""
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from cnnkit.api import clip_boxes, nms
+from cnnkit.api import CnnkitError, clip_boxes, nms
 from cnnkit.plugins.rcnn.matching import UNIT_CODER, Labeller, Sampler
 
 Targets = list[dict[str, torch.Tensor]]
 RPNLoss = Callable[..., dict[str, torch.Tensor]]
+
+
+# Ren et al. 2015, sec. 3.1.1: anchors of 128^2, 256^2 and 512^2 pixels at ratios 1:2, 1:1, 2:1, on
+# images whose shorter side is 600 pixels.
+PAPER_ANCHOR_SIZES = (128.0, 256.0, 512.0)
+PAPER_ANCHOR_RATIOS = (0.5, 1.0, 2.0)
+PAPER_SHORT_SIDE = 600
+
+
+def default_anchor_sizes(img_size: int) -> tuple[float, ...]:
+    """The anchor sizes (pixels) when none are given: the paper's 128, 256, 512 at its 600-pixel
+    side, scaled by ``img_size / 600`` (at 64 px: 13.7, 27.3, 54.6), so they cover the same share of
+    the image as the paper's."""
+    return tuple(s * img_size / PAPER_SHORT_SIDE for s in PAPER_ANCHOR_SIZES)
+
+
+def pixel_values(value: Any, flag: str) -> tuple[float, ...]:
+    """``--anchor-sizes 128,256,512`` (a comma- or space-separated string, a number or a list, as a
+    flag or a config file gives it) as positive finite numbers, or one line naming ``flag``."""
+    items = value.replace(",", " ").split() if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+    try:
+        numbers = tuple(float(v) for v in items if not isinstance(v, bool))
+    except (TypeError, ValueError):
+        numbers = ()
+    if not numbers or len(numbers) != len(items) or not all(math.isfinite(v) and v > 0 for v in numbers):
+        raise CnnkitError(f"{flag} {value}: give positive numbers separated by commas (e.g. {flag} 128,256,512)")
+    return numbers
 
 
 def anchor_shapes(sizes: tuple[float, ...], ratios: tuple[float, ...]) -> torch.Tensor:
@@ -64,6 +92,7 @@ class RPN(nn.Module):
                  post_nms: tuple[int, int] = (2000, 300), nms_iou: float = 0.7, ignore_border: bool = True) -> None:
         super().__init__()
         self.stride = stride
+        self.sizes, self.ratios = tuple(float(s) for s in sizes), tuple(float(r) for r in ratios)
         self.register_buffer("shapes", anchor_shapes(sizes, ratios), persistent=False)
         k = len(sizes) * len(ratios)
         self.conv = nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(inplace=True))

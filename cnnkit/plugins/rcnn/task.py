@@ -14,12 +14,11 @@ import hashlib
 import math
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.api import box_iou
+from cnnkit.api import box_iou, to_pixels
 from cnnkit.api import CnnkitError
 from cnnkit.api import MappedDataset
 from cnnkit.api import DetectionTask, DetectionTransform, Prediction
@@ -29,11 +28,6 @@ from cnnkit.plugins.rcnn.selective_search import MODES, selective_search
 from cnnkit.plugins.rcnn.svm import fit_classifiers
 
 Targets = list[dict[str, torch.Tensor]]
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """A [0, 1] CHW tensor back to the HWC uint8 image it came from."""
-    return (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
 def recall(found: list[torch.Tensor], targets: Targets, iou: float = 0.5) -> tuple[int, int]:
@@ -124,10 +118,12 @@ class SelectiveSearchTask(RegionTask):
         return MappedDataset(self.raw_dataset(split), DetectionTransform(self.config.img_size, False, self.input_norm()))
 
     def search(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Selective search boxes of each image, computed once and then served from memory."""
-        out = []
+        """Selective search boxes of each image, computed once and then served from memory. Selective
+        search sees the image's own pixels: the input transform (ImageNet's mean/std for a
+        ``--pretrained`` trunk) is undone first."""
+        out, norm = [], self.input_norm()
         for image in images:
-            pixels = to_uint8(image)
+            pixels = to_pixels(image, norm)
             key = hashlib.blake2b(pixels.tobytes(), digest_size=16).digest()
             if key not in self._cache:
                 self._cache[key] = torch.from_numpy(selective_search(
@@ -225,10 +221,11 @@ class FasterRCNNTask(RegionTask):
     off): 1. trunk + RPN; 2. a Fast R-CNN detector with its own, fresh trunk on step 1's proposals;
     3. the RPN's own layers on the detector's (now shared, fixed) trunk; 4. the head's own layers."""
 
-    options = {"schedule": "joint"}
+    options = {**DetectionTask.options, "schedule": "joint"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._from_checkpoint = kwargs.get("state") is not None
         if self.option("schedule") not in ("joint", "4step"):
             raise CnnkitError(f"--schedule {self.option('schedule')}: choose joint or 4step")
         if self.option("schedule") == "4step":
@@ -238,11 +235,20 @@ class FasterRCNNTask(RegionTask):
         self._steps_per_epoch = 0
 
     def build_model(self) -> nn.Module:
-        """Anchors of 1/8, 1/4 and 1/2 the input size (the paper's 128-512 at ~600 px) x 3 ratios."""
-        size = self.config.img_size
-        return self.spec.create(num_classes=len(self.classes or []) or self.spec.num_classes,
-                                anchor_sizes=(size / 8, size / 4, size / 2),
-                                separate_trunks=self.option("schedule") == "4step", **self.arch_options())
+        """The network with its anchors in pixels: ``--anchor-sizes``/``--anchor-ratios``, else the
+        paper's scaled to ``--img-size / 600`` (the builder's rule). The anchors used are kept in
+        ``state``, so a checkpoint rebuilds them; one written before they were kept (1/8, 1/4 and 1/2
+        of its input size) gets its own back."""
+        size, options = self.config.img_size, self.arch_options()
+        if "anchor_sizes" in self.state:
+            options.update(anchor_sizes=self.state["anchor_sizes"], anchor_ratios=self.state["anchor_ratios"])
+        elif self._from_checkpoint:
+            options.update(anchor_sizes=(size / 8, size / 4, size / 2), anchor_ratios=(0.5, 1.0, 2.0))
+        model = self.spec.create(num_classes=len(self.classes or []) or self.spec.num_classes, img_size=size,
+                                 separate_trunks=self.option("schedule") == "4step", **options)
+        self.state["anchor_sizes"] = list(model.rpn.sizes)
+        self.state["anchor_ratios"] = list(model.rpn.ratios)
+        return model
 
     def dataset(self, split: str) -> MappedDataset:
         ds = super().dataset(split)

@@ -110,14 +110,18 @@ def head_settings(s: Section) -> dict[str, float]:
 
 def describe(path: str | Path) -> dict[str, object]:
     """What a .cfg says about itself: ``img_size`` (its [net] width), ``num_classes`` and ``family``
-    of its first head ("classify" without one), ``settings`` (its head's loss settings)."""
+    of its first head ("classify" without one), ``settings`` (its head's loss settings) and
+    ``multi_scale``: its last head's ``random=`` (0 when absent), which Darknet's ``train_detector``
+    reads from the network's last layer to resize the input every 10 batches."""
     sections = parse_cfg(path)
     heads = [s for s in sections if s["type"] in HEADS]
     height, width = net_size(sections[0])
     if not heads:  # a classifier: its classes are the outputs of its last weighted layer
         outputs = [get_int(s, "filters" if s["type"] == "convolutional" else "output", 1, 1)
                    for s in sections if s["type"] in ("convolutional", "connected")]
-        return {"img_size": width, "num_classes": outputs[-1] if outputs else 0, "family": "classify", "settings": {}}
+        return {"img_size": width, "num_classes": outputs[-1] if outputs else 0, "family": "classify", "settings": {},
+                "multi_scale": False}
     head = heads[0]
     return {"img_size": width, "num_classes": get_int(head, "classes", 20, 1),
-            "family": HEADS[head["type"]], "settings": head_settings(head)}
+            "family": HEADS[head["type"]], "settings": head_settings(head),
+            "multi_scale": get_int(heads[-1], "random", 0, 0) != 0}

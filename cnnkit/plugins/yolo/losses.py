@@ -336,23 +336,24 @@ class YOLOv1Loss(nn.Module):
 
 
 # ---------------------------------------------------------------- factories: build(model, task)
-def setting(model: nn.Module, task: Any, name: str, default: float, head_key: str = "") -> float:
+def setting(model: nn.Module, task: Any, name: str, head_key: str = "") -> float:
     """A loss setting: the user's ``--name``, else what the model's .cfg head sets (``head_key``,
-    default ``name``: Darknet's [region] calls its ignore threshold ``thresh``), else ``default``."""
+    default ``name``: Darknet's [region] calls its ignore threshold ``thresh``), else the loss's
+    registered default (its ``LossSpec.options``, the one place the defaults are written)."""
     if name in task.config.options:
         return checked_number(task.config.options[name], f"--{name.replace('_', '-')}", "a number", math.isfinite)
-    return float(getattr(model, "head_settings", {}).get(head_key or name, default))
+    return float(getattr(model, "head_settings", {}).get(head_key or name, task.options[name]))
 
 
 def yolov1(model: nn.Module, task: Any) -> YOLOv1Loss:
     """Sum-squared error over the S x S grid (Redmon et al. 2016, eq. 3)."""
     core = unwrap(model)
     return YOLOv1Loss(num_classes=core.num_classes, boxes=core.boxes,
-                      lambda_coord=setting(core, task, "coord_scale", 5.0),
-                      lambda_noobj=setting(core, task, "noobject_scale", 0.5),
-                      object_scale=setting(core, task, "object_scale", 1.0),
-                      class_scale=setting(core, task, "class_scale", 1.0),
-                      rescore=bool(setting(core, task, "rescore", 1)))
+                      lambda_coord=setting(core, task, "coord_scale"),
+                      lambda_noobj=setting(core, task, "noobject_scale"),
+                      object_scale=setting(core, task, "object_scale"),
+                      class_scale=setting(core, task, "class_scale"),
+                      rescore=bool(setting(core, task, "rescore")))
 
 
 def yolov2(model: nn.Module, task: Any) -> YOLOv2Loss:
@@ -361,12 +362,12 @@ def yolov2(model: nn.Module, task: Any) -> YOLOv2Loss:
     objectness on classification images (:func:`classification_image_loss`)."""
     core = unwrap(model)
     return YOLOv2Loss(num_classes=core.num_classes, anchors=core.anchors, tree=getattr(core, "tree", None),
-                      ignore_thresh=setting(core, task, "ignore_thresh", 0.6, "thresh"),
-                      object_scale=setting(core, task, "object_scale", 5.0),
-                      noobject_scale=setting(core, task, "noobject_scale", 1.0),
-                      coord_scale=setting(core, task, "coord_scale", 1.0),
-                      class_scale=setting(core, task, "class_scale", 1.0),
-                      rescore=bool(setting(core, task, "rescore", 1)),
+                      ignore_thresh=setting(core, task, "ignore_thresh", "thresh"),
+                      object_scale=setting(core, task, "object_scale"),
+                      noobject_scale=setting(core, task, "noobject_scale"),
+                      coord_scale=setting(core, task, "coord_scale"),
+                      class_scale=setting(core, task, "class_scale"),
+                      rescore=bool(setting(core, task, "rescore")),
                       cls_objectness=str(task.option("cls_objectness")), cls_box=str(task.option("cls_box")))
 
 
@@ -374,5 +375,5 @@ def yolov3(model: nn.Module, task: Any) -> YOLOv3Loss:
     """Three-scale loss with logistic classes; ``--ignore-thresh`` (0.5 in the paper; a .cfg's own)."""
     core = unwrap(model)
     return YOLOv3Loss(num_classes=core.num_classes, anchors=core.anchors,
-                      ignore_thresh=setting(core, task, "ignore_thresh", 0.5),
-                      truth_thresh=setting(core, task, "truth_thresh", 1.0))
+                      ignore_thresh=setting(core, task, "ignore_thresh"),
+                      truth_thresh=setting(core, task, "truth_thresh"))

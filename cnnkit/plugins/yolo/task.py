@@ -55,7 +55,7 @@ class YoloTask(DetectionTask):
 
     options = {
         "anchors": "",  # "w,h w,h ..." in input pixels, or "auto" (k-means on the training boxes at --img-size)
-        "multi_scale": True,  # YOLOv2/v3: a new input size every `scale_every` batches
+        "multi_scale": None,  # YOLOv2/v3: a new input size every `scale_every` batches (None: a .cfg's random=, else on)
         "tree": "",  # YOLO9000: a WordTree file (Darknet's `name parent_index` lines); the classes are its nodes
         "cls_data": "",  # YOLO9000 joint training: a classification set mixed into the batches (needs --tree)
         "tree_thresh": 0.5,  # predictions descend the tree while the probability stays above this
@@ -70,6 +70,11 @@ class YoloTask(DetectionTask):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._tree: Any = None
+        self._cfg_random: bool | None = None
+        if "cfg" in self.spec.build_kwargs:
+            from cnnkit.plugins.yolo.cfgfile import describe
+
+            self._cfg_random = bool(describe(self.spec.build_kwargs["cfg"])["multi_scale"])
         if self.option("cls_data") and not (self.option("tree") or self.state.get("tree")):
             raise CnnkitError("--cls-data needs --tree: classification labels are matched to the tree's nodes")
 
@@ -108,6 +113,15 @@ class YoloTask(DetectionTask):
 
         return joint_dataset(detections, str(self.option("cls_data")), self.tree, self.config.img_size,
                              self.option("cls_ratio"), self.option("cls_zoom"))
+
+    @property
+    def multi_scale(self) -> bool:
+        """``--multi-scale``, else a .cfg's ``random=`` (Darknet's ``train_detector``: ``random=0`` or none
+        keeps one size), else on."""
+        value = self.option("multi_scale")
+        if value is None:
+            value = self._cfg_random
+        return True if value is None else bool(value)
 
     def jitter(self) -> float:
         """``--jitter``, else the jitter= of a .cfg's head (Darknet's crop jitter), else 0.25."""
@@ -218,7 +232,7 @@ class YoloTask(DetectionTask):
         """Multi-scale training changes the shape every ``scale_every`` batches, so cuDNN would
         autotune each of its ~10 sizes (and batch lengths) on first sight; the engine leaves
         autotuning off then (``bench/gpu_check.sh`` measures both)."""
-        return not self.option("multi_scale")
+        return not self.multi_scale
 
     def train_size(self, step: int) -> int:
         """The input size for batch ``step``: a new one every ``scale_every`` batches, fixed by ``step``."""
@@ -228,7 +242,7 @@ class YoloTask(DetectionTask):
         images, targets = batch
         core = unwrap(model)
         size = images.shape[-1]
-        if self.option("multi_scale") and core.family != "yolov1":
+        if self.multi_scale and core.family != "yolov1":
             new = self.train_size(step)
             if new != size:
                 images = F.interpolate(images, size=(new, new), mode="bilinear", align_corners=False)

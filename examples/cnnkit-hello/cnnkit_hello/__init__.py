@@ -15,7 +15,7 @@ def register_models(register):
         img_size=32,
         num_classes=10,
         default_data="synthetic:textures?size=32",
-        defaults={"img_size": 32, "epochs": 5, "optimizer": "adam", "lr": 0.002},
+        recipe={"img_size": 32, "epochs": 5, "optimizer": "adam", "lr": 0.002},
     ))
 
 
