@@ -41,7 +41,7 @@ _LAZY = {
     "Synthetic": "cnnkit.core.data.synthetic",
     "Textures": "cnnkit.core.data.synthetic", "background": "cnnkit.core.data.synthetic",
     "overlap": "cnnkit.core.data.synthetic", "sample_rng": "cnnkit.core.data.synthetic",
-    "to_tensor": "cnnkit.core.data.pixels", "to_image": "cnnkit.core.data.pixels",
+    "to_tensor": "cnnkit.core.data.pixels", "to_image": "cnnkit.core.data.pixels", "to_pixels": "cnnkit.core.data.pixels",
     # weights: checkpoints and published files
     "load_checkpoint": "cnnkit.core.weights.checkpoint", "load_state_dict": "cnnkit.core.weights.checkpoint",
     "load_weights_into": "cnnkit.core.weights.checkpoint", "state_fingerprint": "cnnkit.core.weights.checkpoint",

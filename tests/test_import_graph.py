@@ -148,3 +148,11 @@ def test_start_up_modules_stay_light(module: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=PACKAGE.parent).stdout.strip()
     assert out == "[]"
+
+
+def test_every_name_of_the_plugin_api_resolves() -> None:
+    """Each name ``cnnkit.api`` offers loads (a moved module would leave a plugin's import broken)."""
+    import cnnkit.api as api
+
+    missing = [name for name in api.__all__ if getattr(api, name, None) is None]
+    assert missing == []
