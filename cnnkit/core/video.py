@@ -170,21 +170,26 @@ def run(source: str, process: FrameFn, out: Path | None, every: int = 1, show_pr
                         TextColumn("{task.fields[rate]} frames/s"), TimeElapsedColumn(),
                         console=Console(stderr=True), disable=not show_progress, transient=True)
     done, start = 0, time.perf_counter()
-    try:
-        with progress, stop_requests() as stop:  # a signal: stop after this frame, close the video
-            bar = progress.add_task(Path(source).name or source, total=video.total or None, rate="-")
-            for index, frame in video.frames(stop):
-                if index % every == 0:
-                    record, image = process(frame)
-                    print(json.dumps({"frame": index, "time": round(index / video.fps, 3), **record}), flush=True)
-                    if writer is not None and image is not None:
-                        writer.write(image)
-                    done += 1
-                progress.update(bar, completed=index + 1, rate=f"{done / max(time.perf_counter() - start, 1e-9):.1f}")
-    finally:
-        video.close()
-        if writer is not None:
-            writer.close()
+    with stop_requests() as stop:  # a signal: stop after this frame; one during the closing waits for it
+        try:
+            with progress:
+                bar = progress.add_task(Path(source).name or source, total=video.total or None, rate="-")
+                for index, frame in video.frames(stop):
+                    if index % every == 0:
+                        record, image = process(frame)
+                        print(json.dumps({"frame": index, "time": round(index / video.fps, 3), **record}),
+                              flush=True)
+                        if writer is not None and image is not None:
+                            writer.write(image)
+                        done += 1
+                    progress.update(bar, completed=index + 1,
+                                    rate=f"{done / max(time.perf_counter() - start, 1e-9):.1f}")
+        finally:
+            try:
+                video.close()
+            finally:
+                if writer is not None:
+                    writer.close()
     kept = f"; {writer.count} frame(s) kept in {out}" if writer is not None and writer.count else ""
     if stop.signum is not None:
         raise Interrupted(f"{stop.name} after {video.read} frame(s) of {source}{kept}", stop.signum)
