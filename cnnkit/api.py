@@ -36,7 +36,7 @@ _LAZY = {
     "read_image": "cnnkit.core.data.images", "write_image": "cnnkit.core.data.images",
     "list_images": "cnnkit.core.data.images", "is_image": "cnnkit.core.data.images",
     "image_paths": "cnnkit.core.data.detection", "DetectionSample": "cnnkit.core.data.detection",
-    "open_dataset": "cnnkit.core.data", "scanned": "cnnkit.core.data.classification",
+    "open_dataset": "cnnkit.core.data", "paths_of": "cnnkit.core.data.splits", "source_of": "cnnkit.core.data.splits", "scanned": "cnnkit.core.data.classification",
     "is_pairs_file": "cnnkit.core.data.identities", "pairs_dataset": "cnnkit.core.data.identities",
     "Synthetic": "cnnkit.core.data.synthetic",
     "Textures": "cnnkit.core.data.synthetic", "background": "cnnkit.core.data.synthetic",
@@ -64,6 +64,7 @@ _LAZY = {
     "is_exported": "cnnkit.core.deploy.exported", "read_task": "cnnkit.core.deploy.exported",
     "load_for_eval": "cnnkit.core.load.source", "for_inference": "cnnkit.core.load.inference",
     "is_video": "cnnkit.core.load.video", "run_video": "cnnkit.core.load.video:run",
+    "source_stem": "cnnkit.core.load.video",
     "tracked_run": "cnnkit.core.train.callbacks",
 }
 

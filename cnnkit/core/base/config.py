@@ -143,6 +143,10 @@ def validate_config(config: TrainConfig, sources: dict[str, str] | None = None) 
         if kind is not None and not _type_ok(value, kind):
             raise CnnkitError(f"{f.name}: {value!r}{where} is not a{'n' if kind is int else ''} {kind.__name__}")
         check_value(f.name, value, where)
+    if config.register:  # before any training: MLflow would refuse it only at the end
+        from cnnkit.core.train.tracking import check_model_name
+
+        check_model_name(config.register, f" (from {sources['register']})" if "register" in sources else "")
     return config
 
 

@@ -106,7 +106,8 @@ def report_of(ds: Any) -> Any:
     return None
 
 
-def _paths(ds: Any) -> list[Any] | None:
+def paths_of(ds: Any) -> list[Any] | None:
+    """The image files behind ``ds`` (through wrappers and cuts); None for sets without files (synthetic)."""
     raw = _unwrap(ds)
     return raw.paths() if hasattr(raw, "paths") else None  # None: no files (synthetic sets)
 
@@ -115,7 +116,7 @@ def split_summary(train: Any, val: Any) -> tuple[list[str], dict[str, str]]:
     """The line ``data: train N images (SOURCE), val M images (SOURCE)`` and the scans'
     warnings to print before training, and the MLflow params naming both splits. Refuses a
     validation split that shares images with the training split."""
-    train_paths, val_paths = _paths(train), _paths(val)
+    train_paths, val_paths = paths_of(train), paths_of(val)
     if train_paths is not None and val_paths is not None:
         seen = {os.path.realpath(p) for p in train_paths}
         shared = [p for p in val_paths if os.path.realpath(p) in seen]

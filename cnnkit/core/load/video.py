@@ -2,12 +2,17 @@
 index or a stream URL read with OpenCV's ``VideoCapture``; every Nth frame processed; one JSON
 line a processed frame on stdout; an output video of the processed frames; a progress bar with
 frames and frames/s on stderr. An unreadable source, or one that stops before its end, is one
-error line (exit 2) and what was written until then is kept."""
+error line (exit 2) and what was written until then is kept. A stream must answer within
+:data:`OPEN_TIMEOUT_S` and keep sending within :data:`READ_TIMEOUT_S` (FFmpeg's timeouts). SIGTERM
+or SIGINT stops after the current frame and closes the output video, so it plays (exit 143 / 130)."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
+from queue import Empty, Full, Queue
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -15,50 +20,115 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cnnkit.core.base import jsontext
-from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.base.errors import CnnkitError, Interrupted
+from cnnkit.core.base.signals import StopRequest, stop_requests
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
 STREAM_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+OPEN_TIMEOUT_S = 10  # a stream that does not answer (FFmpeg's own default: 30 s)
+READ_TIMEOUT_S = 30  # a stream that stops sending frames
 
 # what a processed frame gives: its JSON record and the frame to write (None: write nothing)
 FrameFn = Callable[[np.ndarray], tuple[dict[str, Any], np.ndarray | None]]
 
 
+def is_stream(source: str) -> bool:
+    """A stream URL (``rtsp://``, ``http://``, ...), read as given."""
+    return source.lower().startswith(STREAM_SCHEMES)
+
+
 def is_video(source: str) -> bool:
     """A camera index (``0``), a stream URL or a file with a video suffix."""
-    return source.isdigit() or source.lower().startswith(STREAM_SCHEMES) or Path(source).suffix.lower() in VIDEO_SUFFIXES
+    return source.isdigit() or is_stream(source) or Path(source).suffix.lower() in VIDEO_SUFFIXES
+
+
+def source_stem(source: str) -> str:
+    """A name for outputs made from ``source``: ``camera0``, a file's or URL's stem, else ``stream``."""
+    return "camera" + source if source.isdigit() else Path(source.split("?")[0]).stem or "stream"
+
+
+def _quiet_opencv() -> None:
+    """OpenCV's and FFmpeg's own log lines kept off stderr (a failure is cnnkit's one line), unless
+    the user asked for them."""
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET: read when FFmpeg first opens
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 class Video:
     """An opened source: ``frames()`` yields ``(index, RGB uint8 frame)``; ``stopped`` tells
-    whether reading failed before the end a file announced (or at all, for a live source)."""
+    whether reading failed before the end a file announced (or at all, for a live source).
+    Frames are read ahead on a thread, so a stop signal never waits for a stalled read."""
 
     def __init__(self, source: str) -> None:
         import cv2
 
+        _quiet_opencv()
         self.source = source
-        self.live = source.isdigit() or source.lower().startswith(STREAM_SCHEMES)
+        self.live = source.isdigit() or is_stream(source)
         if not self.live and not Path(source).is_file():
             raise CnnkitError(f"{source}: no such video file")
-        self.cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
+        started = time.monotonic()
+        if is_stream(source):
+            self.cap = cv2.VideoCapture(source, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_S * 1000,
+                                                              cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_S * 1000])
+        else:
+            self.cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
         if not self.cap.isOpened():
+            if is_stream(source) and time.monotonic() - started >= OPEN_TIMEOUT_S - 0.5:
+                raise CnnkitError(f"{source}: the stream did not answer in {OPEN_TIMEOUT_S} s")
             raise CnnkitError(f"{source}: cannot open this video or stream")
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 25.0
-        self.total = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
+        # a file, or a URL serving one, announces its frames; a camera or live stream does not (0)
+        self.total = max(int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0) if not source.isdigit() else 0
         self.read = 0
         self.stopped = False
+        self.closing = False
+        self.reader: threading.Thread | None = None
 
-    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        while True:
-            ok, frame = self.cap.read()
-            if not ok or frame is None:
-                self.stopped = self.live or self.read < self.total
+    def frames(self, stop: StopRequest | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """The frames until the source ends, or until ``stop`` holds a signal."""
+        queue: Queue = Queue(maxsize=2)
+        self.reader = threading.Thread(target=self._read_ahead, args=(queue,), name="video-reader", daemon=True)
+        self.reader.start()
+        while stop is None or stop.signum is None:
+            try:
+                frame = queue.get(timeout=0.1)
+            except Empty:
+                if self.reader.is_alive() or not queue.empty():
+                    continue
                 return
             self.read += 1
-            yield self.read - 1, np.ascontiguousarray(frame[..., ::-1])
+            yield self.read - 1, frame
+
+    def _read_ahead(self, queue: Queue) -> None:
+        decoded = 0
+        try:
+            while not self.closing:
+                ok, frame = self.cap.read()
+                if not ok or frame is None:
+                    self.stopped = decoded < self.total if self.total else self.live
+                    return
+                decoded += 1
+                frame = np.ascontiguousarray(frame[..., ::-1])
+                while not self.closing:
+                    try:
+                        queue.put(frame, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+        finally:
+            self.cap.release()
 
     def close(self) -> None:
-        self.cap.release()
+        """Stop reading; a read stuck on a stalled stream is left to its timeout (the reader releases it)."""
+        self.closing = True
+        if self.reader is None:
+            self.cap.release()
+        else:
+            self.reader.join(timeout=1)
 
 
 class Writer:
@@ -100,23 +170,30 @@ def run(source: str, process: FrameFn, out: Path | None, every: int = 1, show_pr
                         TextColumn("{task.fields[rate]} frames/s"), TimeElapsedColumn(),
                         console=Console(stderr=True), disable=not show_progress, transient=True)
     done, start = 0, time.perf_counter()
-    try:
-        with progress:
-            bar = progress.add_task(Path(source).name or source, total=video.total or None, rate="-")
-            for index, frame in video.frames():
-                if index % every == 0:
-                    record, image = process(frame)
-                    print(jsontext.dumps({"frame": index, "time": round(index / video.fps, 3), **record}, indent=None), flush=True)
-                    if writer is not None and image is not None:
-                        writer.write(image)
-                    done += 1
-                progress.update(bar, completed=index + 1, rate=f"{done / max(time.perf_counter() - start, 1e-9):.1f}")
-    finally:
-        video.close()
-        if writer is not None:
-            writer.close()
+    with stop_requests() as stop:  # a signal: stop after this frame; one during the closing waits for it
+        try:
+            with progress:
+                bar = progress.add_task(Path(source).name or source, total=video.total or None, rate="-")
+                for index, frame in video.frames(stop):
+                    if index % every == 0:
+                        record, image = process(frame)
+                        print(jsontext.dumps({"frame": index, "time": round(index / video.fps, 3), **record},
+                                             indent=None), flush=True)
+                        if writer is not None and image is not None:
+                            writer.write(image)
+                        done += 1
+                    progress.update(bar, completed=index + 1,
+                                    rate=f"{done / max(time.perf_counter() - start, 1e-9):.1f}")
+        finally:
+            try:
+                video.close()
+            finally:
+                if writer is not None:
+                    writer.close()
+    kept = f"; {writer.count} frame(s) kept in {out}" if writer is not None and writer.count else ""
+    if stop.signum is not None:
+        raise Interrupted(f"{stop.name} after {video.read} frame(s) of {source}{kept}", stop.signum)
     if video.stopped:
-        kept = f"; {writer.count} frame(s) kept in {out}" if writer is not None and writer.count else ""
         what = "the stream stopped" if video.live else f"unreadable after frame {video.read} of {video.total}"
         if video.read == 0:
             what = "no frame could be read"
@@ -136,5 +213,4 @@ def detect_video(source: str, task: Any, model: Any, dev: Any, save_dir: Path | 
         found = task.predict(model, [frame], dev, img_size=size, batch_size=1, **predict)[0]
         return {"detections": found}, draw_detections(frame, found) if save_dir is not None else None
 
-    name = "camera" + source if source.isdigit() else Path(source.split("?")[0]).stem or "stream"
-    run(source, process, None if save_dir is None else save_dir / f"{name}.mp4", every)
+    run(source, process, None if save_dir is None else save_dir / f"{source_stem(source)}.mp4", every)

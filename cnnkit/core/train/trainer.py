@@ -5,8 +5,6 @@ listen to the loop's events as callbacks (:mod:`cnnkit.core.train.callbacks`).""
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +37,8 @@ from cnnkit.core.metrics.plots import line_plot
 from cnnkit.core.base.registry import models
 from cnnkit.core.models.pretrained import load_entry
 from cnnkit.core.tasks.base import make_task, to_device
+from cnnkit.core.base.signals import StopRequest, stop_requests
+from cnnkit.core.train.tracking import TrackingInterrupted
 
 
 @dataclass
@@ -125,7 +125,7 @@ class Trainer:
         self.last_path, self.best_path = self.out / "weights" / "last.pt", self.out / "weights" / "best.pt"
         self.extra_callbacks = list(callbacks or [])
         self.start_epoch, self.best, self.history = 0, None, []
-        self.stop_signal: int | None = None
+        self.stop_request = StopRequest()
         self.position = (0, 0)  # (epoch, steps done in it): where a stop signal found the loop
         self.run: Run | None = None
 
@@ -239,9 +239,12 @@ class Trainer:
                 try:
                     metrics = self.epochs(run)
                 except Exception as exc:
-                    if self.stop_signal is None or isinstance(exc, CnnkitError):
+                    if self.stop_signal is None or (isinstance(exc, CnnkitError)
+                                                    and not isinstance(exc, TrackingInterrupted)):
                         raise
-                    self.stop(*self.position)  # a loader worker hit by the signal before it could ignore it
+                    # a loader worker hit by the signal before it could ignore it, or an MLflow call
+                    # left unanswered: save the weights reached so far
+                    self.stop(*self.position)
                 if self.dist.is_main:
                     metrics = self.finish(run) or metrics
                     self.log_artifacts(run)
@@ -259,9 +262,11 @@ class Trainer:
             self.step_schedule(metrics, train_stats)
             row = {**train_stats, **metrics, "lr": self.optimizer.param_groups[0]["lr"]}
             self.history.append({"epoch": epoch, **row})
+            if self.dist.is_main:  # saved before anything is logged: a tracking failure never costs the epoch
+                self.save(epoch, metrics)
+            self.position = (epoch + 1, 0)  # a stop from here on keeps this epoch
             if self.dist.is_main:
                 run.log_metrics(row, step=epoch)
-                self.save(epoch, metrics)
                 run.emit("on_epoch_end", f"epoch {epoch + 1}/{cfg.epochs}", row)
         return metrics
 
@@ -357,26 +362,17 @@ class Trainer:
         """While the loop runs, SIGTERM (what schedulers send) or SIGINT (Ctrl-C) asks for a stop at
         the next step boundary (:meth:`stop`) instead of killing the process mid-write; a second
         Ctrl-C interrupts at once. Loader workers ignore both (:meth:`Task.loader`)."""
-        if threading.current_thread() is not threading.main_thread():
+        with stop_requests() as self.stop_request:
             yield
-            return
 
-        def ask(signum: int, frame: Any) -> None:
-            if signum == signal.SIGINT and self.stop_signal == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.stop_signal = signum
-
-        previous = {s: signal.signal(s, ask) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+    @property
+    def stop_signal(self) -> int | None:
+        return self.stop_request.signum
 
     def stop(self, epoch: int, steps: int) -> None:
         """Save ``last.pt`` now (its epoch is the last complete one, so ``--resume`` repeats this
         epoch from the weights reached so far) and end the run as KILLED."""
-        name = signal.Signals(self.stop_signal or signal.SIGTERM).name
+        name = self.stop_request.name
         if self.dist.is_main:
             last = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k.startswith("val_")}
             payload = self.payload(epoch - 1, last)

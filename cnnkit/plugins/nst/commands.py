@@ -31,7 +31,8 @@ def _numbers(value: Optional[str], flag: str, cast: Any = float) -> tuple[Any, .
 def register(app: typer.Typer) -> None:
     @app.command("stylize")
     def stylize_cmd(
-        content: Path = typer.Argument(..., help="The photo to stylize."),
+        content: str = typer.Argument(..., help="The photo to stylize (or, with --model, a video, camera index "
+                                      "or stream URL)."),
         styles: Optional[list[Path]] = typer.Argument(None, help="Style image(s); several are blended."),
         out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output image (default <content>_stylized.png)."),
         model: Optional[Path] = typer.Option(None, "--model", help="A `cnnkit train fast-style` checkpoint: "
@@ -71,12 +72,12 @@ def register(app: typer.Typer) -> None:
         from cnnkit.api import writable_dir, writable_file
 
         from cnnkit.api import check_value
-        from cnnkit.api import is_video
+        from cnnkit.api import is_video, source_stem
 
         if lr is not None:
             check_value("lr", lr, " (from --lr)")
-        video = is_video(str(content))
-        out = writable_file(out or Path(f"{content.stem}_stylized" + (".mp4" if video else ".png")), "-o")
+        video = is_video(content)  # a URL stays a string: Path() would fold its "//"
+        out = writable_file(out or Path(f"{source_stem(content)}_stylized" + (".mp4" if video else ".png")), "-o")
         if save_every:
             writable_dir(out.with_name(f"{out.stem}_steps"), "-o steps folder")
         if model is not None:
@@ -97,7 +98,7 @@ def register(app: typer.Typer) -> None:
                 preserve_colors=preserve_colors,
                 style_scale=style_scale, scales=_numbers(scales, "--scales", int), save_every=save_every,
                 amp=amp, seed=seed)
-            result = _gatys(content, list(styles), out, config, weights or "", device,
+            result = _gatys(Path(content), list(styles), out, config, weights or "", device,
                             experiment, tracking_uri or "", not no_track, as_json)
         if as_json:
             print(json.dumps(result, indent=2))
@@ -105,7 +106,7 @@ def register(app: typer.Typer) -> None:
             print(f"stylized image: {result['output']}")
 
 
-def _fast(content: Path, checkpoint: Path, out: Path, size: Optional[int], device: str,
+def _fast(content: str, checkpoint: Path, out: Path, size: Optional[int], device: str,
           video: bool = False) -> dict[str, Any]:
     """One forward pass of a trained transformation network (a frame at a time for a video)."""
     from cnnkit.api import load_checkpoint
@@ -127,7 +128,7 @@ def _fast(content: Path, checkpoint: Path, out: Path, size: Optional[int], devic
         def frame(image: Any) -> tuple[dict[str, Any], Any]:
             return {}, task.predict(net, [_resized(image, size)], dev)[0]
 
-        frames = run(str(content), frame, out)
+        frames = run(content, frame, out)
         return {"output": str(out), "model": str(checkpoint), "style": task.state.get("style", ""), "frames": frames}
     image = _resized(read_image(content), size)
     start = time.perf_counter()

@@ -54,11 +54,11 @@ def perceptual(model: nn.Module, task: Any) -> PerceptualLoss:
     """Build the loss once per run; a resumed run keeps the style recorded in its checkpoint."""
     if "style" not in task.state:
         task.state.update(style_state(task))
-        resolve_weights(str(task.option("vgg_weights")), task.state["vgg"])  # fail before training
     state = task.state
     content, style = layer_names(state["content_layers"]), layer_names(state["style_layers"])
     arch = state.get("vgg", "vgg19")  # checkpoints from before the VGG-16 default were trained on VGG-19
-    vgg = VGGFeatures(content + style, str(task.option("vgg_weights")), seed=task.config.seed, arch=arch)
+    weights = resolve_weights(str(task.option("vgg_weights")), arch, "--vgg-weights")  # fail before training
+    vgg = VGGFeatures(content + style, weights, seed=task.config.seed, arch=arch)
     image = fit_long_side(to_tensor(style_image(state["style"]), normalize=False)[None], state["style_size"])
     with torch.no_grad():
         features = vgg(image)

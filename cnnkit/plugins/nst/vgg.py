@@ -53,8 +53,9 @@ def check_layers(names: list[str], arch: str = "vgg19") -> None:
 IMAGENET = {"vgg19": "vgg19-nst", "vgg16": "vgg16-nst"}  # the registered weights (cnnkit weights list)
 
 
-def resolve_weights(weights: str, arch: str = "vgg19") -> str:
-    """``PATH``, ``random``, or "" (the ImageNet VGG-16/19: from torch's cache, downloaded on first use)."""
+def resolve_weights(weights: str, arch: str = "vgg19", flag: str = "--weights") -> str:
+    """``PATH``, ``random``, or "" (the ImageNet VGG-16/19: from torch's cache, downloaded on first use);
+    ``flag`` is the option that gives the weights, named in the hint when the download fails."""
     _check_arch(arch)
     if weights:
         return weights
@@ -67,7 +68,7 @@ def resolve_weights(weights: str, arch: str = "vgg19") -> str:
     try:
         return str(fetch(published.get(IMAGENET[arch])))
     except CnnkitError as exc:
-        raise CnnkitError(f"{exc}; or pass --weights PATH (a {name} state dict) or --weights random") from None
+        raise CnnkitError(f"{exc}; or pass {flag} PATH (a {name} state dict) or {flag} random") from None
 
 
 class VGGFeatures(nn.Module):

@@ -27,6 +27,8 @@ def anchors_cmd(
     from cnnkit.api import CnnkitError
     from cnnkit.plugins.yolo.anchors import dataset_box_sizes, kmeans_anchors
 
+    if split not in ("train", "val", "test"):
+        raise CnnkitError(f"--split {split}: choose train, val or test")
     wh = dataset_box_sizes(open_dataset(data, split, ("detect",)), img_size)
     if not len(wh):
         raise CnnkitError(f"--data {data}: the {split} split has no boxes")

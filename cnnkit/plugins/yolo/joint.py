@@ -22,6 +22,7 @@ from cnnkit.api import DetectionSample
 from cnnkit.api import DetectionTransform
 from cnnkit.api import CnnkitError, checked_number
 from cnnkit.api import MappedDataset
+from cnnkit.api import paths_of, source_of
 
 
 def tree_nodes(classes: list[str], tree: Any, where: str) -> np.ndarray:
@@ -89,12 +90,22 @@ class JointDataset(Dataset):
 
     def __init__(self, detections: MappedDataset, classifications: MappedDataset, cls_count: int | None = None) -> None:
         self.parts = (detections, classifications)
+        self.base = detections  # the detection scan's report (``splits.report_of``)
         self.classes = detections.classes
         self.cls_count = len(classifications) if cls_count is None else int(cls_count)
         self._order: tuple[tuple[int, int], np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.parts[0]) + self.cls_count
+
+    @property
+    def source(self) -> str:
+        return f"{source_of(self.parts[0])} plus --cls-data {source_of(self.parts[1])}"
+
+    def paths(self) -> list[Any] | None:
+        """The files of both parts, so the engine's train/val overlap check sees every training image."""
+        parts = [paths_of(p) for p in self.parts]
+        return None if parts == [None, None] else [p for files in parts for p in files or []]
 
     def _cls_index(self, i: int) -> int:
         n = len(self.parts[1])

@@ -65,12 +65,18 @@ class WordTree:
         or lies beside the tree as ``<stem>.names``)."""
         path = Path(path)
         try:
-            lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+            numbered = [(n, line.split()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
         except (OSError, UnicodeDecodeError) as exc:
             raise CnnkitError(f"{path}: unreadable tree file ({exc.__class__.__name__})") from None
-        for number, parts in enumerate(lines, 1):
+        first: dict[str, int] = {}
+        for number, parts in numbered:
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
                 raise CnnkitError(f"{path}:{number}: expected 'name parent_index', got '{' '.join(parts)}'")
+            if parts[0] in first:  # Darknet would keep both; every label would go to the later one
+                raise CnnkitError(f"{path}:{number}: node '{parts[0]}' is already named on line {first[parts[0]]}; "
+                                  "each node needs a name of its own")
+            first[parts[0]] = number
+        lines = [parts for _, parts in numbered]
         labels = None
         names_path = Path(names) if names is not None else path.with_suffix(".names")
         if names is not None or names_path.is_file():
@@ -87,11 +93,17 @@ class WordTree:
         """The node called ``name`` (its tree name or its display name)."""
         lookup = getattr(self, "_lookup", None)
         if lookup is None:
-            lookup = {n: i for i, n in enumerate(self.labels)} | {n: i for i, n in enumerate(self.names)}
+            lookup = {}
+            for i, label in enumerate(self.labels):  # a display name may be shared (WordNet's two 'crane's)
+                lookup.setdefault(label, []).append(i)
+            lookup |= {n: [i] for i, n in enumerate(self.names)}  # tree names are unique (:meth:`read`) and win
             self._lookup = lookup
         if name not in lookup:
             raise CnnkitError(f"class '{name}' is not a node of the tree")
-        return lookup[name]
+        if len(lookup[name]) > 1:
+            nodes = ", ".join(self.names[i] for i in lookup[name])
+            raise CnnkitError(f"class '{name}' is the display name of several nodes ({nodes}); use the tree name")
+        return lookup[name][0]
 
     # ---------------------------------------------------------------- probabilities
     def log_conditionals(self, logits: torch.Tensor) -> torch.Tensor:
