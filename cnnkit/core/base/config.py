@@ -133,6 +133,19 @@ def _type_ok(value: Any, kind: type) -> bool:
     return True
 
 
+def check_model_name(name: str, where: str = "") -> str:
+    """``name`` as MLflow's model registry takes it (MLflow's own check), so ``--register`` fails before training."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+    except MlflowException as exc:
+        raise CnnkitError(f"register: {name!r}{where} is not a name MLflow's model registry takes "
+                          f"({exc.message.splitlines()[0]})") from None
+    return name
+
+
 def validate_config(config: TrainConfig, sources: dict[str, str] | None = None) -> TrainConfig:
     """Check every field's type and range; the error names the key and the layer it came from."""
     sources = sources or {}
@@ -144,8 +157,6 @@ def validate_config(config: TrainConfig, sources: dict[str, str] | None = None) 
             raise CnnkitError(f"{f.name}: {value!r}{where} is not a{'n' if kind is int else ''} {kind.__name__}")
         check_value(f.name, value, where)
     if config.register:  # before any training: MLflow would refuse it only at the end
-        from cnnkit.core.train.tracking import check_model_name
-
         check_model_name(config.register, f" (from {sources['register']})" if "register" in sources else "")
     return config
 

@@ -50,19 +50,6 @@ def is_remote(uri: str) -> bool:
     return ("://" in uri or uri.startswith("databricks")) and not uri.startswith(("sqlite:///", "file:"))
 
 
-def check_model_name(name: str, where: str = "") -> str:
-    """``name`` as MLflow's model registry takes it (MLflow's own check), so ``--register`` fails before training."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import _validate_model_name
-
-    try:
-        _validate_model_name(name)
-    except MlflowException as exc:
-        raise CnnkitError(f"register: {name!r}{where} is not a name MLflow's model registry takes "
-                          f"({exc.message.splitlines()[0]})") from None
-    return name
-
-
 def _quiet() -> None:
     for name in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
