@@ -12,7 +12,7 @@ import torch
 
 from cnnkit.core.base import plugins
 from cnnkit.core.base.config import TrainConfig
-from cnnkit.core.data.transforms import IMAGENET, letterbox, to_tensor
+from cnnkit.core.data.pixels import IMAGENET, letterbox, to_tensor
 from cnnkit.core.tasks.base import make_task
 from cnnkit.core.base.registry import models
 from tests.conftest import assert_detect_maps_back
