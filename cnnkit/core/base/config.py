@@ -6,55 +6,87 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from cnnkit.core.base.errors import CnnkitError
 
 
+MAX_IMG_SIZE = 4096  # the largest input side any command takes (an image of 4096^2 is 200 MB as floats)
+
+
+def setting(default: Any, help: str, check: Callable[[Any], bool] | None = None, must: str = "",
+            flag: str | None = "") -> Any:
+    """A training setting, declared once: its default, its help, its limit (``check``, and what a
+    value ``must`` be when it fails) and its command-line flag ("": ``--name-with-dashes``; None: set
+    from a config file or the Python API only). The field's annotation is its type. ``cnnkit train``'s
+    options, the config file's keys, :func:`cnnkit.train`'s keywords and :func:`validate_config` all
+    come from these."""
+    meta = {"help": help, "check": check, "must": must, "flag": flag}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs; logged as MLflow params and stored in checkpoints."""
 
-    model: str = ""
-    recipe: str = "default"  # which of the model's recipes the values start from (--recipe paper)
-    data: str = ""
-    val: str = ""  # validation data from another source (any layout)
-    val_fraction: float = 0.0  # or this share of the training images, cut by seed
-    epochs: int = 10
-    batch_size: int = 32
-    img_size: int = 64
-    lr: float = 0.01
-    optimizer: str = "sgd"  # sgd | nesterov | adam | adamw | adagrad | rmsprop | rmsprop-tf
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    scheduler: str = "cosine"  # cosine | step | multistep | plateau | poly | none
-    step_size: int = 0  # step schedule: epochs between decays (0: a third of the run)
-    milestones: list[int] = field(default_factory=list)  # multistep schedule: the epochs after which lr x gamma
-    gamma: float = 0.1  # the factor of step, multistep and plateau
-    power: float = 1.0  # poly schedule: lr x (1 - epoch / epochs) ** power (Darknet's policy=poly)
-    grad_clip: float = 0.0
-    burn_in: int = 0  # Darknet's warm-up: lr * (step / burn_in)^4 over the first burn_in steps
-    label_smoothing: float = 0.0
-    device: str = "auto"
-    amp: bool | None = None  # None: bf16 autocast on CUDA devices that support bf16, off elsewhere
-    channels_last: bool | None = None  # None: on for CUDA, off elsewhere
-    compile: bool = False  # run the model under torch.compile
-    workers: int = -1  # data loader processes; -1: from the CPU count (see task.default_workers)
-    seed: int = 0
-    out: str = "runs/train"
-    save_period: int = 0  # also keep weights/epochN.pt every N epochs (0: only last/best)
-    resume: str = ""
-    weights: str = ""  # a state dict file or a registered weights name (`cnnkit weights list`)
-    pretrained: bool = False  # start from the model's (or its backbone's) published weights
-    allow_partial: bool = False  # --weights/--pretrained may leave tensors the file lacks as built
-    mean: list[float] | None = None  # the input transform (pixels in [0, 1]); None: the task's own,
-    std: list[float] | None = None  # set from the weights when they come from the registry
-    experiment: str = "cnnkit"
-    tracking_uri: str = ""
-    track: bool = True
-    register: str = ""  # also add the trained model to the MLflow Model Registry under this name
+    model: str = setting("", "The registered model.", flag=None)
+    recipe: str = setting("default", "Start from this recipe of the model: default (fast, for CPUs) or paper "
+                          "(`cnnkit models --recipe MODEL` shows them).")
+    data: str = setting("", "Dataset path or synthetic:NAME[?k=v].")
+    val: str = setting("", "Validate on this data (any layout) instead of --data's val split.")
+    val_fraction: float = setting(0.0, "Validate on this share of the training images (seeded cut).",
+                                  lambda v: 0 <= v < 1, "in [0, 1)")
+    epochs: int = setting(10, "Epochs to train.", lambda v: v >= 1, "at least 1")
+    batch_size: int = setting(32, "Images a training step.", lambda v: v >= 1, "at least 1")
+    img_size: int = setting(64, f"Input size, 8 to {MAX_IMG_SIZE}.", lambda v: 8 <= v <= MAX_IMG_SIZE,
+                            f"at least 8 and at most {MAX_IMG_SIZE}")
+    lr: float = setting(0.01, "Learning rate.", lambda v: v >= 0 and math.isfinite(v), "a finite number, 0 or more")
+    optimizer: str = setting("sgd", "sgd, nesterov, adam, adamw, adagrad, rmsprop or rmsprop-tf (epsilon inside "
+                             "the root).")
+    momentum: float = setting(0.9, "Momentum (SGD, Nesterov, RMSProp).", lambda v: 0 <= v < 1, "in [0, 1)")
+    weight_decay: float = setting(5e-4, "L2 weight decay.", lambda v: v >= 0, "0 or more")
+    scheduler: str = setting("cosine", "cosine, step, multistep, plateau, poly or none.")
+    step_size: int = setting(0, "Step schedule: epochs between decays (0: a third of the run).",
+                             lambda v: v >= 0, "0 or more")
+    milestones: list[int] = setting([], "Multistep schedule: the epochs after which lr x gamma (a list).",
+                                    lambda v: isinstance(v, list) and all(type(e) is int and e >= 1 for e in v)
+                                    and v == sorted(set(v)),
+                                    "a rising list of whole epochs, each at least 1 (e.g. [30, 60])", flag=None)
+    gamma: float = setting(0.1, "The factor of the step, multistep and plateau schedules.", lambda v: v > 0,
+                           "a positive number")
+    power: float = setting(1.0, "Poly schedule: lr x (1 - epoch / epochs) ** power (Darknet's policy=poly).",
+                           lambda v: v > 0, "a positive number")
+    grad_clip: float = setting(0.0, "Clip the gradients' norm to this (0: no clipping).", lambda v: v >= 0,
+                               "0 or more")
+    burn_in: int = setting(0, "Warm-up steps: lr x (step/N)^4 (Darknet's burn_in).", lambda v: v >= 0, "0 or more")
+    label_smoothing: float = setting(0.0, "Label smoothing of the classification loss.", lambda v: 0 <= v < 1,
+                                     "in [0, 1)")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.")
+    amp: bool | None = setting(None, "Mixed precision (bf16, or fp16 with a GradScaler; default: bf16 on CUDA "
+                               "that has it).")
+    channels_last: bool | None = setting(None, "Channels-last memory format (default: on for CUDA).")
+    compile: bool = setting(False, "Run the model under torch.compile.")
+    workers: int = setting(-1, "Loader processes (default: from the CPU count).", lambda v: v >= -1,
+                           "0 or more (-1: from the CPU count)")
+    seed: int = setting(0, "The seed of every random draw.", lambda v: 0 <= v < 2**32, "in [0, 2**32)")
+    out: str = setting("runs/train", "Run folder (default runs/MODEL[-N]).")
+    save_period: int = setting(0, "Also keep weights/epochN.pt every N epochs.", lambda v: v >= 0, "0 or more")
+    resume: str = setting("", "Continue from this checkpoint.")
+    weights: str = setting("", "Start from these weights (a state dict file or a name from `cnnkit weights list`).")
+    pretrained: bool = setting(False, "Start from the published weights (downloaded on first use).")
+    allow_partial: bool = setting(False, "Let --weights/--pretrained leave tensors the file lacks as built, and "
+                                  "ignore tensors the model has no place for.")
+    mean: list[float] | None = setting(None, "The input transform's mean (pixels in [0, 1]; default the task's, "
+                                       "or the published weights').", flag=None)
+    std: list[float] | None = setting(None, "The input transform's standard deviation.", flag=None)
+    experiment: str = setting("cnnkit", "MLflow experiment name.")
+    tracking_uri: str = setting("", "MLflow tracking URI.")
+    track: bool = setting(True, "Log the run to MLflow (--no-track: do not).")
+    register: str = setting("", "Add the trained model to the MLflow Model Registry as NAME.")
     options: dict[str, Any] = field(default_factory=dict)  # family-specific (see Task.options)
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,28 +120,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-MAX_IMG_SIZE = 4096  # the largest input side any command takes (an image of 4096^2 is 200 MB as floats)
-# (check, what it must be) per numeric field; every layer's value goes through these
-LIMITS: dict[str, tuple[Any, str]] = {
-    "epochs": (lambda v: v >= 1, "at least 1"),
-    "batch_size": (lambda v: v >= 1, "at least 1"),
-    "img_size": (lambda v: 8 <= v <= MAX_IMG_SIZE, f"at least 8 and at most {MAX_IMG_SIZE}"),
-    "lr": (lambda v: v >= 0 and math.isfinite(v), "a finite number, 0 or more"),
-    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "weight_decay": (lambda v: v >= 0, "0 or more"),
-    "step_size": (lambda v: v >= 0, "0 or more"),
-    "milestones": (lambda v: isinstance(v, list) and all(type(e) is int and e >= 1 for e in v) and v == sorted(set(v)),
-                   "a rising list of whole epochs, each at least 1 (e.g. [30, 60])"),
-    "gamma": (lambda v: v > 0, "a positive number"),
-    "power": (lambda v: v > 0, "a positive number"),
-    "grad_clip": (lambda v: v >= 0, "0 or more"),
-    "burn_in": (lambda v: v >= 0, "0 or more"),
-    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "workers": (lambda v: v >= -1, "0 or more (-1: from the CPU count)"),
-    "save_period": (lambda v: v >= 0, "0 or more"),
-    "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
-}
+# (check, what it must be) per field with a limit; every layer's value goes through these
+LIMITS: dict[str, tuple[Any, str]] = {f.name: (f.metadata["check"], f.metadata["must"])
+                                      for f in dataclasses.fields(TrainConfig) if f.metadata.get("check")}
 
 
 def check_value(key: str, value: Any, where: str = "") -> Any:
