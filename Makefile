@@ -1,13 +1,13 @@
 # make demo: create .venv, install cnnkit, train ResNet-18 on the built-in synthetic textures,
 #            evaluate the best checkpoint and list the tracked runs.
-# make test: create .venv, install cnnkit with its test extras, run the whole suite.
+# make test: create .venv, install cnnkit with its test extras, lint (ruff), run the whole suite.
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 CNNKIT := $(VENV)/bin/cnnkit
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ demo: install
 	$(CNNKIT) eval runs/demo/weights/best.pt
 	$(CNNKIT) runs --limit 5
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check cnnkit tests bench examples
+
+test: install lint
 	$(PY) -m pytest
 
 clean:
