@@ -7,13 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 
 from cnnkit.api import read_image
 from cnnkit.api import to_tensor
-from cnnkit.api import CnnkitError
+from cnnkit.api import CnnkitError, checked_number
 from cnnkit.plugins.nst.losses import PerceptualLoss, gram
 from cnnkit.plugins.nst.stylize import fit_long_side
 from cnnkit.plugins.nst.vgg import VGGFeatures, check_layers, resolve_weights
@@ -30,10 +32,8 @@ def style_state(task: Any) -> dict[str, Any]:
     state = {"style": str(task.option("style") or DEFAULT_STYLE), "vgg": str(task.option("vgg")),
              "style_size": int(task.option("style_size") or task.config.img_size)}
     for key in ("content_weight", "style_weight", "tv_weight"):
-        try:
-            state[key] = float(task.option(key))
-        except (TypeError, ValueError):
-            raise CnnkitError(f"--{key.replace('_', '-')} must be a number") from None
+        state[key] = checked_number(task.option(key), f"--{key.replace('_', '-')}", "a finite number, 0 or more",
+                                    lambda v: 0 <= v < math.inf)
     state["content_layers"] = ",".join(layer_names(task.option("content_layers")))
     state["style_layers"] = ",".join(layer_names(task.option("style_layers")))
     check_layers(layer_names(state["content_layers"]) + layer_names(state["style_layers"]), state["vgg"])

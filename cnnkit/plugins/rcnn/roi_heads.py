@@ -3,7 +3,7 @@ training RoIs (the shared :mod:`matching`) and post-processes its detections."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -21,6 +21,13 @@ def with_index(boxes: list[torch.Tensor]) -> torch.Tensor:
     if not boxes:
         return torch.zeros(0, 5)
     return torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(boxes)])
+
+
+def per_image(found: list[torch.Tensor], *rows: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
+    """RoI rows (over the whole batch, laid out as :func:`with_index` lays the boxes) cut back into
+    each image's: ``(boxes, its rows of each tensor)`` an image."""
+    sizes = [len(b) for b in found]
+    yield from zip(found, *(r.split(sizes) for r in rows))
 
 
 def postprocess(boxes: torch.Tensor, scores: torch.Tensor, size: int, conf: float, iou: float,
@@ -96,12 +103,8 @@ class RoIHead(nn.Module):
                iou: float) -> list[Prediction]:
         """Softmax scores and class-specific refined boxes for each image's proposals, then NMS."""
         cls_logits, box_deltas = self(features, with_index(found).to(features))
-        out, start = [], 0
-        for boxes in found:
-            n = len(boxes)
-            scores = cls_logits[start:start + n].float().softmax(1)[:, 1:]
-            deltas = box_deltas[start:start + n].float()
-            start += n
-            per_class = HEAD_CODER.decode_single(deltas, boxes.float()).view(n, -1, 4)
-            out.append(postprocess(per_class, scores, size, conf, iou))
+        out = []
+        for boxes, logits, deltas in per_image(found, cls_logits, box_deltas):
+            per_class = HEAD_CODER.decode_single(deltas.float(), boxes.float()).view(len(boxes), -1, 4)
+            out.append(postprocess(per_class, logits.float().softmax(1)[:, 1:], size, conf, iou))
         return out

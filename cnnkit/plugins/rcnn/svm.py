@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnkit.api import box_iou
 from cnnkit.plugins.rcnn.matching import UNIT_CODER
-from cnnkit.plugins.rcnn.roi_heads import with_index
+from cnnkit.plugins.rcnn.roi_heads import per_image, with_index
 
 
 def train_svm(pos: torch.Tensor, neg: torch.Tensor, c: float, rounds: int = 4,
@@ -69,11 +69,8 @@ def collect(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any, list[to
         device = images.device
         cands = [torch.cat([t["boxes"].to(device), p]) for t, p in zip(targets, found)]
         pooled, fc = model.region_features(images, with_index(cands).to(device))
-        start = 0
-        for c, t in zip(cands, targets):
+        for (c, p, f), t in zip(per_image(cands, pooled, fc), targets):
             gt, gl = t["boxes"].to(device), t["labels"].to(device)
-            p, f = pooled[start:start + len(c)], fc[start:start + len(c)]
-            start += len(c)
             iou = torch.zeros(len(c), k, device=device)
             if len(gt):
                 overlaps = box_iou(c, gt)

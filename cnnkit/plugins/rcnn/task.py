@@ -23,7 +23,7 @@ from cnnkit.api import CnnkitError
 from cnnkit.api import MappedDataset
 from cnnkit.api import DetectionTask, DetectionTransform, Prediction
 from cnnkit.plugins.rcnn.matching import UNIT_CODER, Labeller, Sampler
-from cnnkit.plugins.rcnn.roi_heads import postprocess, with_index
+from cnnkit.plugins.rcnn.roi_heads import per_image, postprocess, with_index
 from cnnkit.plugins.rcnn.selective_search import MODES, selective_search
 from cnnkit.plugins.rcnn.svm import fit_classifiers
 
@@ -166,10 +166,8 @@ class RCNNTask(SelectiveSearchTask):
     def predict_batch(self, model: nn.Module, images: torch.Tensor, conf: float, iou: float) -> list[Prediction]:
         found = self.proposals(model, images)
         pooled, fc = model.region_features(images, with_index(found).to(images.device))
-        out, start = [], 0
-        for boxes in found:
-            p, f = pooled[start:start + len(boxes)].float(), fc[start:start + len(boxes)].float()
-            start += len(boxes)
+        out = []
+        for boxes, p, f in per_image(found, pooled.float(), fc.float()):
             if bool(model.svm_ready):
                 scores = torch.sigmoid(f @ model.svm_weight.T + model.svm_bias)
                 deltas = torch.einsum("rd,kdc->rkc", F.pad(p, (0, 1), value=1.0), model.reg_weight)
