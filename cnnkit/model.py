@@ -35,10 +35,21 @@ def list_models(task: str | None = None) -> list[str]:
     return [s.name for s in specs if not task or s.task == task]
 
 
-def create_model(name: str, pretrained: bool = False, num_classes: int | None = None, **options: Any) -> Any:
+def create_model(name: str, pretrained: bool = False, num_classes: int | None = None, device: str | None = None,
+                 **options: Any) -> Any:
     """A registered model as a ``torch.nn.Module`` (``timm.create_model``'s contract): ``pretrained``
     loads its published weights (downloaded and hash-checked on first use); ``num_classes`` sizes its
-    head; ``options`` are the model's architecture options (``shortcut="C"``, ``backbone="vgg16"``)."""
+    head; ``options`` are the model's architecture options (``shortcut="C"``, ``backbone="vgg16"``);
+    ``device``: where it goes (default: where torch builds it, the CPU)."""
+    module = _created(name, pretrained, num_classes, options)
+    if device is not None:
+        from cnnkit.core.base.device import resolve_device
+
+        module.to(resolve_device(device))
+    return module
+
+
+def _created(name: str, pretrained: bool, num_classes: int | None, options: dict[str, Any]) -> Any:
     from cnnkit.core.base.config import TrainConfig
     from cnnkit.core.tasks.base import make_task
 

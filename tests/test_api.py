@@ -115,9 +115,12 @@ def test_eval_and_export_through_the_api_equal_the_commands(files, cli, tmp_path
     r = cli("eval", files["classifier"], "--data", data, "--json", "--batch-size", "4")
     assert r.code == 0, r.stderr
     assert cnnkit.evaluate(files["classifier"], data, batch_size=4) == json.loads(r.stdout)
-    path = cnnkit.export(files["classifier"], out=tmp_path / "cls.onnx").output
+    report = vars(cnnkit.export(files["classifier"], out=tmp_path / "api.onnx"))
     r = cli("export", files["classifier"], "-o", tmp_path / "cli.onnx", "--json")
-    assert Path(path).is_file() and json.loads(r.stdout)["max_diff"] <= json.loads(r.stdout)["tolerance"]
+    assert r.code == 0, r.stderr
+    printed = json.loads(r.stdout)
+    assert Path(report.pop("output")).is_file() and Path(printed.pop("output")).is_file()
+    assert printed == report and report["max_diff"] <= report["tolerance"]
 
 
 def test_errors_are_cnnkit_errors_never_system_exit(tmp_path) -> None:
@@ -139,3 +142,18 @@ def test_the_onnxruntime_runtime_answers_as_torch_does(files) -> None:
                 and np.abs(np.subtract(t["box"], d["box"])).max() <= 0.02]
         assert same, d
         left.remove(same[0])
+
+
+def test_verify_records_equal_the_gallerys(tmp_path, cli) -> None:
+    """`cnnkit enroll`/`verify` and cnnkit.Gallery on the same chips (dlib's face ResNet, no detection)."""
+    rng = np.random.default_rng(2)
+    chips = [write_image(tmp_path / f"chip{i}.png", rng.integers(0, 255, (150, 150, 3), np.uint8)) for i in range(3)]
+    r = cli("enroll", "ada", chips[0], chips[1], "--no-detect", "--gallery", tmp_path / "cli.db")
+    assert r.code == 0, r.stderr
+    g = cnnkit.Gallery(tmp_path / "api.db")
+    assert g.enroll("ada", [chips[0], chips[1]], detect=False) == 2
+    r = cli("verify", chips[2], "--no-detect", "--gallery", tmp_path / "cli.db", "--json")
+    assert r.code in (0, 1), r.stderr
+    ours = g.verify(chips[2], detect=False)
+    assert json.loads(r.stdout) == ours and ours[0]["closest"] == "ada" and ours[0]["distance"] > 0
+    assert [p["name"] for p in g.people()] == ["ada"] and g.model.model == "face-resnet"
