@@ -1,7 +1,7 @@
 """One photo, one command: what a single ``cnnkit`` call costs next to the plain library script that
 does the same job, measured as a user pays it (a fresh process each time).
 
-    .venv/bin/python bench/startup.py [--rounds 5] [--only detect classify verify stylize] [--json]
+    .venv/bin/python bench/startup.py [--rounds 5] [--only detect classify verify stylize] [--json] [--root DIR]
 
 Pairs, each run ``--rounds`` times interleaved (cnnkit, script, cnnkit, ...), medians of the CPU
 seconds (user + system of the process), wall seconds and peak resident memory:
@@ -183,11 +183,11 @@ def setup_verify(work: Path, env: dict[str, str]) -> tuple[list[str], list[str],
     for person in sorted(p for p in known.iterdir() if p.is_dir()):
         subprocess.run(cnnkit("enroll", person.name, person, "--gallery", gallery), env=env, cwd=work, check=True,
                        capture_output=True)
-    listed = json.loads(subprocess.run(cnnkit("gallery", "export", "--gallery", gallery), env=env, cwd=work,
-                                       check=True, capture_output=True, text=True).stdout or "[]")
-    for row in listed:
-        names.append(row["name"])
-        vectors.append(row["embedding"])
+    exported = json.loads(subprocess.run(cnnkit("gallery", "export", "--gallery", gallery), env=env, cwd=work,
+                                         check=True, capture_output=True, text=True).stdout)
+    for person in exported["identities"]:
+        names += [person["name"]] * len(person["embeddings"])
+        vectors += person["embeddings"]
     npz = work / "gallery.npz"
     np.savez(npz, names=np.array(names), vectors=np.array(vectors, np.float64))
     script = work / "dlib_verify.py"
@@ -220,10 +220,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=list(SETUPS), choices=list(SETUPS))
     parser.add_argument("--json", action="store_true", help="One JSON line a job.")
+    parser.add_argument("--root", type=Path, default=ROOT, help="Run the cnnkit of this source tree (default: "
+                        "this one), e.g. an older checkout to compare against.")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "CNNKIT_CACHE": str(Path(tmp) / "cache"),
+        env = {**os.environ, "PYTHONPATH": str(args.root.resolve()), "CNNKIT_CACHE": str(Path(tmp) / "cache"),
                "MLFLOW_TRACKING_URI": f"sqlite:///{Path(tmp) / 'mlflow.db'}"}
         for job in args.only:
             work = Path(tmp) / job
