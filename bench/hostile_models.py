@@ -75,9 +75,9 @@ def run(case: Case, cwd: Path) -> Outcome:
 # ------------------------------------------------------------------------------------------ models
 def make_models(folder: Path) -> None:
     """Tiny models of each task (seeded random weights), their exports, hostile weights files."""
-    from cnnkit.model import export
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models
+    from cnnkit.model import export
     from cnnkit.plugins.yolo.weights import save_darknet_weights
     from tests.test_export import photos, untrained
 

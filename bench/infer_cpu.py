@@ -40,15 +40,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cnnkit.core.weights.checkpoint import save_checkpoint
 from cnnkit.core.base.config import TrainConfig
-from cnnkit.core.load.source import load_for_eval
-from cnnkit.core.tasks.base import make_task
-from cnnkit.model import export
-from cnnkit.core.deploy.onnxrun import open_session
-from cnnkit.core.load.inference import for_inference
 from cnnkit.core.base.plugins import load_plugins
 from cnnkit.core.base.registry import models
+from cnnkit.core.deploy.onnxrun import open_session
+from cnnkit.core.load.inference import for_inference
+from cnnkit.core.load.source import load_for_eval
+from cnnkit.core.tasks.base import make_task
+from cnnkit.core.weights.checkpoint import save_checkpoint
+from cnnkit.model import export
 
 
 def darknet_files(name: str, size: int, folder: Path) -> tuple[Path, Path, Path]:

@@ -38,8 +38,8 @@ def bench_detector(name: str, size: int, images: int, threads: int, proposals: i
 
     from cnnkit.core.base import plugins
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.registry import models
+    from cnnkit.core.tasks.base import make_task
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -47,9 +47,9 @@ def timed(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
 
 
 def random_checkpoint(folder: Path, img_size: int) -> Path:
-    from cnnkit.core.weights.checkpoint import save_checkpoint
     from cnnkit.core.base.config import TrainConfig
     from cnnkit.core.base.registry import models
+    from cnnkit.core.weights.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = models.get("siamese-small").create()
@@ -72,8 +72,8 @@ def main() -> None:
 
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models
-    from cnnkit.plugins.siamese.pipeline import Embedder, decide
     from cnnkit.core.metrics.distances import Scorer
+    from cnnkit.plugins.siamese.pipeline import Embedder, decide
 
     load_plugins()
     img_size = args.img_size or models.get("siamese-small").recipe["img_size"]

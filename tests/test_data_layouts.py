@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from cnnkit.core.base import plugins
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data import find_dataset, open_dataset
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.splits import split_summary
-from cnnkit.core.base.errors import CnnkitError
 from tests.conftest import write_image_folder
 
 CLASSES = ["cat", "dog"]

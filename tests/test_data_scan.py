@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from cnnkit.core.base import plugins
-from cnnkit.core.data import open_dataset
 from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.data import open_dataset
 from tests.test_data_layouts import _image, coco_json, roboflow_yolo, voc
 
 
@@ -112,7 +112,7 @@ def test_malformed_voc_and_yolo_fields_name_file_and_line(tmp_path):
     root = voc(tmp_path / "VOC2007", {"train": 2, "val": 1})
     xml = root / "Annotations" / "2007_000001.xml"
     xml.write_text(xml.read_text().replace("<xmin>18</xmin>", "<xmin>abc</xmin>"))
-    with pytest.raises(CnnkitError, match=rf"2007_000001\.xml:12: xmin 'abc' is not a number"):
+    with pytest.raises(CnnkitError, match=r"2007_000001\.xml:12: xmin 'abc' is not a number"):
         open_dataset(str(root), "train")
     bad = _yolo(tmp_path, ["0 0.5 0.5 0.2 0.2", "x 0.5 0.5 0.2 0.2"])
     with pytest.raises(CnnkitError, match=r"labels/0\.txt:2: class 'x' is not a class number"):

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.core.weights.checkpoint import save_checkpoint
 from cnnkit.core.base.config import TrainConfig
+from cnnkit.core.base.plugins import load_plugins
+from cnnkit.core.base.registry import models
 from cnnkit.core.data.images import write_image
 from cnnkit.core.load.source import load_for_eval
 from cnnkit.core.tasks.base import make_task
-from cnnkit.core.base.plugins import load_plugins
-from cnnkit.core.base.registry import models
+from cnnkit.core.weights.checkpoint import save_checkpoint
 from tests.conftest import one_clear_line, run_cli
 
 SHAPES = ["circle", "square", "triangle"]

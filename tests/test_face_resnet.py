@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.core.data.pixels import to_tensor
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.base.plugins import load_plugins
 from cnnkit.core.base.registry import models
+from cnnkit.core.data.pixels import to_tensor
 from cnnkit.plugins.siamese.dlib_format import DatReader, read_dnn
 from cnnkit.plugins.siamese.face_resnet import RESNET_FILE, face_resnet, model_file
 

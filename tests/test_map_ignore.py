@@ -12,8 +12,8 @@ import pytest
 
 from cnnkit.core.base import plugins
 from cnnkit.core.data import open_dataset
-from cnnkit.core.tasks.detect import DetectionTransform
 from cnnkit.core.metrics.measures import Detections, coco_map
+from cnnkit.core.tasks.detect import DetectionTransform
 from tests.test_data_layouts import _image, coco_json, voc
 
 SIZE = 64

@@ -12,9 +12,9 @@ import torch
 
 from cnnkit.core.base import plugins
 from cnnkit.core.base.config import TrainConfig
+from cnnkit.core.base.registry import models
 from cnnkit.core.data.pixels import IMAGENET, letterbox, to_tensor
 from cnnkit.core.tasks.base import make_task
-from cnnkit.core.base.registry import models
 from tests.conftest import assert_detect_maps_back
 
 SHAPES = "synthetic:shapes?n=4&size=64"
@@ -320,8 +320,8 @@ def test_googlenet_lrn_is_caffes_reference():
 
 
 def test_yolov3_tiny_weights_are_pinned_by_the_published_hash():
-    from cnnkit.core.weights import fetch as weights
     from cnnkit.core.base.registry import weights as registered
+    from cnnkit.core.weights import fetch as weights
 
     entry = registered.get("yolov3-tiny.weights")
     assert entry.sha256 == "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c"

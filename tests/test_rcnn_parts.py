@@ -231,9 +231,9 @@ def test_bad_options_are_clear_errors(cli):
 
 def test_four_step_schedule_gives_each_step_its_own_cosine():
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models
+    from cnnkit.core.tasks.base import make_task
 
     load_plugins()
     task = make_task(models.get("faster-rcnn"), TrainConfig(model="faster-rcnn", epochs=8,
@@ -284,12 +284,13 @@ def test_summary_builds_the_papers_heads_on_the_papers_trunks(cli):
 def test_pretrained_vgg16_fills_fc6_fc7_from_its_imagenet_classifier(tmp_path, monkeypatch):
     """`--backbone vgg16 --pretrained`: the trunk and fc6/fc7 come from the registry's VGG-16 file
     (here a random state dict in torchvision's layout, cached under the registry's file name)."""
-    from cnnkit.core.weights import fetch as weights
+    from published_files import place
+
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models
-    from published_files import place
+    from cnnkit.core.tasks.base import make_task
+    from cnnkit.core.weights import fetch as weights
 
     load_plugins()
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

@@ -411,7 +411,7 @@ def test_yolo_set_with_file_names_that_are_not_utf8_is_scanned_cached_and_read(c
     (tmp_path / "ds" / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: [a, b]\n")
     for cache in ("written", "hit"):
         r = cli("data", "check", "--data", "ds/data.yaml")
-        assert r.code == 0 and f"train: 2 images, 2 boxes, 0 without objects" in r.stdout, r.stdout + r.stderr
+        assert r.code == 0 and "train: 2 images, 2 boxes, 0 without objects" in r.stdout, r.stdout + r.stderr
         assert f"cache {cache}" in r.stdout
     ds = open_dataset("ds/data.yaml", "train")
     sample = ds[[Path(p).name for p in ds.paths()].index(os.fsdecode(b"caf\xe9.png"))]

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnkit.core.weights.checkpoint import load_checkpoint, save_checkpoint
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.synthetic import Glyphs
+from cnnkit.core.weights.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import run_cli
 
 

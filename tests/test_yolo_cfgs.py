@@ -355,8 +355,8 @@ def test_every_cfg_given_by_path_is_built_as_written(cli, tmp_path):
 def test_a_cfg_heads_loss_settings_are_its_training_defaults_and_flags_win(name, edit, options, attribute, value,
                                                                           tmp_path):
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.registry import losses, resolve
+    from cnnkit.core.tasks.base import make_task
 
     path = tmp_path / f"{name}.cfg"
     text = (CFG_DIR / f"{name}.cfg").read_text()

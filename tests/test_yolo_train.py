@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from cnnkit.core.base import plugins
-from cnnkit.core.weights.checkpoint import load_checkpoint, save_checkpoint
 from cnnkit.core.base.config import TrainConfig
+from cnnkit.core.base.registry import models
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.synthetic import Shapes
-from cnnkit.core.base.registry import models
+from cnnkit.core.weights.checkpoint import load_checkpoint, save_checkpoint
 from cnnkit.plugins.yolo.anchors import kmeans_anchors
 from cnnkit.plugins.yolo.task import YoloTask, scale_choices
 from tests.conftest import assert_detect_maps_back, optimise

@@ -12,6 +12,7 @@ import typer
 
 from cnnkit.commands.app import NAMES_HELP, PARTIAL_HELP, SIZE_HELP, SOURCE_HELP, WEIGHTS_HELP, app, console, print_json
 
+
 @app.command("detect")
 def detect_cmd(
     checkpoint: str = typer.Argument(..., help=SOURCE_HELP),

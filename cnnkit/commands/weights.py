@@ -8,11 +8,10 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from cnnkit.core.base import plugins
-from cnnkit.core.base.errors import CnnkitError
-
 from cnnkit.commands.app import app as root
 from cnnkit.commands.app import console
+from cnnkit.core.base import plugins
+from cnnkit.core.base.errors import CnnkitError
 
 app = typer.Typer(help="Published weights: list, pull (before going offline), path, verify.", no_args_is_help=True)
 root.add_typer(app, name="weights")
@@ -82,8 +81,8 @@ def path_cmd(name: str = typer.Argument(..., help="A registered weights name."))
 def verify_cmd() -> None:
     """Re-hash every cached file against the registry; a file that fails is named (exit code 2)."""
     from cnnkit.core.base.registry import weights
-    from cnnkit.core.weights.formats import parse_problem
     from cnnkit.core.weights.fetch import cache_path, check, hashed, sha256_of
+    from cnnkit.core.weights.formats import parse_problem
 
     plugins.load_plugins()
     bad, seen = [], 0

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from pathlib import Path
 import warnings
 from dataclasses import InitVar, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable
 
 from cnnkit.core.base.errors import CnnkitError

@@ -18,10 +18,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data.detection import DetectionFiles
 from cnnkit.core.data.scan import Scanner, cache_path, cached_scan
 from cnnkit.core.data.splits import MissingSplit, sibling_names, split_of
-from cnnkit.core.base.errors import CnnkitError
 
 PROBE = 20  # images tried when finding the folder a json's file names are relative to
 

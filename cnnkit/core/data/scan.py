@@ -24,8 +24,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from cnnkit.core.base.atomic import atomic_path
-from cnnkit.core.data.images import image_size
 from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.data.images import image_size
 
 SCAN_VERSION = 2  # 2: images decoded, not only their headers read
 CACHE_SUFFIX = ".cnnkit.cache"

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data.detection import DetectionFiles
 from cnnkit.core.data.images import IMAGE_SUFFIXES
-from cnnkit.core.data.scan import Record, ScanReport, Scanner, cache_path, cached_scan
+from cnnkit.core.data.scan import Record, Scanner, ScanReport, cache_path, cached_scan
 from cnnkit.core.data.splits import MissingSplit
-from cnnkit.core.base.errors import CnnkitError
 
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",

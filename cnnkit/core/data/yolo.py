@@ -16,11 +16,11 @@ from typing import Any, Iterator
 
 import yaml
 
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data.detection import DetectionFiles
 from cnnkit.core.data.images import IMAGE_SUFFIXES, is_image
 from cnnkit.core.data.scan import Scanner, cache_path, cached_scan
 from cnnkit.core.data.splits import MissingSplit
-from cnnkit.core.base.errors import CnnkitError
 
 
 def yaml_of(path: Path) -> Path | None:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.core.base.atomic import atomic_path
-from cnnkit.core.models.conv import output_size
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.base.registry import ModelSpec
+from cnnkit.core.models.conv import output_size
 
 
 def _is_aux(name: str) -> bool:

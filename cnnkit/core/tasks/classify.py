@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data.pixels import IMAGENET, Norm, publisher_crop, resize_short_crop, to_tensor
 from cnnkit.core.data.transforms import AUGMENTATIONS
-from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.metrics.measures import topk_correct
 from cnnkit.core.tasks import results
 from cnnkit.core.tasks.base import MappedDataset, Task

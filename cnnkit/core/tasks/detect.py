@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.core.models.boxes import batched_nms
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data.detection import DetectionSample
 from cnnkit.core.data.pixels import IMAGENET, RAW, Norm, letterbox, to_tensor
-from cnnkit.core.base.errors import CnnkitError
-from cnnkit.core.tasks.draw import draw_detections, records
 from cnnkit.core.metrics.measures import Detections, coco_map, pr_curve
+from cnnkit.core.models.boxes import batched_nms
 from cnnkit.core.tasks import results
 from cnnkit.core.tasks.base import MappedDataset, Task
+from cnnkit.core.tasks.draw import draw_detections, records
 
 Prediction = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (N,4) xyxy, scores (N,), labels (N,)
 

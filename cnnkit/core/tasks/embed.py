@@ -22,15 +22,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cnnkit.core.data.pixels import IMAGENET, Norm, resize, to_tensor
 from cnnkit.core.base.errors import CnnkitError
-from cnnkit.core.metrics.measures import Verification, verification_metrics
-from cnnkit.core.metrics.openset import OpenSet, open_set
+from cnnkit.core.data.pixels import IMAGENET, Norm, resize, to_tensor
 from cnnkit.core.data.sampler import PKSampler
 from cnnkit.core.metrics.distances import Scorer
+from cnnkit.core.metrics.measures import Verification, verification_metrics
+from cnnkit.core.metrics.openset import OpenSet, open_set
+from cnnkit.core.metrics.protocol import FOLDS, best_threshold, held_out_accuracy, random_folds
 from cnnkit.core.tasks import results
 from cnnkit.core.tasks.base import MappedDataset, Task
-from cnnkit.core.metrics.protocol import FOLDS, best_threshold, held_out_accuracy, random_folds
 
 MAX_GENUINE_PAIRS = 20_000
 

@@ -6,7 +6,6 @@ each residual branch is scaled before it is added (sec. 3.3)."""
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

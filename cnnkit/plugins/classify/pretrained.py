@@ -8,8 +8,7 @@ import math
 import re
 from typing import Any
 
-from cnnkit.api import WeightsSpec
-from cnnkit.api import HALF
+from cnnkit.api import HALF, WeightsSpec
 
 TV = "https://download.pytorch.org/models/"
 TV_LICENSE = "BSD-3-Clause (torchvision); ImageNet-1k terms apply"

@@ -13,9 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from cnnkit.api import load_state_dict, load_weights_into
-from cnnkit.api import IMAGENET_MEAN, IMAGENET_STD
-from cnnkit.api import CnnkitError
+from cnnkit.api import IMAGENET_MEAN, IMAGENET_STD, CnnkitError, load_state_dict, load_weights_into
 
 BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}  # convolutions per block (configurations D, E)
 POOLING = ("avg", "max")
@@ -59,9 +57,9 @@ def resolve_weights(weights: str, arch: str = "vgg19", flag: str = "--weights") 
     _check_arch(arch)
     if weights:
         return weights
+    from cnnkit.api import fetch_weights as fetch
     from cnnkit.api import load_plugins
     from cnnkit.api import weights as published
-    from cnnkit.api import fetch_weights as fetch
 
     load_plugins()
     name = arch.upper().replace("VGG", "VGG-")

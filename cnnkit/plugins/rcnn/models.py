@@ -17,8 +17,14 @@ from torchvision.ops import roi_align
 
 from cnnkit.api import CnnkitError
 from cnnkit.plugins.rcnn.roi_heads import RoIHead, fc67, with_index
-from cnnkit.plugins.rcnn.rpn import PAPER_ANCHOR_RATIOS, PAPER_ANCHOR_SIZES, PAPER_SHORT_SIDE, RPN, \
-    default_anchor_sizes, pixel_values
+from cnnkit.plugins.rcnn.rpn import (
+    PAPER_ANCHOR_RATIOS,
+    PAPER_ANCHOR_SIZES,
+    PAPER_SHORT_SIDE,
+    RPN,
+    default_anchor_sizes,
+    pixel_values,
+)
 
 BACKBONES = {"small": 4, "resnet18": 8, "vgg16": 16, "alexnet": 16}  # name -> stride of the features the heads see
 # The papers' heads on the ImageNet networks: R-CNN warps to 224 (VGG-16) / 227 (AlexNet), pool5 is

@@ -18,10 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.api import box_iou, to_pixels
-from cnnkit.api import CnnkitError
-from cnnkit.api import MappedDataset
-from cnnkit.api import DetectionTask, DetectionTransform, Prediction
+from cnnkit.api import CnnkitError, DetectionTask, DetectionTransform, MappedDataset, Prediction, box_iou, to_pixels
 from cnnkit.plugins.rcnn.matching import UNIT_CODER, Labeller, Sampler
 from cnnkit.plugins.rcnn.roi_heads import postprocess, with_index
 from cnnkit.plugins.rcnn.selective_search import MODES, selective_search

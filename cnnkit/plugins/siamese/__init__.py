@@ -4,8 +4,7 @@ Embedders trained with triplet, contrastive or learned-similarity losses; ``cnnk
 ``cnnkit verify`` and ``cnnkit gallery`` over a SQLite gallery of face embeddings.
 """
 
-from cnnkit.api import DatasetSpec, LossSpec, ModelSpec, hookimpl
-from cnnkit.api import is_pairs_file
+from cnnkit.api import DatasetSpec, LossSpec, ModelSpec, hookimpl, is_pairs_file
 
 BACKBONE = "cnnkit.plugins.siamese.models:siamese_backbone"
 LOSSES = "cnnkit.plugins.siamese.losses"

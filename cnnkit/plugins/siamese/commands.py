@@ -185,8 +185,7 @@ def gallery_export(
     """Export the model fingerprint, the people and their embeddings."""
     import numpy as np
 
-    from cnnkit.api import atomic_path
-    from cnnkit.api import writable_file
+    from cnnkit.api import atomic_path, writable_file
     from cnnkit.plugins.siamese.backends import open_gallery
 
     if out is not None:

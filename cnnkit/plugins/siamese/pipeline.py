@@ -11,14 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.api import read_image
-from cnnkit.api import state_fingerprint
-from cnnkit.api import resolve_device
-from cnnkit.api import load_for_eval
-from cnnkit.api import CnnkitError
-from cnnkit.plugins.siamese.faces import Face, face_chips
+from cnnkit.api import CnnkitError, Scorer, load_for_eval, read_image, resolve_device, state_fingerprint
 from cnnkit.plugins.siamese.backends import ModelInfo
-from cnnkit.api import Scorer
+from cnnkit.plugins.siamese.faces import Face, face_chips
 
 
 @dataclass

@@ -20,8 +20,19 @@ from torch import nn
 
 from cnnkit.api import CnnkitError
 from cnnkit.plugins.yolo import layers as L
-from cnnkit.plugins.yolo.cfgfile import (HEADS, MAX_CHANNELS, MAX_SIDE, Section, get_anchors, get_float, get_int,
-                                         get_ints, head_settings, net_size, parse_cfg)
+from cnnkit.plugins.yolo.cfgfile import (
+    HEADS,
+    MAX_CHANNELS,
+    MAX_SIDE,
+    Section,
+    get_anchors,
+    get_float,
+    get_int,
+    get_ints,
+    head_settings,
+    net_size,
+    parse_cfg,
+)
 from cnnkit.plugins.yolo.cfgfile import where as section_at
 
 CFG_DIR = Path(__file__).resolve().parent / "cfg"

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import math
-
 from dataclasses import replace
 from typing import Any
 
@@ -18,11 +17,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cnnkit.api import DetectionSample
-from cnnkit.api import DetectionTransform
-from cnnkit.api import CnnkitError, checked_number
-from cnnkit.api import MappedDataset
-from cnnkit.api import paths_of, source_of
+from cnnkit.api import (
+    CnnkitError,
+    DetectionSample,
+    DetectionTransform,
+    MappedDataset,
+    checked_number,
+    paths_of,
+    source_of,
+)
 
 
 def tree_nodes(classes: list[str], tree: Any, where: str) -> np.ndarray:

@@ -14,9 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.api import box_convert, wh_iou
-from cnnkit.api import unwrap
-from cnnkit.api import CnnkitError, checked_number
+from cnnkit.api import CnnkitError, box_convert, checked_number, unwrap, wh_iou
 
 Targets = Sequence[dict[str, torch.Tensor]]
 

@@ -9,18 +9,24 @@ classification set into the training batches (joint training, :mod:`cnnkit.plugi
 from __future__ import annotations
 
 import math
-import re
 import random
+import re
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.api import batched_nms, box_convert, clip_boxes
-from cnnkit.api import unwrap
-from cnnkit.api import CnnkitError, checked_number
-from cnnkit.api import DetectionTask, Prediction
+from cnnkit.api import (
+    CnnkitError,
+    DetectionTask,
+    Prediction,
+    batched_nms,
+    box_convert,
+    checked_number,
+    clip_boxes,
+    unwrap,
+)
 from cnnkit.plugins.yolo.losses import decode_anchor_boxes, decode_v1_boxes, grid_view
 
 MAX_DETECTIONS = 100
@@ -180,9 +186,9 @@ class YoloTask(DetectionTask):
         COCO-trained head is skipped when fine-tuning on other classes."""
         if not re.search(r"\.weights$|\.conv\.\d+$", str(path)):  # yolov3.weights, darknet53.conv.74
             return super().load_weights(model, path)
-        from cnnkit.api import load_weights_into
         from pathlib import Path
 
+        from cnnkit.api import load_weights_into
         from cnnkit.plugins.yolo.weights import load_darknet_weights, weight_layers
 
         anchors = self.state.get("anchors")
