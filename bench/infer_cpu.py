@@ -166,7 +166,8 @@ def extra_case(name: str, ckpt: str | Path, size: int, threads: list[int], round
         theirs = {"opencv": opencv_path(cv2.dnn.readNetFromONNX(str(onnx)))}
     except cv2.error as exc:  # the stylizer's instance norm over free H and W: OpenCV cannot read it
         theirs = {}
-        print(json.dumps({"model": name, "opencv": "cannot read the .onnx: " + str(exc).strip().splitlines()[-2][:160]}))
+        print(json.dumps({"model": name,
+                          "opencv": "cannot read the .onnx: " + str(exc).strip().splitlines()[-2][:160]}))
     for t in threads:
         print(json.dumps(case(name, t, lambda: {**torch_paths(ckpt), "onnxruntime": onnx_path(onnx), **theirs},
                               x, rounds)), flush=True)

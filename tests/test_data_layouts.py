@@ -105,7 +105,8 @@ def voc(root: Path, splits: dict[str, int], difficult: int = 1) -> Path:
         for _ in range(count):
             image_id = f"2007_{n:06d}"
             _image(root / "JPEGImages" / f"{image_id}.jpg", seed=n)
-            (root / "Annotations" / f"{image_id}.xml").write_text(VOC_XML.format(id=image_id, xmax=14, difficult=difficult))
+            (root / "Annotations" / f"{image_id}.xml").write_text(VOC_XML.format(id=image_id, xmax=14,
+                                                                                 difficult=difficult))
             ids.append(image_id)
             n += 1
         (main / f"{split}.txt").write_text("\n".join(ids) + "\n")

@@ -44,7 +44,8 @@ def test_yolo_scan_counts_skips_clips_and_drops(tmp_path):
     warnings = rep.warnings()
     assert warnings[0].endswith("1 image(s) skipped: 2.jpg: not a readable image (UnidentifiedImageError)")
     assert f"1 box(es) outside the image clipped to it: {label}:2" in warnings[1]
-    assert f"2 box(es) of zero or negative size (or wholly outside the image) dropped: {label}:3; {label}:4" in warnings[2]
+    assert (f"2 box(es) of zero or negative size (or wholly outside the image) dropped: {label}:3; {label}:4"
+            in warnings[2])
 
 
 def test_scan_is_cached_beside_the_labels_and_redone_when_a_label_changes(tmp_path):
@@ -149,7 +150,8 @@ def test_cli_data_check_prints_the_report(cli, tmp_path):
     (root / "train" / "labels" / "0.txt").write_text("x 0.5 0.5 0.2 0.2\n")
     r = cli("data", "check", "--data", root)
     assert r.code == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines() == [f"error: {root / 'train' / 'labels' / '0.txt'}:1: class 'x' is not a class number"]
+    assert r.stderr.strip().splitlines() == [
+        f"error: {root / 'train' / 'labels' / '0.txt'}:1: class 'x' is not a class number"]
 
 
 def _png_header(width: int, height: int) -> bytes:

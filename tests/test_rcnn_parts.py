@@ -158,8 +158,8 @@ def test_ridge_at_the_papers_lambda_is_the_closed_form():
 def test_postprocess_keeps_per_class_boxes_after_nms():
     boxes = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 10, 10]], [[1.0, 1, 11, 11], [30, 30, 40, 40]]])
     scores = torch.tensor([[0.9, 0.8], [0.7, 0.05]])
-    _, s, l = postprocess(boxes, scores, 64, conf=0.1, iou=0.3)
-    assert l.tolist() == [0, 1] and torch.allclose(s, torch.tensor([0.9, 0.8]))
+    _, kept_scores, labels = postprocess(boxes, scores, 64, conf=0.1, iou=0.3)
+    assert labels.tolist() == [0, 1] and torch.allclose(kept_scores, torch.tensor([0.9, 0.8]))
 
 
 @pytest.mark.parametrize("size", [64, 96])

@@ -58,7 +58,8 @@ def _entry(name: str) -> Any:
 
 
 @app.command("pull")
-def pull_cmd(names: list[str] = typer.Argument(..., help="Registered weights names (see `cnnkit weights list`).")) -> None:
+def pull_cmd(names: list[str] = typer.Argument(..., help="Registered weights names (see `cnnkit weights list`).")
+             ) -> None:
     """Download these files into the cache now (e.g. before going offline)."""
     from cnnkit.core.weights.fetch import fetch
 
@@ -93,7 +94,8 @@ def verify_cmd() -> None:
         seen += 1
         problem = check(entry, sha256_of(path), path.stat().st_size) or (
             "" if hashed(entry) else parse_problem(entry, path))
-        print(f"{name}: {'FAILED: ' + problem if problem else 'ok' if hashed(entry) else 'ok (no published hash; parses completely)'}")
+        verdict = "ok" if hashed(entry) else "ok (no published hash; parses completely)"
+        print(f"{name}: {'FAILED: ' + problem if problem else verdict}")
         if problem:
             bad.append(f"{path} ({problem})")
     if bad:

@@ -172,7 +172,8 @@ def yolo_dataset(source: str | Path, split: str = "train") -> DetectionFiles:
         elif path.is_file() and is_image(path):
             images.append(str(path))
         else:
-            raise CnnkitError(f"{cfg_path}: {split} entry {entry!r} ({path}) is not a folder of images or an image list")
+            raise CnnkitError(f"{cfg_path}: {split} entry {entry!r} ({path}) "
+                              "is not a folder of images or an image list")
     first = _entry(root, entries[0])
     labels = [label_path(p) for p in images]
     anchor = Path(label_path(str(first / "x"))).parent if first.is_dir() else first

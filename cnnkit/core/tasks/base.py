@@ -140,7 +140,8 @@ class Task:
         if unknown:
             known = ", ".join(f"--{k.replace('_', '-')}" for k in self.options) or "none"
             raise CnnkitError(f"{spec.name}: unknown option(s) "
-                              f"{', '.join('--' + k.replace('_', '-') for k in sorted(unknown))} (this model takes: {known})")
+                              f"{', '.join('--' + k.replace('_', '-') for k in sorted(unknown))} "
+                              f"(this model takes: {known})")
         self._criterion: Any = None
 
     def default_loss(self) -> str:

@@ -55,7 +55,8 @@ class ClassificationLoss(nn.Module):
         super().__init__()
         self.label_smoothing, self.aux_weight = label_smoothing, aux_weight
 
-    def forward(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: torch.Tensor | tuple[torch.Tensor, ...],
+                targets: torch.Tensor) -> dict[str, torch.Tensor]:
         main, *aux = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
         losses = {"cls": F.cross_entropy(main, targets, label_smoothing=self.label_smoothing)}
         if aux:

@@ -53,7 +53,8 @@ class DetectionTransform:
             "ignore_boxes": boxes[~obj], "ignore_labels": labels[~obj], "ignore_crowd": kind[~obj] == 2}
 
 
-def collate_detections(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+def collate_detections(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]
+                       ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     images, targets = zip(*batch)
     return torch.stack(images), list(targets)
 
@@ -148,7 +149,8 @@ class DetectionTask(Task):
                     self.predict_batch(model, images.to(device), self.eval_conf, self.eval_iou), targets):
                 out.append(Detections(boxes.float().cpu().numpy(), scores.float().cpu().numpy(),
                                       labels.cpu().numpy(), t["boxes"].numpy(), t["labels"].numpy(),
-                                      *(t[k].numpy() for k in ("ignore_boxes", "ignore_labels", "ignore_crowd") if k in t)))
+                                      *(t[k].numpy() for k in ("ignore_boxes", "ignore_labels", "ignore_crowd")
+                                        if k in t)))
         return out
 
     @torch.no_grad()

@@ -106,7 +106,8 @@ class VGGFeatures(nn.Module):
         self.arch, self.pooling = arch, "max"
         self._set_pooling(pooling)
         self.at = {index[n]: n for n in layers}
-        self.min_size = 2 ** sum(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in self.body)  # smallest side that fits
+        # the smallest side that fits
+        self.min_size = 2 ** sum(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in self.body)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.requires_grad_(False)

@@ -143,7 +143,8 @@ def gallery_list(
     console = Console(soft_wrap=True)
     console.print(table)
     if model:
-        console.print(Text(f"model {model.model} (fingerprint {model.fingerprint[:12]}) from {shown(model.checkpoint)}"))
+        console.print(Text(f"model {model.model} (fingerprint {model.fingerprint[:12]}) "
+                           f"from {shown(model.checkpoint)}"))
 
 
 @gallery_app.command("index")
