@@ -203,7 +203,8 @@ def recall(db: Path, n: int, count: int = 1000) -> dict:
         approx = [graph.nearest(vectors, v, Scorer("l2")) for v in q]
         hnsw_ms = (time.perf_counter() - start) * 1000 / count
     same = np.mean([a[0] == e[0] or abs(a[1] - e[1]) < 1e-6 for a, e in zip(approx, exact)])
-    return {"recall_at_1": round(float(same), 4), "exact_query_ms": round(exact_ms, 2), "hnsw_query_ms": round(hnsw_ms, 2)}
+    return {"recall_at_1": round(float(same), 4), "exact_query_ms": round(exact_ms, 2),
+            "hnsw_query_ms": round(hnsw_ms, 2)}
 
 
 def check_cost(db: Path, n: int, repeat: int = 5) -> dict:
@@ -221,7 +222,8 @@ def check_cost(db: Path, n: int, repeat: int = 5) -> dict:
         start = time.perf_counter()
         mapped.nearest(v, Scorer("l2"))
         queries.append(time.perf_counter() - start)
-    return {"check_ms": round(1000 * float(np.median(checks)), 1), "query_ms": round(1000 * float(np.median(queries)), 1)}
+    return {"check_ms": round(1000 * float(np.median(checks)), 1),
+            "query_ms": round(1000 * float(np.median(queries)), 1)}
 
 
 def faiss_hnsw(db: Path, n: int, count: int = 1000) -> dict:

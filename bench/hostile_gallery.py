@@ -187,8 +187,8 @@ def run_cases(work: Path, faces: Path, milvus: str, undo: list[list[str]]) -> No
         for extra in ((), ("--claim", "obama")):
             db = fresh()
             alter_rows(db, how)
-            cnnkit("19", f"verify --json, {how} rows {' '.join(extra)}", "verify", probe, "--json", *extra, "--gallery", db,
-                   cwd=db.parent)
+            cnnkit("19", f"verify --json, {how} rows {' '.join(extra)}", "verify", probe, "--json", *extra,
+                   "--gallery", db, cwd=db.parent)
 
     # row 7: a video where no frame matches
     import cv2
@@ -248,7 +248,8 @@ def run_cases(work: Path, faces: Path, milvus: str, undo: list[list[str]]) -> No
     cnnkit("21", "gallery list with markup and escapes", "gallery", "list", "--gallery", db, cwd=work)
     for name in ("evil\x1b[2J", "bell\x07", "rtl\u202eevil", "two\nlines", "tab\there"):
         cnnkit("21", f"enroll {name!r}", "enroll", name, photo, "--no-detect", "--gallery", db, cwd=work)
-    cnnkit("21", "remove the escaped legacy name", "gallery", "remove", "biden\x1b[2J\x1b[31m", "--gallery", db, cwd=work)
+    cnnkit("21", "remove the escaped legacy name", "gallery", "remove", "biden\x1b[2J\x1b[31m", "--gallery", db,
+           cwd=work)
     cnnkit("21", "verify --claim [/]", "verify", photo, "--no-detect", "--claim", "[/]", "--gallery", db, cwd=work)
 
     # row 22: names and URLs on Milvus (and the same limits on SQLite)
@@ -266,8 +267,8 @@ def run_cases(work: Path, faces: Path, milvus: str, undo: list[list[str]]) -> No
     (row,) = client.query(coll, filter='name == "ada"', output_fields=["fingerprint", "vector"])
     client.insert(coll, [{"name": "old\nline", "fingerprint": row["fingerprint"], "source": "x", "created": 0.0,
                           "vector": row["vector"]}])
-    cnnkit("22", "milvus verify --claim 'old\\nline'", "verify", photo, "--no-detect", "--claim", "old\nline", "--gallery", uri,
-           cwd=work)
+    cnnkit("22", "milvus verify --claim 'old\\nline'", "verify", photo, "--no-detect", "--claim", "old\nline",
+           "--gallery", uri, cwd=work)
     cnnkit("22", "milvus remove 'old\\nline'", "gallery", "remove", "old\nline", "--gallery", uri, cwd=work)
     cnnkit("22", "milvus remove injection", "gallery", "remove", 'x" or name != "', "--gallery", uri, cwd=work)
     for bad in (f"{milvus}/{'c' * 250}", f"{milvus}/{'c' * 300}", "milvus://127.0.0.1:99999/faces",

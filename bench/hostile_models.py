@@ -75,9 +75,9 @@ def run(case: Case, cwd: Path) -> Outcome:
 # ------------------------------------------------------------------------------------------ models
 def make_models(folder: Path) -> None:
     """Tiny models of each task (seeded random weights), their exports, hostile weights files."""
-    from cnnkit.model import export
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models
+    from cnnkit.model import export
     from cnnkit.plugins.yolo.weights import save_darknet_weights
     from tests.test_export import photos, untrained
 
@@ -204,8 +204,10 @@ def cases(folder: Path) -> list[Case]:
         Case(1, "classify r34-56.onnx (56 px, any batch): sums to 1",
              ["classify", "r34-56.onnx", *imgs, "--json", "--top", "2"], 0,
              lambda o: all(abs(sum(t["prob"] for t in r["top"]) - 1) < 1e-5 for r in json.loads(o.stdout))),
-        Case(2, "classify resnet18 --weights resnet50.pth", ["classify", "resnet18", "p0.png", "--weights", "resnet50.pth"]),
-        Case(2, "classify resnet34 --weights resnet50.pth", ["classify", "resnet34", "p0.png", "--weights", "resnet50.pth"]),
+        Case(2, "classify resnet18 --weights resnet50.pth",
+             ["classify", "resnet18", "p0.png", "--weights", "resnet50.pth"]),
+        Case(2, "classify resnet34 --weights resnet50.pth",
+             ["classify", "resnet34", "p0.png", "--weights", "resnet50.pth"]),
         Case(2, "eval densenet121 --weights resnet50.pth", ["eval", "densenet121", "--weights", "resnet50.pth"]),
         Case(2, "detect yolov3-tiny --weights tiny_plus.pth", ["detect", "yolov3-tiny", "p0.png", "--weights",
                                                                "tiny_plus.pth", "--no-save"]),
@@ -260,7 +262,8 @@ def cases(folder: Path) -> list[Case]:
              lambda o: json.loads(o.stdout)["output"] == "y1.onnx"),
         Case(17, "export --format onnx -o x.torchscript", ["export", "dk.pt", "-o", "x.torchscript"]),
         Case(17, "export -o cls.txt", ["export", "dk.pt", "-o", "cls.txt"]),
-        Case(17, "export --format torchscript -o x.onnx", ["export", "sty.pt", "--format", "torchscript", "-o", "x.onnx"]),
+        Case(17, "export --format torchscript -o x.onnx",
+             ["export", "sty.pt", "--format", "torchscript", "-o", "x.onnx"]),
         Case(17, "export -o x.pt", ["export", "emb.pt", "-o", "x.pt"]),
         Case(17, "export -o UPPER.ONNX (accepted)", ["export", "emb.pt", "-o", "UPPER.ONNX"], 0),
         Case(29, "classify --top 0", ["classify", "resnet18", "p0.png", "--top", "0"]),

@@ -37,8 +37,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cnnkit.plugins.yolo.synthetic import TREE
-from tests.faults import FileServer, MlflowServer, Silent
+# after sys.path.insert: run as `python bench/hostile_runs.py`, this checkout's cnnkit and tests import through it
+from cnnkit.plugins.yolo.synthetic import TREE  # noqa: E402
+from tests.faults import FileServer, MlflowServer, Silent  # noqa: E402
 
 TRAIN = ["train", "resnet18", "--data", "synthetic:textures?n=8&size=32", "--img-size", "32", "--batch-size", "4",
          "--workers", "0"]
@@ -181,7 +182,8 @@ def row8(tmp: Path) -> list[Case]:
 
 def row9(tmp: Path) -> list[Case]:
     uris = ("http://127.0.0.1:1", "https://127.0.0.1:1", "http://localhost:1", "http://no-such-host.invalid")
-    return [*(Case(9, f"train, nothing at {uri}", [*TRAIN, "--epochs", "1", "--tracking-uri", uri], marker="data: train")
+    return [*(Case(9, f"train, nothing at {uri}", [*TRAIN, "--epochs", "1", "--tracking-uri", uri],
+                   marker="data: train")
               for uri in uris),
             Case(9, "runs, nothing at http://127.0.0.1:1", ["runs", "--tracking-uri", "http://127.0.0.1:1"])]
 
@@ -233,7 +235,8 @@ def row24(tmp: Path) -> list[Case]:
     fast = ["train", "fast-style", "--epochs", "1", "--img-size", "32", "--no-track"]
     return [Case(24, "train fast-style offline", fast, env=offline),
             Case(24, "train fast-style --vgg vgg19 offline", [*fast, "--vgg", "vgg19"], env=offline),
-            Case(24, "train fast-style --vgg-weights missing.pth", [*fast, "--vgg-weights", "missing.pth"], env=offline)]
+            Case(24, "train fast-style --vgg-weights missing.pth", [*fast, "--vgg-weights", "missing.pth"],
+                 env=offline)]
 
 
 def row27(tmp: Path) -> list[Case]:
@@ -353,7 +356,8 @@ def main() -> None:
     if args.json:
         print(json.dumps({"results": results, **summary}, indent=2))
     else:
-        print(f"{summary['cases']} cases, {summary['tracebacks']} tracebacks, {summary['unexpected']} unexpected exit codes")
+        print(f"{summary['cases']} cases, {summary['tracebacks']} tracebacks, "
+              f"{summary['unexpected']} unexpected exit codes")
 
 
 if __name__ == "__main__":

@@ -40,15 +40,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cnnkit.core.weights.checkpoint import save_checkpoint
 from cnnkit.core.base.config import TrainConfig
-from cnnkit.core.load.source import load_for_eval
-from cnnkit.core.tasks.base import make_task
-from cnnkit.model import export
-from cnnkit.core.deploy.onnxrun import open_session
-from cnnkit.core.load.inference import for_inference
 from cnnkit.core.base.plugins import load_plugins
 from cnnkit.core.base.registry import models
+from cnnkit.core.deploy.onnxrun import open_session
+from cnnkit.core.load.inference import for_inference
+from cnnkit.core.load.source import load_for_eval
+from cnnkit.core.tasks.base import make_task
+from cnnkit.core.weights.checkpoint import save_checkpoint
+from cnnkit.model import export
 
 
 def darknet_files(name: str, size: int, folder: Path) -> tuple[Path, Path, Path]:
@@ -166,7 +166,8 @@ def extra_case(name: str, ckpt: str | Path, size: int, threads: list[int], round
         theirs = {"opencv": opencv_path(cv2.dnn.readNetFromONNX(str(onnx)))}
     except cv2.error as exc:  # the stylizer's instance norm over free H and W: OpenCV cannot read it
         theirs = {}
-        print(json.dumps({"model": name, "opencv": "cannot read the .onnx: " + str(exc).strip().splitlines()[-2][:160]}))
+        print(json.dumps({"model": name,
+                          "opencv": "cannot read the .onnx: " + str(exc).strip().splitlines()[-2][:160]}))
     for t in threads:
         print(json.dumps(case(name, t, lambda: {**torch_paths(ckpt), "onnxruntime": onnx_path(onnx), **theirs},
                               x, rounds)), flush=True)

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from cnnkit.core.data.images import read_image
-from cnnkit.plugins.nst.models import TransformerNet
 from cnnkit.core.data.pixels import to_tensor
+from cnnkit.plugins.nst.models import TransformerNet
 from cnnkit.plugins.nst.stylize import STYLE_LAYERS, StyleConfig, _Stage, style_transfer
 from cnnkit.plugins.nst.vgg import VGGFeatures
 

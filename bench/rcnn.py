@@ -38,8 +38,8 @@ def bench_detector(name: str, size: int, images: int, threads: int, proposals: i
 
     from cnnkit.core.base import plugins
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.registry import models
+    from cnnkit.core.tasks.base import make_task
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -111,7 +111,8 @@ def main() -> None:
         print(f"{name:36s} {r['batch_size']:5d} {r['train_img_per_s']:12.2f} {r['infer_img_per_s']:12.2f} "
               f"{r['peak_rss_mb']:12.0f}")
     if "rcnn" in rows and "fast-rcnn" in rows:
-        print(f"\nfast-rcnn / rcnn inference speed: {rows['fast-rcnn']['infer_img_per_s'] / rows['rcnn']['infer_img_per_s']:.1f}x "
+        print("\nfast-rcnn / rcnn inference speed: "
+              f"{rows['fast-rcnn']['infer_img_per_s'] / rows['rcnn']['infer_img_per_s']:.1f}x "
               f"on the same proposals ({rows['rcnn']['proposals_per_image']:.0f} an image, at most {args.proposals})")
     if "faster-rcnn" in rows and "fast-rcnn" in rows and "rcnn" in rows:
         ss_s = 1 / bench_selective_search(args.size, 5)["images_per_s"]

@@ -47,9 +47,9 @@ def timed(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
 
 
 def random_checkpoint(folder: Path, img_size: int) -> Path:
-    from cnnkit.core.weights.checkpoint import save_checkpoint
     from cnnkit.core.base.config import TrainConfig
     from cnnkit.core.base.registry import models
+    from cnnkit.core.weights.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = models.get("siamese-small").create()
@@ -72,8 +72,8 @@ def main() -> None:
 
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models
-    from cnnkit.plugins.siamese.pipeline import Embedder, decide
     from cnnkit.core.metrics.distances import Scorer
+    from cnnkit.plugins.siamese.pipeline import Embedder, decide
 
     load_plugins()
     img_size = args.img_size or models.get("siamese-small").recipe["img_size"]
@@ -102,23 +102,28 @@ def main() -> None:
     if image is None:
         from cnnkit.core.data.images import write_image
 
-        image = write_image(Path(tempfile.mkdtemp()) / "crop.png", rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+        image = write_image(Path(tempfile.mkdtemp()) / "crop.png",
+                            rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
 
     def verify() -> object:
         crops = embedder.crops(image, detect=detect)
-        return decide(embedder.scorer, embedder.embed([crops[0][0]])[0], names, gallery, 1.0)
+        distances = embedder.scorer.search(embedder.embed([crops[0][0]])[0], gallery)
+        best = int(np.argmin(distances))
+        return decide(names[best], float(distances[best]), 1.0)
 
     latency = timed(verify, repeat=5)
     crop_only = timed(lambda: embedder.crops(image, detect=detect), repeat=5)
-    print(f"verify latency, in-process ({'face detection on ' + args.image.name if detect else 'pre-cropped, no detection'}, "
-          f"gallery of 1k): {latency * 1e3:.1f} ms, of which reading + detecting + cropping {crop_only * 1e3:.1f} ms")
+    how = "face detection on " + args.image.name if detect else "pre-cropped, no detection"
+    print(f"verify latency, in-process ({how}, gallery of 1k): {latency * 1e3:.1f} ms, "
+          f"of which reading + detecting + cropping {crop_only * 1e3:.1f} ms")
 
     scorer = Scorer("l2")
     for n in (1_000, 100_000, 1_000_000):
         matrix = rng.standard_normal((n, embedder.info.dim), dtype=np.float32)
         matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
         query = matrix[n // 2] + 0.01 * rng.standard_normal(embedder.info.dim, dtype=np.float32)
-        seconds = timed(lambda: int(np.argmin(scorer.search(query, matrix))), repeat=5 if n < 1_000_000 else 3)
+        seconds = timed(lambda q=query, m=matrix: int(np.argmin(scorer.search(q, m))),
+                        repeat=5 if n < 1_000_000 else 3)
         assert int(np.argmin(scorer.search(query, matrix))) == n // 2
         print(f"1:N search, {n:>9,} embeddings ({matrix.nbytes / 2**20:6.1f} MiB): {seconds * 1e3:9.3f} ms "
               f"({seconds / n * 1e9:.2f} ns an embedding)")

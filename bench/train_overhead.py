@@ -41,9 +41,9 @@ def write_data(out: str, n: int, size: int) -> Path:
 def make_trainer(args: argparse.Namespace, out: str):
     """The engine's Trainer for these settings, through the same config layers as `cnnkit train`."""
     from cnnkit.core.base.config import TrainConfig, resolve_config
-    from cnnkit.core.train.trainer import Trainer
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models
+    from cnnkit.core.train.trainer import Trainer
 
     load_plugins()
     spec = models.get(args.model)
@@ -87,8 +87,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from cnnkit.core.base import device as devices
-    from cnnkit.core.train.callbacks import Run
     from cnnkit.core.tasks.base import to_device
+    from cnnkit.core.train.callbacks import Run
 
     with tempfile.TemporaryDirectory() as out:
         trainer = make_trainer(args, out)

@@ -112,7 +112,8 @@ def main() -> None:
                           "dlib_distance": float(dlib_out.split()[-1]) if dlib_out else None}))
         ours, _ = wall([py, "-m", "cnnkit", "verify", *probes, "--gallery", gallery, "--json"], 1)
         theirs, _ = wall([py, "-c", DLIB, known, *probes], 1) if args.dlib_folder else (float("nan"), "")
-        print(json.dumps({"folder": f"{len(probes)} photos", "cnnkit_verify_s": round(ours, 2), "dlib_s": round(theirs, 2)}))
+        print(json.dumps({"folder": f"{len(probes)} photos", "cnnkit_verify_s": round(ours, 2),
+                          "dlib_s": round(theirs, 2)}))
         _, stages = wall([py, "-c", STAGES, gallery, args.photo], 1)
         print("cnnkit stages (s):", stages.strip())
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())

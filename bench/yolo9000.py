@@ -70,8 +70,9 @@ def run(out: Path, name: str, size: int, epochs: int, joint: bool, n_det: int, n
         raise SystemExit(r.stderr)
     metrics = json.loads(r.stdout)
     fine, named = _named(best, out, size)
-    return {"run": name, "train_wall_s": round(train_s, 1), "train_cpu_s": round(train_cpu, 1), "epochs": epochs, "fine_map50": round(metrics["map50"], 4),
-            "fine_map": round(metrics["map"], 4), "detections": named, "fine_share": round(fine / max(named, 1), 3)}
+    return {"run": name, "train_wall_s": round(train_s, 1), "train_cpu_s": round(train_cpu, 1), "epochs": epochs,
+            "fine_map50": round(metrics["map50"], 4), "fine_map": round(metrics["map"], 4), "detections": named,
+            "fine_share": round(fine / max(named, 1), 3)}
 
 
 def _named(best: Path, out: Path, size: int) -> tuple[int, int]:

@@ -47,7 +47,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import shlex
 import subprocess
 import sys

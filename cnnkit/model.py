@@ -367,7 +367,8 @@ def export(source: str | Path, format: str = "onnx", *, out: str | Path | None =
     checked against torch with onnxruntime; returns the report (``output`` path, input shape,
     largest difference from torch): what ``cnnkit export --json`` prints. Everything asked for
     (format, opset, size, the output's name and place) is checked before the model loads."""
-    from cnnkit.core.deploy.export import checked_target, export as write
+    from cnnkit.core.deploy.export import checked_target
+    from cnnkit.core.deploy.export import export as write
     from cnnkit.core.load.source import load_for_eval
 
     target = checked_target(source, format, img_size, opset, out)

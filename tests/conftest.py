@@ -119,8 +119,7 @@ def assert_detect_maps_back(detections: list[dict], checkpoint: str, image: np.n
     (a missing pad or scale, or a wrong clip, moves them by pixels)."""
     import torch
 
-    from cnnkit.core.data.pixels import letterbox
-    from cnnkit.core.data.pixels import to_tensor
+    from cnnkit.core.data.pixels import letterbox, to_tensor
     from cnnkit.core.load.source import load_for_eval
 
     task, model, _ = load_for_eval(checkpoint)

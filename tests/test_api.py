@@ -24,8 +24,6 @@ from cnnkit.core.weights.checkpoint import save_checkpoint
 from tests.conftest import ROOT
 
 
-
-
 def untrained(name: str, path: Path, img_size: int, classes: list[str] | None = None, seed: int = 0) -> Path:
     """A checkpoint of ``name`` as built (seeded random weights)."""
     import torch

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from cnnkit.core.models.backbone import Backbone, build_backbone
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.base.plugins import load_plugins
 from cnnkit.core.base.registry import models
+from cnnkit.core.models.backbone import Backbone, build_backbone
 
 
 @pytest.fixture(autouse=True)

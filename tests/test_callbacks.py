@@ -1,9 +1,9 @@
 """The training loop's events reach callbacks; MLflow is one of them."""
 
-from cnnkit.core.train.callbacks import Callback
 from cnnkit.core.base.config import TrainConfig
-from cnnkit.core.train.trainer import Trainer
 from cnnkit.core.base.plugins import load_plugins
+from cnnkit.core.train.callbacks import Callback
+from cnnkit.core.train.trainer import Trainer
 
 
 class Recorder(Callback):

@@ -48,9 +48,9 @@ def test_classifier_fits_one_batch_above_chance(model):
     import torch
 
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models
+    from cnnkit.core.tasks.base import make_task
     from tests.conftest import optimise
 
     load_plugins()
@@ -83,9 +83,9 @@ def test_classifiers_without_batch_norm_fit_a_batch_above_the_untrained_figure(m
     import torch
 
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models
+    from cnnkit.core.tasks.base import make_task
 
     load_plugins()
     torch.manual_seed(0)
@@ -150,11 +150,11 @@ def test_predict_uses_the_checkpoints_own_input_transform():
     import torch
 
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.data.transforms import classification_pipeline
-    from cnnkit.core.data.pixels import to_tensor
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models
+    from cnnkit.core.data.pixels import to_tensor
+    from cnnkit.core.data.transforms import classification_pipeline
+    from cnnkit.core.tasks.base import make_task
 
     load_plugins()
     config = TrainConfig(model="resnet18", img_size=32, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from cnnkit.core.models.conv import HORIZONTAL_EDGE, VERTICAL_EDGE, convolve, output_size, pool
 from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.models.conv import HORIZONTAL_EDGE, VERTICAL_EDGE, convolve, output_size, pool
 
 IMAGE_6X6 = np.array([[3, 0, 1, 2, 7, 4],
                       [1, 5, 8, 9, 3, 1],

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import one_clear_line
 
 NET = "[net]\nwidth=64\nheight=64\nchannels=3\n"

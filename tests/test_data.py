@@ -1,16 +1,16 @@
 """Data adapters: one small detection set written in three layouts reads back the same."""
 
 import numpy as np
-import torch
 import pytest
+import torch
 from PIL import Image
 
 from cnnkit.core.base import plugins
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data import find_dataset, open_dataset
 from cnnkit.core.data.detection import write_coco, write_voc, write_yolo
 from cnnkit.core.data.images import read_image, write_image
 from cnnkit.core.data.synthetic import Glyphs, Shapes, Textures
-from cnnkit.core.base.errors import CnnkitError
 from tests.conftest import write_image_folder
 
 
@@ -141,8 +141,8 @@ class _InputRecorder(torch.nn.Module):
 @pytest.mark.parametrize("shape", [(80, 96), (30, 41)])  # shrunk and enlarged, both not square
 def test_detect_sees_exactly_the_tensor_evaluation_sees(shape):
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.data.detection import DetectionSample
     from cnnkit.core.base.registry import models
+    from cnnkit.core.data.detection import DetectionSample
     from cnnkit.core.tasks.detect import DetectionTask, DetectionTransform
 
     plugins.load_plugins()

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from cnnkit.core.base import plugins
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data import find_dataset, open_dataset
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.splits import split_summary
-from cnnkit.core.base.errors import CnnkitError
 from tests.conftest import write_image_folder
 
 CLASSES = ["cat", "dog"]
@@ -105,7 +105,8 @@ def voc(root: Path, splits: dict[str, int], difficult: int = 1) -> Path:
         for _ in range(count):
             image_id = f"2007_{n:06d}"
             _image(root / "JPEGImages" / f"{image_id}.jpg", seed=n)
-            (root / "Annotations" / f"{image_id}.xml").write_text(VOC_XML.format(id=image_id, xmax=14, difficult=difficult))
+            (root / "Annotations" / f"{image_id}.xml").write_text(VOC_XML.format(id=image_id, xmax=14,
+                                                                                 difficult=difficult))
             ids.append(image_id)
             n += 1
         (main / f"{split}.txt").write_text("\n".join(ids) + "\n")

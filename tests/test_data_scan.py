@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from cnnkit.core.base import plugins
-from cnnkit.core.data import open_dataset
 from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.data import open_dataset
 from tests.test_data_layouts import _image, coco_json, roboflow_yolo, voc
 
 
@@ -44,7 +44,8 @@ def test_yolo_scan_counts_skips_clips_and_drops(tmp_path):
     warnings = rep.warnings()
     assert warnings[0].endswith("1 image(s) skipped: 2.jpg: not a readable image (UnidentifiedImageError)")
     assert f"1 box(es) outside the image clipped to it: {label}:2" in warnings[1]
-    assert f"2 box(es) of zero or negative size (or wholly outside the image) dropped: {label}:3; {label}:4" in warnings[2]
+    assert (f"2 box(es) of zero or negative size (or wholly outside the image) dropped: {label}:3; {label}:4"
+            in warnings[2])
 
 
 def test_scan_is_cached_beside_the_labels_and_redone_when_a_label_changes(tmp_path):
@@ -112,7 +113,7 @@ def test_malformed_voc_and_yolo_fields_name_file_and_line(tmp_path):
     root = voc(tmp_path / "VOC2007", {"train": 2, "val": 1})
     xml = root / "Annotations" / "2007_000001.xml"
     xml.write_text(xml.read_text().replace("<xmin>18</xmin>", "<xmin>abc</xmin>"))
-    with pytest.raises(CnnkitError, match=rf"2007_000001\.xml:12: xmin 'abc' is not a number"):
+    with pytest.raises(CnnkitError, match=r"2007_000001\.xml:12: xmin 'abc' is not a number"):
         open_dataset(str(root), "train")
     bad = _yolo(tmp_path, ["0 0.5 0.5 0.2 0.2", "x 0.5 0.5 0.2 0.2"])
     with pytest.raises(CnnkitError, match=r"labels/0\.txt:2: class 'x' is not a class number"):
@@ -149,7 +150,8 @@ def test_cli_data_check_prints_the_report(cli, tmp_path):
     (root / "train" / "labels" / "0.txt").write_text("x 0.5 0.5 0.2 0.2\n")
     r = cli("data", "check", "--data", root)
     assert r.code == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines() == [f"error: {root / 'train' / 'labels' / '0.txt'}:1: class 'x' is not a class number"]
+    assert r.stderr.strip().splitlines() == [
+        f"error: {root / 'train' / 'labels' / '0.txt'}:1: class 'x' is not a class number"]
 
 
 def _png_header(width: int, height: int) -> bytes:

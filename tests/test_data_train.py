@@ -59,8 +59,10 @@ def test_train_prints_and_logs_its_splits_and_eval_reads_test_only_when_asked(cl
     assert r.code == 0, r.stderr
     # the test split's 12 images, no other: the same images as another source's val split score the same
     # (measured: test map50 0.0067 after this epoch, 0.0032 untrained; too close for a floor)
-    write_coco({"train": Shapes("train", n=8, size=64), "val": Shapes("test", n=12, size=64)}, single_json.parent.parent / "as_val")
-    r2 = cli("eval", "run/weights/best.pt", "--data", single_json.parent.parent / "as_val" / "instances_train.json", "--json")
+    write_coco({"train": Shapes("train", n=8, size=64), "val": Shapes("test", n=12, size=64)},
+               single_json.parent.parent / "as_val")
+    r2 = cli("eval", "run/weights/best.pt", "--data", single_json.parent.parent / "as_val" / "instances_train.json",
+             "--json")
     assert r2.code == 0, r2.stderr
     assert json.loads(r.stdout)["map50"] == json.loads(r2.stdout)["map50"] > 0
     r = cli("eval", "run/weights/best.pt", "--data", "synthetic:shapes?n=8&size=64", "--split", "nope")

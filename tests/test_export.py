@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.core.weights.checkpoint import save_checkpoint
 from cnnkit.core.base.config import TrainConfig
+from cnnkit.core.base.plugins import load_plugins
+from cnnkit.core.base.registry import models
 from cnnkit.core.data.images import write_image
 from cnnkit.core.load.source import load_for_eval
 from cnnkit.core.tasks.base import make_task
-from cnnkit.core.base.plugins import load_plugins
-from cnnkit.core.base.registry import models
+from cnnkit.core.weights.checkpoint import save_checkpoint
 from tests.conftest import one_clear_line, run_cli
 
 SHAPES = ["circle", "square", "triangle"]
@@ -70,7 +70,8 @@ def raw_predictions(ckpt: Path, onnx: Path, size: int, conf: float) -> None:
     task, model, _ = load_for_eval(ckpt)
     _, ours, _ = load_for_eval(onnx)
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(5))
-    for (b1, s1, l1), (b2, s2, l2) in zip(task.predict_batch(model, x, conf, 0.45), task.predict_batch(ours, x, conf, 0.45)):
+    for (b1, s1, l1), (b2, s2, l2) in zip(task.predict_batch(model, x, conf, 0.45),
+                                          task.predict_batch(ours, x, conf, 0.45)):
         assert len(s1) > 0 and torch.equal(l1, l2)
         assert (b1 - b2).abs().max() <= 1e-4 and (s1 - s2).abs().max() <= 1e-4 * max(1.0, float(s1.max()))
 

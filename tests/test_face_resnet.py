@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.core.data.pixels import to_tensor
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.base.plugins import load_plugins
 from cnnkit.core.base.registry import models
+from cnnkit.core.data.pixels import to_tensor
 from cnnkit.plugins.siamese.dlib_format import DatReader, read_dnn
 from cnnkit.plugins.siamese.face_resnet import RESNET_FILE, face_resnet, model_file
 
@@ -33,7 +33,8 @@ def test_reads_the_packaged_file_and_refuses_others(tmp_path):
     net = read_dnn(model_file(RESNET_FILE))
     assert net.input["size"] == (150, 150)
     assert net.types().count("con") == 29 and net.types()[-1] == "fc"
-    assert net.loss["distance_threshold"] == pytest.approx(0.6) and face_resnet().distance_threshold == pytest.approx(0.6)
+    assert net.loss["distance_threshold"] == pytest.approx(0.6)
+    assert face_resnet().distance_threshold == pytest.approx(0.6)
     bad = tmp_path / "bad.dat"
     bad.write_bytes(b"\x01\x01\x01\x05hello")
     with pytest.raises(CnnkitError, match="bad.dat: not a dlib model.*unknown loss layer 'hello'"):

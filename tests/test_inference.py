@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from cnnkit.core.load.inference import fold_batchnorm, for_inference
 from cnnkit.core.base.plugins import load_plugins
 from cnnkit.core.base.registry import models
+from cnnkit.core.load.inference import fold_batchnorm, for_inference
 
 
 def test_folded_darknet_model_gives_the_same_heads():

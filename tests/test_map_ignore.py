@@ -12,8 +12,8 @@ import pytest
 
 from cnnkit.core.base import plugins
 from cnnkit.core.data import open_dataset
-from cnnkit.core.tasks.detect import DetectionTransform
 from cnnkit.core.metrics.measures import Detections, coco_map
+from cnnkit.core.tasks.detect import DetectionTransform
 from tests.test_data_layouts import _image, coco_json, voc
 
 SIZE = 64
@@ -91,12 +91,12 @@ def test_crowd_regions_reach_the_targets_and_map_equals_cocoeval(tmp_path):
     np.testing.assert_allclose(targets[0]["ignore_boxes"].numpy(), [[30, 30, 64, 64]], atol=1e-3)
 
     dets = _detections(targets, np.random.default_rng(1))
-    images = [Detections(b, s, l, t["boxes"].numpy(), t["labels"].numpy(), t["ignore_boxes"].numpy(),
-                         t["ignore_labels"].numpy(), t["ignore_crowd"].numpy()) for (b, s, l), t in zip(dets, targets)]
+    images = [Detections(b, s, c, t["boxes"].numpy(), t["labels"].numpy(), t["ignore_boxes"].numpy(),
+                         t["ignore_labels"].numpy(), t["ignore_crowd"].numpy()) for (b, s, c), t in zip(dets, targets)]
     ids = {img["file_name"]: img["id"] for img in json.loads(annotation_file.read_text())["images"]}
     results = [{"image_id": ids[ds[i].path.rsplit("/", 1)[1]], "category_id": int(label) + 1,
                 "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "score": float(score)}
-               for i, (b, s, l) in enumerate(dets) for (x1, y1, x2, y2), score, label in zip(b, s, l)]
+               for i, (b, s, c) in enumerate(dets) for (x1, y1, x2, y2), score, label in zip(b, s, c)]
     ref_map, ref_map50 = _cocoeval(annotation_file, results)
     ours = coco_map(images, num_classes=2)
     assert 0.05 < ref_map50 < 0.95
@@ -112,7 +112,8 @@ def test_a_detection_on_a_difficult_object_is_neither_true_nor_false(tmp_path):
     difficult = np.array([[30, 30, 50, 50], [5, 40, 15, 60]], np.float32)
     dets = np.array([[30, 31, 50, 50], [2, 2, 20, 21]], np.float32)  # the difficult one scores higher
     scores, labels = np.array([0.9, 0.8], np.float32), np.array([0, 0])
-    voc_like = Detections(dets, scores, labels, gt, np.array([0]), difficult, np.array([0, 0]), np.array([False, False]))
+    voc_like = Detections(dets, scores, labels, gt, np.array([0]), difficult, np.array([0, 0]),
+                          np.array([False, False]))
     assert coco_map([voc_like], 1)["map50"] == pytest.approx(1.0)
     dropped = Detections(dets, scores, labels, gt, np.array([0]))
     assert coco_map([dropped], 1)["map50"] == pytest.approx(0.5)  # as it was when difficult objects were deleted

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnkit.core.weights.checkpoint import load_checkpoint
 from cnnkit.core.base.config import TrainConfig
-from cnnkit.core.data import find_dataset
-from cnnkit.core.data.images import read_image, write_image
 from cnnkit.core.base.plugins import load_plugins
 from cnnkit.core.base.registry import models
+from cnnkit.core.data import find_dataset
+from cnnkit.core.data.images import read_image, write_image
+from cnnkit.core.weights.checkpoint import load_checkpoint
 from cnnkit.plugins.nst.data import is_photo_folder
 from cnnkit.plugins.nst.models import TransformerNet
 from tests.conftest import optimise

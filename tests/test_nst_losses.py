@@ -12,7 +12,10 @@ def test_costs_are_the_lecture_formulas():
     torch.manual_seed(0)
     a_s, a_g = torch.rand(1, 8, 5, 6), torch.rand(1, 8, 5, 6)
     n_c, n_h, n_w = 8, 5, 6
-    raw = lambda a: a[0].reshape(n_c, -1) @ a[0].reshape(n_c, -1).T  # G_kk' = sum_ij a_ijk a_ijk'
+
+    def raw(a: torch.Tensor) -> torch.Tensor:  # G_kk' = sum_ij a_ijk a_ijk'
+        return a[0].reshape(n_c, -1) @ a[0].reshape(n_c, -1).T
+
     expected = ((raw(a_s) - raw(a_g)) ** 2).sum() / (2 * n_h * n_w * n_c) ** 2
     assert torch.allclose(style_cost(gram(a_g), gram(a_s)), expected.reshape(1), rtol=1e-5)
     assert torch.allclose(content_cost(a_g, a_s), 0.5 * ((a_s - a_g) ** 2).sum().reshape(1))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cnnkit.core.data.images import write_image
-from cnnkit.core.metrics.openset import open_set, split_identities
 from cnnkit.core.metrics.distances import Scorer
+from cnnkit.core.metrics.openset import open_set, split_identities
 from tests.conftest import run_cli
 
 

@@ -12,9 +12,9 @@ import torch
 
 from cnnkit.core.base import plugins
 from cnnkit.core.base.config import TrainConfig
+from cnnkit.core.base.registry import models
 from cnnkit.core.data.pixels import IMAGENET, letterbox, to_tensor
 from cnnkit.core.tasks.base import make_task
-from cnnkit.core.base.registry import models
 from tests.conftest import assert_detect_maps_back
 
 SHAPES = "synthetic:shapes?n=4&size=64"
@@ -50,7 +50,8 @@ def test_selective_search_sees_the_same_pixels_with_and_without_pretrained_norma
         at_detect = task.proposals(None, to_tensor(boxed_photo, task.input_norm())[None])[0]
         found[label] = [in_training, at_detect]
     boxed = letterbox(raw, 64)[0]
-    expected = [torch.from_numpy(selective_search(boxed, "fast", 2000)), torch.from_numpy(selective_search(boxed_photo, "fast", 2000))]
+    expected = [torch.from_numpy(selective_search(boxed, "fast", 2000)),
+                torch.from_numpy(selective_search(boxed_photo, "fast", 2000))]
     for label, (in_training, at_detect) in found.items():
         assert torch.equal(in_training, expected[0]), label  # same boxes, same order
         assert torch.equal(at_detect, expected[1]), label
@@ -99,12 +100,14 @@ def test_faster_rcnn_default_anchors_are_the_papers_at_600_px_and_scale_below():
     paper = anchor_shapes((128.0, 256.0, 512.0), (0.5, 1.0, 2.0))
     assert torch.equal(_anchors(600), paper)
     assert torch.equal(models.get("faster-rcnn").create(num_classes=2).rpn.shapes, paper)  # the builder's own default
-    assert torch.allclose(_anchors(64), anchor_shapes((128 * 64 / 600, 256 * 64 / 600, 512 * 64 / 600), (0.5, 1.0, 2.0)))
+    assert torch.allclose(_anchors(64),
+                          anchor_shapes((128 * 64 / 600, 256 * 64 / 600, 512 * 64 / 600), (0.5, 1.0, 2.0)))
     # a checkpoint keeps the anchors it trained with; one written before they were kept had size/8, /4, /2
     task = make_task(models.get("faster-rcnn"), TrainConfig(model="faster-rcnn", img_size=64), classes=["a"])
     task.build_model()
     assert task.state["anchor_sizes"] == pytest.approx([128 * 64 / 600, 256 * 64 / 600, 512 * 64 / 600])
-    assert torch.equal(_anchors(64, state={"anchor_sizes": [10.0], "anchor_ratios": [1.0]}), anchor_shapes((10.0,), (1.0,)))
+    assert torch.equal(_anchors(64, state={"anchor_sizes": [10.0], "anchor_ratios": [1.0]}),
+                       anchor_shapes((10.0,), (1.0,)))
     assert torch.equal(_anchors(64, state={}), anchor_shapes((8.0, 16.0, 32.0), (0.5, 1.0, 2.0)))
 
 
@@ -138,11 +141,14 @@ def test_the_papers_recipes_carry_their_schedules():
     assert paper["alexnet-lrn"].items() >= {"optimizer": "sgd", "lr": 0.01, "batch_size": 128, "scheduler": "plateau",
                                             "gamma": 0.1, "weight_decay": 5e-4, "img_size": 227}.items()
     assert paper["vgg-d"]["scheduler"] == "plateau" and paper["vgg-d"]["batch_size"] == 256
-    assert (paper["googlenet"]["scheduler"], paper["googlenet"]["step_size"], paper["googlenet"]["gamma"]) == ("step", 8, 0.96)
-    assert (paper["resnet50"]["lr"], paper["resnet50"]["weight_decay"], paper["resnet50"]["scheduler"]) == (0.1, 1e-4, "plateau")
+    assert (paper["googlenet"]["scheduler"], paper["googlenet"]["step_size"],
+            paper["googlenet"]["gamma"]) == ("step", 8, 0.96)
+    assert (paper["resnet50"]["lr"], paper["resnet50"]["weight_decay"],
+            paper["resnet50"]["scheduler"]) == (0.1, 1e-4, "plateau")
     assert (paper["densenet121"]["optimizer"], paper["densenet121"]["milestones"]) == ("nesterov", [30, 60])
     assert paper["inception-v3"]["optimizer"] == "rmsprop-tf" and paper["inception-v3"]["label_smoothing"] == 0.1
-    assert (paper["fast-rcnn"]["lr"], paper["fast-rcnn"]["milestones"], paper["fast-rcnn"]["epochs"]) == (1e-3, [12], 16)
+    assert (paper["fast-rcnn"]["lr"], paper["fast-rcnn"]["milestones"],
+            paper["fast-rcnn"]["epochs"]) == (1e-3, [12], 16)
     assert (paper["yolov2"]["milestones"], paper["yolov2"]["epochs"]) == ([60, 90], 160)
 
 
@@ -160,8 +166,9 @@ def test_train_recipe_paper_starts_from_the_papers_values_and_flags_still_win(cl
     from tests.conftest import one_clear_line
 
     one_clear_line(cli("train", "resnet18", "--recipe", "fast", "--no-track"), "--recipe fast", "default, paper")
-    one_clear_line(cli("train", "resnet18", "--config", tmp_path / "c.yaml", "--data", "synthetic:textures?n=16&size=32",
-                       "--augment", "mixup", "--no-track"), "--augment mixup", "inception")
+    one_clear_line(cli("train", "resnet18", "--config", tmp_path / "c.yaml", "--data",
+                       "synthetic:textures?n=16&size=32", "--augment", "mixup", "--no-track"),
+                   "--augment mixup", "inception")
 
 
 def test_models_recipe_shows_both_recipes(cli):
@@ -320,8 +327,8 @@ def test_googlenet_lrn_is_caffes_reference():
 
 
 def test_yolov3_tiny_weights_are_pinned_by_the_published_hash():
-    from cnnkit.core.weights import fetch as weights
     from cnnkit.core.base.registry import weights as registered
+    from cnnkit.core.weights import fetch as weights
 
     entry = registered.get("yolov3-tiny.weights")
     assert entry.sha256 == "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c"

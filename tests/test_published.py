@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
 from conftest import one_clear_line
 
 CFG_DIR = Path(__file__).resolve().parents[1] / "cnnkit" / "plugins" / "yolo" / "cfg"

@@ -158,8 +158,8 @@ def test_ridge_at_the_papers_lambda_is_the_closed_form():
 def test_postprocess_keeps_per_class_boxes_after_nms():
     boxes = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 10, 10]], [[1.0, 1, 11, 11], [30, 30, 40, 40]]])
     scores = torch.tensor([[0.9, 0.8], [0.7, 0.05]])
-    _, s, l = postprocess(boxes, scores, 64, conf=0.1, iou=0.3)
-    assert l.tolist() == [0, 1] and torch.allclose(s, torch.tensor([0.9, 0.8]))
+    _, kept_scores, labels = postprocess(boxes, scores, 64, conf=0.1, iou=0.3)
+    assert labels.tolist() == [0, 1] and torch.allclose(kept_scores, torch.tensor([0.9, 0.8]))
 
 
 @pytest.mark.parametrize("size", [64, 96])
@@ -231,9 +231,9 @@ def test_bad_options_are_clear_errors(cli):
 
 def test_four_step_schedule_gives_each_step_its_own_cosine():
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models
+    from cnnkit.core.tasks.base import make_task
 
     load_plugins()
     task = make_task(models.get("faster-rcnn"), TrainConfig(model="faster-rcnn", epochs=8,
@@ -284,12 +284,14 @@ def test_summary_builds_the_papers_heads_on_the_papers_trunks(cli):
 def test_pretrained_vgg16_fills_fc6_fc7_from_its_imagenet_classifier(tmp_path, monkeypatch):
     """`--backbone vgg16 --pretrained`: the trunk and fc6/fc7 come from the registry's VGG-16 file
     (here a random state dict in torchvision's layout, cached under the registry's file name)."""
-    from cnnkit.core.weights import fetch as weights
+    from published_files import place
+
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models
-    from published_files import place
+    from cnnkit.core.tasks.base import make_task
+    from cnnkit.core.models.pretrained import load_entry
+    from cnnkit.core.weights import fetch as weights
 
     load_plugins()
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -301,7 +303,7 @@ def test_pretrained_vgg16_fills_fc6_fc7_from_its_imagenet_classifier(tmp_path, m
     entry = weights.pretrained_entry(task.spec, task.config.options)
     model = task.build_model()
     assert not torch.equal(model.head.fc[1].weight, source["classifier.0.weight"])
-    weights.load_entry(task, model, entry)  # what the trainer's set-up step does
+    load_entry(task, model, entry)  # what the trainer's set-up step does
     assert torch.equal(model.trunk.body.features[28].weight, source["features.28.weight"])  # conv5_3
     assert torch.equal(model.head.fc[1].weight, source["classifier.0.weight"])  # fc6
     assert torch.equal(model.head.fc[1].bias, source["classifier.0.bias"])

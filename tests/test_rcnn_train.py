@@ -7,9 +7,9 @@ import mlflow
 import pytest
 import torch
 
-from cnnkit.core.weights.checkpoint import load_checkpoint
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.synthetic import Shapes
+from cnnkit.core.weights.checkpoint import load_checkpoint
 from tests.conftest import assert_detect_maps_back
 
 DATA = "synthetic:shapes?n=64&size=64"

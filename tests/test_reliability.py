@@ -411,7 +411,7 @@ def test_yolo_set_with_file_names_that_are_not_utf8_is_scanned_cached_and_read(c
     (tmp_path / "ds" / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: [a, b]\n")
     for cache in ("written", "hit"):
         r = cli("data", "check", "--data", "ds/data.yaml")
-        assert r.code == 0 and f"train: 2 images, 2 boxes, 0 without objects" in r.stdout, r.stdout + r.stderr
+        assert r.code == 0 and "train: 2 images, 2 boxes, 0 without objects" in r.stdout, r.stdout + r.stderr
         assert f"cache {cache}" in r.stdout
     ds = open_dataset("ds/data.yaml", "train")
     sample = ds[[Path(p).name for p in ds.paths()].index(os.fsdecode(b"caf\xe9.png"))]
@@ -627,7 +627,7 @@ def test_a_plugin_calling_sys_exit_at_import_is_caught_like_any_failure(tmp_path
 def test_a_plugin_registering_a_core_command_is_refused_with_a_warning(tmp_path):
     site = _fake_dist(tmp_path / "site", "takes_train", TAKES_TRAIN)
     r = _with_site(tmp_path, site, "train", "resnet18", "--lr", "-1", "--data", "nowhere")
-    line = one_clear_line(r, "lr: -1.0")  # core's train ran (its validation), not the plugin's
+    one_clear_line(r, "lr: -1.0")  # core's train ran (its validation), not the plugin's
     assert "hijacked" not in r.stdout and r.stderr.splitlines()[0] == (
         "warning: plugin 'takes_train' registers the command 'train', which cnnkit provides; takes_train's is refused")
     r = _with_site(tmp_path, site, "extra")
@@ -642,7 +642,8 @@ def test_a_data_yaml_pointing_outside_its_folder_gets_no_cache_written_there(cli
     for split in ("train", "val"):
         write_image(elsewhere / split / "0.png", np.zeros((32, 32, 3), np.uint8))
     (tmp_path / "ds" / "cfg").mkdir(parents=True)
-    (tmp_path / "ds" / "cfg" / "data.yaml").write_text("path: ../../elsewhere/train\ntrain: .\nval: ../val\nnames: [a]\n")
+    (tmp_path / "ds" / "cfg" / "data.yaml").write_text(
+        "path: ../../elsewhere/train\ntrain: .\nval: ../val\nnames: [a]\n")
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     r = cli("data", "check", "--data", "ds/cfg/data.yaml")
     assert r.code == 0 and "cache not written (" in r.stdout and "is outside the dataset's folders" in r.stdout, \
@@ -705,7 +706,8 @@ TEXTURES = "synthetic:textures?n=8&size=32"
 
 @pytest.mark.parametrize("args, needles", [
     ([*NO_TRACK, "--seed", str(10**23)], ("seed: 100000000000000000000000 (from the command line)", "in [0, 2**32)")),
-    (["train", "resnet18", "--data", "synthetic:textures?n=abc", "--no-track"], ("n=abc", "a whole number, at least 1")),
+    (["train", "resnet18", "--data", "synthetic:textures?n=abc", "--no-track"],
+     ("n=abc", "a whole number, at least 1")),
     (["train", "resnet18", "--data", "synthetic:textures?n=-1", "--no-track"], ("n=-1", "at least 1")),
     (["train", "resnet18", "--data", "synthetic:textures?size=0", "--no-track"], ("size=0", "at least 8")),
     (["train", "resnet18", "--data", "synthetic:textures?seed=-1", "--no-track"], ("seed=-1", "at least 0")),

@@ -190,7 +190,8 @@ def test_row18_a_damaged_hnsw_graph_is_one_line(gallery, faces, how):
     r = run_cli("verify", probe, "--gallery", gallery, "--index", "hnsw", "--no-detect")
     line = one_clear_line(r, f"error: {damaged} ", ": rebuild it with `cnnkit gallery index --hnsw`")
     assert {"graph-truncated": "does not match its description", "json-list": "holds a list, not the description",
-            "json-types": "lacks or mistypes last_id, unreached", "json-empty": "is not readable JSON"}.get(how, "") in line
+            "json-types": "lacks or mistypes last_id, unreached",
+            "json-empty": "is not readable JSON"}.get(how, "") in line
     assert _people(gallery) == {"obama": 2, "kit_harington": 2, "biden": 2}
     assert run_cli("gallery", "index", "--hnsw", "--gallery", gallery).code == 0  # the repair it names works
     r = run_cli("verify", probe, "--gallery", gallery, "--index", "hnsw", "--no-detect", "--json")
@@ -268,7 +269,8 @@ def test_row21_names_are_printed_as_text_not_markup(tmp_path):
 def test_row21_control_characters_are_refused_at_enroll_and_shown_escaped(tmp_path, faces):
     db = tmp_path / "g.db"
     photo = faces[1] / "known" / "obama" / "1.jpg"
-    for name, shown in (("evil\x1b[2J", "evil\\x1b[2J"), ("two\nlines", "two\\nlines"), ("rtl\u202eevil", "rtl\\u202eevil")):
+    for name, shown in (("evil\x1b[2J", "evil\\x1b[2J"), ("two\nlines", "two\\nlines"),
+                        ("rtl\u202eevil", "rtl\\u202eevil")):
         one_clear_line(run_cli("enroll", name, photo, "--gallery", db, "--no-detect"),
                        f"error: the name '{shown}' holds a control character (")
     assert not db.exists()  # refused before anything was made
@@ -290,7 +292,8 @@ def test_row22_names_have_the_same_limits_on_both_backends(backend, tmp_path, fa
     photo = faces[1] / "known" / "obama" / "1.jpg"
     assert run_cli("enroll", "ada", photo, "--gallery", uri, "--no-detect").code == 0
     one_clear_line(run_cli("enroll", "x\ny", photo, "--gallery", uri, "--no-detect"),
-                   "error: the name 'x\\ny' holds a control character (\\n): use letters, digits, spaces and punctuation")
+                   "error: the name 'x\\ny' holds a control character (\\n): "
+                   "use letters, digits, spaces and punctuation")
     one_clear_line(run_cli("enroll", "x" * 600, photo, "--gallery", uri, "--no-detect"),
                    f"error: the name to enroll is 600 characters long ('{'x' * 24}...'); at most 128")
     assert run_cli("enroll", "é" * 128, photo, "--gallery", uri, "--no-detect").code == 0  # 256 bytes of UTF-8

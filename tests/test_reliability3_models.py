@@ -294,7 +294,8 @@ def read_only(folder: Path) -> Iterator[None]:
         finally:
             run("chattr", "-i", str(folder))
         return
-    pytest.skip("root writes through permission bits, and neither a read-only bind mount nor chattr +i is possible here")
+    pytest.skip("root writes through permission bits, and neither a read-only bind mount nor chattr +i "
+                "is possible here")
 
 
 def _place(made, tmp_path: Path, case: str) -> tuple[list[object], list[str], contextlib.AbstractContextManager]:

@@ -121,8 +121,9 @@ def test_joint_training_on_separate_splits_names_both_sources(tmp_path, joint_da
 ])
 def test_a_tree_naming_a_node_twice_is_refused_with_both_lines(tmp_path, text, line, first, name):
     (tmp_path / "T").write_text(text)
-    r = run_cli("train", "yolov2-tiny", "--tree", tmp_path / "T", "--data", "synthetic:figures?n=4&size=64&labels=coarse",
-                "--img-size", "64", "--epochs", "1", "--no-track", "--out", "run")
+    r = run_cli("train", "yolov2-tiny", "--tree", tmp_path / "T", "--data",
+                "synthetic:figures?n=4&size=64&labels=coarse", "--img-size", "64", "--epochs", "1", "--no-track",
+                "--out", "run")
     one_clear_line(r, f"T:{line}: node '{name}' is already named on line {first}")
     assert not (tmp_path / "run" / "weights").exists()
 
@@ -220,8 +221,8 @@ def test_a_signal_during_a_video_closes_the_output_with_its_frames(tmp_path, cli
     proc, out, err = _popen(tmp_path, *map(str, args))
     _until(lambda: out.read_text().count("\n") >= 5, proc)
     r, seconds = _stopped(proc, err, signum)
-    line = one_clear_line(r, signal.Signals(signum).name, "clip.avi; ", f"frame(s) kept in {output.relative_to(tmp_path)}",
-                          code=code, prefix="stopped: ")
+    line = one_clear_line(r, signal.Signals(signum).name, "clip.avi; ",
+                          f"frame(s) kept in {output.relative_to(tmp_path)}", code=code, prefix="stopped: ")
     printed = [json.loads(x) for x in out.read_text().splitlines()]
     assert seconds < 30 and 5 <= len(printed) < 1500, (seconds, line)
     assert len(decoded_frames(output)) == len(printed) == int(line.split("; ")[1].split()[0])

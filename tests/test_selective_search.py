@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.core.models.boxes import box_iou
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.synthetic import Shapes
+from cnnkit.core.models.boxes import box_iou
 from cnnkit.plugins.rcnn.selective_search import hierarchical_grouping, region_histograms, selective_search
 
 

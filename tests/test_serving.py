@@ -86,7 +86,8 @@ def test_mlflow_serve_answers_like_detect(trained, tmp_path):
             except OSError:
                 assert time.monotonic() < deadline, "mlflow models serve did not come up in 120 s"
                 time.sleep(1)
-        body = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(Path(image).read_bytes()).decode()]]},
+        body = {"dataframe_split": {"columns": ["image"],
+                                    "data": [[base64.b64encode(Path(image).read_bytes()).decode()]]},
                 "params": {"conf": float(CONF)}}
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(),
                                          {"Content-Type": "application/json"})

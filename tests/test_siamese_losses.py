@@ -7,8 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from cnnkit.core.base.errors import CnnkitError
-from cnnkit.plugins.siamese.losses import (ContrastiveLoss, SimilarityLoss, TripletLoss, squared_distances,
-                                           triplet_loss)
+from cnnkit.plugins.siamese.losses import ContrastiveLoss, SimilarityLoss, TripletLoss, squared_distances, triplet_loss
 from cnnkit.plugins.siamese.models import SimilarityHead
 
 
@@ -208,9 +207,9 @@ def test_dlib_metric_loss_is_zero_past_the_margins():
 
 def test_dlib_metric_is_face_resnets_default_loss_with_its_options():
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models
+    from cnnkit.core.tasks.base import make_task
     from cnnkit.plugins.siamese.losses import DlibMetricLoss
 
     load_plugins()

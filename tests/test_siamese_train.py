@@ -8,10 +8,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from cnnkit.core.weights.checkpoint import load_checkpoint
 from cnnkit.core.data.identities import is_pairs_file
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.synthetic import Glyphs
+from cnnkit.core.weights.checkpoint import load_checkpoint
 
 TINY = "synthetic:glyphs?ids=12&per_id=4"
 METRICS = {"auc", "accuracy", "eer", "threshold", "tar_at_far"}

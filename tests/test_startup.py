@@ -71,10 +71,10 @@ def test_detect_on_a_darknet_model_loads_no_training_and_then_no_torch(tmp_path,
 
 
 def test_classify_on_a_checkpoint_loads_no_training_and_no_augmentation(tmp_path, env) -> None:
-    from tests.test_api import untrained
+    import numpy as np
 
     from cnnkit.core.data.images import write_image
-    import numpy as np
+    from tests.test_api import untrained
 
     ckpt = untrained("resnet18", tmp_path / "cls.pt", 32, ["a", "b"])
     photo = write_image(tmp_path / "p.png", np.full((40, 50, 3), 90, np.uint8))

@@ -2,9 +2,9 @@
 
 import json
 
-from cnnkit.core.models.conv import output_size
 from cnnkit.core.base.plugins import load_plugins
 from cnnkit.core.base.registry import models
+from cnnkit.core.models.conv import output_size
 from cnnkit.core.models.summary import count_params, formula_shape, summarize
 
 ALEXNET_SIZES = ["55x55x96", "27x27x96", "27x27x256", "13x13x256", "13x13x384", "13x13x384", "13x13x256",

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnkit.core.weights.checkpoint import load_checkpoint, save_checkpoint
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.synthetic import Glyphs
+from cnnkit.core.weights.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import run_cli
 
 
@@ -78,7 +78,8 @@ def test_enroll_verify_and_gallery_commands_on_crops(cli, ckpt, tmp_path):
     r = cli("gallery", "index", "--hnsw")
     assert r.code == 0 and "indexed 4 embedding(s)" in r.stdout and "0 the graph cannot reach" in r.stdout
     exact = json.loads(cli("verify", images[0][0], tmp_path / "more", "--no-detect", "--json").stdout)
-    approx = json.loads(cli("verify", images[0][0], tmp_path / "more", "--no-detect", "--json", "--index", "hnsw").stdout)
+    approx = json.loads(cli("verify", images[0][0], tmp_path / "more", "--no-detect", "--json", "--index",
+                            "hnsw").stdout)
     assert [(o["closest"], o["distance"]) for o in approx] == [(o["closest"], pytest.approx(o["distance"], abs=1e-5))
                                                               for o in exact]
 

@@ -6,8 +6,8 @@ import pytest
 
 from cnnkit.core.data.images import read_image
 from cnnkit.plugins.siamese.align import extract_chip, landmarker
-from cnnkit.plugins.siamese.faces import NoFaceError, detect_faces, face_chips
 from cnnkit.plugins.siamese.face_resnet import model_file
+from cnnkit.plugins.siamese.faces import NoFaceError, detect_faces, face_chips
 from tests.conftest import SHARED_DATA
 
 

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data.identities import PairsDataset
 from cnnkit.core.data.images import read_image, write_image
-from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.metrics.protocol import best_threshold, held_out_accuracy, random_folds
 
 

@@ -13,15 +13,14 @@ import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+import published_files
 import pytest
 import torch
+from conftest import one_clear_line
 
 from cnnkit.core.base import plugins, registry
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.base.registry import WeightsSpec
-
-import published_files
-from conftest import one_clear_line
 
 PAYLOAD = b"cnnkit test weights\n" * 100
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -301,9 +300,9 @@ def test_a_file_lacking_tensors_is_refused_by_name_unless_allow_partial(cli, tmp
 def test_faster_rcnn_old_key_names_are_upgraded_not_left_random(cache, place):
     """Defect 1: torchvision's pre-0.13 FPN/RPN names load through the modules' own version upgrade."""
     import torchvision
+    from published_files import rcnn_layout
 
     from cnnkit.core.weights.checkpoint import load_weights_into
-    from published_files import rcnn_layout
 
     plugins.load_plugins()
     torch.manual_seed(0)
@@ -348,8 +347,9 @@ def test_a_state_dict_by_path_that_may_need_other_wiring_is_refused_naming_the_o
     plugins.load_plugins()
     torch.save(registry.models.get("resnet50").create(num_classes=1000).state_dict(), tmp_path / "mine.pth")
     photo = tmp_path / "a.png"
-    from cnnkit.core.data.images import write_image
     import numpy as np
+
+    from cnnkit.core.data.images import write_image
 
     write_image(photo, np.full((40, 40, 3), 128, np.uint8))
     common = ["train", "resnet50", "--weights", tmp_path / "mine.pth", "--data", "synthetic:textures?n=4&size=32",

@@ -18,9 +18,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from published_files import densenet_layout, old_layout, place, randomise, rcnn_layout, torchvision_weights
 
 from cnnkit.core.base import plugins, registry
-from published_files import densenet_layout, old_layout, place, randomise, rcnn_layout, torchvision_weights
 
 TOL = 1e-4
 FAST = {"resnet18", "resnet50", "densenet121", "inception-v3", "fasterrcnn_mobilenet_v3_large_fpn"}
@@ -169,9 +169,9 @@ def test_faster_rcnn_old_layout_file_equals_the_publishers_model(name, cache, mo
     is (short side 800), and so does cnnkit's letterbox at the model's 800."""
     from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
 
-    from cnnkit.core.weights.classnames import class_names
     from cnnkit.core.data.images import open_image
     from cnnkit.core.load.source import load_for_eval
+    from cnnkit.core.weights.classnames import class_names
 
     theirs = _rcnn_publisher(name)
     path = place(monkeypatch, cache, name, rcnn_layout(theirs.state_dict()))
@@ -202,8 +202,8 @@ def test_classify_prints_the_publishers_top5_with_imagenet_names(cli, cache, mon
     """`cnnkit classify resnet50 IMAGE --json` from a cached file: torchvision's probabilities, names."""
     import torchvision
 
-    from cnnkit.core.weights.classnames import class_names
     from cnnkit.core.data.images import open_image
+    from cnnkit.core.weights.classnames import class_names
 
     arch, published = torchvision_weights(registry.weights.get("resnet50"))
     torch.manual_seed(0)

@@ -29,9 +29,9 @@ PUBLISHED = {"yolov3": 61_949_149, "yolov3-tiny": 8_852_366, "darknet53": 41_609
 PUBLISHED_WEIGHTS = {"yolov3": (248_007_048, 20), "yolov3-tiny": (35_434_956, 20), "yolov2": (203_934_260, 16),
                      "yolov2-tiny": (44_948_600, 20)}
 # The registered model for each packaged config (the hand-written networks are Darknet's too).
-REGISTERED = {"yolov1": "yolov1-darknet", "yolov1-tiny": "yolov1-tiny", "yolov2": "yolov2", "yolov2-tiny": "yolov2-tiny",
-              "yolov2-voc": "yolov2-voc", "yolov2-tiny-voc": "yolov2-tiny-voc", "yolov3": "yolov3",
-              "yolov3-tiny": "yolov3-tiny", "yolov3-voc": "yolov3-voc", "yolov3-spp": "yolov3-spp",
+REGISTERED = {"yolov1": "yolov1-darknet", "yolov1-tiny": "yolov1-tiny", "yolov2": "yolov2",
+              "yolov2-tiny": "yolov2-tiny", "yolov2-voc": "yolov2-voc", "yolov2-tiny-voc": "yolov2-tiny-voc",
+              "yolov3": "yolov3", "yolov3-tiny": "yolov3-tiny", "yolov3-voc": "yolov3-voc", "yolov3-spp": "yolov3-spp",
               "yolov3-openimages": "yolov3-openimages", "yolo9000": "yolo9000", "darknet19": "darknet19",
               "darknet53": "darknet53"}
 SLOW = {"yolov1", "yolov2", "yolov2-voc", "yolov3", "yolov3-voc", "yolov3-spp", "yolov3-openimages", "yolo9000",
@@ -264,13 +264,15 @@ def test_weights_round_trip_for_every_config(name, tmp_path):
     assert file.stat().st_size == 20 + 4 * darknet_arithmetic(path)["values"]
     b = model_from_cfg(cfg=path).eval()
     loaded, seen = load_darknet_weights(b, file)
-    assert seen == 7 and loaded == sum(1 for k in a.state_dict() if k.endswith("weight") and a.state_dict()[k].dim() > 1)
+    assert seen == 7
+    assert loaded == sum(1 for k in a.state_dict() if k.endswith("weight") and a.state_dict()[k].dim() > 1)
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa if not k.endswith("num_batches_tracked"))
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         ya, yb = a(x), b(x)
-    assert all(torch.equal(p, q) for p, q in zip(ya if isinstance(ya, list) else [ya], yb if isinstance(yb, list) else [yb]))
+    assert all(torch.equal(p, q) for p, q in zip(ya if isinstance(ya, list) else [ya],
+                                                 yb if isinstance(yb, list) else [yb]))
 
 
 @pytest.mark.parametrize("name", ["yolov2", "yolov2-tiny"])
@@ -355,8 +357,8 @@ def test_every_cfg_given_by_path_is_built_as_written(cli, tmp_path):
 def test_a_cfg_heads_loss_settings_are_its_training_defaults_and_flags_win(name, edit, options, attribute, value,
                                                                           tmp_path):
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.registry import losses, resolve
+    from cnnkit.core.tasks.base import make_task
 
     path = tmp_path / f"{name}.cfg"
     text = (CFG_DIR / f"{name}.cfg").read_text()
@@ -387,6 +389,7 @@ def test_a_cfg_heads_jitter_scales_its_training_images(name, edit, options, jitt
     task = make_task(models.get(str(path)), config, classes=None)
     assert task.jitter() == pytest.approx(jitter)
     affine = [t for t in task.dataset("train").fn.pipeline.transforms if isinstance(t, A.Affine)]
-    assert affine[0].scale == {"x": pytest.approx((1 - jitter, 1 + jitter)), "y": pytest.approx((1 - jitter, 1 + jitter))}
+    assert affine[0].scale == {"x": pytest.approx((1 - jitter, 1 + jitter)),
+                               "y": pytest.approx((1 - jitter, 1 + jitter))}
     hand_written = make_task(models.get("yolov2-tiny"), TrainConfig(model="yolov2-tiny", img_size=64), classes=["a"])
     assert hand_written.jitter() == 0.25  # no .cfg: the detection default

@@ -17,8 +17,8 @@ GT = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([
 def test_losses_are_registered_by_name():
     """Each YOLO model names its loss; the registered factory build(model, task) makes it."""
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.registry import models
+    from cnnkit.core.tasks.base import make_task
 
     plugins.load_plugins()
     for name, cls in (("yolov1", YOLOv1Loss), ("yolov2", YOLOv2Loss), ("yolov3", YOLOv3Loss)):
@@ -148,8 +148,8 @@ def test_v3_truth_thresh_trains_close_predictions_as_positives():
     """yolo_layer.c: a prediction whose best IoU exceeds truth_thresh gets objectness target 1 and
     that truth's class and box; Darknet's cfgs set 1 (never), which is the registered default."""
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.base.registry import models
+    from cnnkit.core.tasks.base import make_task
 
     plugins.load_plugins()
     task = make_task(models.get("yolov3-tiny"), TrainConfig(model="yolov3-tiny", img_size=64), classes=["a", "b"])

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from cnnkit.core.base import plugins
-from cnnkit.core.weights.checkpoint import load_checkpoint, save_checkpoint
 from cnnkit.core.base.config import TrainConfig
+from cnnkit.core.base.registry import models
 from cnnkit.core.data.images import write_image
 from cnnkit.core.data.synthetic import Shapes
-from cnnkit.core.base.registry import models
+from cnnkit.core.weights.checkpoint import load_checkpoint, save_checkpoint
 from cnnkit.plugins.yolo.anchors import kmeans_anchors
 from cnnkit.plugins.yolo.task import YoloTask, scale_choices
 from tests.conftest import assert_detect_maps_back, optimise
@@ -209,7 +209,8 @@ def test_eval_with_workers_and_batched_detect_match_the_serial_figures(cli, tmp_
     ck = load_checkpoint("run/weights/last.pt")
     ck["config"]["workers"] = 2
     save_checkpoint("run/weights/workers.pt", ck)
-    serial, parallel = (json.loads(cli("eval", f"run/weights/{name}.pt", "--json").stdout) for name in ("last", "workers"))
+    serial, parallel = (json.loads(cli("eval", f"run/weights/{name}.pt", "--json").stdout)
+                        for name in ("last", "workers"))
     assert serial == parallel and "map50" in serial
 
     for i in range(4):
@@ -220,4 +221,5 @@ def test_eval_with_workers_and_batched_detect_match_the_serial_figures(cli, tmp_
     for a, b in zip(one, three):
         assert [d["class"] for d in a["detections"]] == [d["class"] for d in b["detections"]]
         for da, db in zip(a["detections"], b["detections"]):
-            assert da["box"] == pytest.approx(db["box"], abs=1e-3) and da["score"] == pytest.approx(db["score"], abs=1e-4)
+            assert da["box"] == pytest.approx(db["box"], abs=1e-3)
+            assert da["score"] == pytest.approx(db["score"], abs=1e-4)

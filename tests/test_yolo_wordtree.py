@@ -8,15 +8,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import one_clear_line
 
 from cnnkit.core.base import plugins
-from cnnkit.core.weights.checkpoint import load_checkpoint
-from cnnkit.core.data.images import write_image
 from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.data.images import write_image
+from cnnkit.core.weights.checkpoint import load_checkpoint
 from cnnkit.plugins.yolo.losses import YOLOv2Loss
 from cnnkit.plugins.yolo.synthetic import TREE, Figures
 from cnnkit.plugins.yolo.wordtree import WordTree
-from conftest import one_clear_line
 
 #        0 animal   1 vehicle        (roots: group 0)
 #   2 dog  3 cat    4 car  5 bus     (groups 1 and 2)

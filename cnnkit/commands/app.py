@@ -16,7 +16,8 @@ app = typer.Typer(name="cnnkit", help="The classic CNN playbook: train, run and 
 console = Console(soft_wrap=True)  # lines a user copies (anchors, paths) stay whole when piped
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 SOURCE_HELP = "A checkpoint written by `cnnkit train`, a registered model name (its published weights) or a .cfg."
-WEIGHTS_HELP = "With a model name or .cfg: a weights file or a name from `cnnkit weights list` (default: the model's own)."
+WEIGHTS_HELP = ("With a model name or .cfg: a weights file or a name from `cnnkit weights list` "
+                "(default: the model's own).")
 NAMES_HELP = "With a model name or .cfg: a Darknet .names file, one class a line (default: the weights' classes)."
 PARTIAL_HELP = ("With --weights FILE: let the file lack tensors (left as built) or bring tensors the model has no "
                 "place for (ignored).")

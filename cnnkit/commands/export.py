@@ -12,7 +12,8 @@ from cnnkit.commands.app import SIZE_HELP, app, console, print_json
 
 @app.command("export")
 def export_cmd(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `cnnkit train` (or a registered model's name)."),
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `cnnkit train` "
+                                      "(or a registered model's name)."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help=f"Input size, {SIZE_HELP} and one the "
                                            "network can take (default: the training size)."),
@@ -20,7 +21,8 @@ def export_cmd(
     opset: int = typer.Option(17, "--opset", help="ONNX opset (7 to the newest the installed torch and onnx write)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file, named *.onnx or *.torchscript as "
                                        "--format says (default: beside the checkpoint)."),
-    nms: bool = typer.Option(False, "--nms", help="Detectors: score threshold and NMS inside the graph (one image a run)."),
+    nms: bool = typer.Option(False, "--nms", help="Detectors: score threshold and NMS inside the graph "
+                             "(one image a run)."),
     conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="With --nms: the graph's score threshold."),
     iou: float = typer.Option(0.45, "--iou", min=0.0, max=1.0, help="With --nms: the graph's NMS IoU threshold."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),

@@ -31,7 +31,8 @@ def models_cmd(task: Optional[str] = typer.Option(None, "--task", help="Only thi
                count: bool = typer.Option(False, "--count", help="Count the parameters of models not counted "
                                           "yet (builds them; counts are cached per cnnkit version)."),
                recipe: Optional[str] = typer.Option(None, "--recipe", metavar="MODEL",
-                                                    help="Show MODEL's training recipes side by side (default, paper, ...)."),
+                                                    help="Show MODEL's training recipes side by side "
+                                                    "(default, paper, ...)."),
                as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List the registered models with the paper's parameter counts and ours (once counted)."""
     from cnnkit.model import describe_models
@@ -70,8 +71,10 @@ def _show_recipes(model: str, as_json: bool) -> None:
     names = list(by_name)
     given = {n: by_name[n]["values"] for n in names}
     default = by_name["default"]["values"]
-    keys = [k for k in default if k not in RECIPE_HIDDEN and (k in RECIPE_SHOWN or len({json.dumps(given[n][k], sort_keys=True) for n in names}) > 1)]
-    table = Table("setting", *names, title=f"{shown['model']}: training recipes (`cnnkit train {shown['model']} --recipe NAME`)")
+    keys = [k for k in default if k not in RECIPE_HIDDEN
+            and (k in RECIPE_SHOWN or len({json.dumps(given[n][k], sort_keys=True) for n in names}) > 1)]
+    table = Table("setting", *names,
+                  title=f"{shown['model']}: training recipes (`cnnkit train {shown['model']} --recipe NAME`)")
     for key in keys:
         values = [given[n][key] for n in names]
         table.add_row(key, *[json.dumps(v) if isinstance(v, (list, dict)) else str(v) for v in values],

@@ -12,20 +12,24 @@ import typer
 
 from cnnkit.commands.app import NAMES_HELP, PARTIAL_HELP, SIZE_HELP, SOURCE_HELP, WEIGHTS_HELP, app, console, print_json
 
+
 @app.command("detect")
 def detect_cmd(
     checkpoint: str = typer.Argument(..., help=SOURCE_HELP),
-    sources: list[str] = typer.Argument(..., help="Images or folders of images; or one video file, camera index or stream URL."),
+    sources: list[str] = typer.Argument(..., help="Images or folders of images; or one video file, camera index "
+                                        "or stream URL."),
     weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     names: Optional[str] = typer.Option(None, "--names", help=NAMES_HELP),
     allow_partial: bool = typer.Option(False, "--allow-partial", help=PARTIAL_HELP),
     conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Score threshold."),
     iou: float = typer.Option(0.45, "--iou", min=0.0, max=1.0, help="NMS IoU threshold."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", help=f"Inference size, {SIZE_HELP} (default: training size)."),
+    img_size: Optional[int] = typer.Option(None, "--img-size",
+                                           help=f"Inference size, {SIZE_HELP} (default: training size)."),
     save_dir: Path = typer.Option(Path("runs/detect"), "--save-dir", help="Where annotated images go."),
     no_save: bool = typer.Option(False, "--no-save", help="Do not write annotated images."),
     device: str = typer.Option("auto", "--device"),
-    batch_size: int = typer.Option(0, "--batch-size", min=0, help="Images a batch (0: the training batch size, at most 64)."),
+    batch_size: int = typer.Option(0, "--batch-size", min=0,
+                                   help="Images a batch (0: the training batch size, at most 64)."),
     as_json: bool = typer.Option(False, "--json", help="Print detections as JSON."),
     every: int = typer.Option(1, "--every", min=1, help="Video: process every Nth frame."),
     runtime: str = typer.Option("auto", "--runtime", help="torch, onnxruntime (on the CPU: the detector's graph "
@@ -72,7 +76,8 @@ def classify_cmd(
                                           "from `cnnkit weights list` (default: the model's own)."),
     allow_partial: bool = typer.Option(False, "--allow-partial", help=PARTIAL_HELP),
     device: str = typer.Option("auto", "--device"),
-    as_json: bool = typer.Option(False, "--json", help='One object an image: {"image", "top": [{"index", "class", "prob"}]}.'),
+    as_json: bool = typer.Option(False, "--json",
+                                 help='One object an image: {"image", "top": [{"index", "class", "prob"}]}.'),
 ) -> None:
     """Classify images: the top K classes with their probabilities."""
     from cnnkit.model import load

@@ -8,11 +8,10 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from cnnkit.core.base import plugins
-from cnnkit.core.base.errors import CnnkitError
-
 from cnnkit.commands.app import app as root
 from cnnkit.commands.app import console
+from cnnkit.core.base import plugins
+from cnnkit.core.base.errors import CnnkitError
 
 app = typer.Typer(help="Published weights: list, pull (before going offline), path, verify.", no_args_is_help=True)
 root.add_typer(app, name="weights")
@@ -59,7 +58,8 @@ def _entry(name: str) -> Any:
 
 
 @app.command("pull")
-def pull_cmd(names: list[str] = typer.Argument(..., help="Registered weights names (see `cnnkit weights list`).")) -> None:
+def pull_cmd(names: list[str] = typer.Argument(..., help="Registered weights names (see `cnnkit weights list`).")
+             ) -> None:
     """Download these files into the cache now (e.g. before going offline)."""
     from cnnkit.core.weights.fetch import fetch
 
@@ -82,8 +82,8 @@ def path_cmd(name: str = typer.Argument(..., help="A registered weights name."))
 def verify_cmd() -> None:
     """Re-hash every cached file against the registry; a file that fails is named (exit code 2)."""
     from cnnkit.core.base.registry import weights
-    from cnnkit.core.weights.formats import parse_problem
     from cnnkit.core.weights.fetch import cache_path, check, hashed, sha256_of
+    from cnnkit.core.weights.formats import parse_problem
 
     plugins.load_plugins()
     bad, seen = [], 0
@@ -94,7 +94,8 @@ def verify_cmd() -> None:
         seen += 1
         problem = check(entry, sha256_of(path), path.stat().st_size) or (
             "" if hashed(entry) else parse_problem(entry, path))
-        print(f"{name}: {'FAILED: ' + problem if problem else 'ok' if hashed(entry) else 'ok (no published hash; parses completely)'}")
+        verdict = "ok" if hashed(entry) else "ok (no published hash; parses completely)"
+        print(f"{name}: {'FAILED: ' + problem if problem else verdict}")
         if problem:
             bad.append(f"{path} ({problem})")
     if bad:

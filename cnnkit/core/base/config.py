@@ -12,7 +12,6 @@ import yaml
 
 from cnnkit.core.base.errors import CnnkitError
 
-
 MAX_IMG_SIZE = 4096  # the largest input side any command takes (an image of 4096^2 is 200 MB as floats)
 
 

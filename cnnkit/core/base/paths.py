@@ -16,7 +16,8 @@ def _probe(folder: Path, path: Path, what: str) -> None:
         with tempfile.TemporaryFile(dir=folder, prefix=".cnnkit-probe-"):
             pass
     except OSError as exc:
-        raise CnnkitError(f"{what} {path}: cannot write in {folder} ({exc.strerror or exc.__class__.__name__})") from None
+        raise CnnkitError(f"{what} {path}: cannot write in {folder} "
+                          f"({exc.strerror or exc.__class__.__name__})") from None
 
 
 def _short(name: str) -> str:

@@ -12,9 +12,9 @@ from typing import Any, Callable
 
 import pluggy
 
-from cnnkit.core.base.version import __version__
 from cnnkit.core.base import hookspecs, registry
 from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.base.version import __version__
 
 GROUP = "cnnkit"
 CORE = "cnnkit.core.tasks.builtins"  # core's own tasks and dataset adapters, registered like any plugin

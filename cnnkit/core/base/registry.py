@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from pathlib import Path
 import warnings
 from dataclasses import InitVar, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable
 
 from cnnkit.core.base.errors import CnnkitError
@@ -224,7 +224,8 @@ class Registry:
         if key not in self._items:
             close = difflib.get_close_matches(name, self.names(with_aliases=True), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            known = "see `cnnkit models`" if self.kind == "model" else "known: " + (", ".join(sorted(self._items)) or "none")
+            known = ("see `cnnkit models`" if self.kind == "model"
+                     else "known: " + (", ".join(sorted(self._items)) or "none"))
             raise CnnkitError(f"unknown {self.kind} '{name}'{hint} ({known})")
         return self._items[key]
 

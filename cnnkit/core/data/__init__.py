@@ -97,7 +97,8 @@ def _build(spec: str, split: str, tasks: tuple[str, ...] | None) -> Any:
     ds, source, params = find_dataset(spec, tasks)
     shuffle = params.pop("shuffle_labels", 0)  # any layout: every image takes another's labels
     if tasks is not None and ds.task not in tasks:
-        raise CnnkitError(f"--data {spec} is a {ds.task} dataset ({ds.name}); this model needs {' or '.join(tasks)} data")
+        raise CnnkitError(f"--data {spec} is a {ds.task} dataset ({ds.name}); "
+                          f"this model needs {' or '.join(tasks)} data")
     build = registry.resolve(ds.build)
     if ds.matches is None:  # synthetic: parameters become keyword arguments
         accepted = set(inspect.signature(build).parameters) - {"split"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 
-
 def check(spec: str, val: str = "", val_fraction: float = 0.0, seed: int = 0,
           task: str | None = None) -> dict[str, Any]:
     """The layout, classes and, for each split, its source, counts and scan warnings (a split

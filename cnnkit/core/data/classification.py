@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data.images import list_images, read_image
 from cnnkit.core.data.scan import CACHE_SUFFIX, Scanner, ScanReport, cached_scan
 from cnnkit.core.data.splits import SPLIT_WORDS, MissingSplit
-from cnnkit.core.base.errors import CnnkitError
 
 
 def _class_folder(path: Path) -> bool:

@@ -18,10 +18,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data.detection import DetectionFiles
 from cnnkit.core.data.scan import Scanner, cache_path, cached_scan
 from cnnkit.core.data.splits import MissingSplit, sibling_names, split_of
-from cnnkit.core.base.errors import CnnkitError
 
 PROBE = 20  # images tried when finding the folder a json's file names are relative to
 
@@ -167,7 +167,8 @@ def coco_dataset(source: str | Path, split: str = "train") -> DetectionFiles:
             if image_id not in per_image:
                 raise CnnkitError(f"{where}: image_id {image_id} is not among the images")
             x, y, w, h = (float(v) for v in bbox)
-            per_image[image_id].append(([x, y, x + w, y + h], index_of[category], 2 if ann.get("iscrowd") else 0, where))
+            per_image[image_id].append(([x, y, x + w, y + h], index_of[category], 2 if ann.get("iscrowd") else 0,
+                                        where))
         scanner = Scanner(source_text, classes)
         folder = str(_image_folder(json_path, [str(img["file_name"]) for img in images]))
         for img in images:

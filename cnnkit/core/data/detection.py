@@ -25,9 +25,9 @@ from typing import Iterable, Protocol
 import numpy as np
 import yaml
 
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data.images import is_image, list_images, read_image, write_image
 from cnnkit.core.data.scan import Record, ScanReport
-from cnnkit.core.base.errors import CnnkitError
 
 
 def _no_boxes() -> np.ndarray:

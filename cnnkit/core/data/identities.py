@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data.classification import FolderDataset, LabelledImages, scanned
 from cnnkit.core.data.images import list_images
 from cnnkit.core.data.splits import MissingSplit
-from cnnkit.core.base.errors import CnnkitError
 
 SPLITS = ("train", "val")
 

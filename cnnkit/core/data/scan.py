@@ -24,8 +24,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from cnnkit.core.base.atomic import atomic_path
-from cnnkit.core.data.images import image_size
 from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.data.images import image_size
 
 SCAN_VERSION = 2  # 2: images decoded, not only their headers read
 CACHE_SUFFIX = ".cnnkit.cache"
@@ -218,8 +218,8 @@ def _load(path: Path) -> tuple[list[Record], dict] | None:
     return records, meta
 
 
-def cached_scan(cache: Path, inputs: list[str], salt: str, source: str,
-                scan: Callable[[], Scanner], within: tuple[Path, ...] = ()) -> tuple[list[Record], ScanReport, list[str]]:
+def cached_scan(cache: Path, inputs: list[str], salt: str, source: str, scan: Callable[[], Scanner],
+                within: tuple[Path, ...] = ()) -> tuple[list[Record], ScanReport, list[str]]:
     """``scan()`` unless ``cache`` holds the result for the same ``inputs`` (the files known
     before reading), the same files found while reading, and the same ``salt`` (class names,
     options). ``source`` names the split in the report. A cache outside the folders ``within``

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cnnkit.core.data.detection import DetectionSample
 from cnnkit.core.base.errors import CnnkitError
+from cnnkit.core.data.detection import DetectionSample
 
 SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
 

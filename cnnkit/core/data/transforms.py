@@ -43,7 +43,8 @@ def classification_pipeline(img_size: int, train: bool, augment: str = "default"
     if augment == "darknet":
         return A.Compose([A.Affine(rotate=(-7, 7), p=1.0), A.RandomResizedCrop(size=size, scale=(0.25, 1.0)), flip,
                           A.HueSaturationValue(hue_shift_limit=18, sat_shift_limit=60, val_shift_limit=60, p=1.0)])
-    return A.Compose([A.RandomResizedCrop(size=size, scale=(0.6, 1.0)), flip, A.ColorJitter(0.2, 0.2, 0.2, 0.02, p=0.5)])
+    return A.Compose([A.RandomResizedCrop(size=size, scale=(0.6, 1.0)), flip,
+                      A.ColorJitter(0.2, 0.2, 0.2, 0.02, p=0.5)])
 
 
 def detection_pipeline(img_size: int, train: bool, zoom_out: float = 1.0, jitter: float = 0.25,

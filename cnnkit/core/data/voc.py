@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data.detection import DetectionFiles
 from cnnkit.core.data.images import IMAGE_SUFFIXES
-from cnnkit.core.data.scan import Record, ScanReport, Scanner, cache_path, cached_scan
+from cnnkit.core.data.scan import Record, Scanner, ScanReport, cache_path, cached_scan
 from cnnkit.core.data.splits import MissingSplit
-from cnnkit.core.base.errors import CnnkitError
 
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -96,7 +96,8 @@ def _parse(xml: Path, names: dict[str, int], fixed: bool) -> tuple[str, list[tup
                 box.append(float(raw))  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 at = text.find(f"<{key}", start)
-                raise CnnkitError(f"{xml}:{_line(text, at if at >= 0 else start)}: {key} {raw!r} is not a number") from None
+                raise CnnkitError(f"{xml}:{_line(text, at if at >= 0 else start)}: "
+                                  f"{key} {raw!r} is not a number") from None
         box[0] -= 1  # VOC pixels are 1-based and inclusive
         box[1] -= 1
         difficult = obj.findtext("difficult", "0").strip() == "1"

@@ -16,11 +16,11 @@ from typing import Any, Iterator
 
 import yaml
 
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data.detection import DetectionFiles
 from cnnkit.core.data.images import IMAGE_SUFFIXES, is_image
 from cnnkit.core.data.scan import Scanner, cache_path, cached_scan
 from cnnkit.core.data.splits import MissingSplit
-from cnnkit.core.base.errors import CnnkitError
 
 
 def yaml_of(path: Path) -> Path | None:
@@ -172,7 +172,8 @@ def yolo_dataset(source: str | Path, split: str = "train") -> DetectionFiles:
         elif path.is_file() and is_image(path):
             images.append(str(path))
         else:
-            raise CnnkitError(f"{cfg_path}: {split} entry {entry!r} ({path}) is not a folder of images or an image list")
+            raise CnnkitError(f"{cfg_path}: {split} entry {entry!r} ({path}) "
+                              "is not a folder of images or an image list")
     first = _entry(root, entries[0])
     labels = [label_path(p) for p in images]
     anchor = Path(label_path(str(first / "x"))).parent if first.is_dir() else first

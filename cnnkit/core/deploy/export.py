@@ -26,13 +26,13 @@ import torch
 from torch import nn
 
 from cnnkit.core.base.atomic import Terminated, atomic_path, sigterm_unwinds
-from cnnkit.core.weights.checkpoint import state_fingerprint
 from cnnkit.core.base.config import check_value
-from cnnkit.core.data.pixels import RAW
 from cnnkit.core.base.errors import CnnkitError, Interrupted
+from cnnkit.core.base.paths import writable_file
+from cnnkit.core.data.pixels import RAW
 from cnnkit.core.deploy.formats import META_KEY, format_named
 from cnnkit.core.deploy.onnxrun import first_line, open_session
-from cnnkit.core.base.paths import writable_file
+from cnnkit.core.weights.checkpoint import state_fingerprint
 
 TOLERANCE = 1e-3  # largest difference from torch, per output, relative to its scale (at least 1)
 MIN_OPSET = 7  # torch's oldest ONNX opset

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.core.weights.checkpoint import refuse_non_finite
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.deploy.formats import format_of
 from cnnkit.core.deploy.onnxrun import first_line
+from cnnkit.core.weights.checkpoint import refuse_non_finite
 
 
 def is_exported(path: str | Path) -> bool:
@@ -118,10 +118,10 @@ def load_exported(path: str | Path, data: str = "", device: str = "auto") -> tup
     """``(task, model, ck)`` for an exported file, as :func:`cnnkit.core.load.source.load_for_eval`
     returns them for a checkpoint (``ck["model_state"]`` holds only the tensors the task keeps)."""
     from cnnkit.core.base.config import TrainConfig
-    from cnnkit.core.tasks.base import make_task
+    from cnnkit.core.base.registry import models
     from cnnkit.core.deploy.export import decode
     from cnnkit.core.deploy.formats import META_KEY
-    from cnnkit.core.base.registry import models
+    from cnnkit.core.tasks.base import make_task
 
     path = Path(path)
     meta = read_metadata(path, check_weights=True)

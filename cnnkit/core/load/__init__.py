@@ -1,1 +1,2 @@
-"""Any model source made ready for inference (checkpoint, published name, .cfg, exported file), the fast inference path, video, evaluation."""
+"""Any model source made ready for inference (checkpoint, published name, .cfg, exported file), the
+fast inference path, video, evaluation."""

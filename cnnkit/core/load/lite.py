@@ -20,6 +20,7 @@ from cnnkit.core.deploy.onnxrun import OnnxRunner
 from cnnkit.core.tasks.draw import records
 from cnnkit.core.tasks.results import Detections
 
+
 def read_info(meta: dict[str, str]) -> dict[str, Any] | None:
     """The cnnkit metadata of an exported file (tensors left encoded), or None without it."""
     if META_KEY not in meta:

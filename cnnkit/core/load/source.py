@@ -53,7 +53,8 @@ def published_for_eval(spec: ModelSpec, data: str = "", weights_ref: str | None 
 
     shipped = "pretrained" in spec.options
     config = TrainConfig(model=spec.name, data=data or spec.default_data, val=data, img_size=spec.img_size,
-                         options={"pretrained": True} if shipped and not weights_ref else {}, allow_partial=allow_partial,
+                         options={"pretrained": True} if shipped and not weights_ref else {},
+                         allow_partial=allow_partial,
                          **{k: v for k, v in spec.recipe.items() if k == "batch_size"})
     entry, path = None, None
     if weights_ref:

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.core.base.errors import CnnkitError
-from cnnkit.core.base.registry import WeightsSpec
-from cnnkit.core.base.registry import models
+from cnnkit.core.base.registry import WeightsSpec, models
 from cnnkit.core.weights.fetch import fetch, read_state
 
 

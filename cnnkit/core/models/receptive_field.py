@@ -7,9 +7,10 @@ Where paths join (Inception's branches, ResNet's shortcut) the field is the unio
 aligned networks the largest receptive field, as Araujo et al. compute it ("Computing Receptive
 Fields of Convolutional Neural Networks", Distill 2019). A global pooling, a flatten or an RoI
 pooling sees the whole map (``whole``); ``F.pixel_unshuffle`` by f is an f x f window at stride
-f; upsampling by f divides the stride (its units come in groups of f that share one field). A reshape that moves values between positions
-(Darknet's ``[reorg]``: its output row j reads input rows 4j..4j+3 modulo the height, no window)
-has no field, nor has anything computed from it: :data:`UNKNOWN`, shown as ``-``.
+f; upsampling by f divides the stride (its units come in groups of f that share one field). A
+reshape that moves values between positions (Darknet's ``[reorg]``: its output row j reads input
+rows 4j..4j+3 modulo the height, no window) has no field, nor has anything computed from it:
+:data:`UNKNOWN`, shown as ``-``.
 """
 
 from __future__ import annotations

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.core.base.atomic import atomic_path
-from cnnkit.core.models.conv import output_size
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.base.registry import ModelSpec
+from cnnkit.core.models.conv import output_size
 
 
 def _is_aux(name: str) -> bool:
@@ -132,9 +132,9 @@ def summarize(spec: ModelSpec, *, img_size: int | None = None, num_classes: int 
     the batch norms, activations, LRN and dropout that follow a row are folded into it. A model
     whose forward needs more than images (a detector's proposals) defines ``summary_forward(images)``,
     the pass the table follows. Returns ``{"model", "img_size", "num_classes", "options", "params",
-    "aux_params", "macs", "paper", "layers"}`` (each layer with its ``receptive_field``); ``paper`` holds the paper's ``params``/``macs`` (and
-    our difference in %) where it gives them: the model's own ``paper_params`` (set by a builder
-    whose options make the paper's network) before the spec's.
+    "aux_params", "macs", "paper", "layers"}`` (each layer with its ``receptive_field``); ``paper``
+    holds the paper's ``params``/``macs`` (and our difference in %) where it gives them: the model's
+    own ``paper_params`` (set by a builder whose options make the paper's network) before the spec's.
     """
     import torch
     from torch import nn

@@ -19,12 +19,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cnnkit.core.weights.checkpoint import Loaded, load_state_dict, load_weights_into
-from cnnkit.core.data.pixels import IMAGENET, Norm
 from cnnkit.core.base.config import TrainConfig
-from cnnkit.core.data import open_dataset
 from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.base.registry import LossSpec, ModelSpec, losses, models, resolve, tasks
+from cnnkit.core.data import open_dataset
+from cnnkit.core.data.pixels import IMAGENET, Norm
+from cnnkit.core.weights.checkpoint import Loaded, load_state_dict, load_weights_into
 
 
 class MappedDataset(Dataset):
@@ -140,7 +140,8 @@ class Task:
         if unknown:
             known = ", ".join(f"--{k.replace('_', '-')}" for k in self.options) or "none"
             raise CnnkitError(f"{spec.name}: unknown option(s) "
-                              f"{', '.join('--' + k.replace('_', '-') for k in sorted(unknown))} (this model takes: {known})")
+                              f"{', '.join('--' + k.replace('_', '-') for k in sorted(unknown))} "
+                              f"(this model takes: {known})")
         self._criterion: Any = None
 
     def default_loss(self) -> str:

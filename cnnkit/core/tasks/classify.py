@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data.pixels import IMAGENET, Norm, publisher_crop, resize_short_crop, to_tensor
 from cnnkit.core.data.transforms import AUGMENTATIONS
-from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.metrics.measures import topk_correct
 from cnnkit.core.tasks import results
 from cnnkit.core.tasks.base import MappedDataset, Task
@@ -55,7 +55,8 @@ class ClassificationLoss(nn.Module):
         super().__init__()
         self.label_smoothing, self.aux_weight = label_smoothing, aux_weight
 
-    def forward(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: torch.Tensor | tuple[torch.Tensor, ...],
+                targets: torch.Tensor) -> dict[str, torch.Tensor]:
         main, *aux = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
         losses = {"cls": F.cross_entropy(main, targets, label_smoothing=self.label_smoothing)}
         if aux:

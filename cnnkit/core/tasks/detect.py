@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.core.models.boxes import batched_nms
+from cnnkit.core.base.errors import CnnkitError
 from cnnkit.core.data.detection import DetectionSample
 from cnnkit.core.data.pixels import IMAGENET, RAW, Norm, letterbox, to_tensor
-from cnnkit.core.base.errors import CnnkitError
-from cnnkit.core.tasks.draw import draw_detections, records
 from cnnkit.core.metrics.measures import Detections, coco_map, pr_curve
+from cnnkit.core.models.boxes import batched_nms
 from cnnkit.core.tasks import results
 from cnnkit.core.tasks.base import MappedDataset, Task
+from cnnkit.core.tasks.draw import draw_detections, records
 
 Prediction = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (N,4) xyxy, scores (N,), labels (N,)
 
@@ -53,7 +53,8 @@ class DetectionTransform:
             "ignore_boxes": boxes[~obj], "ignore_labels": labels[~obj], "ignore_crowd": kind[~obj] == 2}
 
 
-def collate_detections(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+def collate_detections(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]
+                       ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     images, targets = zip(*batch)
     return torch.stack(images), list(targets)
 
@@ -148,7 +149,8 @@ class DetectionTask(Task):
                     self.predict_batch(model, images.to(device), self.eval_conf, self.eval_iou), targets):
                 out.append(Detections(boxes.float().cpu().numpy(), scores.float().cpu().numpy(),
                                       labels.cpu().numpy(), t["boxes"].numpy(), t["labels"].numpy(),
-                                      *(t[k].numpy() for k in ("ignore_boxes", "ignore_labels", "ignore_crowd") if k in t)))
+                                      *(t[k].numpy() for k in ("ignore_boxes", "ignore_labels", "ignore_crowd")
+                                        if k in t)))
         return out
 
     @torch.no_grad()

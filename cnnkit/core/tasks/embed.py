@@ -22,15 +22,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cnnkit.core.data.pixels import IMAGENET, Norm, resize, to_tensor
 from cnnkit.core.base.errors import CnnkitError
-from cnnkit.core.metrics.measures import Verification, verification_metrics
-from cnnkit.core.metrics.openset import OpenSet, open_set
+from cnnkit.core.data.pixels import IMAGENET, Norm, resize, to_tensor
 from cnnkit.core.data.sampler import PKSampler
 from cnnkit.core.metrics.distances import Scorer
+from cnnkit.core.metrics.measures import Verification, verification_metrics
+from cnnkit.core.metrics.openset import OpenSet, open_set
+from cnnkit.core.metrics.protocol import FOLDS, best_threshold, held_out_accuracy, random_folds
 from cnnkit.core.tasks import results
 from cnnkit.core.tasks.base import MappedDataset, Task
-from cnnkit.core.metrics.protocol import FOLDS, best_threshold, held_out_accuracy, random_folds
 
 MAX_GENUINE_PAIRS = 20_000
 
@@ -111,7 +111,8 @@ class EmbedTask(Task):
     validation on identities never seen in training. A loss whose model learns its own distance
     declares ``metric: "similarity"`` in its options."""
 
-    explain_kind = "pairs"  # cnnkit explain: images in pairs, what makes the two close (their embeddings' cosine similarity)
+    # cnnkit explain: images in pairs, what makes the two close (their embeddings' cosine similarity)
+    explain_kind = "pairs"
 
     data_tasks = ("embed",)
     default_data = "synthetic:glyphs"
@@ -179,7 +180,8 @@ class EmbedTask(Task):
         return metrics
 
     def log_artifacts(self, model: nn.Module, val: Dataset, tracker: Any, device: torch.device) -> None:
-        """ROC curve, genuine/impostor distance histograms, the open-set DET curve and the threshold of the final model."""
+        """ROC curve, genuine/impostor distance histograms, the open-set DET curve and the threshold of the
+        final model."""
         self.evaluate(model, self.loader(val, train=False), device)
         self.log_evaluation(tracker, step=self.config.epochs)
 

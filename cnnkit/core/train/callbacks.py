@@ -55,7 +55,8 @@ class MLflowCallback(Callback):
         if self.tracker.run_id:
             from cnnkit.core.deploy.serving import log_model
 
-            self.tracker.call(log_model, self.tracker.client, self.tracker.run_id, checkpoint, task, model, device, register)
+            self.tracker.call(log_model, self.tracker.client, self.tracker.run_id, checkpoint, task, model, device,
+                              register)
 
     def on_run_end(self, run: "Run", status: str) -> None:
         self.tracker.end(status)

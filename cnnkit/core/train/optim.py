@@ -10,7 +10,6 @@ from torch import nn
 from cnnkit.core.base.config import TrainConfig
 from cnnkit.core.base.errors import CnnkitError
 
-
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "adagrad", "rmsprop", "rmsprop-tf")
 SCHEDULERS = ("cosine", "step", "multistep", "plateau", "poly", "none")
 

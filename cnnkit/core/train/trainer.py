@@ -15,10 +15,21 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler, RandomSampler
 
-from cnnkit.core.base.version import __version__
 from cnnkit.core.base import device as devices
-from cnnkit.core.weights import fetch as weights
+from cnnkit.core.base.config import TrainConfig, validate_config
+from cnnkit.core.base.errors import CnnkitError, Interrupted
+from cnnkit.core.base.paths import writable_dir
+from cnnkit.core.base.registry import models
+from cnnkit.core.base.signals import StopRequest, stop_requests
+from cnnkit.core.base.version import __version__
+from cnnkit.core.data.splits import split_summary
+from cnnkit.core.metrics.plots import line_plot
+from cnnkit.core.models.pretrained import load_entry
+from cnnkit.core.tasks.base import make_task, to_device
 from cnnkit.core.train.callbacks import Callback, Run, console, tracked_run
+from cnnkit.core.train.optim import add_burn_in, build_optimizer, build_scheduler
+from cnnkit.core.train.tracking import TrackingInterrupted
+from cnnkit.core.weights import fetch as weights
 from cnnkit.core.weights.checkpoint import (
     copy_checkpoint,
     load_checkpoint,
@@ -28,17 +39,6 @@ from cnnkit.core.weights.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from cnnkit.core.base.config import TrainConfig, validate_config
-from cnnkit.core.data.splits import split_summary
-from cnnkit.core.base.errors import CnnkitError, Interrupted
-from cnnkit.core.train.optim import add_burn_in, build_optimizer, build_scheduler
-from cnnkit.core.base.paths import writable_dir
-from cnnkit.core.metrics.plots import line_plot
-from cnnkit.core.base.registry import models
-from cnnkit.core.models.pretrained import load_entry
-from cnnkit.core.tasks.base import make_task, to_device
-from cnnkit.core.base.signals import StopRequest, stop_requests
-from cnnkit.core.train.tracking import TrackingInterrupted
 
 
 @dataclass

@@ -31,7 +31,7 @@ def _writing(path: str | Path) -> Iterator[Path]:
             yield tmp
     except OSError as exc:
         raise CnnkitError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
-    except RuntimeError as exc:  # torch's own writer: "file write failed", "unexpected pos ..."
+    except RuntimeError:  # torch's own writer: "file write failed", "unexpected pos ..."
         raise CnnkitError(f"cannot write checkpoint {path}: the write was cut short (disk full or over a "
                           f"file size limit?); any previous {Path(path).name} is kept") from None
 

@@ -110,8 +110,9 @@ def _cfg(name: str, build: str, *, min_img_size: int, paper_recipe: dict[str, An
     included), and its paper's recipe."""
     default = {**CLASSIFY_RECIPE, **(recipe or {})}
     default["img_size"] = max(int(default["img_size"]), min_img_size)
-    default["about"] = (f"cnnkit's short CPU recipe: {default['optimizer']} lr {default['lr']}, {default['scheduler']}, "
-                        f"{default['epochs']} epochs at {default['img_size']} px (synthetic textures train in minutes)")
+    default["about"] = (f"cnnkit's short CPU recipe: {default['optimizer']} lr {default['lr']}, "
+                        f"{default['scheduler']}, {default['epochs']} epochs at {default['img_size']} px "
+                        "(synthetic textures train in minutes)")
     return ModelSpec(name=name, task="classify", build=build, min_img_size=min_img_size,
                      default_data="synthetic:textures", recipe=default, recipes={"paper": paper_recipe}, **kw)
 
@@ -126,7 +127,8 @@ MODELS: list[ModelSpec] = [
          description="AlexNet from the paper: LRN, overlapping pooling, dropout, ungrouped", paper=KRIZHEVSKY),
     _cfg("alexnet", f"{_M}:torchvision_model", build_kwargs={"arch": "alexnet"}, paper_params=61_100_840,
          paper_recipe=ALEXNET_PAPER,
-         paper_macs=0.72e9, min_img_size=63, description="AlexNet as torchvision builds it (no LRN, 64-192-384-256-256)",
+         paper_macs=0.72e9, min_img_size=63,
+         description="AlexNet as torchvision builds it (no LRN, 64-192-384-256-256)",
          paper="Krizhevsky 2014, One weird trick"),
     *[_cfg(f"vgg-{c.lower()}", f"{_M}:vgg", build_kwargs={"config": c}, options={"batch_norm": False, **INIT},
            paper_recipe=VGG_PAPER,

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 
-
 def caffe_lrn() -> nn.LocalResponseNorm:
     """The LRN of Caffe's reference GoogLeNet (bvlc_googlenet's train_val.prototxt: local_size 5,
     alpha 1e-4, beta 0.75, Caffe's k of 1): b = a / (1 + 1e-4/5 * sum_{5 neighbours} a^2)^0.75.

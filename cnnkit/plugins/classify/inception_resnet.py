@@ -6,7 +6,6 @@ each residual branch is scaled before it is added (sec. 3.3)."""
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
@@ -70,10 +69,10 @@ class Concat(nn.Module):
         return torch.cat([b(x) for b in self.branches], 1)
 
 
-def reduction_a(k: int = 192, l: int = 192, m: int = 256, n: int = 384) -> Concat:
-    """35x35 -> 17x17 (Figure 7): max-pool | 3x3/2 n | 1x1 k -> 3x3 l -> 3x3/2 m."""
+def reduction_a(k: int = 192, l_: int = 192, m: int = 256, n: int = 384) -> Concat:
+    """35x35 -> 17x17 (Figure 7): max-pool | 3x3/2 n | 1x1 k -> 3x3 l -> 3x3/2 m (``l_`` is Table 1's l)."""
     return Concat(nn.MaxPool2d(3, 2), ConvBN(256, n, 3, 2, "valid"),
-                  nn.Sequential(ConvBN(256, k, 1), ConvBN(k, l, 3), ConvBN(l, m, 3, 2, "valid")))
+                  nn.Sequential(ConvBN(256, k, 1), ConvBN(k, l_, 3), ConvBN(l_, m, 3, 2, "valid")))
 
 
 def reduction_b() -> Concat:

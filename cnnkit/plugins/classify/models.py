@@ -280,8 +280,16 @@ def inception_v3(*, num_classes: int = 1000, aux_logits: bool = True, aux_bn: bo
     and Table 3's last row, the BN-auxiliary classifier on the 17x17 grid (convolutions and FC
     batch-normalised; ``aux_bn=False``: torchvision's auxiliary FC with a bias and no BN, as the
     published weights have)."""
-    from torchvision.models.inception import BasicConv2d, Inception3, InceptionA, InceptionAux, InceptionB, \
-        InceptionC, InceptionD, InceptionE
+    from torchvision.models.inception import (
+        BasicConv2d,
+        Inception3,
+        InceptionA,
+        InceptionAux,
+        InceptionB,
+        InceptionC,
+        InceptionD,
+        InceptionE,
+    )
 
     blocks = [BasicConv2d, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE,
               bn_auxiliary if aux_bn else InceptionAux]

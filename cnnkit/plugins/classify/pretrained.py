@@ -8,8 +8,7 @@ import math
 import re
 from typing import Any
 
-from cnnkit.api import WeightsSpec
-from cnnkit.api import HALF
+from cnnkit.api import HALF, WeightsSpec
 
 TV = "https://download.pytorch.org/models/"
 TV_LICENSE = "BSD-3-Clause (torchvision); ImageNet-1k terms apply"
@@ -31,7 +30,8 @@ def tv(name: str, model: str, file: str, variant: str, **kw: Any) -> WeightsSpec
 def densenet_keys(state: dict[str, Any]) -> dict[str, Any]:
     """torchvision's published DenseNet files name ``norm.1``/``conv.2``; the modules are ``norm1``/``conv2``
     (the rename torchvision's own loader does)."""
-    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+                         r"((?:[12])\.(?:weight|bias|running_mean|running_var))$")
     return {(m.group(1) + m.group(2) if (m := pattern.match(k)) else k): v for k, v in state.items()}
 
 

@@ -76,12 +76,16 @@ def stylize(content: str | Path, style: Any = None, *, model: str | Path | None 
 def _fast(content: str, checkpoint: Path, out: Path | None, size: int | None, device: str,
           video: bool = False) -> dict[str, Any]:
     """One forward pass of a trained transformation network (a frame at a time for a video)."""
-    from cnnkit.api import load_checkpoint
-    from cnnkit.api import read_image, write_image
-    from cnnkit.api import resolve_device
-    from cnnkit.api import load_for_eval
-    from cnnkit.api import is_exported, read_task
-    from cnnkit.api import for_inference
+    from cnnkit.api import (
+        for_inference,
+        is_exported,
+        load_checkpoint,
+        load_for_eval,
+        read_image,
+        read_task,
+        resolve_device,
+        write_image,
+    )
 
     kind = (read_task if is_exported(checkpoint) else load_checkpoint)(checkpoint)["task"]
     if kind != "stylize":
@@ -121,9 +125,7 @@ def _resized(image: Any, size: int | None) -> Any:
 def _gatys(content_image: Any, name: str, styles: list[Path], out: Path | None, config: Any, weights: str,
            device: str, experiment: str, tracking_uri: str, track: bool, quiet: bool) -> dict[str, Any]:
     """Optimise the image with progress, intermediate images and an MLflow run."""
-    from cnnkit.api import tracked_run
-    from cnnkit.api import read_image, write_image
-    from cnnkit.api import resolve_device
+    from cnnkit.api import read_image, resolve_device, tracked_run, write_image
     from cnnkit.plugins.nst.stylize import style_transfer
     from cnnkit.plugins.nst.vgg import VGGFeatures
 

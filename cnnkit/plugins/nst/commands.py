@@ -48,7 +48,8 @@ def register(app: typer.Typer) -> None:
         style_layers: str = typer.Option(STYLE_LAYERS, "--style-layers", help="Comma-separated VGG-19 layers."),
         style_layer_weights: Optional[str] = typer.Option(None, "--style-layer-weights",
                                                           help="lambda_l per style layer (default equal)."),
-        style_blend: Optional[str] = typer.Option(None, "--style-blend", help="Weights of the style images, e.g. 0.7,0.3."),
+        style_blend: Optional[str] = typer.Option(None, "--style-blend",
+                                                  help="Weights of the style images, e.g. 0.7,0.3."),
         init: str = typer.Option("content", "--init", help="content, noise (white noise, as Gatys et al.) or style."),
         pooling: str = typer.Option("avg", "--pooling", help="avg (Gatys et al.: VGG's max pooling replaced by "
                                     "average pooling) or max."),

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cnnkit.api import scanned
-from cnnkit.api import is_image, list_images, read_image
-from cnnkit.api import CnnkitError
+from cnnkit.api import CnnkitError, is_image, list_images, read_image, scanned
 
 
 def is_photo_folder(path: Path) -> bool:

@@ -13,9 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.api import read_image
-from cnnkit.api import to_tensor
-from cnnkit.api import CnnkitError, checked_number
+from cnnkit.api import CnnkitError, checked_number, read_image, to_tensor
 from cnnkit.plugins.nst.losses import PerceptualLoss, gram
 from cnnkit.plugins.nst.stylize import fit_long_side
 from cnnkit.plugins.nst.vgg import VGGFeatures, check_layers, resolve_weights

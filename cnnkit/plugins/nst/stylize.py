@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from cnnkit.api import to_image, to_tensor
-from cnnkit.api import CnnkitError
+from cnnkit.api import CnnkitError, to_image, to_tensor
 from cnnkit.plugins.nst.losses import StyleTransferLoss, content_cost, gram
 from cnnkit.plugins.nst.vgg import POOLING, VGGFeatures, check_layers
 

@@ -13,9 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from cnnkit.api import load_state_dict, load_weights_into
-from cnnkit.api import IMAGENET_MEAN, IMAGENET_STD
-from cnnkit.api import CnnkitError
+from cnnkit.api import IMAGENET_MEAN, IMAGENET_STD, CnnkitError, load_state_dict, load_weights_into
 
 BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}  # convolutions per block (configurations D, E)
 POOLING = ("avg", "max")
@@ -59,9 +57,9 @@ def resolve_weights(weights: str, arch: str = "vgg19", flag: str = "--weights") 
     _check_arch(arch)
     if weights:
         return weights
+    from cnnkit.api import fetch_weights as fetch
     from cnnkit.api import load_plugins
     from cnnkit.api import weights as published
-    from cnnkit.api import fetch_weights as fetch
 
     load_plugins()
     name = arch.upper().replace("VGG", "VGG-")
@@ -108,7 +106,8 @@ class VGGFeatures(nn.Module):
         self.arch, self.pooling = arch, "max"
         self._set_pooling(pooling)
         self.at = {index[n]: n for n in layers}
-        self.min_size = 2 ** sum(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in self.body)  # smallest side that fits
+        # the smallest side that fits
+        self.min_size = 2 ** sum(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in self.body)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.requires_grad_(False)

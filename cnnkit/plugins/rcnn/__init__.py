@@ -80,7 +80,8 @@ def register_models(register):
             ("fasterrcnn_mobilenet_v3_large_fpn", 19_386_354,
              "torchvision Faster R-CNN, MobileNetV3-Large FPN (production)")):
         register(ModelSpec(
-            name=name, task="detect", build=_M + "torchvision_faster_rcnn", description=description, build_kwargs={"arch": name}, paper_params=params, img_size=800,
+            name=name, task="detect", build=_M + "torchvision_faster_rcnn", description=description,
+            build_kwargs={"arch": name}, paper_params=params, img_size=800,
             min_img_size=64, num_classes=90, default_data=SHAPES,
             recipe={"epochs": 4, "batch_size": 4, "img_size": 64, "lr": 0.01, "optimizer": "sgd",
                     "weight_decay": 1e-4, "scheduler": "cosine", "grad_clip": 10.0,

@@ -44,7 +44,8 @@ def rpn_loss(logits: torch.Tensor, deltas: torch.Tensor, labels: torch.Tensor, t
     else:
         n_cls = n_reg = max(int(sampled.sum()), 1)
         beta = 1 / 9
-    obj = F.cross_entropy(logits[sampled], labels[sampled], reduction="sum") / n_cls if sampled.any() else logits.sum() * 0.0
+    obj = (F.cross_entropy(logits[sampled], labels[sampled], reduction="sum") / n_cls if sampled.any()
+           else logits.sum() * 0.0)
     if pos.any():
         box = F.smooth_l1_loss(deltas[pos], target_deltas[pos].float(), beta=beta, reduction="sum") / n_reg
     else:

@@ -17,8 +17,14 @@ from torchvision.ops import roi_align
 
 from cnnkit.api import CnnkitError
 from cnnkit.plugins.rcnn.roi_heads import RoIHead, fc67, with_index
-from cnnkit.plugins.rcnn.rpn import PAPER_ANCHOR_RATIOS, PAPER_ANCHOR_SIZES, PAPER_SHORT_SIDE, RPN, \
-    default_anchor_sizes, pixel_values
+from cnnkit.plugins.rcnn.rpn import (
+    PAPER_ANCHOR_RATIOS,
+    PAPER_ANCHOR_SIZES,
+    PAPER_SHORT_SIDE,
+    RPN,
+    default_anchor_sizes,
+    pixel_values,
+)
 
 BACKBONES = {"small": 4, "resnet18": 8, "vgg16": 16, "alexnet": 16}  # name -> stride of the features the heads see
 # The papers' heads on the ImageNet networks: R-CNN warps to 224 (VGG-16) / 227 (AlexNet), pool5 is
@@ -136,7 +142,8 @@ class RCNN(nn.Module):
         pooled = self.pool(self.trunk(crops)).flatten(1)
         return pooled, self.fc(pooled)
 
-    def region_features(self, images: torch.Tensor, rois: torch.Tensor, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    def region_features(self, images: torch.Tensor, rois: torch.Tensor,
+                        chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`features` of the warped ``rois`` of ``images``, ``chunk`` regions at a time."""
         parts = [self.features(self.warp(images, rois[i:i + chunk])) for i in range(0, len(rois), chunk)]
         if not parts:
@@ -153,7 +160,8 @@ class FastRCNN(nn.Module):
     7x7 / 6x6 into fc6/fc7 4096 (dropout 0.5) that start from the ImageNet classifier."""
 
     def __init__(self, num_classes: int, backbone: str = "small", width: int = 16, pool: int | None = None,
-                 fc: int | None = None, rois_per_image: int = 64, fg_fraction: float = 0.25, bg_low: float = 0.1) -> None:
+                 fc: int | None = None, rois_per_image: int = 64, fg_fraction: float = 0.25,
+                 bg_low: float = 0.1) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.trunk, channels, self.stride = trunk(backbone=backbone, width=width)

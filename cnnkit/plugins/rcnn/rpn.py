@@ -34,7 +34,8 @@ def default_anchor_sizes(img_size: int) -> tuple[float, ...]:
 def pixel_values(value: Any, flag: str) -> tuple[float, ...]:
     """``--anchor-sizes 128,256,512`` (a comma- or space-separated string, a number or a list, as a
     flag or a config file gives it) as positive finite numbers, or one line naming ``flag``."""
-    items = value.replace(",", " ").split() if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+    items = (value.replace(",", " ").split() if isinstance(value, str)
+             else value if isinstance(value, (list, tuple)) else [value])
     try:
         numbers = tuple(float(v) for v in items if not isinstance(v, bool))
     except (TypeError, ValueError):

@@ -18,10 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.api import box_iou, to_pixels
-from cnnkit.api import CnnkitError
-from cnnkit.api import MappedDataset
-from cnnkit.api import DetectionTask, DetectionTransform, Prediction
+from cnnkit.api import CnnkitError, DetectionTask, DetectionTransform, MappedDataset, Prediction, box_iou, to_pixels
 from cnnkit.plugins.rcnn.matching import UNIT_CODER, Labeller, Sampler
 from cnnkit.plugins.rcnn.roi_heads import per_image, postprocess, with_index
 from cnnkit.plugins.rcnn.selective_search import MODES, selective_search
@@ -41,7 +38,8 @@ def recall(found: list[torch.Tensor], targets: Targets, iou: float = 0.5) -> tup
     return hits, total
 
 
-def hflip(images: torch.Tensor, targets: Targets, boxes: list[torch.Tensor]) -> tuple[torch.Tensor, Targets, list[torch.Tensor]]:
+def hflip(images: torch.Tensor, targets: Targets,
+          boxes: list[torch.Tensor]) -> tuple[torch.Tensor, Targets, list[torch.Tensor]]:
     """Flip each image (and its targets and proposals) horizontally with probability 1/2."""
     width = images.shape[-1]
     flip = torch.rand(len(images)) < 0.5
@@ -115,7 +113,8 @@ class SelectiveSearchTask(RegionTask):
         self._cache: dict[bytes, torch.Tensor] = {}
 
     def dataset(self, split: str) -> MappedDataset:
-        return MappedDataset(self.raw_dataset(split), DetectionTransform(self.config.img_size, False, self.input_norm()))
+        return MappedDataset(self.raw_dataset(split),
+                             DetectionTransform(self.config.img_size, False, self.input_norm()))
 
     def search(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Selective search boxes of each image, computed once and then served from memory. Selective

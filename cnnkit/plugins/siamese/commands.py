@@ -143,7 +143,8 @@ def gallery_list(
     console = Console(soft_wrap=True)
     console.print(table)
     if model:
-        console.print(Text(f"model {model.model} (fingerprint {model.fingerprint[:12]}) from {shown(model.checkpoint)}"))
+        console.print(Text(f"model {model.model} (fingerprint {model.fingerprint[:12]}) "
+                           f"from {shown(model.checkpoint)}"))
 
 
 @gallery_app.command("index")
@@ -185,8 +186,7 @@ def gallery_export(
     """Export the model fingerprint, the people and their embeddings."""
     import numpy as np
 
-    from cnnkit.api import atomic_path
-    from cnnkit.api import writable_file
+    from cnnkit.api import atomic_path, writable_file
     from cnnkit.plugins.siamese.backends import open_gallery
 
     if out is not None:

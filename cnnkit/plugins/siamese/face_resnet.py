@@ -23,8 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.api import IMAGENET_MEAN, IMAGENET_STD
-from cnnkit.api import CnnkitError
+from cnnkit.api import IMAGENET_MEAN, IMAGENET_STD, CnnkitError
 from cnnkit.plugins.siamese.dlib_format import DlibNet, read_dnn
 
 RESNET_FILE = "dlib_face_recognition_resnet_model_v1.dat"

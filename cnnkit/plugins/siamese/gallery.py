@@ -40,7 +40,8 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS embeddings_identity ON embeddings(identity_id)",
     f"INSERT OR IGNORE INTO meta VALUES ('generation', {NEW_GENERATION})",
 ) + tuple(f"""CREATE TRIGGER IF NOT EXISTS embeddings_{event.lower()} AFTER {event} ON embeddings
-BEGIN UPDATE meta SET value = {NEW_GENERATION} WHERE key = 'generation'; END""" for event in ("INSERT", "UPDATE", "DELETE"))
+BEGIN UPDATE meta SET value = {NEW_GENERATION} WHERE key = 'generation'; END"""
+          for event in ("INSERT", "UPDATE", "DELETE"))
 TRIGGERS = {"embeddings_insert", "embeddings_update", "embeddings_delete"}
 BLOCK = 65_536  # rows read from SQLite at a time when the search side is rebuilt
 
@@ -121,7 +122,8 @@ class Gallery(GalleryBase):
                 raise Unwritable(self.path, exc) from None
             raise CnnkitError(f"{self.path}: not a cnnkit gallery ({exc})") from None
         if version != SCHEMA_VERSION:
-            raise CnnkitError(f"{self.path}: gallery schema {version} is not supported (this cnnkit writes {SCHEMA_VERSION})")
+            raise CnnkitError(f"{self.path}: gallery schema {version} is not supported "
+                              f"(this cnnkit writes {SCHEMA_VERSION})")
 
     def _connect_readonly(self) -> sqlite3.Connection:
         """``mode=ro``; where that cannot open the database because not even its ``-shm`` can be made
@@ -211,7 +213,8 @@ class Gallery(GalleryBase):
             db.execute("INSERT OR IGNORE INTO identities (name, created) VALUES (?, ?)", (name, now))
             (identity,) = db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
             ids = np.array([db.execute(
-                "INSERT INTO embeddings (identity_id, fingerprint, dim, vector, source, created) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO embeddings (identity_id, fingerprint, dim, vector, source, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (identity, info.fingerprint, info.dim, v.tobytes(), src, now)).lastrowid
                 for v, src in zip(vectors, sources)], np.int64)
             (total,) = db.execute("SELECT COUNT(*) FROM embeddings WHERE identity_id = ?", (identity,)).fetchone()
@@ -227,7 +230,8 @@ class Gallery(GalleryBase):
             if row is None:
                 raise CnnkitError(f"'{shown(name)}' is not enrolled in {self.path}")
             before = self._meta()["generation"]
-            gone = np.array([i for (i,) in db.execute("SELECT id FROM embeddings WHERE identity_id = ?", row)], np.int64)
+            gone = np.array([i for (i,) in db.execute("SELECT id FROM embeddings WHERE identity_id = ?", row)],
+                            np.int64)
             db.execute("DELETE FROM identities WHERE id = ?", row)
             after = self._meta()["generation"]
             current = vectors_file.VectorFile.open(self.vectors_path)
@@ -242,7 +246,8 @@ class Gallery(GalleryBase):
 
     def _write_vectors(self, generation: str) -> None:
         """Rewrite the search side from the database (inside the caller's transaction)."""
-        (count,) = self.db.execute("SELECT COUNT(*) FROM embeddings e JOIN identities i ON i.id = e.identity_id").fetchone()
+        (count,) = self.db.execute("SELECT COUNT(*) FROM embeddings e "
+                                   "JOIN identities i ON i.id = e.identity_id").fetchone()
         dim = self._dim() if count else 1
         blocks = ((ids, block) for ids, _, block in self._blocks(dim)) if count else ()
         vectors_file.write(self.vectors_path, blocks, count, dim, generation)
@@ -313,7 +318,8 @@ class Gallery(GalleryBase):
             altered = self._distrust or current.altered() or ""
             if not altered:
                 if current.rows and current.dim != self._dim():
-                    raise CnnkitError(f"corrupt gallery: {self.path} says {self._dim()}-d, its vectors are {current.dim}-d")
+                    raise CnnkitError(f"corrupt gallery: {self.path} says {self._dim()}-d, "
+                                      f"its vectors are {current.dim}-d")
                 self._searched = current
                 return current
         self._distrust = ""
@@ -376,10 +382,12 @@ class Gallery(GalleryBase):
         for _ in range(BUSY_TRIES):
             vectors = self.vectors()
             if vectors.rows == 0:
-                raise CnnkitError(f"{self.path}: the gallery is empty (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
+                raise CnnkitError(f"{self.path}: the gallery is empty "
+                                  "(enroll someone first: `cnnkit enroll NAME IMAGE...`)")
             row, distance = graph.nearest(vectors, query, scorer) if graph else vectors.nearest(query, scorer)
-            found = self.db.execute("SELECT i.name, e.vector FROM embeddings e JOIN identities i ON i.id = e.identity_id "
-                                    "WHERE e.id = ?", (int(vectors.ids[row]),)).fetchone()
+            found = self.db.execute("SELECT i.name, e.vector FROM embeddings e "
+                                    "JOIN identities i ON i.id = e.identity_id WHERE e.id = ?",
+                                    (int(vectors.ids[row]),)).fetchone()
             if found is None:  # removed since: search again
                 continue
             if found[1] != vectors.matrix[row].tobytes():  # changed since, or the search side lies

@@ -21,9 +21,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from cnnkit.api import atomic_path
-from cnnkit.api import CnnkitError
-from cnnkit.api import Scorer
+from cnnkit.api import CnnkitError, Scorer, atomic_path
 from cnnkit.plugins.siamese.vectors import VectorFile, nearest
 
 CONNECTIVITY = 16  # graph degree (usearch's M)

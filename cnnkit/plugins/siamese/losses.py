@@ -20,8 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.api import unwrap
-from cnnkit.api import CnnkitError
+from cnnkit.api import CnnkitError, unwrap
 
 MINING = ("batch-hard", "semi-hard", "all")
 

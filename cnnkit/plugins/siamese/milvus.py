@@ -81,7 +81,8 @@ class MilvusGallery(GalleryBase):
         host, port, self.collection = _address(uri)
         self.path = uri
         self.meta = f"{self.collection}{META_SUFFIX}"
-        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # its errors come back as one line, not a log + traceback
+        # its errors come back as one line, not a log + traceback
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
         try:
             self.client = MilvusClient(uri=f"http://{host}:{port}", timeout=timeout)
             exists = self.client.has_collection(self.collection)
@@ -160,7 +161,8 @@ class MilvusGallery(GalleryBase):
             raise CnnkitError(f"embeddings are {info.dim}-d but {self.path} is {meta['dim']}-d")
         now = time.time()
         self.client.insert(self.collection, [{"name": name, "fingerprint": info.fingerprint, "source": src,
-                                              "created": now, "vector": v.tolist()} for v, src in zip(vectors, sources)])
+                                              "created": now, "vector": v.tolist()}
+                                             for v, src in zip(vectors, sources)])
         return self._count(f"name == {_quote(name)}")
 
     @_refusals
@@ -221,7 +223,8 @@ class MilvusGallery(GalleryBase):
         (hits,) = self.client.search(self.collection, [query.tolist()], limit=1, output_fields=["name", "vector"],
                                      **STRONG) if self._exists() else [[]]
         if not hits:
-            raise CnnkitError(f"{self.path}: the gallery is empty (enroll someone first: `cnnkit enroll NAME IMAGE...`)")
+            raise CnnkitError(f"{self.path}: the gallery is empty "
+                              "(enroll someone first: `cnnkit enroll NAME IMAGE...`)")
         best = hits[0]["entity"]
         return best["name"], float(scorer.pairs(query[None], np.asarray([best["vector"]], np.float32))[0])
 

@@ -14,7 +14,6 @@ from torch import nn
 from torch.nn import functional as F
 
 
-
 class SimilarityHead(nn.Module):
     """``sum_k w_k |a_k - b_k| + b`` as a logit (sigmoid of it: the probability of "same")."""
 

@@ -11,14 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.api import read_image
-from cnnkit.api import state_fingerprint
-from cnnkit.api import resolve_device
-from cnnkit.api import load_for_eval
-from cnnkit.api import CnnkitError
-from cnnkit.plugins.siamese.faces import Face, face_chips
+from cnnkit.api import CnnkitError, Scorer, load_for_eval, read_image, resolve_device, state_fingerprint
 from cnnkit.plugins.siamese.backends import ModelInfo
-from cnnkit.api import Scorer
+from cnnkit.plugins.siamese.faces import Face, face_chips
 
 
 @dataclass
@@ -63,8 +58,8 @@ class Embedder:
         self.threshold: float | None = float(state["threshold"]) if "threshold" in state else None
         self.scorer = Scorer.from_state(state.get("metric", "l2"), {k: v.numpy() for k, v in ck["model_state"].items()
                                                                     if k.startswith("similarity.")})
-        self.info = ModelInfo(ck.get("fingerprint") or state_fingerprint(ck["model_state"]), ck["model"], self.checkpoint,
-                              self.scorer.metric, int(self.model.embedding_dim))
+        self.info = ModelInfo(ck.get("fingerprint") or state_fingerprint(ck["model_state"]), ck["model"],
+                              self.checkpoint, self.scorer.metric, int(self.model.embedding_dim))
 
     def crops(self, path: str | Path, detect: bool = True, all_faces: bool = False,
               detector: str = "cnn") -> list[tuple[np.ndarray, Face | None]]:

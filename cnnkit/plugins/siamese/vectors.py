@@ -22,8 +22,7 @@ from typing import Iterable
 import numpy as np
 import xxhash
 
-from cnnkit.api import atomic_path
-from cnnkit.api import Scorer
+from cnnkit.api import Scorer, atomic_path
 
 MAGIC = b"CNNKITV2"  # V1 files (no checksums) read as absent: rebuilt from the database
 HEADER = struct.Struct("<8sQQQ32s")  # magic, dim, rows, capacity, generation (ascii, padded)

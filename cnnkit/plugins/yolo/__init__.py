@@ -112,7 +112,8 @@ CFG_DIR = Path(__file__).parent / "cfg"
 _CFGS = [
     ("yolov1-darknet", "yolov1", "yolov1", V1, 448, 20,
      "Darknet's yolov1.cfg: batch norm, a locally connected layer, 3 boxes"),
-    ("yolov1-tiny", "yolov1-tiny", "yolov1", V1, 448, 20, "Darknet's yolov1-tiny.cfg: 8 conv layers, batch norm, 1 FC layer"),
+    ("yolov1-tiny", "yolov1-tiny", "yolov1", V1, 448, 20,
+     "Darknet's yolov1-tiny.cfg: 8 conv layers, batch norm, 1 FC layer"),
     ("yolov2-voc", "yolov2-voc", "yolov2", V2, 416, 20, "Darknet's yolov2-voc.cfg: YOLOv2 with VOC anchors"),
     ("yolov2-tiny-voc", "yolov2-tiny-voc", "yolov2", V2, 416, 20, "Darknet's yolov2-tiny-voc.cfg"),
     ("yolo9000", "yolo9000", "yolov2", V2, 544, 9418,
@@ -153,10 +154,12 @@ BACKBONE_RECIPE = {"optimizer": "sgd", "lr": 0.05, "img_size": 64, "batch_size":
 CLASSIFIERS = [
     ModelSpec(name="darknet19", task="classify", build=f"{MODELS}:darknet19", paper=V2, paper_params=20_842_376,
               img_size=224, default_data="synthetic:textures", recipe=BACKBONE_RECIPE,
-              recipes={"paper": CLASSIFIER_PAPER["darknet19"]}, description="Darknet-19 classifier (YOLOv2's backbone)"),
+              recipes={"paper": CLASSIFIER_PAPER["darknet19"]},
+              description="Darknet-19 classifier (YOLOv2's backbone)"),
     ModelSpec(name="darknet53", task="classify", build=f"{MODELS}:darknet53", paper=V3, paper_params=41_609_928,
               img_size=256, default_data="synthetic:textures", recipe=BACKBONE_RECIPE,
-              recipes={"paper": CLASSIFIER_PAPER["darknet53"]}, description="Darknet-53 classifier (YOLOv3's backbone)"),
+              recipes={"paper": CLASSIFIER_PAPER["darknet53"]},
+              description="Darknet-53 classifier (YOLOv3's backbone)"),
 ]
 
 
@@ -180,8 +183,8 @@ WEIGHTS = [
                 sha256="dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c",
                 variant="yolov3-tiny.cfg, COCO 80 classes", format="darknet", classes="coco"),
     WeightsSpec(name="yolov2.weights", model="yolov2", file="yolov2.weights", url=PJREDDIE + "yolov2.weights",
-                size=203_934_260, license=DARKNET_LICENSE, variant="yolov2.cfg (608), COCO 80 classes", format="darknet",
-                classes="coco"),
+                size=203_934_260, license=DARKNET_LICENSE, variant="yolov2.cfg (608), COCO 80 classes",
+                format="darknet", classes="coco"),
     WeightsSpec(name="yolov2-tiny.weights", model="yolov2-tiny", file="yolov2-tiny.weights",
                 url=PJREDDIE + "yolov2-tiny.weights", size=44_948_600, license=DARKNET_LICENSE,
                 variant="yolov2-tiny.cfg, COCO 80 classes", format="darknet", classes="coco"),
@@ -210,7 +213,8 @@ def register_losses(register):
     # a .cfg's head sets these for its model (Darknet's coord_scale, noobject_scale, thresh, rescore, ...);
     # flags win; rescore 1: objectness trained towards the box's IoU, 0: towards 1
     register(LossSpec("yolov1", "cnnkit.plugins.yolo.losses:yolov1", ("detect",),
-                      {"coord_scale": 5.0, "noobject_scale": 0.5, "object_scale": 1.0, "class_scale": 1.0, "rescore": 1},
+                      {"coord_scale": 5.0, "noobject_scale": 0.5, "object_scale": 1.0, "class_scale": 1.0,
+                       "rescore": 1},
                       "YOLOv1 sum-squared error (--coord-scale 5, --noobject-scale 0.5, --object-scale, "
                       "--class-scale, --rescore)"))
     register(LossSpec("yolov2", "cnnkit.plugins.yolo.losses:yolov2", ("detect",),

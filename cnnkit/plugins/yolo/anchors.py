@@ -6,8 +6,7 @@ from typing import Any
 
 import torch
 
-from cnnkit.api import wh_iou
-from cnnkit.api import CnnkitError
+from cnnkit.api import CnnkitError, wh_iou
 
 
 def dataset_box_sizes(dataset: Any, img_size: int) -> torch.Tensor:

@@ -23,8 +23,7 @@ def anchors_cmd(
     32-pixel grid cells ([region] anchors)."""
     from rich.console import Console
 
-    from cnnkit.api import open_dataset
-    from cnnkit.api import CnnkitError
+    from cnnkit.api import CnnkitError, open_dataset
     from cnnkit.plugins.yolo.anchors import dataset_box_sizes, kmeans_anchors
 
     if split not in ("train", "val", "test"):
@@ -63,9 +62,7 @@ def import_cmd(
     """Read Darknet .weights into MODEL and save its state dict for `cnnkit train MODEL --weights OUT`."""
     import torch
 
-    from cnnkit.api import atomic_path
-    from cnnkit.api import writable_file
-    from cnnkit.api import models
+    from cnnkit.api import atomic_path, models, writable_file
     from cnnkit.plugins.yolo.weights import load_darknet_weights
 
     writable_file(out, "--out")  # before reading hundreds of MB
@@ -83,8 +80,7 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", help="The Darknet .weights file to write."),
 ) -> None:
     """Write a trained checkpoint's network as a Darknet .weights file."""
-    from cnnkit.api import load_for_eval
-    from cnnkit.api import writable_file
+    from cnnkit.api import load_for_eval, writable_file
     from cnnkit.plugins.yolo.weights import save_darknet_weights
 
     writable_file(out, "--out")

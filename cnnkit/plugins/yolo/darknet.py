@@ -20,8 +20,19 @@ from torch import nn
 
 from cnnkit.api import CnnkitError
 from cnnkit.plugins.yolo import layers as L
-from cnnkit.plugins.yolo.cfgfile import (HEADS, MAX_CHANNELS, MAX_SIDE, Section, get_anchors, get_float, get_int,
-                                         get_ints, head_settings, net_size, parse_cfg)
+from cnnkit.plugins.yolo.cfgfile import (
+    HEADS,
+    MAX_CHANNELS,
+    MAX_SIDE,
+    Section,
+    get_anchors,
+    get_float,
+    get_int,
+    get_ints,
+    head_settings,
+    net_size,
+    parse_cfg,
+)
 from cnnkit.plugins.yolo.cfgfile import where as section_at
 
 CFG_DIR = Path(__file__).resolve().parent / "cfg"
@@ -79,7 +90,8 @@ class DarknetModel(nn.Module):
     (``[yolo]``/``[region]``: a list of ``(B, A*(5+C), H, W)`` maps, coarsest first as in the
     file; ``[detection]``: a ``(B, S, S, boxes*5+C)`` tensor); classifiers return logits
     (``[softmax]`` and ``[cost]`` are left to the loss). ``num_classes`` and ``anchors`` (Darknet's
-    units: pixels for ``[yolo]``, grid cells for ``[region]``) override the file's; ``tree`` (a WordTree) that of ``[region] tree=``."""
+    units: pixels for ``[yolo]``, grid cells for ``[region]``) override the file's; ``tree`` (a
+    WordTree) that of ``[region] tree=``."""
 
     def __init__(self, sections: list[Section], num_classes: int | None = None, anchors: Any = None,
                  tree: Any = None, source: Path | None = None) -> None:
@@ -155,7 +167,8 @@ class DarknetModel(nn.Module):
             source_layer = self._absolute(get_int(s, "from"), i, where)
             if channels[source_layer + 1] != c_in or sizes[source_layer + 1] != size:
                 raise CnnkitError(f"{where}: from={s['from']} gives {channels[source_layer + 1]}x"
-                                  f"{sizes[source_layer + 1][0]}x{sizes[source_layer + 1][1]}, not {c_in}x{size[0]}x{size[1]}")
+                                  f"{sizes[source_layer + 1][0]}x{sizes[source_layer + 1][1]}, "
+                                  f"not {c_in}x{size[0]}x{size[1]}")
             return L.Shortcut(source_layer), c_in, size
         if kind == "route":
             sources = [self._absolute(v, i, where) for v in get_ints(s, "layers")]
@@ -192,7 +205,8 @@ class DarknetModel(nn.Module):
             table = torch.tensor(get_anchors(s), dtype=torch.float32, device="cpu").view(-1, 2)
             mask = get_ints(s, "mask") if "mask" in s else list(range(len(table)))
             if not mask or min(mask) < 0 or max(mask) >= len(table):
-                raise CnnkitError(f"{where}: mask={s.get('mask')} must pick among the {len(table)} anchors (0..{len(table) - 1})")
+                raise CnnkitError(f"{where}: mask={s.get('mask')} must pick among the {len(table)} anchors "
+                                  f"(0..{len(table) - 1})")
             self._check_head(s, c_in, len(mask) * (self.num_classes + 5), where)
             self.anchor_table = self._given(anchors, table, where)
             self.anchors.append(self.anchor_table[mask])

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import math
-
 from dataclasses import replace
 from typing import Any
 
@@ -18,11 +17,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cnnkit.api import DetectionSample
-from cnnkit.api import DetectionTransform
-from cnnkit.api import CnnkitError, checked_number
-from cnnkit.api import MappedDataset
-from cnnkit.api import paths_of, source_of
+from cnnkit.api import (
+    CnnkitError,
+    DetectionSample,
+    DetectionTransform,
+    MappedDataset,
+    checked_number,
+    paths_of,
+    source_of,
+)
 
 
 def tree_nodes(classes: list[str], tree: Any, where: str) -> np.ndarray:
@@ -154,7 +157,8 @@ def joint_dataset(detections: MappedDataset, cls_data: str, tree: Any, img_size:
     images = on_tree(open_dataset(cls_data, "train", ("classify",)), tree, where)
     if not len(images):
         raise CnnkitError(f"{where}: the training split is empty")
-    ratio = checked_number(cls_ratio, "--cls-ratio", "0 (each classification image once) or more", lambda r: 0 <= r < math.inf)
+    ratio = checked_number(cls_ratio, "--cls-ratio", "0 (each classification image once) or more",
+                           lambda r: 0 <= r < math.inf)
     count = round(ratio * len(detections)) if ratio > 0 else None
     zoom = checked_number(cls_zoom, "--cls-zoom", "a fraction in (0, 1] (1: no zoom-out)", lambda z: 0 < z <= 1)
     return JointDataset(detections, MappedDataset(images, ClassificationTransform(img_size, zoom)), count)

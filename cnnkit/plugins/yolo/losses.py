@@ -14,9 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.api import box_convert, wh_iou
-from cnnkit.api import unwrap
-from cnnkit.api import CnnkitError, checked_number
+from cnnkit.api import CnnkitError, box_convert, checked_number, unwrap, wh_iou
 
 Targets = Sequence[dict[str, torch.Tensor]]
 
@@ -53,7 +51,8 @@ def decode_anchor_boxes(p: torch.Tensor, anchors: torch.Tensor, img_size: int, c
     gy, gx = torch.meshgrid(torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij")
     stride = torch.tensor([img_size / w, img_size / h], device=p.device)
     xy = (p[..., :2].sigmoid() + torch.stack([gx, gy], -1)) * stride
-    wh = p[..., 2:4].clamp(max=10).exp() * anchor_pixels(anchors.to(p.device), cells, img_size, (h, w))[None, :, None, None]
+    wh = p[..., 2:4].clamp(max=10).exp() * anchor_pixels(anchors.to(p.device), cells, img_size,
+                                                         (h, w))[None, :, None, None]
     return torch.cat([xy, wh], -1)
 
 
@@ -154,8 +153,8 @@ class YOLOv3Loss(nn.Module):
                 sure[b, a, gj, gi] = False  # the assigned anchor's loss is its own truth's
                 if sure.any():  # positives of the truth they overlap most
                     rows = best_gt[sure]
-                    b, a, gj, gi, g, c = [torch.cat(t) for t in zip((b, a, gj, gi, g, c),
-                                                                    (*sure.nonzero(as_tuple=True), gt[rows], labels[rows]))]
+                    b, a, gj, gi, g, c = [torch.cat(t) for t in zip(
+                        (b, a, gj, gi, g, c), (*sure.nonzero(as_tuple=True), gt[rows], labels[rows]))]
                 target_obj[b, a, gj, gi] = 1.0
                 weight[b, a, gj, gi] = 1.0
             obj = obj + (F.binary_cross_entropy_with_logits(p[..., 4], target_obj, reduction="none") * weight).sum()
@@ -232,7 +231,8 @@ class YOLOv2Loss(nn.Module):
                  cls_objectness: str = "paper", cls_box: str = "objectness", coord_scale: float = 1.0,
                  class_scale: float = 1.0, rescore: bool = True) -> None:
         super().__init__()
-        for flag, value, choices in (("--cls-objectness", cls_objectness, CLS_OBJECTNESS), ("--cls-box", cls_box, CLS_BOX)):
+        for flag, value, choices in (("--cls-objectness", cls_objectness, CLS_OBJECTNESS),
+                                     ("--cls-box", cls_box, CLS_BOX)):
             if value not in choices:
                 raise CnnkitError(f"{flag} {value!r}: expected one of {', '.join(choices)}")
         self.cls_objectness, self.cls_box = cls_objectness, cls_box

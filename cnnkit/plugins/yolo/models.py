@@ -34,7 +34,8 @@ class ConvLeaky(nn.Sequential):
 
 
 class ConvBN(nn.Sequential):
-    """Darknet's ``[convolutional]``: conv (no bias) + batch norm (Darknet's epsilon) + leaky ReLU 0.1, 'same' padding."""
+    """Darknet's ``[convolutional]``: conv (no bias) + batch norm (Darknet's epsilon) + leaky ReLU 0.1,
+    'same' padding."""
 
     def __init__(self, c_in: int, c_out: int, k: int = 3, stride: int = 1) -> None:
         super().__init__(nn.Conv2d(c_in, c_out, k, stride, (k - 1) // 2, bias=False), nn.BatchNorm2d(c_out, eps=BN_EPS),

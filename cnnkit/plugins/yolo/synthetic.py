@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cnnkit.api import DetectionSample
-from cnnkit.api import background, overlap, sample_rng, Synthetic
+from cnnkit.api import DetectionSample, Synthetic, background, overlap, sample_rng
 
 FIGURES = ("ring", "cross", "bar")
 TREE = "shape -1\nring 0\ncross 0\nbar 0\n"  # Darknet's WordTree format

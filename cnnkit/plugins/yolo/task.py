@@ -9,18 +9,24 @@ classification set into the training batches (joint training, :mod:`cnnkit.plugi
 from __future__ import annotations
 
 import math
-import re
 import random
+import re
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnkit.api import batched_nms, box_convert, clip_boxes
-from cnnkit.api import unwrap
-from cnnkit.api import CnnkitError, checked_number
-from cnnkit.api import DetectionTask, Prediction
+from cnnkit.api import (
+    CnnkitError,
+    DetectionTask,
+    Prediction,
+    batched_nms,
+    box_convert,
+    checked_number,
+    clip_boxes,
+    unwrap,
+)
 from cnnkit.plugins.yolo.losses import decode_anchor_boxes, decode_v1_boxes, grid_view
 
 MAX_DETECTIONS = 100
@@ -55,7 +61,8 @@ class YoloTask(DetectionTask):
 
     options = {
         "anchors": "",  # "w,h w,h ..." in input pixels, or "auto" (k-means on the training boxes at --img-size)
-        "multi_scale": None,  # YOLOv2/v3: a new input size every `scale_every` batches (None: a .cfg's random=, else on)
+        # YOLOv2/v3: a new input size every `scale_every` batches (None: a .cfg's random=, else on)
+        "multi_scale": None,
         "tree": "",  # YOLO9000: a WordTree file (Darknet's `name parent_index` lines); the classes are its nodes
         "cls_data": "",  # YOLO9000 joint training: a classification set mixed into the batches (needs --tree)
         "tree_thresh": 0.5,  # predictions descend the tree while the probability stays above this
@@ -148,7 +155,8 @@ class YoloTask(DetectionTask):
         num_classes = len(tree) if tree is not None else len(self.classes or []) or self.spec.num_classes
         anchors = self.state.get("anchors")
         if anchors is not None and self.state.get("anchor_units") != ANCHOR_UNITS:  # fractions of img_size
-            anchors = self._darknet_units(torch.as_tensor(anchors, device="cpu").float() * self.config.img_size, num_classes)
+            anchors = self._darknet_units(torch.as_tensor(anchors, device="cpu").float() * self.config.img_size,
+                                          num_classes)
         if anchors is None and self.option("anchors"):
             anchors = self._requested_anchors(num_classes)
         kwargs: dict[str, Any] = {} if anchors is None else {"anchors": anchors.tolist()}
@@ -180,9 +188,9 @@ class YoloTask(DetectionTask):
         COCO-trained head is skipped when fine-tuning on other classes."""
         if not re.search(r"\.weights$|\.conv\.\d+$", str(path)):  # yolov3.weights, darknet53.conv.74
             return super().load_weights(model, path)
-        from cnnkit.api import load_weights_into
         from pathlib import Path
 
+        from cnnkit.api import load_weights_into
         from cnnkit.plugins.yolo.weights import load_darknet_weights, weight_layers
 
         anchors = self.state.get("anchors")
@@ -377,7 +385,8 @@ def zero_class_logits(model: nn.Module) -> None:
             conv.bias.view(num_anchors, -1)[:, 5:].zero_()
 
 
-def decode(model: nn.Module, outputs: Any, img_size: int, tree_thresh: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def decode(model: nn.Module, outputs: Any, img_size: int,
+           tree_thresh: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Every prediction of a batch as cxcywh pixel boxes ``(B, N, 4)`` and class scores ``(B, N, C)``
     (objectness x class probability: softmax for v2, logistic for v3, linear for v1; with a
     WordTree only the deepest node above ``tree_thresh`` scores, by its probability)."""
