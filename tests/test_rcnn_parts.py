@@ -289,8 +289,8 @@ def test_pretrained_vgg16_fills_fc6_fc7_from_its_imagenet_classifier(tmp_path, m
     from cnnkit.core.base.config import TrainConfig
     from cnnkit.core.base.plugins import load_plugins
     from cnnkit.core.base.registry import models
-    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.models.pretrained import load_entry
+    from cnnkit.core.tasks.base import make_task
     from cnnkit.core.weights import fetch as weights
 
     load_plugins()

@@ -4,10 +4,9 @@ recorded in the checkpoint's task state."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
-
-import math
 
 import numpy as np
 import torch
