@@ -44,7 +44,7 @@ class RecordingTrainer(engine.Trainer):
 
 if __name__ == "__main__":
     engine.Trainer = RecordingTrainer  # engine.fit builds its trainer from this name
-    from cnnkit.cli import main
+    from cnnkit.commands import main
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     main(sys.argv[1:])

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import ROOT
 
 NEVER = ["cnnkit.core.train.trainer", "cnnkit.core.train.callbacks", "cnnkit.core.train.tracking", "mlflow",
-         "albumentations", "torch._dynamo", "cnnkit.core.data.transforms"]
+         "albumentations", "torch._dynamo"]
 PROBE = """
 import json, sys
 from cnnkit.commands import main

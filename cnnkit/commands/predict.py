@@ -38,12 +38,15 @@ def detect_cmd(
 ) -> None:
     """Detect objects in images with a trained or published detector; boxes are in original image pixels.
     A video or stream gives one JSON line a frame and an annotated video in --save-dir."""
+    from cnnkit.core.base.config import check_value
     from cnnkit.core.base.paths import writable_dir
     from cnnkit.core.data.images import write_image
     from cnnkit.core.load.video import detect_video, is_video
     from cnnkit.core.tasks.draw import annotated_names
     from cnnkit.model import load
 
+    if img_size is not None:  # every setting is checked before any work
+        check_value("img_size", img_size, " (from --img-size)")
     if not no_save:
         writable_dir(save_dir, "--save-dir")
     video = len(sources) == 1 and is_video(sources[0])

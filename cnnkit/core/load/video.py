@@ -201,16 +201,16 @@ def run(source: str, process: FrameFn, out: Path | None, every: int = 1, show_pr
     return done
 
 
-def detect_video(source: str, task: Any, model: Any, dev: Any, save_dir: Path | None, every: int,
-                 **predict: Any) -> None:
-    """``cnnkit detect`` on a video or stream with a loaded detector (``task``, ``model`` on ``dev``):
-    ``save_dir/<name>.mp4`` holds the annotated frames."""
+def detect_video(source: str, model: Any, save_dir: Path | None, every: int, **settings: Any) -> None:
+    """``cnnkit detect`` on a video or stream with a loaded detector (anything with
+    ``predict(frames, **settings)`` giving ``Detections``: ``cnnkit.Model``): one JSON line a frame,
+    and ``save_dir/<name>.mp4`` holds the annotated frames."""
     from cnnkit.core.tasks.draw import draw_detections
 
-    size = predict.pop("img_size", None) or task.config.img_size
+    settings = {**settings, "batch_size": 1}
 
     def process(frame: np.ndarray) -> tuple[dict[str, Any], np.ndarray | None]:
-        found = task.predict(model, [frame], dev, img_size=size, batch_size=1, **predict)[0]
+        found = model.predict([frame], **settings)[0].detections
         return {"detections": found}, draw_detections(frame, found) if save_dir is not None else None
 
     run(source, process, None if save_dir is None else save_dir / f"{source_stem(source)}.mp4", every)
