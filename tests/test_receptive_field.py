@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from cnnkit.core.base.plugins import load_plugins
-from cnnkit.core.models.receptive_field import receptive_fields
 from cnnkit.core.base.registry import models
+from cnnkit.core.models.receptive_field import receptive_fields
 
 # The published values: google-research/receptive_field, README.md (the table of the Distill
 # article's library) and receptive_field/RECEPTIVE_FIELD_TABLE.md (per end-point, computed on

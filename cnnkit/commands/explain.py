@@ -84,8 +84,8 @@ def _write(results: list[tuple[Any, str]], out: Path, model: str, source: str, m
            track: bool, experiment: str, uri: str) -> None:
     import numpy as np
 
-    from cnnkit.core.train.callbacks import tracked_run
     from cnnkit.core.data.images import write_image
+    from cnnkit.core.train.callbacks import tracked_run
 
     records = []
     with tracked_run(f"explain-{model}-{time.strftime('%Y%m%d-%H%M%S')}", {"source": source, "method": method},

@@ -139,7 +139,8 @@ def plain_forward(model: nn.Module, x: torch.Tensor) -> Any:
 def layer_output(model: nn.Module, x: torch.Tensor, layer: str, at_input: bool = False) -> Any:
     """What ``layer`` returns (or takes, ``at_input``) on ``x`` (None when the pass does not reach it)."""
     seen: list[Any] = []
-    hook = model.get_submodule(layer).register_forward_hook(lambda m, args, out: seen.append(args[0] if at_input else out))
+    module = model.get_submodule(layer)
+    hook = module.register_forward_hook(lambda m, args, out: seen.append(args[0] if at_input else out))
     try:
         with torch.no_grad():
             plain_forward(model, x)
@@ -304,7 +305,8 @@ def first_conv_filters(task: Any, model: nn.Module) -> Explanation:
     picture = grid(tiles, f"{name}: {w.shape[0]} kernels {k}x{k}x{w.shape[1]}", columns=min(16, len(tiles)),
                    tile=max(24, 4 * k))
     return Explanation(task.spec.name, "filters", name, "", 0.0, np.zeros((1, 1), np.float32), picture,
-                       extra={"kernels": int(w.shape[0]), "kernel_size": [int(k), int(k)], "in_channels": int(w.shape[1])})
+                       extra={"kernels": int(w.shape[0]), "kernel_size": [int(k), int(k)],
+                              "in_channels": int(w.shape[1])})
 
 
 def _attributions(task: Any, model: nn.Module, images: list[tuple[str, np.ndarray]], options: Options,

@@ -33,6 +33,26 @@ class Sample:
     label: int
 
 
+def boxed_samples(data: str, count: int) -> list[Sample]:
+    """The first ``count`` val images of ``data`` that hold exactly one object, with its box: a
+    detection set's single box, or a classification set whose samples give theirs (``with_box``,
+    as ``synthetic:figure-crops`` does)."""
+    from cnnkit.core.data import open_dataset
+
+    ds = open_dataset(data, "val")
+    found: list[Sample] = []
+    for i in range(len(ds)):
+        if len(found) == count:
+            break
+        if hasattr(ds, "with_box"):
+            image, label, box = ds.with_box(i)
+            found.append(Sample(image, list(box), int(label)))
+        elif len(ds[i].boxes) == 1:
+            s = ds[i]
+            found.append(Sample(s.image, s.boxes[0].tolist(), int(s.labels[0])))
+    return found
+
+
 def inside(point: tuple[int, int], box: list[float]) -> bool:
     x, y = point
     return box[0] <= x + 0.5 <= box[2] and box[1] <= y + 0.5 <= box[3]
