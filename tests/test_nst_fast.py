@@ -110,4 +110,5 @@ def test_fast_style_bad_input(cli, tmp_path):
     torch.save({"model": "resnet18", "task": "classify", "model_state": {}, "config": {}}, tmp_path / "cls.pt")
     content = write_image(tmp_path / "c.png", np.zeros((8, 8, 3), np.uint8))
     r = cli("stylize", content, "--model", tmp_path / "cls.pt")
-    assert r.code == 2 and "not a fast-style" in r.stderr
+    assert r.code == 2 and "is a classifier (classify task), not a stylizer" in r.stderr
+    assert f"run it with `cnnkit classify {tmp_path / 'cls.pt'} IMAGE...`" in r.stderr

@@ -76,21 +76,9 @@ def stylize(content: str | Path, style: Any = None, *, model: str | Path | None 
 def _fast(content: str, checkpoint: Path, out: Path | None, size: int | None, device: str,
           video: bool = False) -> dict[str, Any]:
     """One forward pass of a trained transformation network (a frame at a time for a video)."""
-    from cnnkit.api import (
-        for_inference,
-        is_exported,
-        load_checkpoint,
-        load_for_eval,
-        read_image,
-        read_task,
-        resolve_device,
-        write_image,
-    )
+    from cnnkit.api import for_inference, load_for_eval, read_image, resolve_device, write_image
 
-    kind = (read_task if is_exported(checkpoint) else load_checkpoint)(checkpoint)["task"]
-    if kind != "stylize":
-        raise CnnkitError(f"{checkpoint}: a '{kind}' checkpoint, not a fast-style one")
-    task, net, _ = load_for_eval(checkpoint)
+    task, net, _ = load_for_eval(checkpoint, expect="stylize")  # another task's model: one line naming its command
     dev = resolve_device(device)
     net = for_inference(net, dev, channels_last=False)  # NCHW: measured faster for this network
     if video:
